@@ -1,0 +1,64 @@
+"""A run's artifact: only the trained tensors (safetensors) plus its config; rebuild and predict from it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from tuning import glue
+from tuning.config import RunConfig
+
+TENSORS_FILE = "trained.safetensors"
+CONFIG_FILE = "run_config.json"
+RESULT_FILE = "result.json"
+
+
+def save_artifact(output_dir, model, selection, config: RunConfig, result=None) -> Path:
+    """Write the trainable tensors only (a few KB for LayerNorm runs) next to the config and result."""
+    from safetensors.torch import save_file
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    params = dict(model.named_parameters())
+    tensors = {n: params[n].detach().to("cpu", torch.float32).contiguous() for n in selection.names}
+    save_file(tensors, str(out / TENSORS_FILE), metadata={"format": "moduletune", "model": config.model})
+    (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    if result is not None:
+        (out / RESULT_FILE).write_text(json.dumps({**result.to_dict(), "artifact_dir": str(out)}, indent=2))
+    return out
+
+
+def load_tuned(artifact_dir, device: str = "cpu"):
+    """The base model with the artifact's tensors put back: (model, tokenizer, config)."""
+    from safetensors.torch import load_file
+
+    from tuning.models import load_classifier, load_tokenizer
+
+    path = Path(artifact_dir)
+    if not (path / TENSORS_FILE).is_file():
+        raise FileNotFoundError(f"no artifact at {path} (expected {TENSORS_FILE} and {CONFIG_FILE})")
+    config = RunConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
+    task = glue.get_task(config.task)
+    model = load_classifier(config.model, task.num_labels)
+    missing = model.load_state_dict(load_file(str(path / TENSORS_FILE)), strict=False).unexpected_keys
+    if missing:
+        raise ValueError(f"artifact {path} has tensors this model lacks: {missing[:3]}")
+    return model.to(device).eval(), load_tokenizer(config.model), config
+
+
+@torch.inference_mode()
+def predict(model, tokenizer, task, texts: list[tuple[str, ...]] | list[str], max_len: int = 128) -> list[dict]:
+    """Label and class probabilities (or a score for STS-B) for each text or text pair."""
+    task = glue.get_task(task) if isinstance(task, str) else task
+    rows = [(t,) if isinstance(t, str) else tuple(t) for t in texts]
+    columns = list(zip(*rows))
+    device = next(model.parameters()).device
+    enc = tokenizer(*[list(c) for c in columns], truncation=True, max_length=max_len,
+                    padding=True, return_tensors="pt").to(device)
+    logits = model(**enc).logits.float().cpu()
+    if task.is_regression:
+        return [{"score": float(v)} for v in logits.squeeze(-1)]
+    probs = logits.softmax(-1)
+    return [{"label": task.label_names[int(p.argmax())],
+             "probabilities": dict(zip(task.label_names, map(float, p)))} for p in probs]

@@ -1,0 +1,100 @@
+"""Tokenize a GLUE split once (cached on disk) and cut it into length-grouped, dynamically padded batches."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tuning.settings import home
+
+
+@dataclass
+class Encoded:
+    """A tokenized split: ragged token ids (and segment ids) plus labels."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+
+def _cache_key(tokenizer, texts: list[tuple], max_len: int) -> str:
+    """Changes whenever the tokenizer's vocabulary/rules, the text or the max length change."""
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update((backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))).encode())
+    h.update(f"{type(tokenizer).__name__}|{max_len}|".encode())
+    for row in texts:
+        h.update("\x1f".join(row).encode())
+        h.update(b"\x1e")
+    return h.hexdigest()[:32]
+
+
+def encode(tokenizer, dataset, text_columns, max_len: int, use_cache: bool = True) -> Encoded:
+    """Tokenize every row (truncated to max_len), reusing a cached result across runs."""
+    columns = [list(dataset[c]) for c in text_columns]
+    texts = list(zip(*columns))
+    labels = np.asarray(dataset["label"])
+    path = home() / "cache" / "tokens" / f"{_cache_key(tokenizer, texts, max_len)}.pt" if use_cache else None
+    if path is not None and path.is_file():
+        try:
+            data = torch.load(path, weights_only=True)
+            return Encoded(data["input_ids"], data.get("token_type_ids"), labels)
+        except Exception:  # a torn cache file is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    out = tokenizer(*columns, truncation=True, max_length=max_len, padding=False)
+    enc = Encoded(list(out["input_ids"]), list(out["token_type_ids"]) if "token_type_ids" in out else None, labels)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{np.random.randint(1 << 30)}")
+        torch.save({"input_ids": enc.input_ids, "token_type_ids": enc.token_type_ids}, tmp)
+        tmp.replace(path)
+    return enc
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                           group_batches: int = 50) -> list[np.ndarray]:
+    """Shuffled batches whose members have similar lengths, so padding stays small.
+
+    Like transformers' group_by_length: shuffle, sort within mega-batches of
+    group_batches x batch_size, then shuffle the order of the resulting batches.
+    """
+    order = rng.permutation(len(lengths))
+    mega = batch_size * group_batches
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = order[start:start + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Evaluation batches sorted by length (order does not matter for metrics)."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate(enc: Encoded, idx: np.ndarray, collator) -> dict[str, torch.Tensor]:
+    """Pad the chosen rows to the longest among them (dynamic padding) with a transformers collator."""
+    features = []
+    for i in idx:
+        row = {"input_ids": enc.input_ids[i], "labels": enc.labels[i].item()}
+        if enc.token_type_ids is not None:
+            row["token_type_ids"] = enc.token_type_ids[i]
+        features.append(row)
+    return collator(features)
+
+
+def describe(enc: Encoded) -> str:
+    lengths = enc.lengths
+    return json.dumps({"rows": len(enc), "mean_len": float(lengths.mean()), "max_len": int(lengths.max())})

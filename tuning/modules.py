@@ -1,0 +1,308 @@
+"""Module families -> parameter names, per architecture; layer specs; exact trainable counts.
+
+One small mapping per architecture (as peft maps target modules), so adding an encoder is
+adding one entry, not an if-chain through the code.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class ModuleSpecError(ValueError):
+    """A module family, layer spec or architecture a person asked for that we cannot honour."""
+
+
+# Families that live inside a transformer layer; the paper's seven modules plus BitFit.
+LAYER_FAMILIES = (
+    "query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm", "bias",
+)
+# Families that ignore the layer spec.
+GLOBAL_FAMILIES = ("embeddings", "classifier", "full")
+FAMILIES = LAYER_FAMILIES + GLOBAL_FAMILIES + ("random",)
+
+ALIASES = {
+    "q": "query", "k": "key", "v": "value", "ao": "attention_output",
+    "fi": "ffn_intermediate", "fo": "ffn_output", "ln": "layernorm",
+    "bitfit": "bias", "emb": "embeddings", "head": "classifier", "cls": "classifier",
+}
+SHORT_NAMES = {
+    "query": "Q", "key": "K", "value": "V", "attention_output": "AO", "ffn_intermediate": "FI",
+    "ffn_output": "FO", "layernorm": "LN", "bias": "bias", "embeddings": "emb",
+    "classifier": "head", "full": "full",
+}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Where each family's parameters live in one encoder family (names relative to a layer)."""
+
+    name: str
+    model_types: tuple[str, ...]
+    layer_pattern: str  # regex with one group: the layer index
+    families: dict[str, str] = field(default_factory=dict)  # family -> regex on the in-layer name
+    embeddings: str = r"^embeddings\."
+
+
+_BERT_LIKE = {
+    "query": r"^attention\.self\.query\.",
+    "key": r"^attention\.self\.key\.",
+    "value": r"^attention\.self\.value\.",
+    "attention_output": r"^attention\.output\.dense\.",
+    "ffn_intermediate": r"^intermediate\.dense\.",
+    "ffn_output": r"^output\.dense\.",
+    "layernorm": r"^(attention\.output\.|output\.)LayerNorm\.",
+}
+
+ARCHITECTURES = {
+    arch.name: arch
+    for arch in (
+        Architecture("bert", ("bert",), r"^encoder\.layer\.(\d+)\.", _BERT_LIKE),
+        Architecture("roberta", ("roberta", "xlm-roberta", "camembert"), r"^encoder\.layer\.(\d+)\.", _BERT_LIKE),
+        Architecture("electra", ("electra",), r"^encoder\.layer\.(\d+)\.", _BERT_LIKE,
+                     embeddings=r"^(embeddings\.|embeddings_project\.)"),
+        Architecture("distilbert", ("distilbert",), r"^transformer\.layer\.(\d+)\.", {
+            "query": r"^attention\.q_lin\.",
+            "key": r"^attention\.k_lin\.",
+            "value": r"^attention\.v_lin\.",
+            "attention_output": r"^attention\.out_lin\.",
+            "ffn_intermediate": r"^ffn\.lin1\.",
+            "ffn_output": r"^ffn\.lin2\.",
+            "layernorm": r"^(sa_layer_norm|output_layer_norm)\.",
+        }),
+        # DeBERTa's position projections (used when share_att_key is off) belong to query/key.
+        Architecture("deberta-v2", ("deberta-v2",), r"^encoder\.layer\.(\d+)\.", {
+            "query": r"^attention\.self\.(query_proj|pos_query_proj)\.",
+            "key": r"^attention\.self\.(key_proj|pos_key_proj)\.",
+            "value": r"^attention\.self\.value_proj\.",
+            "attention_output": r"^attention\.output\.dense\.",
+            "ffn_intermediate": r"^intermediate\.dense\.",
+            "ffn_output": r"^output\.dense\.",
+            "layernorm": r"^(attention\.output\.|output\.)LayerNorm\.",
+        }, embeddings=r"^(embeddings\.|encoder\.rel_embeddings\.|encoder\.LayerNorm\.)"),
+    )
+}
+
+
+def architecture_for(model_type: str) -> Architecture:
+    """The mapping for a transformers model_type, or an error listing what is supported."""
+    for arch in ARCHITECTURES.values():
+        if model_type in arch.model_types:
+            return arch
+    supported = ", ".join(t for a in ARCHITECTURES.values() for t in a.model_types)
+    raise ModuleSpecError(f"unsupported architecture '{model_type}'; supported model types: {supported}")
+
+
+def canonical_family(name: str) -> str:
+    """'LN' -> 'layernorm', 'random:Q' -> 'random:query'; unknown names are refused."""
+    raw = name.strip()
+    key = raw.lower().replace("-", "_")
+    if key.startswith("random"):
+        _, _, base = key.partition(":")
+        if not base:
+            raise ModuleSpecError(
+                f"'{raw}': random needs a family to match in size, e.g. random:layernorm or random:Q")
+        base = canonical_family(base)
+        if base not in LAYER_FAMILIES:
+            raise ModuleSpecError(f"'{raw}': random can match one of {', '.join(LAYER_FAMILIES)}")
+        return f"random:{base}"
+    key = ALIASES.get(key, key)
+    if key not in FAMILIES:
+        allowed = ", ".join(FAMILIES[:-1]) + ", random:<family>; aliases " + ", ".join(
+            a.upper() for a in ("q", "k", "v", "ao", "fi", "fo", "ln"))
+        raise ModuleSpecError(f"unknown module family '{raw}'; allowed: {allowed}")
+    return key
+
+
+def parse_families(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """A comma- or plus-separated family list (trained together in one run) -> canonical names."""
+    parts = spec if isinstance(spec, (list, tuple)) else re.split(r"[,+]", spec)
+    families = tuple(dict.fromkeys(canonical_family(p) for p in parts if p.strip()))
+    if not families:
+        raise ModuleSpecError("no module family given; allowed: " + ", ".join(FAMILIES))
+    if sum(f.startswith("random:") for f in families) and len(families) > 1:
+        raise ModuleSpecError("random:<family> is a control and is trained alone, not with other families")
+    return families
+
+
+def parse_layers(spec: str | int, num_layers: int) -> tuple[int, ...]:
+    """'all', '7', '0-3,11', 'first:2', 'last:4' -> sorted layer indices within 0..num_layers-1."""
+    text = str(spec).strip().lower().replace(" ", "")
+    allowed = (f"allowed: all, a layer 0-{num_layers - 1}, a range like 0-3, a list like 0-3,5, "
+               f"first:K or last:K (this model has layers 0-{num_layers - 1})")
+    if text == "all":
+        return tuple(range(num_layers))
+    if text == "none":
+        return ()
+    m = re.fullmatch(r"(first|last):(\d+)", text)
+    if m:
+        k = int(m.group(2))
+        if not 1 <= k <= num_layers:
+            raise ModuleSpecError(f"layer spec '{spec}': K must be 1-{num_layers}; {allowed}")
+        return tuple(range(k)) if m.group(1) == "first" else tuple(range(num_layers - k, num_layers))
+    layers: set[int] = set()
+    for part in text.split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise ModuleSpecError(f"malformed layer spec '{spec}'; {allowed}")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if lo > hi or hi >= num_layers:
+            raise ModuleSpecError(f"layer spec '{spec}' is out of range; {allowed}")
+        layers.update(range(lo, hi + 1))
+    return tuple(sorted(layers))
+
+
+def num_hidden_layers(config) -> int:
+    """Layer count across config spellings (DistilBERT says n_layers)."""
+    return int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers"))
+
+
+@dataclass
+class Selection:
+    """What a run trains: whole tensors by name, plus per-tensor entry masks for random:<family>."""
+
+    module: list[str]
+    head: list[str]
+    masks: dict[str, "object"] = field(default_factory=dict)  # name -> bool tensor (random only)
+    module_params: int = 0
+    head_params: int = 0
+    encoder_params: int = 0
+    total_params: int = 0
+
+    @property
+    def trainable_params(self) -> int:
+        return self.module_params + self.head_params
+
+    @property
+    def trainable_pct(self) -> float:
+        return 100.0 * self.trainable_params / self.total_params
+
+    @property
+    def module_pct(self) -> float:
+        """The module's share of the pre-trained encoder, as the paper reports it."""
+        return 100.0 * self.module_params / self.encoder_params
+
+    @property
+    def names(self) -> list[str]:
+        return self.module + self.head
+
+    def counts(self) -> dict:
+        return {
+            "module_params": self.module_params, "head_params": self.head_params,
+            "trainable_params": self.trainable_params, "encoder_params": self.encoder_params,
+            "total_params": self.total_params, "module_pct": self.module_pct,
+            "trainable_pct": self.trainable_pct,
+        }
+
+
+def _layer_family_names(arch: Architecture, encoder_names, family: str, layers) -> list[str]:
+    """Names under the encoder of one in-layer family restricted to the chosen layers."""
+    wanted = set(layers)
+    out = []
+    for name in encoder_names:
+        m = re.match(arch.layer_pattern, name)
+        if not m or int(m.group(1)) not in wanted:
+            continue
+        inner = name[m.end():]
+        if family == "bias":
+            hit = inner.endswith("bias")
+        else:
+            hit = re.match(arch.families[family], inner) is not None
+        if hit:
+            out.append(name)
+    return out
+
+
+def select_parameters(model, families, layers="all", train_head: bool = True, seed: int = 0) -> Selection:
+    """Resolve families x layers on a sequence-classification model into exact parameter names."""
+    families = parse_families(families)
+    arch = architecture_for(model.config.model_type)
+    n_layers = num_hidden_layers(model.config)
+    layer_ids = parse_layers(layers, n_layers) if not isinstance(layers, tuple) else layers
+    base = model.base_model
+    prefix = model.base_model_prefix + "."
+    encoder = dict(base.named_parameters())
+    everything = dict(model.named_parameters())
+    head = [n for n in everything if not n.startswith(prefix)]
+
+    module: list[str] = []
+    masks: dict = {}
+    for family in families:
+        if family == "full":
+            module += [prefix + n for n in encoder]
+        elif family == "classifier":
+            pass  # the head alone; added below regardless of train_head
+        elif family == "embeddings":
+            module += [prefix + n for n in encoder if re.match(arch.embeddings, n)]
+        elif family.startswith("random:"):
+            matched = _layer_family_names(arch, encoder, family.split(":", 1)[1], layer_ids)
+            k = sum(encoder[n].numel() for n in matched)
+            masks = _random_masks(arch, encoder, k, seed)
+            module += [prefix + n for n in masks]
+            masks = {prefix + n: m for n, m in masks.items()}
+        else:
+            names = _layer_family_names(arch, encoder, family, layer_ids)
+            if family == "bias" and len(layer_ids) == n_layers:
+                # BitFit trains every bias, including the embeddings' LayerNorm bias.
+                names += [n for n in encoder if re.match(arch.embeddings, n) and n.endswith("bias")]
+            module += [prefix + n for n in names]
+    module = list(dict.fromkeys(module))
+    if not module and families != ("classifier",):
+        raise ModuleSpecError(
+            f"{'+'.join(families)} in layers {layers} selects no parameters of this {arch.name} model")
+    use_head = train_head or families == ("classifier",)
+    head_names = head if use_head else []
+    module_params = sum(int(masks[n].sum()) if n in masks else everything[n].numel() for n in module)
+    return Selection(
+        module=module, head=head_names, masks=masks, module_params=module_params,
+        head_params=sum(everything[n].numel() for n in head_names),
+        encoder_params=sum(p.numel() for p in encoder.values()),
+        total_params=sum(p.numel() for p in everything.values()),
+    )
+
+
+def _random_masks(arch: Architecture, encoder: dict, k: int, seed: int) -> dict:
+    """k entries drawn uniformly without replacement from all transformer-layer weights."""
+    import torch
+
+    pool = [n for n in encoder if re.match(arch.layer_pattern, n)]
+    sizes = np.array([encoder[n].numel() for n in pool], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    # Splitting k across tensors hypergeometrically is an exact uniform draw without
+    # materialising a permutation of every encoder weight.
+    per_tensor = rng.multivariate_hypergeometric(sizes, k)
+    masks = {}
+    for name, size, take in zip(pool, sizes, per_tensor):
+        if take == 0:
+            continue
+        flat = torch.zeros(int(size), dtype=torch.bool)
+        flat[torch.from_numpy(rng.choice(int(size), size=int(take), replace=False))] = True
+        masks[name] = flat.view(encoder[name].shape)
+    return masks
+
+
+def apply_selection(model, selection: Selection) -> None:
+    """Freeze everything, then unfreeze the selection; random masks zero the other entries' grads."""
+    trainable = set(selection.names)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+    params = dict(model.named_parameters())
+    for name, mask in selection.masks.items():
+        m = mask.to(params[name].device)
+        params[name].register_hook(lambda grad, m=m: grad * m)
+
+
+def lowest_trainable_layer(model, selection: Selection) -> int | None:
+    """The first layer any trainable parameter lives in (None if embeddings or all layers are trained)."""
+    arch = architecture_for(model.config.model_type)
+    prefix = model.base_model_prefix + "."
+    lowest = None
+    for name in selection.module:
+        inner = name[len(prefix):]
+        m = re.match(arch.layer_pattern, inner)
+        if not m:
+            return None
+        lowest = int(m.group(1)) if lowest is None else min(lowest, int(m.group(1)))
+    return lowest

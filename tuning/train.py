@@ -1,0 +1,283 @@
+"""fine_tune(config, on_event) -> RunResult: train only the chosen modules, in a loop you can read in one go."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from tuning import batches, glue, modules
+from tuning.config import RunConfig
+from tuning.models import load_classifier, load_tokenizer
+
+# on_event gets dicts: {"kind": "step", ...} every step, {"kind": "eval", ...} after each evaluation.
+# Returning True asks the loop to stop at the end of that step (cooperative cancel).
+EventHandler = Callable[[dict], "bool | None"]
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced, flat enough for a table row and a JSON line."""
+
+    task: str
+    model: str
+    modules: list[str]
+    layers: list[int]
+    layer_spec: str
+    metrics: dict[str, float]
+    primary_metric_name: str
+    primary_metric: float | None
+    best_metrics: dict[str, float]
+    best_step: int | None
+    module_params: int
+    head_params: int
+    trainable_params: int
+    encoder_params: int
+    total_params: int
+    module_pct: float
+    trainable_pct: float
+    learning_rate: float
+    steps: int
+    epochs_completed: float
+    train_examples: int
+    eval_examples: int
+    train_seconds: float
+    eval_seconds: float
+    examples_per_second: float
+    device: str
+    precision: str
+    versions: dict[str, str]
+    stopped: bool = False
+    resumed_from_step: int | None = None
+    history: list[dict] = field(default_factory=list)
+    artifact_dir: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """auto -> the first GPU when there is one, else the CPU; refuses a GPU that is not there."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name} was asked for but no CUDA GPU is available; use cpu or auto")
+    return device
+
+
+def versions() -> dict[str, str]:
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "numpy": np.__version__}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_data(config: RunConfig, tokenizer):
+    """Load, subsample and tokenize the train split and every eval split of the task."""
+    task = glue.get_task(config.task)
+    data = glue.load_glue(task, config.glue_dir)
+    stratify = None if task.is_regression else "label"
+    train = glue.subsample(glue.require_split(data, "train", task, config.glue_dir),
+                           config.max_train, config.seed, stratify)
+    # Eval samples use a fixed seed so every run of a study is scored on the same examples.
+    evals = {s: glue.subsample(glue.require_split(data, s, task, config.glue_dir), config.max_eval, 0, stratify)
+             for s in task.eval_splits}
+    encode = lambda ds: batches.encode(tokenizer, ds, task.text_columns, config.max_seq_len)  # noqa: E731
+    return task, encode(train), {s: encode(ds) for s, ds in evals.items()}
+
+
+@torch.inference_mode()
+def evaluate(model, task, evals: dict, collator, device, autocast, batch_size: int) -> dict[str, float]:
+    """Metrics on every eval split, in large length-sorted batches without autograd."""
+    was_training = model.training
+    model.eval()
+    per_split = {}
+    for split, enc in evals.items():
+        preds = np.empty(len(enc), dtype=np.float32 if task.is_regression else np.int64)
+        for idx in batches.sorted_batches(enc.lengths, batch_size):
+            batch = {k: v.to(device) for k, v in batches.collate(enc, idx, collator).items() if k != "labels"}
+            with autocast():
+                logits = model(**batch).logits.float()
+            preds[idx] = (logits.squeeze(-1) if task.is_regression else logits.argmax(-1)).cpu().numpy()
+        per_split[split] = (preds, enc.labels)
+    model.train(was_training)
+    return glue.evaluate_splits(task, per_split)
+
+
+def build_optimizer(model, selection: modules.Selection, lr: float, weight_decay: float, device):
+    """AdamW: decay on matrices only; masked (random) tensors never decay, so their frozen entries stay put."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (decay if param.ndim >= 2 and name not in selection.masks else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda")
+
+
+def save_checkpoint(path: Path, model, selection, optimizer, scheduler, state: dict) -> None:
+    """Trainable tensors + optimizer + scheduler + loop position, written atomically."""
+    params = dict(model.named_parameters())
+    blob = {
+        "trainable": {n: params[n].detach().cpu() for n in selection.names},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        **state,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    blob = torch.load(path, weights_only=False, map_location="cpu")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in blob.pop("trainable").items():
+            params[name].copy_(tensor)
+    optimizer.load_state_dict(blob.pop("optimizer"))
+    scheduler.load_state_dict(blob.pop("scheduler"))
+    torch.set_rng_state(blob.pop("torch_rng"))
+    cuda_rng = blob.pop("cuda_rng")
+    if cuda_rng is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_rng)
+    return blob
+
+
+def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
+              checkpoint_dir: str | Path | None = None, output_dir: str | Path | None = None) -> RunResult:
+    """Fine-tune only config.modules in config.layers (plus the head) and report honest GLUE metrics.
+
+    With checkpoint_dir, the trainable tensors and optimizer state are saved each epoch (and every
+    config.checkpoint_every steps, and when a stop is requested); a checkpoint found there is resumed.
+    With output_dir, the trained tensors and the config are written there as the run's artifact.
+    """
+    from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
+
+    config.validate()
+    emit = on_event or (lambda event: None)
+    device = resolve_device(config.device)
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
+    seed_everything(config.seed)
+
+    tokenizer = load_tokenizer(config.model)
+    task, train_enc, evals = prepare_data(config, tokenizer)
+    collator = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    model = load_classifier(config.model, task.num_labels)
+    selection = modules.select_parameters(model, config.modules, config.layers, config.train_head, config.seed)
+    modules.apply_selection(model, selection)
+    model.to(device).train()
+
+    lr = config.learning_rate
+    steps_per_epoch = math.ceil(len(train_enc) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = build_optimizer(model, selection, lr, config.weight_decay, device)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
+    state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "history": [], "train_seconds": 0.0,
+             "eval_seconds": 0.0, "examples_seen": 0, "resumed_from_step": None}
+    if ckpt_path is not None and ckpt_path.is_file():
+        state.update(load_checkpoint(ckpt_path, model, optimizer, scheduler))
+        state["resumed_from_step"] = state["step"]
+        emit({"kind": "resumed", "step": state["step"], "epoch": state["epoch"]})
+
+    def checkpoint():
+        if ckpt_path is not None:
+            save_checkpoint(ckpt_path, model, selection, optimizer, scheduler, state)
+
+    def run_eval():
+        t0 = time.perf_counter()
+        metrics = evaluate(model, task, evals, collator, device, autocast, config.eval_batch_size)
+        state["eval_seconds"] += time.perf_counter() - t0
+        record = {"step": state["step"], "epoch": state["step"] / steps_per_epoch, "metrics": metrics}
+        state["history"].append(record)
+        emit({"kind": "eval", **record, "primary_metric_name": task.primary_metric,
+              "primary_metric": metrics[task.primary_metric]})
+
+    stopped = False
+    loss_value = float("nan")
+    while state["epoch"] < config.epochs and not stopped:
+        rng = np.random.default_rng([config.seed, state["epoch"]])
+        epoch_batches = batches.length_grouped_batches(train_enc.lengths, config.batch_size, rng)
+        for idx in epoch_batches[state["step_in_epoch"]:]:
+            t0 = time.perf_counter()
+            batch = {k: v.to(device, non_blocking=True) for k, v in batches.collate(train_enc, idx, collator).items()}
+            with autocast():
+                loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["step_in_epoch"] += 1
+            state["examples_seen"] += len(idx)
+            # A host sync per step is free on the CPU; on a GPU read the loss every 10 steps.
+            if device.type == "cpu" or state["step"] % 10 == 0 or state["step"] == total_steps:
+                loss_value = loss.item()
+            state["train_seconds"] += time.perf_counter() - t0
+            rate = state["examples_seen"] / max(state["train_seconds"], 1e-9)
+            remaining = (total_steps - state["step"]) * state["train_seconds"] / max(
+                state["step"] - (state["resumed_from_step"] or 0), 1)
+            stop = emit({"kind": "step", "step": state["step"], "total_steps": total_steps,
+                         "epoch": state["step"] / steps_per_epoch, "loss": loss_value,
+                         "lr": scheduler.get_last_lr()[0], "examples_per_second": rate,
+                         "eta_seconds": remaining})
+            if config.eval_every and state["step"] % config.eval_every == 0 and state["step_in_epoch"] < steps_per_epoch:
+                run_eval()
+            if stop:
+                stopped = True
+                checkpoint()
+                break
+            if config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
+                checkpoint()
+        else:
+            state["epoch"] += 1
+            state["step_in_epoch"] = 0
+            run_eval()
+            checkpoint()
+
+    history = state["history"]
+    final = history[-1]["metrics"] if history else {}
+    best = max(history, key=lambda r: r["metrics"][task.primary_metric]) if history else None
+    result = RunResult(
+        task=task.name, model=config.model, modules=list(config.modules),
+        layers=list(modules.parse_layers(config.layers, modules.num_hidden_layers(model.config))),
+        layer_spec=config.layers, metrics=final, primary_metric_name=task.primary_metric,
+        primary_metric=final.get(task.primary_metric), best_metrics=best["metrics"] if best else {},
+        best_step=best["step"] if best else None, **selection.counts(), learning_rate=lr,
+        steps=state["step"], epochs_completed=state["step"] / steps_per_epoch,
+        train_examples=len(train_enc), eval_examples=sum(len(e) for e in evals.values()),
+        train_seconds=state["train_seconds"], eval_seconds=state["eval_seconds"],
+        examples_per_second=state["examples_seen"] / max(state["train_seconds"], 1e-9),
+        device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        precision="bf16" if use_bf16 else "fp32", versions=versions(), stopped=stopped,
+        resumed_from_step=state["resumed_from_step"], history=history,
+    )
+    if output_dir is not None and not stopped:
+        from tuning.artifacts import save_artifact
+
+        result.artifact_dir = str(save_artifact(output_dir, model, selection, config, result))
+    return result
