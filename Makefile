@@ -1,0 +1,33 @@
+# Two commands, each doing its own set-up: `make serve` (the app + an embedded worker) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch first: on a CPU-only machine `torch==2.13.0` takes the CPU build (a looser spec pulls a
+# multi-GB CUDA wheel); with an NVIDIA GPU, pip's default build. Override with TORCH_SPEC=...
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
+
+.PHONY: setup serve test services bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+serve: setup
+	$(VENV)/bin/moduletune serve
+
+services:
+	bash scripts/ensure-services.sh
+
+test: setup services
+	MODULETUNE_GLUE_DIR=$${MODULETUNE_GLUE_DIR:-$(abspath ..)/shared/glue} $(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m bench.trainer_vs_moduletune --task sst2 --modules full --max-train 2000
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,486 @@
+"""Unit tests of app.charts on hand-built frames: grouping, statistics, ordering, axes and empty states."""
+from __future__ import annotations
+
+import io
+import math
+import statistics
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app import charts
+from bench.charts_compare import synthetic_events, synthetic_runs
+
+NOW = pd.Timestamp("2026-01-01 12:00:00")
+
+
+def run(id, modules="layernorm", layers="all", seed=0, metric=0.8, status="succeeded", task="rte", **kw):
+    """One registry row with sensible defaults; keyword overrides for anything else."""
+    row = {
+        "id": id, "status": status, "task": task, "model": "m", "modules": modules, "family": modules,
+        "layers": layers, "seed": seed, "lr": 1e-3, "primary_metric_name": "accuracy",
+        "primary_metric": metric if status == "succeeded" else np.nan, "trainable_pct": 0.01,
+        "module_pct": 0.01, "module_params": 100, "head_params": 10, "trainable_params": 110,
+        "total_params": 1_000_000, "step": 10, "total_steps": 10, "eta_seconds": np.nan, "worker": "w0",
+        "device": "cpu", "submitter": "t", "queued_at": NOW - pd.Timedelta(minutes=5),
+        "started_at": pd.NaT, "finished_at": pd.NaT, "error": None, "train_seconds": 1.0,
+        "unrelated_extra_column": object(),
+    }
+    row.update(kw)
+    if status != "succeeded" and "primary_metric" in kw:
+        row["primary_metric"] = kw["primary_metric"]
+    return row
+
+
+def frame(*rows) -> pd.DataFrame:
+    return pd.DataFrame(list(rows))
+
+
+def annotation_texts(fig) -> list[str]:
+    return [a.text for a in fig.layout.annotations]
+
+
+def trace(fig, name):
+    found = [t for t in fig.data if t.name == name]
+    assert len(found) == 1, [t.name for t in fig.data]
+    return found[0]
+
+
+# ---------------------------------------------------------------- names and colours
+
+
+def test_short_names_and_fixed_colours():
+    assert charts.short_name("query+value") == "Q+V"
+    assert charts.short_name("value+query") == "Q+V"  # canonical order
+    assert charts.short_name("random:layernorm") == "random:LN"
+    assert [charts.short_name(f) for f in ("key", "attention_output", "ffn_intermediate", "ffn_output")] == \
+        ["K", "AO", "FI", "FO"]
+    assert charts.family_color("layernorm") != charts.family_color("query")
+    assert charts.family_color("random:query") == charts.family_color("random:layernorm") == charts.RANDOM_COLOR
+    assert charts.family_color("value+query") == charts.family_color("query+value")
+
+
+# ---------------------------------------------------------------- 1. score_by_family
+
+
+def score_runs():
+    rows, i = [], 0
+    values = {}
+    for fam in ("layernorm", "query", "value"):  # deliberately not paper order
+        for layers in ("5", "all"):
+            for seed in (0, 1, 2):
+                i += 1
+                m = 0.6 + 0.1 * ("query", "value", "layernorm").index(fam) + (0.05 if layers == "all" else 0) \
+                    + 0.01 * seed ** 2
+                values.setdefault((fam, layers), []).append(m)
+                rows.append(run(i, fam, layers, seed, m))
+    rows += [run(100, "full", "all", 0, 0.9), run(101, "full", "all", 1, 0.94)]
+    rows += [run(200, "query", "all", 3, status="failed", primary_metric=0.0),      # not succeeded
+             run(201, "query", "all", 4, status="running", primary_metric=0.1),
+             run(202, "query", "all", 5, 0.99, task="sst2")]                        # other task
+    return frame(*rows), values
+
+
+def test_score_by_family_groups_families_by_layer_choice_with_seed_stats():
+    runs, values = score_runs()
+    fig = charts.score_by_family(runs, "rte")
+    assert [t.name for t in fig.data] == ["Q", "V", "LN"]  # paper order, full is the line not a bar
+    for name, fam in (("Q", "query"), ("V", "value"), ("LN", "layernorm")):
+        t = trace(fig, name)
+        assert t.type == "bar"
+        assert list(t.x) == ["all", "5"]
+        for x, y, err in zip(t.x, t.y, t.error_y.array):
+            assert y == pytest.approx(statistics.mean(values[(fam, x)]))
+            assert err == pytest.approx(statistics.stdev(values[(fam, x)]))
+        assert t.marker.color == charts.FAMILY_COLORS[fam]
+    assert fig.layout.barmode == "group"
+    assert fig.layout.yaxis.title.text == "accuracy"
+    assert fig.layout.template.layout.paper_bgcolor is not None  # plotly_white applied
+
+
+def test_score_by_family_counts_only_succeeded_runs_of_the_task():
+    runs, values = score_runs()
+    q = trace(charts.score_by_family(runs, "rte"), "Q")
+    y_all = dict(zip(q.x, q.y))["all"]
+    assert y_all == pytest.approx(statistics.mean(values[("query", "all")]))  # failed 0.0 / sst2 0.99 ignored
+    assert [int(c[1]) for c in q.customdata] == [3, 3]  # n per bar
+
+
+def test_score_by_family_reference_line_at_full_fine_tuning_mean():
+    runs, _ = score_runs()
+    fig = charts.score_by_family(runs, "rte")
+    assert len(fig.layout.shapes) == 1
+    line = fig.layout.shapes[0]
+    assert line.y0 == line.y1 == pytest.approx(0.92)
+    assert "full fine-tuning" in annotation_texts(fig)
+
+
+def test_score_by_family_without_full_runs_has_no_line_and_hatched_random():
+    runs = frame(run(1, "layernorm"), run(2, "random:layernorm", metric=0.7), run(3, "random:layernorm", seed=1,
+                                                                                   metric=0.72))
+    fig = charts.score_by_family(runs, "rte")
+    assert len(fig.layout.shapes) == 0
+    r = trace(fig, "random:LN")
+    assert r.marker.color == charts.RANDOM_COLOR and r.marker.pattern.shape == "/"
+    assert r.y[0] == pytest.approx(0.71)
+    assert trace(fig, "LN").error_y.array[0] == 0  # a single seed has no spread
+
+
+# ---------------------------------------------------------------- 2. efficiency_frontier
+
+
+def test_efficiency_frontier_log_x_one_point_per_succeeded_run_with_hover():
+    runs = frame(
+        run(1, "layernorm", metric=0.80, trainable_pct=0.02, trainable_params=4_500),
+        run(2, "layernorm", seed=1, metric=0.82, trainable_pct=0.02),
+        run(3, "query", metric=0.78, trainable_pct=1.6),
+        run(4, "full", metric=0.85, trainable_pct=100.0),
+        run(5, "query", status="failed", trainable_pct=1.6),
+    )
+    fig = charts.efficiency_frontier(runs, "rte")
+    assert fig.layout.xaxis.type == "log"
+    assert [t.name for t in fig.data] == ["frontier", "Q", "LN", "full"]
+    ln = trace(fig, "LN")
+    assert list(ln.x) == [0.02, 0.02] and list(ln.y) == [0.80, 0.82]
+    assert ln.customdata[0][0] == 1 and ln.customdata[0][1] == "LN" and ln.customdata[0][4] == "4,500"
+    assert "#%{customdata[0]}" in ln.hovertemplate and "seed" in ln.hovertemplate
+    assert sum(len(t.x) for t in fig.data if t.name != "frontier") == 4
+    # Pareto frontier: best LN (0.82) then full (0.85); the query run is dominated.
+    front = trace(fig, "frontier")
+    assert list(front.y) == [0.82, 0.85] and list(front.x) == [0.02, 100.0]
+
+
+def test_efficiency_frontier_all_tasks_facets_with_one_legend_entry_per_family():
+    runs = frame(run(1, "layernorm", task="rte"), run(2, "layernorm", task="sst2"), run(3, "query", task="sst2"))
+    fig = charts.efficiency_frontier(runs)
+    assert [a.text for a in fig.layout.annotations][:2] == ["sst2", "rte"]  # GLUE order subplot titles
+    assert fig.layout.xaxis.type == "log" and fig.layout.xaxis2.type == "log"
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["frontier", "Q", "LN"]
+    assert {t.xaxis for t in fig.data} == {"x", "x2"}
+
+
+# ---------------------------------------------------------------- 3. layer_module_heatmap
+
+
+def test_layer_module_heatmap_places_means_by_family_and_layer():
+    runs = frame(
+        run(1, "query", "0", metric=0.60), run(2, "query", "0", seed=1, metric=0.64),
+        run(3, "layernorm", "3", metric=0.80), run(4, "layernorm", "0", metric=0.70),
+        run(5, "layernorm", "all", metric=0.99),            # not a single layer
+        run(6, "layernorm", "0-3", metric=0.99),            # not a single layer
+        run(7, "query", "3", status="failed"),
+    )
+    fig = charts.layer_module_heatmap(runs, "rte")
+    hm = fig.data[0]
+    assert hm.type == "heatmap"
+    assert list(hm.y) == ["Q", "LN"] and list(hm.x) == ["0", "3"]
+    assert hm.z[0][0] == pytest.approx(0.62) and hm.z[0][1] is None
+    assert hm.z[1][0] == pytest.approx(0.70) and hm.z[1][1] == pytest.approx(0.80)
+    assert hm.text[1][1] == "0.800" and hm.texttemplate == "%{text}"
+
+
+def test_layer_module_heatmap_without_single_layer_runs_explains():
+    fig = charts.layer_module_heatmap(frame(run(1, "layernorm", "all")), "rte")
+    assert len(fig.data) == 0
+    assert any("single-layer" in t for t in annotation_texts(fig))
+
+
+# ---------------------------------------------------------------- 4. training_curves
+
+
+def curve_events():
+    rows = []
+    for rid in (1, 2, 3):
+        for step in (10, 20, 30):
+            rows.append((rid, step, "train", "loss", 1.0 / step + rid))
+            rows.append((rid, step, "train", "lr", 0.001))
+        rows.append((rid, 30, "validation", "accuracy", 0.5 + rid / 10))
+        rows.append((rid, 15, "validation", "accuracy", 0.4 + rid / 10))
+        rows.append((rid, 30, "validation", "loss", 0.3))
+    rows.append((3, 30, "validation_matched", "accuracy", 0.77))
+    rows.append((3, 30, "validation_mismatched", "accuracy", 0.66))
+    return pd.DataFrame(rows, columns=["run_id", "step", "split", "name", "value"]).assign(epoch=1)
+
+
+def test_training_curves_overlay_loss_and_eval_with_uirevision():
+    runs = frame(run(1, "layernorm", "all"), run(2, "query+value", "last:4"))
+    fig = charts.training_curves(curve_events(), run_ids=[2, 1], runs=runs)
+    assert fig.layout.uirevision == charts.UIREVISION
+    names = [t.name for t in fig.data]
+    assert names == ["#2 Q+V@last:4", "#1 LN@all", "#2 Q+V@last:4", "#1 LN@all"]
+    loss = fig.data[1]
+    assert list(loss.x) == [10, 20, 30] and list(loss.y) == pytest.approx([1.1, 1.05, 1 + 1 / 30])
+    assert loss.yaxis == "y"
+    ev = fig.data[3]
+    assert ev.yaxis == "y2" and list(ev.x) == [15, 30] and list(ev.y) == pytest.approx([0.5, 0.6])
+    assert fig.layout.yaxis2.title.text == "accuracy" and fig.layout.xaxis2.title.text == "step"
+    assert fig.data[0].line.color == fig.data[2].line.color  # a run keeps its colour across panels
+
+
+def test_training_curves_matches_mnli_style_split_metric_and_works_without_runs():
+    runs = frame(run(3, "layernorm", primary_metric_name="accuracy_matched", task="mnli"))
+    fig = charts.training_curves(curve_events(), run_ids=[3], runs=runs)
+    assert list(fig.data[1].y) == [0.77]
+    bare = charts.training_curves(curve_events())
+    assert [t.name for t in bare.data][:3] == ["#1", "#2", "#3"]
+    assert bare.layout.uirevision == charts.UIREVISION
+
+
+# ---------------------------------------------------------------- 5. config_diff
+
+
+def test_config_diff_keeps_only_differing_settings():
+    base = {"task": "rte", "modules": ["layernorm"], "lr": 0.01, "seed": 0, "extra": {"note": "a"}}
+    runs = frame(run(7, config=dict(base)), run(9, config={**base, "lr": 0.001, "seed": 1}),
+                 run(8, config={**base, "seed": 2, "extra": {"note": "b"}}))
+    diff = charts.config_diff(runs)
+    assert list(diff.columns) == ["setting", "#7", "#9", "#8"]
+    assert diff["setting"].tolist() == ["lr", "seed", "extra.note"]
+    assert diff.set_index("setting").loc["lr"].tolist() == ["0.01", "0.001", "0.01"]
+    full = charts.config_diff(runs, only_differences=False)
+    assert full["setting"].tolist() == ["task", "modules", "lr", "seed", "extra.note"]
+    assert full.set_index("setting").loc["modules", "#7"] == "layernorm"
+    assert charts.config_diff(runs, run_ids=[7, 9])["setting"].tolist() == ["lr", "seed"]
+
+
+def test_config_diff_falls_back_to_run_columns():
+    runs = frame(run(1, seed=0), run(2, seed=1)).drop(columns=["unrelated_extra_column"])
+    diff = charts.config_diff(runs)
+    assert "seed" in diff["setting"].tolist() and "task" not in diff["setting"].tolist()
+    assert "id" not in diff["setting"].tolist()
+
+
+# ---------------------------------------------------------------- 6. results_table
+
+
+def results_runs():
+    return frame(
+        run(1, "full", metric=0.90, trainable_pct=100.0), run(2, "full", seed=1, metric=0.92, trainable_pct=100.0),
+        run(3, "layernorm", metric=0.80, trainable_pct=0.02), run(4, "layernorm", seed=1, metric=0.84,
+                                                                    trainable_pct=0.04),
+        run(5, "layernorm", seed=2, metric=0.82, trainable_pct=0.03),
+        run(6, "random:layernorm", metric=0.70), run(7, "query", metric=0.75),
+        run(8, "query", task="cola", metric=0.40, primary_metric_name="matthews_correlation"),
+        run(9, "query", "5", metric=0.10),                    # not layers == "all"
+        run(10, "classifier", metric=0.65), run(11, "query", status="failed"),
+        run(12, "query+value", metric=0.77), run(13, "key", metric=0.74),
+    )
+
+
+def test_results_table_rows_in_paper_order_with_mean_std_n_cells():
+    table = charts.results_table(results_runs())
+    assert list(table.columns) == ["module", "trainable %", "cola", "rte"]
+    assert table["module"].tolist() == ["Q", "K", "LN", "classifier", "Q+V", "random:LN", "full"]
+    rows = table.set_index("module")
+    assert rows.loc["LN", "rte"] == "0.820 ± 0.020 (3)"
+    assert rows.loc["full", "rte"] == "0.910 ± 0.014 (2)"
+    assert rows.loc["Q", "rte"] == "0.750 (1)" and rows.loc["Q", "cola"] == "0.400 (1)"
+    assert rows.loc["LN", "cola"] == ""
+    assert rows.loc["LN", "trainable %"] == "0.03%" and rows.loc["full", "trainable %"] == "100%"
+
+
+def test_results_table_layer_filter_is_a_parameter():
+    table = charts.results_table(results_runs(), layers="5").set_index("module")
+    assert table.loc["Q", "rte"] == "0.100 (1)"
+    assert "LN" not in table.index and "full" in table.index  # global families ignore the layer spec
+
+
+def test_results_csv_round_trips_through_pandas():
+    runs = results_runs()
+    numeric = charts.results_table_numeric(runs)
+    assert list(numeric.columns) == ["module", "family", "task", "metric", "mean", "std", "n", "trainable_pct"]
+    ln = numeric[(numeric["family"] == "layernorm") & (numeric["task"] == "rte")].iloc[0]
+    assert ln["mean"] == pytest.approx(0.82) and ln["std"] == pytest.approx(0.02) and ln["n"] == 3
+    assert numeric.loc[numeric["task"] == "cola", "metric"].tolist() == ["matthews_correlation"]
+    back = pd.read_csv(io.StringIO(charts.results_csv(runs)))
+    pd.testing.assert_frame_equal(back, numeric, check_dtype=False)
+
+
+# ---------------------------------------------------------------- 7-8. magnitudes
+
+
+def mags_frame():
+    rows = []
+    for layer in (0, 1):
+        for fam, scale in (("query", 0.04), ("layernorm", 0.9)):
+            q = [scale * f for f in (0.1, 0.5, 1.0, 1.5, 2.5)]
+            rows.append({"family": fam, "layer": layer, "kind": "weight", "count": 100 * (layer + 1),
+                         "mean_abs": scale * (1 + layer), "std_abs": 0.1, "max_abs": scale * 4,
+                         **dict(zip(charts.QUANTILE_COLUMNS, [v * (1 + layer) for v in q])), "hist": [1, 2]})
+    rows.append({"family": "embeddings", "layer": -1, "kind": "weight", "count": 50, "mean_abs": 0.03,
+                 "std_abs": 0.1, "max_abs": 0.3, **dict(zip(charts.QUANTILE_COLUMNS, [0.001, 0.01, 0.02, 0.04,
+                                                                                         0.08])), "hist": [1]})
+    rows.append({"family": "layernorm", "layer": 0, "kind": "bias", "count": 10, "mean_abs": 0.05,
+                 "std_abs": 0.1, "max_abs": 0.3, **dict(zip(charts.QUANTILE_COLUMNS, [0.0, 0.01, 0.02, 0.04,
+                                                                                        0.08])), "hist": [1]})
+    return pd.DataFrame(rows)
+
+
+def test_magnitude_distributions_boxes_from_quantiles_on_log_axis():
+    fig = charts.magnitude_distributions(mags_frame())
+    assert fig.layout.yaxis.type == "log"
+    assert [t.name for t in fig.data] == ["Q", "LN", "embeddings"]
+    ln = trace(fig, "LN")
+    assert ln.type == "box"
+    # count-weighted (100, 200) pooling of layer 0 and layer 1 (x2) quantiles
+    w = (1 * 100 + 2 * 200) / 300
+    assert ln.median[0] == pytest.approx(0.9 * 1.0 * w)
+    assert ln.q1[0] == pytest.approx(0.9 * 0.5 * w) and ln.q3[0] == pytest.approx(0.9 * 1.5 * w)
+    assert ln.lowerfence[0] == pytest.approx(0.9 * 0.1 * w) and ln.upperfence[0] == pytest.approx(0.9 * 2.5 * w)
+    assert ln.median[0] > 10 * trace(fig, "Q").median[0]
+    assert ln.marker.color == charts.FAMILY_COLORS["layernorm"]
+
+
+def test_magnitude_distributions_by_layer_and_bias_kind():
+    fig = charts.magnitude_distributions(mags_frame(), by_layer=True)
+    assert list(trace(fig, "LN").x) == ["0", "1"] and list(trace(fig, "embeddings").x) == ["emb"]
+    assert list(trace(fig, "LN").median) == pytest.approx([0.9, 1.8])
+    bias = charts.magnitude_distributions(mags_frame(), kind="bias")
+    assert [t.name for t in bias.data] == ["LN"]
+    assert bias.data[0].lowerfence[0] == charts.LOG_FLOOR  # a zero |b| floored for the log axis
+
+
+def test_magnitude_heatmap_log10_mean_by_family_and_layer():
+    fig = charts.magnitude_heatmap(mags_frame())
+    hm = fig.data[0]
+    assert list(hm.y) == ["Q", "LN", "embeddings"] and list(hm.x) == ["emb", "0", "1"]
+    assert hm.z[1][2] == pytest.approx(math.log10(1.8)) and hm.z[0][1] == pytest.approx(math.log10(0.04))
+    assert hm.z[2][0] == pytest.approx(math.log10(0.03)) and hm.z[2][1] is None
+    assert hm.text[1][2] == "1.8"
+    assert "1e0" in hm.colorbar.ticktext and hm.colorbar.title.text == "mean |weight|"
+
+
+# ---------------------------------------------------------------- 9. delta_by_layer
+
+
+def test_delta_by_layer_one_trace_per_run_and_family():
+    deltas = pd.DataFrame([
+        (1, "layernorm", 1, "weight", 0.02), (1, "layernorm", 0, "weight", 0.01),
+        (1, "query", 0, "weight", 0.002), (2, "layernorm", 0, "weight", 0.03),
+    ], columns=["run_id", "family", "layer", "kind", "relative_change"])
+    fig = charts.delta_by_layer(deltas)
+    assert [t.name for t in fig.data] == ["#1 Q", "#1 LN", "#2 LN"]
+    ln = trace(fig, "#1 LN")
+    assert list(ln.x) == [0, 1] and list(ln.y) == [0.01, 0.02]
+    assert fig.layout.yaxis.type == "log" and fig.layout.xaxis.title.text == "layer"
+    both = pd.concat([deltas, pd.DataFrame([(1, "layernorm", 0, "bias", 0.5)], columns=deltas.columns)])
+    fig2 = charts.delta_by_layer(both)
+    assert trace(fig2, "#1 LN (bias)").line.dash == "dot"
+    assert [t.name for t in charts.delta_by_layer(both, kind="bias").data] == ["#1 LN"]
+
+
+# ---------------------------------------------------------------- 10. runs_table
+
+
+def test_runs_table_humanizes_progress_eta_age_and_metric():
+    runs = frame(
+        run(1, "layernorm", metric=0.8123, trainable_pct=0.0123, queued_at=NOW - pd.Timedelta(minutes=5)),
+        run(2, "query+value", status="running", step=120, total_steps=500, eta_seconds=200.0,
+            queued_at=NOW - pd.Timedelta(hours=3), worker="w1", device="cuda:0"),
+        run(3, status="queued", step=0, total_steps=0, queued_at=NOW - pd.Timedelta(seconds=3), worker=None,
+            device=None),
+    )
+    table = charts.runs_table(runs, now=NOW)
+    assert list(table.columns) == charts.RUNS_TABLE_COLUMNS
+    assert table["id"].tolist() == [3, 2, 1]  # newest first
+    rows = table.set_index("id")
+    assert rows.loc[2, "progress"] == "120/500 (24%)" and rows.loc[2, "ETA"] == "3m 20s"
+    assert rows.loc[2, "age"] == "3 h ago" and rows.loc[2, "modules"] == "Q+V"
+    assert rows.loc[2, "worker/device"] == "w1 / cuda:0" and rows.loc[2, "metric"] == ""
+    assert rows.loc[1, "metric"] == "accuracy 0.812" and rows.loc[1, "trainable %"] == "0.0123%"
+    assert rows.loc[1, "age"] == "5 min ago" and rows.loc[1, "ETA"] == ""
+    assert rows.loc[3, "age"] == "just now" and rows.loc[3, "progress"] == "" and rows.loc[3, "worker/device"] == ""
+    assert charts.runs_table(frame(run(4, status="running", step=499, total_steps=500)), now=NOW)[
+        "progress"].tolist() == ["499/500 (99%)"]  # not "100%" before it is done
+
+
+def test_runs_table_accepts_aware_now_and_aware_timestamps():
+    runs = frame(run(1, queued_at=pd.Timestamp("2026-01-01 10:00", tz="UTC")))
+    now = pd.Timestamp("2026-01-01 13:00", tz="Europe/Berlin")  # 12:00 UTC
+    assert charts.runs_table(runs, now=now)["age"].tolist() == ["2 h ago"]
+
+
+def test_humanize_helpers():
+    assert [charts.humanize_seconds(s) for s in (5, 200, 3700, 90000, np.nan)] == ["5s", "3m 20s", "1h 1m",
+                                                                                   "1d 1h", ""]
+    assert [charts.humanize_age(s) for s in (2, 45, 300, 7200, 86400, 3 * 86400)] == [
+        "just now", "45 s ago", "5 min ago", "2 h ago", "1 day ago", "3 days ago"]
+
+
+# ---------------------------------------------------------------- empty states, every function
+
+
+FIGURES = {
+    "score_by_family": lambda df: charts.score_by_family(df, "rte"),
+    "efficiency_frontier": lambda df: charts.efficiency_frontier(df),
+    "efficiency_frontier_task": lambda df: charts.efficiency_frontier(df, "rte"),
+    "layer_module_heatmap": lambda df: charts.layer_module_heatmap(df, "rte"),
+    "training_curves": lambda df: charts.training_curves(df),
+    "magnitude_distributions": lambda df: charts.magnitude_distributions(df),
+    "magnitude_heatmap": lambda df: charts.magnitude_heatmap(df),
+    "delta_by_layer": lambda df: charts.delta_by_layer(df),
+}
+TABLES = {
+    "config_diff": charts.config_diff, "results_table": charts.results_table,
+    "results_table_numeric": charts.results_table_numeric, "runs_table": charts.runs_table,
+}
+UNFINISHED = frame(run(1, status="running"), run(2, status="failed"), run(3, status="queued"))
+
+
+@pytest.mark.parametrize("empty", [pd.DataFrame(), None, UNFINISHED.iloc[0:0], UNFINISHED],
+                         ids=["no-columns", "none", "no-rows", "none-finished"])
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_empty_frames_give_an_explanatory_annotation(name, empty):
+    fig = FIGURES[name](empty)
+    assert len(fig.data) == 0
+    texts = annotation_texts(fig)
+    assert len(texts) == 1 and texts[0].startswith("No ")
+    assert fig.layout.template.layout.paper_bgcolor is not None and fig.layout.title.text
+
+
+def test_empty_runs_use_the_agreed_message():
+    assert annotation_texts(charts.score_by_family(pd.DataFrame(), "rte")) == [charts.NO_RUNS]
+    assert charts.NO_RUNS == "No finished runs yet — submit one in the Experiment tab"
+    assert charts.training_curves(pd.DataFrame()).layout.uirevision == charts.UIREVISION
+
+
+@pytest.mark.parametrize("empty", [pd.DataFrame(), None], ids=["no-columns", "none"])
+@pytest.mark.parametrize("name", list(TABLES))
+def test_empty_tables_are_empty_frames_with_headers(name, empty):
+    table = TABLES[name](empty)
+    assert isinstance(table, pd.DataFrame) and table.empty and len(table.columns) >= 1
+    assert charts.results_csv(empty).strip() == "module,family,task,metric,mean,std,n,trainable_pct"
+    view = charts.compare_view(empty, empty, "rte")
+    assert annotation_texts(view["score_by_family"]) == [charts.NO_RUNS] and view["results_table"].empty
+
+
+def test_unfinished_runs_still_show_in_runs_table_but_not_results():
+    assert len(charts.runs_table(UNFINISHED, now=NOW)) == 3
+    assert charts.results_table(UNFINISHED).empty
+
+
+# ---------------------------------------------------------------- 11. compare_view on 1,000 runs
+
+
+def test_compare_view_on_a_thousand_runs():
+    runs = synthetic_runs(1000)
+    events = synthetic_events(runs, 20, steps=100)
+    ids = runs["id"].head(20).tolist()
+    view = charts.compare_view(runs, events, "sst2", ids)
+    assert set(view) == {"score_by_family", "efficiency_frontier", "layer_module_heatmap", "training_curves",
+                         "results_table", "config_diff"}
+    done = runs[(runs["status"] == "succeeded") & (runs["task"] == "sst2")]
+    frontier = view["efficiency_frontier"]
+    assert sum(len(t.x) for t in frontier.data if t.name != "frontier") == len(done)
+    bars = view["score_by_family"]
+    assert {t.name for t in bars.data} == {charts.short_name(m) for m in done["modules"] if m != "full"}
+    assert len(view["training_curves"].data) == 40  # loss + eval for each of 20 runs
+    table = view["results_table"]
+    assert list(table.columns[:2]) == ["module", "trainable %"] and table.shape[1] == 2 + 9
+    assert table["module"].iloc[-1] == "full" and table["module"].iloc[0] == "Q"
+    assert list(view["config_diff"].columns) == ["setting"] + [f"#{i}" for i in ids]
+    heat = view["layer_module_heatmap"].data[0]
+    assert list(heat.x) == ["0", "1", "2", "3", "4", "5"]
+    default = charts.compare_view(runs, events, "sst2")  # default selection: latest 5 succeeded runs
+    assert default["config_diff"].shape[1] == 6
