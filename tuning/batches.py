@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +17,7 @@ class Encoded:
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     labels: np.ndarray
+    key: str = ""  # identifies tokenizer + text + max length (for caches built on top)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -44,15 +44,17 @@ def encode(tokenizer, dataset, text_columns, max_len: int, use_cache: bool = Tru
     columns = [list(dataset[c]) for c in text_columns]
     texts = list(zip(*columns))
     labels = np.asarray(dataset["label"])
-    path = home() / "cache" / "tokens" / f"{_cache_key(tokenizer, texts, max_len)}.pt" if use_cache else None
+    key = _cache_key(tokenizer, texts, max_len)
+    path = home() / "cache" / "tokens" / f"{key}.pt" if use_cache else None
     if path is not None and path.is_file():
         try:
             data = torch.load(path, weights_only=True)
-            return Encoded(data["input_ids"], data.get("token_type_ids"), labels)
+            return Encoded(data["input_ids"], data.get("token_type_ids"), labels, key)
         except Exception:  # a torn cache file is rebuilt, never trusted
             path.unlink(missing_ok=True)
     out = tokenizer(*columns, truncation=True, max_length=max_len, padding=False)
-    enc = Encoded(list(out["input_ids"]), list(out["token_type_ids"]) if "token_type_ids" in out else None, labels)
+    enc = Encoded(list(out["input_ids"]), list(out["token_type_ids"]) if "token_type_ids" in out else None,
+                  labels, key)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{np.random.randint(1 << 30)}")
@@ -93,8 +95,3 @@ def collate(enc: Encoded, idx: np.ndarray, collator) -> dict[str, torch.Tensor]:
             row["token_type_ids"] = enc.token_type_ids[i]
         features.append(row)
     return collator(features)
-
-
-def describe(enc: Encoded) -> str:
-    lengths = enc.lengths
-    return json.dumps({"rows": len(enc), "mean_len": float(lengths.mean()), "max_len": int(lengths.max())})

@@ -29,6 +29,7 @@ DEFAULT_LR = {
 }
 DEVICES = r"auto|cpu|cuda(:\d+)?"
 PRECISIONS = ("auto", "fp32", "bf16")
+PREFIX_CACHE = ("auto", "on", "off")
 
 
 def default_lr(families) -> float:
@@ -61,6 +62,11 @@ class RunConfig:
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     glue_dir: str | None = None  # None: MODULETUNE_GLUE_DIR, else the Hub
+    # Frozen-prefix cache: the layers below the lowest trainable one run once (without dropout) and
+    # their output is reused across epochs and runs. auto = only where that changes nothing, i.e.
+    # the frozen prefix has no dropout anyway; on = always (frozen layers then run without dropout).
+    prefix_cache: str = "auto"
+    compile: bool = False  # torch.compile the model (pays a warm-up; helps long GPU runs)
     extra: dict = field(default_factory=dict)  # free-form notes kept with the run
 
     def __post_init__(self):
@@ -99,6 +105,8 @@ class RunConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.prefix_cache not in PREFIX_CACHE:
+            raise ConfigError(f"prefix cache must be one of {', '.join(PREFIX_CACHE)}, got {self.prefix_cache!r}")
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError("model must be the embedded default, a Hub id or a local path")
         self.model = self.model.strip()

@@ -44,6 +44,8 @@ class Architecture:
     layer_pattern: str  # regex with one group: the layer index
     families: dict[str, str] = field(default_factory=dict)  # family -> regex on the in-layer name
     embeddings: str = r"^embeddings\."
+    layers_path: str = "encoder.layer"  # the ModuleList of transformer layers, under the base model
+    embedding_modules: tuple[str, ...] = ("embeddings",)  # what runs before layer 0
 
 
 _BERT_LIKE = {
@@ -62,7 +64,8 @@ ARCHITECTURES = {
         Architecture("bert", ("bert",), r"^encoder\.layer\.(\d+)\.", _BERT_LIKE),
         Architecture("roberta", ("roberta", "xlm-roberta", "camembert"), r"^encoder\.layer\.(\d+)\.", _BERT_LIKE),
         Architecture("electra", ("electra",), r"^encoder\.layer\.(\d+)\.", _BERT_LIKE,
-                     embeddings=r"^(embeddings\.|embeddings_project\.)"),
+                     embeddings=r"^(embeddings\.|embeddings_project\.)",
+                     embedding_modules=("embeddings", "embeddings_project")),
         Architecture("distilbert", ("distilbert",), r"^transformer\.layer\.(\d+)\.", {
             "query": r"^attention\.q_lin\.",
             "key": r"^attention\.k_lin\.",
@@ -71,7 +74,7 @@ ARCHITECTURES = {
             "ffn_intermediate": r"^ffn\.lin1\.",
             "ffn_output": r"^ffn\.lin2\.",
             "layernorm": r"^(sa_layer_norm|output_layer_norm)\.",
-        }),
+        }, layers_path="transformer.layer"),
         # DeBERTa's position projections (used when share_att_key is off) belong to query/key.
         Architecture("deberta-v2", ("deberta-v2",), r"^encoder\.layer\.(\d+)\.", {
             "query": r"^attention\.self\.(query_proj|pos_query_proj)\.",
@@ -295,10 +298,11 @@ def apply_selection(model, selection: Selection) -> None:
 
 
 def lowest_trainable_layer(model, selection: Selection) -> int | None:
-    """The first layer any trainable parameter lives in (None if embeddings or all layers are trained)."""
+    """The first layer any encoder parameter trains in: None when embeddings train, the layer count
+    when only the head does (everything below the head is then frozen)."""
     arch = architecture_for(model.config.model_type)
     prefix = model.base_model_prefix + "."
-    lowest = None
+    lowest = num_hidden_layers(model.config) if not selection.module else None
     for name in selection.module:
         inner = name[len(prefix):]
         m = re.match(arch.layer_pattern, inner)

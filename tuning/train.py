@@ -13,9 +13,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tuning import batches, glue, modules
+from tuning import batches, glue, modules, prefix
 from tuning.config import RunConfig
-from tuning.models import load_classifier, load_tokenizer
+from tuning.models import load_classifier, load_tokenizer, resolve_model
 
 # on_event gets dicts: {"kind": "step", ...} every step, {"kind": "eval", ...} after each evaluation.
 # Returning True asks the loop to stop at the end of that step (cooperative cancel).
@@ -58,6 +58,7 @@ class RunResult:
     stopped: bool = False
     resumed_from_step: int | None = None
     history: list[dict] = field(default_factory=list)
+    prefix_cache: dict = field(default_factory=dict)
     artifact_dir: str | None = None
 
     def to_dict(self) -> dict:
@@ -102,17 +103,19 @@ def prepare_data(config: RunConfig, tokenizer):
 
 
 @torch.inference_mode()
-def evaluate(model, task, evals: dict, collator, device, autocast, batch_size: int) -> dict[str, float]:
+def evaluate(model, task, evals: dict, collator, device, autocast, batch_size: int,
+             states: dict | None = None, first_trainable: int | None = None) -> dict[str, float]:
     """Metrics on every eval split, in large length-sorted batches without autograd."""
     was_training = model.training
     model.eval()
     per_split = {}
     for split, enc in evals.items():
         preds = np.empty(len(enc), dtype=np.float32 if task.is_regression else np.int64)
+        split_states = (states or {}).get(split)
         for idx in batches.sorted_batches(enc.lengths, batch_size):
             batch = {k: v.to(device) for k, v in batches.collate(enc, idx, collator).items() if k != "labels"}
             with autocast():
-                logits = model(**batch).logits.float()
+                logits = prefix.forward(model, batch, idx, split_states, first_trainable).logits.float()
             preds[idx] = (logits.squeeze(-1) if task.is_regression else logits.argmax(-1)).cpu().numpy()
         per_split[split] = (preds, enc.labels)
     model.train(was_training)
@@ -188,6 +191,25 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     modules.apply_selection(model, selection)
     model.to(device).train()
 
+    if config.compile:
+        model.compile()  # compiles forward in place; parameter names (and artifacts) stay the same
+
+    # Frozen prefix: layers below `first` never need autograd; their output can be computed once.
+    first = modules.lowest_trainable_layer(model, selection)
+    cache_eval = bool(first) and config.prefix_cache != "off"
+    cache_train = cache_eval and (config.prefix_cache == "on" or not prefix.prefix_has_dropout(model, first))
+
+    def prefix_states(enc):
+        key = (resolve_model(config.model), enc.key, first, str(device), use_bf16)
+        return prefix.shared_cache().get_or_compute(key, lambda: prefix.compute_states(
+            model, enc, first, collator, device, autocast, config.eval_batch_size))
+
+    t0 = time.perf_counter()
+    train_states = prefix_states(train_enc) if cache_train else None
+    prefix_train_seconds = time.perf_counter() - t0
+    eval_states = {s: prefix_states(e) for s, e in evals.items()} if cache_eval else None
+    prefix_eval_seconds = time.perf_counter() - t0 - prefix_train_seconds
+
     lr = config.learning_rate
     steps_per_epoch = math.ceil(len(train_enc) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -202,6 +224,9 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
         state.update(load_checkpoint(ckpt_path, model, optimizer, scheduler))
         state["resumed_from_step"] = state["step"]
         emit({"kind": "resumed", "step": state["step"], "epoch": state["epoch"]})
+    # Computing the prefix is part of the run's cost (zero when another run already paid for it).
+    state["train_seconds"] += prefix_train_seconds
+    state["eval_seconds"] += prefix_eval_seconds
 
     def checkpoint():
         if ckpt_path is not None:
@@ -209,7 +234,8 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
 
     def run_eval():
         t0 = time.perf_counter()
-        metrics = evaluate(model, task, evals, collator, device, autocast, config.eval_batch_size)
+        metrics = evaluate(model, task, evals, collator, device, autocast, config.eval_batch_size,
+                           eval_states, first)
         state["eval_seconds"] += time.perf_counter() - t0
         record = {"step": state["step"], "epoch": state["step"] / steps_per_epoch, "metrics": metrics}
         state["history"].append(record)
@@ -225,7 +251,7 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
             t0 = time.perf_counter()
             batch = {k: v.to(device, non_blocking=True) for k, v in batches.collate(train_enc, idx, collator).items()}
             with autocast():
-                loss = model(**batch).loss
+                loss = prefix.forward(model, batch, idx, train_states, first).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
@@ -275,6 +301,7 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
         device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         precision="bf16" if use_bf16 else "fp32", versions=versions(), stopped=stopped,
         resumed_from_step=state["resumed_from_step"], history=history,
+        prefix_cache={"first_trainable_layer": first, "train": cache_train, "eval": cache_eval},
     )
     if output_dir is not None and not stopped:
         from tuning.artifacts import save_artifact
