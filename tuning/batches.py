@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,12 @@ def _cache_key(tokenizer, texts: list[tuple], max_len: int) -> str:
     """Changes whenever the tokenizer's vocabulary/rules, the text or the max length change."""
     h = hashlib.sha256()
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    h.update((backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))).encode())
+    if backend is not None:
+        # Truncation/padding settings live in the same state and change with each call; leave them out.
+        rules = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        h.update(json.dumps(rules, sort_keys=True).encode())
+    else:
+        h.update(repr(sorted(tokenizer.get_vocab().items())).encode())
     h.update(f"{type(tokenizer).__name__}|{max_len}|".encode())
     for row in texts:
         h.update("\x1f".join(row).encode())

@@ -1,0 +1,38 @@
+"""Tokenize-once cache and length-grouped batching."""
+import numpy as np
+
+from tuning import batches, glue
+from tuning.models import load_tokenizer
+
+
+def test_tokens_are_cached_and_the_key_follows_tokenizer_data_and_length(glue_dir, home):
+    tok = load_tokenizer("all-MiniLM-L6-v2")
+    dev = glue.load_glue("rte", glue_dir)["validation"]
+    cols = glue.get_task("rte").text_columns
+    first = batches.encode(tok, dev, cols, 128)
+    files = list((home / "cache" / "tokens").glob("*.pt"))
+    assert len(files) == 1
+    again = batches.encode(load_tokenizer("all-MiniLM-L6-v2"), dev, cols, 128)
+    assert again.key == first.key and again.input_ids == first.input_ids
+    assert len(list((home / "cache" / "tokens").glob("*.pt"))) == 1  # reused, not rewritten
+    assert batches.encode(tok, dev, cols, 64).key != first.key
+    assert batches.encode(tok, dev.select(range(10)), cols, 128).key != first.key
+    changed = load_tokenizer("all-MiniLM-L6-v2")
+    changed.add_tokens(["moduletune"])
+    assert batches.encode(changed, dev, cols, 128).key != first.key
+    assert max(first.lengths) <= 128 and max(batches.encode(tok, dev, cols, 64).lengths) == 64
+
+
+def test_length_grouped_batches_cover_everything_once_and_pad_little():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 120, size=3000)
+    grouped = batches.length_grouped_batches(lengths, 32, np.random.default_rng(1))
+    flat = np.concatenate(grouped)
+    assert sorted(flat.tolist()) == list(range(3000))
+    assert all(len(b) <= 32 for b in grouped)
+    padded = sum(len(b) * lengths[b].max() for b in grouped)
+    random_order = np.random.default_rng(1).permutation(3000)
+    naive = sum(len(b) * lengths[b].max() for b in np.array_split(random_order, len(grouped)))
+    assert padded < 0.7 * naive
+    again = batches.length_grouped_batches(lengths, 32, np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(grouped, again))
