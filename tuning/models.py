@@ -67,23 +67,25 @@ def load_tokenizer(name: str):
 
 def load_classifier(name: str, num_labels: int, attn_implementation: str | None = "sdpa"):
     """A sequence-classification model on the pre-trained encoder, with a fresh task head."""
+    import torch
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging
 
     problem = "regression" if num_labels == 1 else "single_label_classification"
     verbosity = logging.get_verbosity()
+    # fp32 master weights even when the files are bf16 (autocast does the low precision).
     logging.set_verbosity_error()  # the "newly initialized head" warning is the point, not news
     try:
         try:
             return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, name,
-                                    num_labels=num_labels, problem_type=problem,
+                                    num_labels=num_labels, problem_type=problem, dtype=torch.float32,
                                     attn_implementation=attn_implementation)
         except (ValueError, ImportError) as err:
             if attn_implementation is None or "attn" not in str(err).lower() and "sdpa" not in str(err).lower():
                 raise
             # Architectures without SDPA support (e.g. DeBERTa) fall back to their own attention.
             return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, name,
-                                    num_labels=num_labels, problem_type=problem)
+                                    num_labels=num_labels, problem_type=problem, dtype=torch.float32)
     finally:
         logging.set_verbosity(verbosity)
 
