@@ -185,7 +185,10 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
 
     tokenizer = load_tokenizer(config.model)
     task, train_enc, evals = prepare_data(config, tokenizer)
-    collator = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    # On a GPU, lengths rounded up to a multiple of 8 keep tensor cores busy and the number of distinct
+    # shapes (each a first-use kernel load) small; on the CPU every padded token is pure cost.
+    collator = DataCollatorWithPadding(tokenizer, return_tensors="pt",
+                                       pad_to_multiple_of=8 if device.type == "cuda" else None)
     model = load_classifier(config.model, task.num_labels)
     selection = modules.select_parameters(model, config.modules, config.layers, config.train_head, config.seed)
     modules.apply_selection(model, selection)
