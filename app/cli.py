@@ -127,6 +127,163 @@ def cmd_magnitudes(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- the queue
+
+SWEEP_LIMIT = 100  # sweeps larger than this need --yes
+
+
+def add_queue_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of queued runs beyond the run flags (shared by submit and sweep)."""
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="also checkpoint every N steps (default: each epoch), so a dead worker loses less")
+    p.add_argument("--submitter", default=None, help="who submitted it (default: the OS user)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def cmd_submit(args) -> int:
+    from tasks.registry import Registry
+
+    config = config_from_args(args, checkpoint_every=args.checkpoint_every)
+    run_id = Registry().submit(config, submitter=args.submitter)
+    print(json.dumps({"id": run_id, "status": "queued"}) if args.json else run_id)
+    return 0
+
+
+def sweep_configs(args) -> list:
+    """The cross product tasks x module sets x layer specs x seeds, as validated RunConfigs.
+
+    --modules is a comma list of module sets (one run each; '+' trains families together);
+    --layers each means one run per layer (families that ignore layers get one run)."""
+    import copy
+
+    from tuning import modules
+    from tuning.models import load_config
+
+    split = lambda text: [part.strip() for part in str(text).split(",") if part.strip()]  # noqa: E731
+    task_names = split(args.tasks or args.task)
+    module_sets = split(args.modules)
+    seeds = []
+    for part in split(args.seeds if args.seeds is not None else args.seed):
+        if not part.isdigit():
+            raise ValueError(f"seeds must be non-negative integers separated by commas, got {part!r}")
+        seeds.append(int(part))
+    if not task_names or not module_sets or not seeds:
+        raise ValueError("a sweep needs at least one task, one module set and one seed")
+    each = args.layers.strip().lower() == "each"
+    num_layers = modules.num_hidden_layers(load_config(args.model or "all-MiniLM-L6-v2")) if each else None
+    configs = []
+    for task in task_names:
+        for module_set in module_sets:
+            families = modules.parse_families(module_set.split("+"))
+            layer_wise = any(f.split(":")[-1] in modules.LAYER_FAMILIES for f in families)
+            specs = [str(i) for i in range(num_layers)] if each and layer_wise else ["all" if each else args.layers]
+            for spec in specs:
+                for seed in seeds:
+                    ns = copy.copy(args)
+                    ns.task, ns.modules, ns.layers, ns.seed = task, "+".join(families), spec, seed
+                    configs.append(config_from_args(ns, checkpoint_every=args.checkpoint_every))
+    return configs
+
+
+def cmd_sweep(args) -> int:
+    import uuid
+
+    from tasks.registry import Registry
+
+    configs = sweep_configs(args)  # submit_many checks every run before it queues any
+    if len(configs) > SWEEP_LIMIT and not args.yes:
+        raise ValueError(f"this sweep would queue {len(configs)} runs, more than the limit of {SWEEP_LIMIT}; "
+                         "pass --yes to queue them all, or narrow the tasks, modules, layers or seeds")
+    sweep_id = uuid.uuid4().hex[:12]
+    ids = Registry().submit_many(configs, submitter=args.submitter, sweep_id=sweep_id)
+    if args.json:
+        print(json.dumps({"sweep_id": sweep_id, "queued": len(ids), "ids": ids}))
+    else:
+        print(f"queued {len(ids)} runs (sweep {sweep_id}, ids {ids[0]}-{ids[-1]})")
+    return 0
+
+
+RUNS_TABLE = [("id", 5), ("status", 11), ("task", 5), ("family", 9), ("layers", 7), ("seed", 4),
+              ("progress", 12), ("metric", 16), ("worker", 20), ("queued_at", 20)]
+
+
+def _table_cell(run: dict, key: str) -> str:
+    if key == "progress":
+        total = run["total_steps"]
+        return f"{run['step']}/{total}" if total else "-"
+    if key == "metric":
+        if run["primary_metric"] is None:
+            return "-"
+        return f"{run['primary_metric_name']}={run['primary_metric']:.4f}"
+    if key == "queued_at":
+        return (run["queued_at"] or "-").replace("T", " ")[:19]
+    value = run[key]
+    return "-" if value is None else str(value)
+
+
+def cmd_runs(args) -> int:
+    from tasks.registry import Registry
+
+    rows = Registry().list_runs(status=args.status, task=args.task, sweep_id=args.sweep, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print("  ".join(f"{name.upper():<{width}}" for name, width in RUNS_TABLE).rstrip())
+    for run in rows:
+        print("  ".join(f"{_table_cell(run, name):<{width}}" for name, width in RUNS_TABLE).rstrip())
+    return 0
+
+
+def cmd_show(args) -> int:
+    from tasks.registry import Registry
+
+    run = Registry().get(args.id)
+    if args.json:
+        print(json.dumps(run))
+        return 0
+    for key, value in run.items():
+        if key in ("config", "result") or value is None:
+            continue
+        print(f"{key:<20}{value}")
+    print(f"{'config':<20}{json.dumps(run['config'], sort_keys=True)}")
+    if run["result"]:
+        print(f"{'metrics':<20}{json.dumps(run['result'].get('metrics'))}")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from tasks.registry import Registry
+
+    status = Registry().request_cancel(args.id)
+    print(json.dumps({"id": args.id, "status": status}) if args.json else f"run {args.id}: {status}")
+    return 0
+
+
+def cmd_retry(args) -> int:
+    from tasks.registry import Registry
+
+    new_id = Registry().retry(args.id, submitter=args.submitter)
+    print(json.dumps({"id": new_id, "status": "queued", "retry_of": args.id}) if args.json else new_id)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    import logging
+
+    from tasks.worker import run_worker
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s")
+    return run_worker(device=args.device, workers=args.workers, worker_type=args.worker_type,
+                      heartbeat_timeout=args.heartbeat_timeout)
+
+
+def cmd_serve(args) -> int:
+    from app.server import serve
+
+    return serve(host=args.host, port=args.port, worker=not args.no_worker, share=args.share) or 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moduletune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +309,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_magnitudes)
+
+    p = sub.add_parser("submit", help="queue one run for a worker; prints its id")
+    add_run_flags(p)
+    add_queue_flags(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("sweep", help="queue the cross product of tasks, module sets, layers and seeds")
+    add_run_flags(p)
+    add_queue_flags(p)
+    p.add_argument("--tasks", default=None, help="comma-separated GLUE tasks (default: --task)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
+    p.add_argument("--yes", action="store_true", help=f"queue a sweep of more than {SWEEP_LIMIT} runs")
+    p.set_defaults(func=cmd_sweep)
+    for action in p._actions:
+        if action.dest == "modules":
+            action.help = "comma-separated module sets, one run each (Q,K,V,LN,full; '+' trains families together)"
+        elif action.dest == "layers":
+            action.help = "all, each (one run per layer), or a spec like 0-3,11 / last:4"
+
+    p = sub.add_parser("runs", help="list runs in the registry")
+    p.add_argument("--status", default=None, help="queued running succeeded failed cancelled interrupted")
+    p.add_argument("--task", default=None)
+    p.add_argument("--sweep", default=None, help="only the runs of this sweep id")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", help="everything about one run")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("cancel", help="cancel a queued run, or stop a running one at its next step")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("retry", help="queue a failed, cancelled or interrupted run again as a new run")
+    p.add_argument("id", type=int)
+    p.add_argument("--submitter", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_retry)
+
+    p = sub.add_parser("worker", help="train queued runs (one worker per GPU; many machines may share a queue)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N for runs that say auto (default: auto)")
+    p.add_argument("--workers", type=int, default=1, help="runs trained at once on this machine")
+    p.add_argument("--worker-type", default="process", choices=["process", "thread"],
+                   help="process (default: each run in a forked process) or thread")
+    p.add_argument("--heartbeat-timeout", type=float, default=None,
+                   help="seconds without a heartbeat before a running run counts as dead "
+                        "(default: MODULETUNE_HEARTBEAT_TIMEOUT or 60)")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("serve", help="the web app (Gradio), with an embedded worker unless --no-worker")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--no-worker", action="store_true",
+                   help="serve only the UI; runs wait for separate `moduletune worker` processes")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    p.set_defaults(func=cmd_serve)
 
     return parser
 

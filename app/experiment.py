@@ -1,0 +1,540 @@
+"""The Experiment tab's logic: form values -> validated RunConfigs, live counts, the paper-study preset.
+
+No Gradio here: app/ui.py wires these functions to widgets, and tests call them directly. Every
+submission, cancel and retry from the UI goes through submit_runs / cancel_run / retry_run, so
+per-visitor limits can wrap one place later (see `allow`).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from dataclasses import dataclass, field, replace
+
+from tuning import glue, modules
+from tuning.config import DEFAULT_LR, DEFAULT_MODEL, ConfigError, RunConfig, default_lr
+
+TASK_NAMES = tuple(glue.TASKS)
+# The checkboxes, in the paper's order, labelled with its short names.
+FAMILY_LABELS = {
+    "query": "Q · attention query", "key": "K · attention key", "value": "V · attention value",
+    "attention_output": "AO · attention output", "ffn_intermediate": "FI · FFN in",
+    "ffn_output": "FO · FFN out", "layernorm": "LN · LayerNorms", "bias": "bias · all biases (BitFit)",
+    "embeddings": "emb · embeddings", "classifier": "head · classifier only", "full": "full fine-tuning",
+}
+FAMILY_CHOICES = [(label, family) for family, label in FAMILY_LABELS.items()]
+PAPER_FAMILIES = ("query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm")
+FORM_LIMIT = 200  # runs one click of Submit may queue; larger studies go through the preset
+PRESET_LIMIT = 5000  # the paper-study preset, after its confirmation
+
+DEFAULT_TASKS = ("rte",)
+DEFAULT_FAMILIES = ("layernorm",)
+DEFAULT_MAX_TRAIN = 256  # quick runs: a seeded, stratified sample
+DEFAULT_MAX_EVAL = 512
+
+
+class FormError(ValueError):
+    """A form value that cannot be honoured; `field` says which control the message belongs beside."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class Form:
+    """The Experiment tab's values, as plain Python (what the widgets hold)."""
+
+    tasks: list = field(default_factory=lambda: list(DEFAULT_TASKS))
+    model: str = DEFAULT_MODEL
+    families: list = field(default_factory=lambda: list(DEFAULT_FAMILIES))
+    together: bool = False  # train the chosen families together in one run (else one run each)
+    random_control: bool = False  # also queue random:<family> of the same size (the lottery-ticket control)
+    layers: list = field(default_factory=lambda: ["5"])  # the layer toggles that are on
+    layer_spec: str = ""  # a typed spec (0-3,5 / last:2 / each); overrides the toggles when set
+    each_layer: bool = False  # one run per chosen layer instead of one run over all of them
+    lr: float | None = None  # None or the shown default: each run uses its family's default
+    seeds: str = "0"
+    max_train: int | None = DEFAULT_MAX_TRAIN
+    max_eval: int | None = DEFAULT_MAX_EVAL
+    epochs: int = 1
+    batch_size: int = 32
+    train_head: bool = True
+
+
+# ---------------------------------------------------------------------------------------------- the model
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    model_type: str
+    num_layers: int
+
+
+_LOCK = threading.Lock()
+_MODEL_INFO: dict[str, ModelInfo] = {}
+_META_MODELS: dict[tuple, object] = {}
+_COUNTS: dict[tuple, dict] = {}
+
+
+def model_name(text) -> str:
+    """The model field's text, or the embedded default when it is blank."""
+    return (str(text).strip() if text else "") or DEFAULT_MODEL
+
+
+def model_info(name) -> ModelInfo:
+    """Depth and architecture of a model from its config alone (cached per name); FormError('model') if unusable."""
+    name = model_name(name)
+    with _LOCK:
+        if name in _MODEL_INFO:
+            return _MODEL_INFO[name]
+    from tuning.models import load_config
+
+    try:
+        config = load_config(name)
+        arch_type = config.model_type
+        modules.architecture_for(arch_type)
+        info = ModelInfo(name, arch_type, modules.num_hidden_layers(config))
+    except (ValueError, OSError) as err:
+        raise FormError("model", f"{name}: {_one_line(err)}") from None
+    with _LOCK:
+        _MODEL_INFO[name] = info
+    return info
+
+
+def _meta_model(name: str, num_labels: int):
+    """The model built on the meta device (no memory, no weights): enough to count parameters."""
+    key = (name, num_labels)
+    with _LOCK:
+        if key in _META_MODELS:
+            return _META_MODELS[key]
+    from tuning.models import build_from_config, load_config
+
+    model = build_from_config(load_config(name), num_labels=num_labels, on_meta=True)
+    with _LOCK:
+        _META_MODELS[key] = model
+    return model
+
+
+def counts(model: str, task: str, families, layers: str, train_head: bool = True) -> dict:
+    """Exact trainable-parameter counts of one run (module, head, total, percentages); cached."""
+    fams = modules.parse_families(families)
+    key = (model_name(model), glue.get_task(task).num_labels, fams, layers, bool(train_head))
+    with _LOCK:
+        if key in _COUNTS:
+            return _COUNTS[key]
+    meta = _meta_model(key[0], key[1])
+    found = modules.select_parameters(meta, fams, layers, train_head, 0).counts()
+    with _LOCK:
+        _COUNTS[key] = found
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- form values
+
+def layer_toggle_choices(num_layers: int) -> list[tuple[str, str]]:
+    """One toggle per layer of the model: ('0', '0') ... ('L-1', 'L-1')."""
+    return [(str(i), str(i)) for i in range(int(num_layers))]
+
+
+def first_layers(k, num_layers: int) -> list[str]:
+    """The toggles that 'first k' turns on (k clipped to the model's depth)."""
+    k = max(0, min(int(k or 0), num_layers))
+    return [str(i) for i in range(k)]
+
+
+def last_layers(k, num_layers: int) -> list[str]:
+    """The toggles that 'last k' turns on (k clipped to the model's depth)."""
+    k = max(0, min(int(k or 0), num_layers))
+    return [str(i) for i in range(num_layers - k, num_layers)]
+
+
+def compact_spec(layers, num_layers: int) -> str:
+    """Layer indices as the shortest spec: every layer -> 'all', [0, 1, 2, 5] -> '0-2,5'."""
+    ids = sorted({int(i) for i in layers})
+    if ids == list(range(num_layers)):
+        return "all"
+    parts, start = [], None
+    for i, cur in enumerate(ids):
+        if start is None:
+            start = cur
+        if i + 1 == len(ids) or ids[i + 1] != cur + 1:
+            parts.append(str(start) if start == cur else f"{start}-{cur}")
+            start = None
+    return ",".join(parts)
+
+
+def chosen_layers(form: Form, num_layers: int) -> tuple[tuple[int, ...], bool]:
+    """(layer indices, each layer separately) from the toggles or the typed spec; FormError('layers') if bad."""
+    typed = str(form.layer_spec or "").strip().lower().replace(" ", "")
+    each = bool(form.each_layer)
+    if typed == "each":
+        typed, each = "all", True
+    if typed:
+        try:
+            ids = modules.parse_layers(typed, num_layers)
+        except ValueError as err:
+            raise FormError("layers", str(err)) from None
+    else:
+        try:
+            ids = tuple(sorted({int(str(v).strip()) for v in (form.layers or [])}))
+        except ValueError:
+            raise FormError("layers", f"layer toggles must be numbers 0-{num_layers - 1}") from None
+        bad = [i for i in ids if not 0 <= i < num_layers]
+        if bad:
+            raise FormError("layers", f"layer {bad[0]} is out of range: this model has layers 0-{num_layers - 1}")
+    if not ids:
+        raise FormError("layers", f"Pick at least one layer (this model has layers 0-{num_layers - 1}), "
+                                  "or type a spec such as all, 5, 0-2 or last:2")
+    return ids, each
+
+
+def parse_seeds(text) -> list[int]:
+    """'0' or '0, 1, 2' -> [0, 1, 2]; FormError('seeds') otherwise."""
+    parts = [p.strip() for p in str(text if text is not None else "").replace(";", ",").split(",") if p.strip()]
+    if not parts:
+        raise FormError("seeds", "give at least one seed, e.g. 0 or 0,1,2")
+    seeds = []
+    for p in parts:
+        if not p.isdigit():
+            raise FormError("seeds", f"seeds are non-negative integers separated by commas, got {p!r}")
+        seeds.append(int(p))
+    return list(dict.fromkeys(seeds))
+
+
+def _families(form: Form) -> tuple[str, ...]:
+    if not form.families:
+        raise FormError("families", "Pick at least one module family")
+    try:
+        return modules.parse_families(list(form.families))
+    except ValueError as err:
+        raise FormError("families", str(err)) from None
+
+
+def _tasks(form: Form) -> list[str]:
+    tasks = [form.tasks] if isinstance(form.tasks, str) else list(form.tasks or [])
+    if not tasks:
+        raise FormError("tasks", f"Pick at least one GLUE task ({', '.join(TASK_NAMES)})")
+    try:
+        return list(dict.fromkeys(glue.get_task(t).name for t in tasks))
+    except ValueError as err:
+        raise FormError("tasks", str(err)) from None
+
+
+def lr_default(families) -> float | None:
+    """The learning rate the form shows for these families (the most conservative default among them)."""
+    try:
+        return default_lr(list(families)) if families else None
+    except ValueError:
+        return None
+
+
+def lr_hint(families) -> str:
+    """'default for LN: 1e-2' (each chosen family's default, in the paper's short names)."""
+    fams = [f for f in (families or []) if f in DEFAULT_LR]
+    if not fams:
+        return "Learning rate; small modules need larger steps (default for LN: 1e-2, Q: 3e-4, full: 5e-5)"
+    parts = [f"{modules.SHORT_NAMES.get(f, f)}: {_sci(DEFAULT_LR[f])}" for f in fams]
+    tail = " (each run uses its own family's default unless you change this)" if len(set(
+        DEFAULT_LR[f] for f in fams)) > 1 else ""
+    return "default for " + ", ".join(parts) + tail
+
+
+def _sci(x: float) -> str:
+    """1e-2, 3e-4, 5e-5: the way learning rates are written."""
+    mantissa, exp = f"{x:.0e}".split("e")
+    return f"{mantissa}e{int(exp)}"
+
+
+def resolve_lr(lr, families) -> float | None:
+    """None (per-family defaults) when the box is empty or still shows the default; else the typed value."""
+    if lr is None or (isinstance(lr, str) and not lr.strip()):
+        return None
+    try:
+        value = float(lr)
+    except (TypeError, ValueError):
+        raise FormError("lr", f"learning rate must be a number in (0, 1], got {lr!r}") from None
+    if not (0 < value <= 1) or math.isnan(value):
+        raise FormError("lr", f"learning rate must be a number in (0, 1], got {lr!r}")
+    shown = lr_default(families)
+    if shown is not None and math.isclose(value, shown, rel_tol=1e-6):
+        return None
+    return value
+
+
+def _optional_count(value, label: str) -> int | None:
+    """Subsample sizes: empty or 0 means the whole split."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        n = int(float(value))
+    except (TypeError, ValueError):
+        raise FormError("settings", f"{label} must be a whole number (0 = the whole split), got {value!r}") from None
+    if n < 0:
+        raise FormError("settings", f"{label} must be 0 (the whole split) or a positive number, got {n}")
+    return n or None
+
+
+# ---------------------------------------------------------------------------------------------- the sweep
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a sweep before it is validated: what varies across the sweep."""
+
+    task: str
+    modules: tuple[str, ...]
+    layers: str
+    seed: int
+
+
+def module_sets(form: Form, families: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """One set per run: each family alone, or all together; plus random controls if asked."""
+    sets = [families] if form.together else [(f,) for f in families]
+    if form.random_control:
+        sets += [(f"random:{f}",) for f in families if f in modules.LAYER_FAMILIES]
+    return list(dict.fromkeys(sets))
+
+
+def _layer_wise(module_set) -> bool:
+    return any(f.split(":")[-1] in modules.LAYER_FAMILIES for f in module_set)
+
+
+def plan(form: Form) -> list[PlannedRun]:
+    """The sweep: tasks x module sets x layer choices x seeds (families that ignore layers get one run)."""
+    tasks = _tasks(form)
+    families = _families(form)
+    info = model_info(form.model)
+    seeds = parse_seeds(form.seeds)
+    sets = module_sets(form, families)
+    specs = ["all"]  # families that ignore layers (embeddings, classifier, full): one run
+    if any(_layer_wise(s) for s in sets):
+        ids, each = chosen_layers(form, info.num_layers)
+        specs = [str(i) for i in ids] if each else [compact_spec(ids, info.num_layers)]
+    return [PlannedRun(task, s, spec, seed)
+            for task in tasks for s in sets for spec in (specs if _layer_wise(s) else ["all"]) for seed in seeds]
+
+
+def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
+    """Validated RunConfigs for planned runs with the form's settings; FormError names the control at fault."""
+    lr = resolve_lr(form.lr, _families(form))
+    max_train = _optional_count(form.max_train, "training examples")
+    max_eval = _optional_count(form.max_eval, "evaluation examples")
+    out = []
+    for p in planned:
+        try:
+            out.append(RunConfig(
+                task=p.task, modules=p.modules, layers=p.layers, model=model_name(form.model),
+                train_head=bool(form.train_head), epochs=int(form.epochs or 1), lr=lr,
+                batch_size=int(form.batch_size or 32), seed=p.seed, max_train=max_train, max_eval=max_eval))
+        except ConfigError as err:
+            raise FormError(_field_of(str(err)), str(err)) from None
+        except (TypeError, ValueError) as err:
+            raise FormError("settings", _one_line(err)) from None
+    return out
+
+
+def build_configs(form: Form) -> list[RunConfig]:
+    """The form's runs as validated RunConfigs (one per sweep point)."""
+    return to_configs(form, plan(form))
+
+
+def _field_of(message: str) -> str:
+    text = message.lower()
+    for key, fld in (("learning rate", "lr"), ("seed", "seeds"), ("layer", "layers"), ("task", "tasks"),
+                     ("module", "families"), ("famil", "families"), ("model", "model")):
+        if key in text:
+            return fld
+    return "settings"
+
+
+def sweep_shape(form: Form, planned: list[PlannedRun]) -> str:
+    """'2 module sets × 6 layers × 3 seeds × 1 task' (what multiplies into the run count)."""
+    def n(label, values):
+        k = len(set(values))
+        return f"{k} {label}{'' if k == 1 else 's'}"
+    if not planned:
+        return "nothing"
+    return " × ".join([n("task", [p.task for p in planned]), n("module set", [p.modules for p in planned]),
+                       n("layer choice", [p.layers for p in planned]), n("seed", [p.seed for p in planned])])
+
+
+# ---------------------------------------------------------------------------------------------- the preview
+
+def preview(form: Form) -> dict:
+    """What Submit would queue, before anything is queued: run count and per-run parameter counts.
+
+    {"runs": N, "shape": "...", "model": ModelInfo, "rows": [{"modules", "layers", counts...}], "error": None}
+    or {"error": message, "field": control} when the form is not valid yet."""
+    try:
+        planned = plan(form)
+        to_configs(form, planned[:1])  # settings errors show in the preview too
+    except FormError as err:
+        return {"error": str(err), "field": err.field, "runs": 0, "rows": []}
+    info = model_info(form.model)
+    first_task = planned[0].task
+    rows, seen = [], set()
+    each = len({p.layers for p in planned if _layer_wise(p.modules)}) > 1 and (
+        form.each_layer or str(form.layer_spec).strip().lower() == "each")
+    for p in planned:
+        key = (p.modules, "each" if each and _layer_wise(p.modules) else p.layers)
+        if key in seen:
+            continue
+        seen.add(key)
+        c = counts(info.name, first_task, p.modules, p.layers, form.train_head)
+        shown = key[1] if key[1] != "each" else f"each (e.g. {p.layers})"
+        rows.append({"modules": "+".join(p.modules), "layers": shown, **c})
+    return {"error": None, "field": None, "runs": len(planned), "shape": sweep_shape(form, planned),
+            "model": info, "task": first_task, "rows": rows}
+
+
+def preview_markdown(view: dict) -> str:
+    """The preview as Markdown: the run count first, then one line per module set."""
+    if view.get("error"):
+        return f"**Nothing to queue yet.** {view['error']}"
+    n, info = view["runs"], view["model"]
+    head = (f"### {n} run{'s' if n != 1 else ''} will be queued\n"
+            f"{view['shape']} · model **{info.name}** ({info.model_type}, {info.num_layers} layers)")
+    if n > FORM_LIMIT:
+        head += (f"\n\n⚠️ More than {FORM_LIMIT} runs: narrow the selection, or use the paper-study preset.")
+    lines = ["| module | layers | module params | + head | = trainable | % of model |",
+             "|:--|:--|--:|--:|--:|--:|"]
+    for r in view["rows"]:
+        lines.append(f"| {_short(r['modules'])} | {r['layers']} | {r['module_params']:,} | {r['head_params']:,} "
+                     f"| {r['trainable_params']:,} | {r['trainable_pct']:.4g}% |")
+    total = view["rows"][0]["total_params"] if view["rows"] else 0
+    foot = f"\nCounts per run for {view['task']} (of {total:,} parameters in the model)."
+    return head + "\n\n" + "\n".join(lines) + "\n" + foot
+
+
+def _short(module_set: str) -> str:
+    out = []
+    for fam in module_set.split("+"):
+        prefix, _, base = fam.rpartition(":")
+        out.append((prefix + ":" if prefix else "") + modules.SHORT_NAMES.get(base, base))
+    return "+".join(out)
+
+
+# ---------------------------------------------------------------------------------------------- the preset
+
+def paper_study(form: Form) -> list[RunConfig]:
+    """The paper's study on the form's tasks, model, seeds and subsampling: every module family on all
+    layers and on each layer separately, plus full fine-tuning as the reference line."""
+    info = model_info(form.model)
+    study = replace(form, families=list(PAPER_FAMILIES), together=False, random_control=False, lr=None,
+                    layers=[str(i) for i in range(info.num_layers)], layer_spec="", each_layer=False)
+    whole = plan(study)
+    single = plan(replace(study, each_layer=True))
+    full = plan(replace(study, families=["full"]))
+    return to_configs(study, whole + single + full)
+
+
+def paper_study_message(form: Form) -> tuple[str, int]:
+    """The confirmation text and the run count of the preset for this form (FormError if the form is bad)."""
+    configs = paper_study(form)
+    n = len(configs)
+    info = model_info(form.model)
+    tasks = _tasks(form)
+    seeds = parse_seeds(form.seeds)
+    subsample = (f"{configs[0].max_train} training examples per run" if configs[0].max_train
+                 else "the full training sets")
+    text = (f"**The paper's study: {n} runs.** {len(PAPER_FAMILIES)} module families (Q K V AO FI FO LN) × "
+            f"(all {info.num_layers} layers + each layer alone) + full fine-tuning, × {len(seeds)} seed(s) × "
+            f"{len(tasks)} task(s) ({', '.join(tasks)}), on {info.name} with {subsample}. Queue them?")
+    if n > PRESET_LIMIT:
+        raise FormError("settings", f"the preset would queue {n} runs, more than {PRESET_LIMIT}; "
+                                    "choose fewer tasks or seeds")
+    return text, n
+
+
+# ---------------------------------------------------------------------------------------------- the gate
+
+def allow(action: str, submitter: str | None, count: int = 1) -> None:
+    """The one place a per-visitor limit goes (public mode); raises ValueError to refuse. Open by default."""
+
+
+def submit_runs(registry, configs, submitter: str | None, sweep_id: str | None = None) -> list[int]:
+    """Queue validated configs through the registry (all or nothing); every UI submission comes here."""
+    configs = list(configs)
+    if not configs:
+        raise FormError("settings", "nothing to queue")
+    allow("submit", submitter, len(configs))
+    if len(configs) == 1 and sweep_id is None:
+        return [registry.submit(configs[0], submitter=submitter)]
+    return registry.submit_many(configs, submitter=submitter, sweep_id=sweep_id or uuid.uuid4().hex[:12])
+
+
+def cancel_run(registry, run_id, submitter: str | None) -> str:
+    """Cancel a run (queued: never starts; running: stops at its next step); returns the new status."""
+    allow("cancel", submitter)
+    return registry.request_cancel(int(run_id))
+
+
+def retry_run(registry, run_id, submitter: str | None) -> int:
+    """Queue a failed, cancelled or interrupted run again as a new run; returns the new id."""
+    allow("retry", submitter)
+    return registry.retry(int(run_id), submitter=submitter)
+
+
+@dataclass
+class Outcome:
+    """What the form shows after Submit: a message beside the button, one beside the layers, the ids queued."""
+
+    message: str = ""
+    layers_message: str = ""
+    model_message: str = ""
+    ids: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.ids)
+
+
+def error_outcome(err: Exception) -> Outcome:
+    """Put an error beside the control it is about (layers and model have their own message slots)."""
+    fld = getattr(err, "field", None) or _field_of(str(err))
+    text = f"⚠️ {err}"
+    if fld == "layers":
+        return Outcome(message="⚠️ Nothing was queued: fix the layers.", layers_message=text)
+    if fld == "model":
+        return Outcome(message="⚠️ Nothing was queued: fix the model.", model_message=text)
+    return Outcome(message=f"{text}\n\nNothing was queued.")
+
+
+def submit_form(registry, form: Form, submitter: str | None) -> Outcome:
+    """Validate the whole form, then queue its runs; a bad value queues nothing and says what to fix."""
+    try:
+        configs = build_configs(form)
+        if len(configs) > FORM_LIMIT:
+            raise FormError("settings", f"this selection would queue {len(configs)} runs, more than {FORM_LIMIT}; "
+                                        "narrow the tasks, families, layers or seeds, or use the paper-study preset")
+        ids = submit_runs(registry, configs, submitter)
+    except ValueError as err:  # FormError, ConfigError, ModuleSpecError, RegistryError, QueueError ...
+        return error_outcome(err)
+    return Outcome(message=queued_message(configs, ids), ids=ids)
+
+
+def submit_preset(registry, form: Form, submitter: str | None) -> Outcome:
+    """Queue the paper's study (after the user confirmed the count)."""
+    try:
+        configs = paper_study(form)
+        if len(configs) > PRESET_LIMIT:
+            raise FormError("settings", f"the preset would queue {len(configs)} runs, more than {PRESET_LIMIT}")
+        ids = submit_runs(registry, configs, submitter, sweep_id="paper-" + uuid.uuid4().hex[:8])
+    except ValueError as err:
+        return error_outcome(err)
+    return Outcome(message=queued_message(configs, ids), ids=ids)
+
+
+def queued_message(configs: list[RunConfig], ids: list[int]) -> str:
+    """'✅ Queued run #12: rte LN @ layer 5, seed 0 ...' or a count with the id range for sweeps."""
+    if len(ids) == 1:
+        c = configs[0]
+        return (f"✅ Queued run **#{ids[0]}**: {c.task} · {_short('+'.join(c.modules))} @ layers {c.layers} · "
+                f"seed {c.seed} · lr {c.learning_rate:g}. Follow it in the **Runs** tab.")
+    return (f"✅ Queued **{len(ids)} runs** (#{min(ids)}–#{max(ids)}). Follow them in the **Runs** tab; "
+            "results appear in **Compare** as they finish.")
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

@@ -1,0 +1,223 @@
+"""`moduletune serve`: the Gradio app, with an embedded worker as a child process by default.
+
+The worker is `python -m app.cli worker --workers 1` in its own process group: the UI never trains
+in its own process, a worker crash never takes the UI down (it is restarted, and the Runs tab shows
+its status), and when the server stops the worker gets SIGTERM — its run stops at the next step,
+checkpoints and goes back on the queue — and is waited for. On Linux the worker also gets SIGTERM
+if the server itself is killed (PR_SET_PDEATHSIG), so no orphan keeps training.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger("moduletune.server")
+REPO = Path(__file__).resolve().parent.parent
+RESTART_WINDOW = 300.0  # seconds: more than MAX_RESTARTS deaths within this gives up (a broken setup)
+MAX_RESTARTS = 5
+
+
+def _pdeathsig():
+    """A preexec_fn asking Linux to SIGTERM the child when this (the spawning) thread's process dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl  # resolved here, in the parent: the child only makes one call
+    except Exception:
+        return None
+
+    def set_pdeathsig():
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    return set_pdeathsig
+
+
+class EmbeddedWorker:
+    """`moduletune worker` as a supervised child: started with the server, restarted if it dies, stopped with it."""
+
+    def __init__(self, args: tuple[str, ...] = ("--workers", "1"), stop_timeout: float = 60.0,
+                 env: dict | None = None):
+        self.args = list(args)
+        self.stop_timeout = stop_timeout
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.deaths: list[float] = []
+        self.last_exit: int | None = None
+        self.gave_up = False
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "app.cli", "worker", *self.args]
+
+    def start(self) -> "EmbeddedWorker":
+        """Start the worker and a watcher thread that restarts it when it dies."""
+        self._stopping.clear()
+        self._watcher = threading.Thread(target=self._watch, name="embedded-worker", daemon=True)
+        self._watcher.start()
+        deadline = time.monotonic() + 10
+        while self.proc is None and time.monotonic() < deadline and self._watcher.is_alive():
+            time.sleep(0.05)
+        return self
+
+    def _spawn(self) -> None:
+        env = {**os.environ, **(self.env or {})}
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+        with self._lock:
+            # Own process group: a terminal's Ctrl-C reaches the server, which then stops the worker in order.
+            self.proc = subprocess.Popen(self.command(), cwd=str(REPO), env=env, start_new_session=True,
+                                         preexec_fn=_pdeathsig())
+        log.info("embedded worker started (pid %s)", self.proc.pid)
+        print(f"moduletune serve: embedded worker started (pid {self.proc.pid})", file=sys.stderr, flush=True)
+
+    def _watch(self) -> None:
+        # Spawned from this long-lived thread: PR_SET_PDEATHSIG follows the thread that forked the child.
+        while not self._stopping.is_set():
+            if self.proc is None or self.proc.poll() is not None:
+                if self.proc is not None:
+                    self.last_exit = self.proc.returncode
+                    now = time.monotonic()
+                    self.deaths = [t for t in self.deaths if now - t < RESTART_WINDOW] + [now]
+                    print(f"moduletune serve: embedded worker exited with code {self.last_exit}",
+                          file=sys.stderr, flush=True)
+                    if len(self.deaths) > MAX_RESTARTS:
+                        self.gave_up = True
+                        print("moduletune serve: the embedded worker keeps dying; not restarting it "
+                              "(the UI keeps running; start `moduletune worker` to train runs)",
+                              file=sys.stderr, flush=True)
+                        return
+                    if self._stopping.wait(min(30.0, 2.0 ** len(self.deaths))):
+                        return
+                try:
+                    self._spawn()
+                except OSError as err:
+                    print(f"moduletune serve: could not start the worker: {err}", file=sys.stderr, flush=True)
+                    self.proc = None
+                    self.deaths.append(time.monotonic())
+                    if self._stopping.wait(5):
+                        return
+            self._stopping.wait(1.0)
+
+    def status(self) -> str:
+        """One line for the UI: running (pid), restarting, or stopped and why."""
+        proc = self.proc
+        if self.gave_up:
+            return (f"⚠️ embedded worker stopped (exit code {self.last_exit}) after {len(self.deaths)} restarts; "
+                    "runs stay queued until a worker runs")
+        if proc is None:
+            return "embedded worker starting…"
+        if proc.poll() is None:
+            restarted = f", restarted {len(self.deaths)}×" if self.deaths else ""
+            return f"embedded worker running (pid {proc.pid}{restarted})"
+        return f"⚠️ embedded worker exited (code {proc.returncode}); restarting…"
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM (graceful: the run checkpoints and is re-queued), wait, then SIGKILL the group if needed."""
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        with self._lock:
+            proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return None if proc is None else proc.returncode
+        timeout = self.stop_timeout if timeout is None else timeout
+        try:
+            proc.send_signal(signal.SIGTERM)
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            print(f"moduletune serve: the worker did not stop within {timeout:.0f}s; killing it",
+                  file=sys.stderr, flush=True)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return proc.wait(10)
+        finally:
+            print("moduletune serve: embedded worker stopped", file=sys.stderr, flush=True)
+
+
+def launch_kwargs(host: str, port: int, share: bool) -> dict:
+    """Gradio 6 launch settings (theme and CSS live here since Gradio 6)."""
+    from app.ui import CSS, theme
+
+    return dict(server_name=host, server_port=int(port), share=share, theme=theme(), css=CSS,
+                ssr_mode=False, show_error=True, footer_links=["api"], quiet=False, run_history=False)
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port something else already listens on, with what to do about it."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, int(port)))
+        except OSError as err:
+            raise ValueError(f"cannot serve on {host}:{port}: {err.strerror or err} "
+                             "(is moduletune already running? choose another port with --port)") from None
+
+
+def _warm_up() -> None:
+    """Load the default model's config and count its parameters once, so the first page shows its preview fast."""
+    from app import experiment
+
+    try:
+        experiment.preview(experiment.Form())
+    except Exception as err:  # a warm-up never stops the server; the form will show the error
+        log.warning("warm-up failed: %s", err)
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, worker: bool = True, share: bool = False,
+          registry=None, worker_args: tuple[str, ...] = ("--workers", "1"), block: bool = True):
+    """Launch the app (and, with worker=True, an embedded worker child); blocks until Ctrl-C or SIGTERM.
+
+    With block=False returns (blocks, embedded_worker) with the server running in the background."""
+    from app.ui import build_app
+    from tasks.registry import Registry
+
+    registry = registry or Registry()
+    registry.count()  # fail fast, naming the URL, if the registry is unreachable; creates the schema
+    check_port(host, port)  # ... and before a worker is started for nothing
+    embedded = EmbeddedWorker(worker_args).start() if worker else None
+    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
+    status = embedded.status if embedded else (lambda: "no embedded worker (started with --no-worker): "
+                                                        "runs wait for `moduletune worker`")
+    demo = build_app(registry, worker_status=status)
+    demo.queue(default_concurrency_limit=4)
+    if not block:
+        demo.launch(prevent_thread_lock=True, **launch_kwargs(host, port, share))
+        return demo, embedded
+
+    def interrupt(signum, frame):  # SIGTERM ends the server the way Ctrl-C does
+        raise KeyboardInterrupt
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, interrupt) if main else None
+    try:
+        demo.launch(**launch_kwargs(host, port, share))
+    except KeyboardInterrupt:
+        pass
+    except OSError as err:  # the port is taken, or the address is not ours
+        raise ValueError(f"could not serve on {host}:{port}: {str(err).splitlines()[0]} "
+                         "(choose another with --port)") from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        if embedded is not None:
+            embedded.stop()
+        try:
+            demo.close()
+        except Exception:  # closing an already-closed server is fine
+            pass
+    return 0

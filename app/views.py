@@ -1,0 +1,389 @@
+"""What the Runs, Compare, Weights and Playground tabs show: registry reads turned into tables and charts.
+
+Plain functions of a Registry (and small in-process caches), so the UI stays a thin wiring layer and
+tests call these directly. Heavy things — weight magnitudes, run deltas, loaded models — are computed
+once per model or run and reused; a timer tick only ever runs a registry query and a chart function.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from app import charts
+
+ALL = "all"
+STATUS_CHOICES = [ALL, "queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+TABLE_LIMIT = 500  # newest runs shown in the Runs tab (filters apply first)
+LIVE = ("queued", "running")
+
+_LOCK = threading.Lock()
+_MAGNITUDES: dict[str, pd.DataFrame] = {}
+_MAGNITUDE_LOCKS: dict[str, threading.Lock] = {}
+_DELTAS: dict[int, pd.DataFrame] = {}
+_MODELS: "OrderedDict[tuple, tuple]" = OrderedDict()  # (kind, key) -> (model, tokenizer, config)
+MODEL_CACHE_SIZE = 4
+_DOWNLOADS: Path | None = None
+
+
+def _filter(value) -> str | None:
+    """A filter dropdown's value: 'all' or empty means no filter."""
+    return None if value in (None, "", ALL) else str(value)
+
+
+def downloads_dir() -> Path:
+    """A per-process temporary folder for files the UI offers for download (Gradio serves the temp dir)."""
+    global _DOWNLOADS
+    with _LOCK:
+        if _DOWNLOADS is None or not _DOWNLOADS.is_dir():
+            _DOWNLOADS = Path(tempfile.mkdtemp(prefix="moduletune-downloads-"))
+        return _DOWNLOADS
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+def runs_frame(registry, status=None, task=None, limit: int | None = None) -> pd.DataFrame:
+    """The registry's runs frame with 'all' filters ignored."""
+    return registry.runs_frame(status=_filter(status), task=_filter(task), limit=limit)
+
+
+def runs_table(registry, status=ALL, task=ALL, limit: int = TABLE_LIMIT) -> pd.DataFrame:
+    """The Runs tab's table (charts.runs_table), newest first."""
+    return charts.runs_table(runs_frame(registry, status, task, limit))
+
+
+def runs_records(registry, status=ALL, task=ALL, limit: int | None = None) -> list[dict]:
+    """Runs as JSON-ready dicts (the `runs` API endpoint): the registry's columns, times as ISO strings."""
+    return [_json_safe(r) for r in registry.list_runs(status=_filter(status), task=_filter(task), limit=limit)]
+
+
+def run_label(run: dict) -> str:
+    """'#12 rte LN@5 seed 0 · succeeded' (a dropdown label)."""
+    return (f"#{run['id']} {run['task']} {charts.short_name(run['modules'])}@{run['layers']} "
+            f"seed {run['seed']} · {run['status']}")
+
+
+def run_choices(registry, status=None, task=None, limit: int = TABLE_LIMIT) -> list[tuple[str, int]]:
+    """(label, id) pairs for run dropdowns, newest first."""
+    return [(run_label(r), int(r["id"])) for r in registry.list_runs(status=_filter(status), task=_filter(task),
+                                                                     limit=limit)]
+
+
+@dataclass
+class RunDetail:
+    """Everything the Runs tab shows about one run."""
+
+    run_id: int | None
+    summary: str
+    config: dict = field(default_factory=dict)
+    result: dict | None = None
+    curves: object = None
+    status: str | None = None
+    key: tuple = ()  # changes whenever something shown changes (the timer skips redraws otherwise)
+    can_cancel: bool = False
+    can_retry: bool = False
+    artifact_dir: str | None = None
+
+
+NO_RUN = "Select a run in the table (or pick one above) to see its curves, config and result."
+
+
+def detail_key(registry, run_id) -> tuple:
+    """What changes while a run trains (status, step, events written): cheap, for the live timer."""
+    if run_id in (None, ""):
+        return ()
+    from tasks.registry import RegistryError
+
+    try:
+        run = registry.get(int(run_id))
+    except (RegistryError, ValueError):
+        return ("missing", run_id)
+    return (int(run_id), run["status"], run["step"], run["total_steps"], run["finished_at"], run["cancel_requested"])
+
+
+def run_detail(registry, run_id) -> RunDetail:
+    """A run's summary line, config, result and live curves (training loss and eval metric)."""
+    from tasks.registry import RETRYABLE, RegistryError
+
+    if run_id in (None, ""):
+        return RunDetail(None, NO_RUN, curves=charts.training_curves(None))
+    try:
+        run = registry.get(int(run_id))
+    except (RegistryError, ValueError) as err:
+        return RunDetail(None, f"⚠️ {err}", curves=charts.training_curves(None))
+    rid = int(run["id"])
+    events = registry.events_frame([rid])
+    curves = charts.training_curves(events, [rid], pd.DataFrame([{k: run[k] for k in (
+        "id", "modules", "layers", "primary_metric_name")}]))
+    return RunDetail(
+        run_id=rid, summary=summary_markdown(run), config=run["config"], result=run["result"], curves=curves,
+        status=run["status"], key=detail_key(registry, rid),
+        can_cancel=run["status"] in ("queued", "running", "interrupted") and not run["cancel_requested"],
+        can_retry=run["status"] in RETRYABLE, artifact_dir=run["artifact_dir"])
+
+
+def summary_markdown(run: dict) -> str:
+    """One paragraph about a run: what it is, where it is, its result or its error."""
+    head = (f"**Run #{run['id']}** · {run['task']} · {charts.short_name(run['modules'])} @ layers {run['layers']}"
+            f" · seed {run['seed']} · lr {run['lr']:g} · {run['model']}")
+    status = run["status"]
+    parts = [f"**{status}**" + (" (cancel requested)" if run["cancel_requested"] and status == "running" else "")]
+    if run["total_steps"]:
+        parts.append(f"step {run['step']}/{run['total_steps']} ({100 * run['step'] // run['total_steps']}%)")
+    if status == "running" and run["eta_seconds"] is not None:
+        parts.append(f"ETA {charts.humanize_seconds(run['eta_seconds'])}")
+    where = " / ".join(str(x) for x in (run["worker"], run["device"]) if x)
+    if where:
+        parts.append(where)
+    if run["resume_count"]:
+        parts.append(f"resumed {run['resume_count']}× from a checkpoint")
+    lines = [head, " · ".join(parts)]
+    if run["primary_metric"] is not None:
+        lines.append(f"**{run['primary_metric_name']} = {run['primary_metric']:.4f}** · trainable "
+                     f"{run['trainable_params']:,} parameters ({charts.format_pct(run['trainable_pct'])} of the model)"
+                     + (f" · {run['train_seconds']:.1f}s training" if run["train_seconds"] else ""))
+    if run["error"] and status != "succeeded":
+        lines.append(f"⚠️ {run['error']}")
+    if status == "queued":
+        lines.append("Waiting for a worker. Closing this page does not affect it.")
+    return "\n\n".join(lines)
+
+
+def artifact_download(run: dict | None) -> str | None:
+    """A zip of a succeeded run's artifact (trained tensors + config + result), made once; None if none."""
+    if not run or not run.get("artifact_dir"):
+        return None
+    src = Path(run["artifact_dir"])
+    if not src.is_dir():
+        return None
+    target = downloads_dir() / f"moduletune-run-{int(run['id'])}.zip"
+    if not target.is_file():
+        tmp = shutil.make_archive(str(target.with_suffix("")) + ".part", "zip", root_dir=src)
+        Path(tmp).replace(target)
+    return str(target)
+
+
+# ---------------------------------------------------------------------------------------------- compare
+
+def default_curve_runs(runs: pd.DataFrame, task: str, limit: int = 5) -> list[int]:
+    """The task's most recent succeeded runs (what the curves show before the user picks)."""
+    done = charts.finished_runs(runs, task)
+    return sorted(int(i) for i in done["id"])[-limit:] if "id" in done.columns else []
+
+
+def compare(registry, task: str, layers: str | None = ALL, run_ids=None, only_differences: bool = True) -> dict:
+    """All Compare-tab charts for a task (charts.compare_view), with the selected runs' full configs diffed."""
+    runs = registry.runs_frame()
+    ids = [int(i) for i in (run_ids or [])] or default_curve_runs(runs, task)
+    events = registry.events_frame(ids) if ids else None
+    view = charts.compare_view(runs, events, task, ids, layers=layers or ALL)
+    selected = runs[runs["id"].isin(ids)].copy()
+    if not selected.empty:  # columns in the order the runs were picked
+        selected = selected.iloc[sorted(range(len(selected)), key=lambda i: ids.index(int(selected["id"].iloc[i])))]
+        selected["config"] = [registry.get(int(i))["config"] for i in selected["id"]]
+    view["config_diff"] = charts.config_diff(selected, only_differences=only_differences)
+    view["run_ids"] = ids
+    return view
+
+
+COMPARE_COLUMNS = ["id", "task", "model", "modules", "family", "layers", "seed", "lr", "primary_metric_name",
+                   "primary_metric", "trainable_pct", "module_pct", "trainable_params", "module_params"]
+
+
+def compare_records(registry, task: str | None = None) -> list[dict]:
+    """The succeeded runs (of a task) the Compare charts plot: one JSON-ready dict per point."""
+    done = charts.finished_runs(registry.runs_frame(), _filter(task))
+    if done.empty:
+        return []
+    cols = [c for c in COMPARE_COLUMNS if c in done.columns]
+    return [_json_safe(r) for r in done[cols].sort_values("id").to_dict("records")]
+
+
+def results_csv_file(registry, layers: str | None = ALL) -> str:
+    """The paper-style results as a CSV file (mean, std, n, trainable % per module and task)."""
+    path = downloads_dir() / f"moduletune-results-{_safe(layers or ALL)}.csv"
+    path.write_text(charts.results_csv(registry.runs_frame(), layers or ALL))
+    return str(path)
+
+
+def results_note(table: pd.DataFrame, layers: str | None, choices: list[str]) -> str:
+    """Why the results table is empty, and what to pick instead (or nothing when it has rows)."""
+    if table is not None and len(table):
+        return (f"Runs with layer choice **{layers or ALL}** (families that ignore layers — embeddings, head, full — "
+                "count under every choice). Each cell: mean ± std over seeds (number of runs).")
+    others = [c for c in choices if c != (layers or ALL)]
+    if others:
+        return (f"No succeeded runs with layer choice **{layers or ALL}** yet; try "
+                + ", ".join(f"**{c}**" for c in others[:6]) + " in *Layer choice*.")
+    return charts.NO_RUNS + "."
+
+
+def layer_filter_choices(registry) -> list[str]:
+    """Layer choices that succeeded runs used: 'all' first, then single layers, then other specs."""
+    runs = registry.runs_frame(status="succeeded")
+    specs = set(runs["layers"].astype(str)) | {ALL}
+    return sorted(specs, key=charts._layer_sort_key)
+
+
+# ---------------------------------------------------------------------------------------------- weights
+
+DELTAS_TITLE = "How far tuning moved each module"
+NO_DELTAS = "Pick succeeded runs above and press Show deltas"
+
+def magnitudes(model: str | None = None) -> pd.DataFrame:
+    """Weight-magnitude statistics of a pre-trained model per (family, layer, kind); computed once per model."""
+    from tuning.config import DEFAULT_MODEL
+
+    name = (model or "").strip() or DEFAULT_MODEL
+    with _LOCK:
+        if name in _MAGNITUDES:
+            return _MAGNITUDES[name]
+        lock = _MAGNITUDE_LOCKS.setdefault(name, threading.Lock())
+    with lock:  # one computation per model even if two people click at once
+        with _LOCK:
+            if name in _MAGNITUDES:
+                return _MAGNITUDES[name]
+        from tuning import magnitudes as mags
+        from tuning.models import load_classifier
+
+        rows = mags.magnitude_stats(load_classifier(name, 2))
+        frame = pd.DataFrame([{k: v for k, v in r.items() if k != "hist"} for r in rows])
+        with _LOCK:
+            _MAGNITUDES[name] = frame
+        return frame
+
+
+def run_deltas(registry, run_ids) -> pd.DataFrame:
+    """||Δw||/||w|| per trained module and layer for succeeded runs; computed once per run."""
+    frames = []
+    for rid in [int(i) for i in (run_ids or [])]:
+        with _LOCK:
+            cached = _DELTAS.get(rid)
+        if cached is None:
+            run = registry.get(rid)
+            if run["status"] != "succeeded" or not run["artifact_dir"]:
+                raise ValueError(f"run {rid} is {run['status']}; deltas need a succeeded run with an artifact")
+            from tuning.magnitudes import run_deltas as compute
+
+            cached = pd.DataFrame(compute(run["artifact_dir"])).assign(run_id=rid)
+            with _LOCK:
+                _DELTAS[rid] = cached
+        frames.append(cached)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ---------------------------------------------------------------------------------------------- playground
+
+def _cached_model(key: tuple, load):
+    with _LOCK:
+        if key in _MODELS:
+            _MODELS.move_to_end(key)
+            return _MODELS[key]
+    value = load()
+    with _LOCK:
+        _MODELS[key] = value
+        while len(_MODELS) > MODEL_CACHE_SIZE:
+            _MODELS.popitem(last=False)
+    return value
+
+
+def tuned_model(registry, run_id: int):
+    """(model, tokenizer, RunConfig) of a succeeded run, loaded once (a small LRU cache)."""
+    run = registry.get(int(run_id))
+    if run["status"] != "succeeded" or not run["artifact_dir"]:
+        raise ValueError(f"run {run_id} is {run['status']}; pick a succeeded run")
+    from tuning.artifacts import load_tuned
+
+    return _cached_model(("tuned", int(run_id)), lambda: load_tuned(run["artifact_dir"]))
+
+
+def base_model(model: str, task: str, seed: int = 0):
+    """The untuned model: the pre-trained encoder with a freshly initialised (seeded) task head."""
+    import torch
+
+    from tuning import glue
+    from tuning.models import load_classifier, load_tokenizer
+
+    def load():
+        torch.manual_seed(seed)
+        return load_classifier(model, glue.get_task(task).num_labels).eval(), load_tokenizer(model), None
+
+    return _cached_model(("base", model, task, seed), load)
+
+
+def task_inputs(registry, run_id) -> dict:
+    """The text boxes a run's task needs: {'task', 'columns', 'pair'}."""
+    from tuning import glue
+
+    if run_id in (None, ""):
+        return {"task": None, "columns": ("sentence",), "pair": False}
+    task = glue.get_task(registry.get(int(run_id))["task"])
+    return {"task": task.name, "columns": task.text_columns, "pair": len(task.text_columns) == 2}
+
+
+def predict(registry, run_id, text_a: str, text_b: str | None = None) -> dict:
+    """The tuned run's prediction and the untuned base model's, for one text (or pair).
+
+    {'task', 'tuned': {label: prob} or {'score': x}, 'base': ..., 'label', 'base_label'}"""
+    from tuning import glue
+    from tuning.artifacts import predict as run_predict
+
+    if run_id in (None, ""):
+        raise ValueError("pick a finished run first")
+    if not (text_a or "").strip():
+        raise ValueError("type a sentence first")
+    model, tokenizer, config = tuned_model(registry, run_id)
+    task = glue.get_task(config.task)
+    if len(task.text_columns) == 2:
+        if not (text_b or "").strip():
+            raise ValueError(f"{task.name} compares two texts: fill in {task.text_columns[1]} too")
+        text = (text_a, text_b)
+    else:
+        text = text_a
+    tuned = run_predict(model, tokenizer, task, [text])[0]
+    base_m, base_tok, _ = base_model(config.model, task.name, config.seed)
+    base = run_predict(base_m, base_tok, task, [text])[0]
+    return {"task": task.name, "tuned": tuned.get("probabilities", tuned), "base": base.get("probabilities", base),
+            "label": tuned.get("label", tuned.get("score")), "base_label": base.get("label", base.get("score"))}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def _json_safe(value):
+    """Registry rows for JSON: NaN/NaT/inf -> None, numpy and pandas scalars -> Python, times -> ISO."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, pd.Timestamp):
+        return None if pd.isna(value) else value.isoformat()
+    if value is None or value is pd.NaT:
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (ValueError, AttributeError):
+            pass
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text))[:40]
+
+
+def to_json(value) -> str:
+    return json.dumps(_json_safe(value), indent=2, sort_keys=True)

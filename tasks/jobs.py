@@ -1,0 +1,263 @@
+"""The Huey task body: run one registry run by id with the tuning engine and record everything it does.
+
+run_job(run_id) claims the run (queued -> running, exactly once), trains it with
+tuning.train.fine_tune, streams step and eval events into the registry in batches, heartbeats from a
+side thread, stops cooperatively on a cancel request or a worker shutdown, and records the outcome.
+Checkpoints (trainable tensors + optimizer state) go to <home>/runs/<id>/checkpoint each epoch and
+every config.checkpoint_every steps; a run re-queued after its worker died resumes from there.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.registry import QUEUED, Registry, RunNotFound
+from tuning.settings import home
+
+HEARTBEAT_TIMEOUT_ENV = "MODULETUNE_HEARTBEAT_TIMEOUT"
+MAX_RESUMES_ENV = "MODULETUNE_MAX_RESUMES"
+THREADS_ENV = "MODULETUNE_TORCH_THREADS"
+FLUSH_SECONDS = 1.0  # events reach the registry at most this late (and at every checkpoint)
+FLUSH_EVENTS = 1000  # ... or when this many are waiting
+
+log = logging.getLogger("moduletune.jobs")
+
+
+@dataclass
+class WorkerContext:
+    """What the worker process tells the jobs it runs (set before the consumer forks)."""
+
+    device: str | None = None  # the worker's --device: used for runs whose config says "auto"
+    workers: int = 1  # worker processes on this machine: torch threads are shared out among them
+    stop_flag: object | None = None  # the consumer's stop flag: set on SIGINT/SIGTERM (graceful stop)
+
+
+CONTEXT = WorkerContext()
+
+
+def heartbeat_timeout() -> float:
+    """Seconds without a heartbeat after which a running run counts as dead (MODULETUNE_HEARTBEAT_TIMEOUT, 60)."""
+    return float(os.environ.get(HEARTBEAT_TIMEOUT_ENV) or 60)
+
+
+def max_resumes() -> int:
+    """How many times a run is re-queued after its worker died (MODULETUNE_MAX_RESUMES, 1)."""
+    return int(os.environ.get(MAX_RESUMES_ENV) or 1)
+
+
+def run_dir(run_id: int) -> Path:
+    """A run's folder: checkpoint/ while it trains, artifact/ when it succeeded."""
+    return home() / "runs" / str(int(run_id))
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def shutdown_requested() -> bool:
+    flag = CONTEXT.stop_flag
+    return bool(flag is not None and flag.is_set())
+
+
+class LostRun(Exception):
+    """This worker no longer holds the run (it was declared dead and the run handed on): stop, record nothing."""
+
+
+def run_job(run_id: int, registry: Registry | None = None) -> str:
+    """Run one registry run; returns what happened (succeeded, failed, cancelled, requeued, skipped ...)."""
+    registry = registry or Registry()
+    try:
+        row = registry.get(run_id)
+    except RunNotFound:
+        log.warning("run %s is not in the registry; message dropped", run_id)
+        return "missing"
+    if row["status"] != QUEUED:
+        # Cancelled while queued, or already finished: a run is trained to completion exactly once.
+        log.info("run %s is %s; skipped", run_id, row["status"])
+        return f"skipped ({row['status']})"
+    if shutdown_requested():
+        # This worker is stopping: hand the message back instead of starting the run.
+        from tasks.queue import enqueue_run
+
+        enqueue_run(run_id)
+        return "handed back"
+    config = dict(row["config"])
+    if CONTEXT.device and config.get("device", "auto") == "auto":
+        config["device"] = CONTEXT.device
+    token = registry.claim(run_id, worker_name(), config.get("device", "auto"))
+    if token is None:
+        log.info("run %s was claimed by another worker; skipped", run_id)
+        return "skipped (claimed elsewhere)"
+    log.info("run %s claimed (claim %s) on %s", run_id, token, worker_name())
+    return _execute(registry, int(run_id), token, config)
+
+
+def _execute(registry: Registry, run_id: int, token: int, config_dict: dict) -> str:
+    beat = _Heartbeat(registry, run_id, token, heartbeat_timeout())
+    recorder = _Recorder(registry, run_id, token)
+    beat.start()
+    try:
+        from tuning.config import RunConfig
+        from tuning.train import fine_tune
+
+        config = RunConfig.from_dict(config_dict)
+        _share_threads()
+        folder = run_dir(run_id)
+        on_event = _event_handler(registry, run_id, config, recorder, beat)
+        result = fine_tune(config, on_event, checkpoint_dir=folder / "checkpoint", output_dir=folder / "artifact")
+        recorder.flush(force=True)
+    except LostRun:
+        log.warning("run %s was taken from this worker (declared dead); stopped without recording", run_id)
+        return "lost"
+    except KeyboardInterrupt:
+        # Interrupted mid-step (a second Ctrl-C): resume from the last checkpoint on the next worker.
+        _flush_quietly(recorder)
+        return _requeue(registry, run_id, token, "worker interrupted; re-queued")
+    except Exception as err:  # the run failed: say why in one line, keep the worker alive
+        log.exception("run %s failed", run_id)
+        _flush_quietly(recorder)
+        registry.mark_failed(run_id, token, _one_line(err))
+        return "failed"
+    finally:
+        beat.stop()
+    if beat.lost.is_set() or recorder.lost:
+        return "lost"
+    outcome = result.to_dict()
+    if result.stopped and beat.cancel.is_set():
+        registry.mark_cancelled(run_id, token, outcome)
+        log.info("run %s cancelled at step %s; its curves are kept", run_id, result.steps)
+        return "cancelled"
+    if result.stopped:
+        return _requeue(registry, run_id, token, f"worker stopped at step {result.steps}; re-queued to resume")
+    if registry.mark_succeeded(run_id, token, outcome):
+        shutil.rmtree(run_dir(run_id) / "checkpoint", ignore_errors=True)  # the artifact holds the tensors
+        log.info("run %s succeeded: %s=%s", run_id, result.primary_metric_name, result.primary_metric)
+        return "succeeded"
+    return "lost"
+
+
+def _event_handler(registry, run_id, config, recorder, beat):
+    """on_event for fine_tune: buffer rows, flush at checkpoints, stop on cancel or shutdown."""
+    steps_per_epoch = None
+
+    def on_event(event: dict):
+        nonlocal steps_per_epoch
+        kind, now = event["kind"], time.time()
+        if kind == "step":
+            step = event["step"]
+            steps_per_epoch = steps_per_epoch or max(1, event["total_steps"] // config.epochs)
+            recorder.add([{"step": step, "epoch": event["epoch"], "split": "train", "name": name,
+                           "value": event[name], "t": now} for name in ("loss", "lr")],
+                         progress=(step, event["total_steps"], event.get("eta_seconds")))
+            # The engine checkpoints right after this event at these steps: the registry must have every
+            # event up to the checkpoint first, so a resumed run has each step exactly once.
+            at_checkpoint = (step % steps_per_epoch == 0
+                             or (config.checkpoint_every and step % config.checkpoint_every == 0))
+            recorder.flush(force=bool(at_checkpoint))
+        elif kind == "eval":
+            recorder.add([{"step": event["step"], "epoch": event["epoch"], "split": "eval", "name": name,
+                           "value": value, "t": now} for name, value in event["metrics"].items()])
+            recorder.flush(force=True)
+        elif kind == "resumed":
+            recorder.flush(force=True)
+            dropped = registry.record_resume(run_id, recorder.token, event["step"])
+            log.info("run %s resumed from its checkpoint at step %s (%s later events dropped)",
+                     run_id, event["step"], dropped)
+        if beat.lost.is_set() or recorder.lost:
+            raise LostRun(run_id)
+        return beat.cancel.is_set() or shutdown_requested()
+
+    return on_event
+
+
+def _requeue(registry: Registry, run_id: int, token: int, reason: str) -> str:
+    from tasks.queue import enqueue_run
+
+    if not registry.mark_requeued(run_id, token, reason):
+        return "lost"
+    try:
+        enqueue_run(run_id)
+    except Exception as err:
+        registry._transition(run_id, QUEUED, "interrupted", error=f"{reason}, but could not re-queue: {err}")
+        return "interrupted"
+    log.info("run %s: %s", run_id, reason)
+    return "requeued"
+
+
+class _Recorder:
+    """Buffers event rows and progress; writes them in one transaction per FLUSH_SECONDS (or at checkpoints)."""
+
+    def __init__(self, registry: Registry, run_id: int, token: int):
+        self.registry, self.run_id, self.token = registry, run_id, token
+        self.rows: list[dict] = []
+        self.progress = None
+        self.last = time.monotonic()
+        self.lost = False
+
+    def add(self, rows: list[dict], progress=None) -> None:
+        self.rows.extend(rows)
+        if progress is not None:
+            self.progress = progress
+
+    def flush(self, force: bool = False) -> None:
+        due = force or len(self.rows) >= FLUSH_EVENTS or time.monotonic() - self.last >= FLUSH_SECONDS
+        if not due or (not self.rows and self.progress is None):
+            return
+        step, total, eta = self.progress or (None, None, None)
+        if not self.registry.record_progress(self.run_id, self.token, self.rows, step, total, eta):
+            self.lost = True
+        self.rows, self.progress, self.last = [], None, time.monotonic()
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes the run's heartbeat and reads its cancel flag about once a second, whatever the loop is doing."""
+
+    def __init__(self, registry: Registry, run_id: int, token: int, timeout: float):
+        super().__init__(name=f"heartbeat-{run_id}", daemon=True)
+        self.registry, self.run_id, self.token = registry, run_id, token
+        self.interval = max(0.2, min(1.0, timeout / 4))
+        self.cancel, self.lost, self._done = threading.Event(), threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.interval):
+            try:
+                alive, cancel = self.registry.heartbeat(self.run_id, self.token)
+            except Exception as err:  # a database blip: keep beating; a long outage ends in the stale sweep
+                log.warning("run %s: heartbeat failed: %s", self.run_id, _one_line(err))
+                continue
+            if cancel:
+                self.cancel.set()
+            if not alive:
+                self.lost.set()
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=10)
+
+
+def _share_threads() -> None:
+    """Share the machine's cores among the worker processes so two CPU runs never thrash each other."""
+    import torch
+
+    threads = int(os.environ.get(THREADS_ENV) or max(1, (os.cpu_count() or 1) // max(1, CONTEXT.workers)))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def _flush_quietly(recorder: _Recorder) -> None:
+    try:
+        recorder.flush(force=True)
+    except Exception as err:
+        log.warning("run %s: could not write its last events: %s", recorder.run_id, _one_line(err))
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__

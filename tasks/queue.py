@@ -1,0 +1,136 @@
+"""The Huey instance: a SQLite file in MODULETUNE_HOME by default, Redis when MODULETUNE_QUEUE_URL says redis://.
+
+Built lazily and cached per URL (and per process, so a forked worker never shares a parent's
+connection): importing this module opens nothing. The queue carries only run ids; everything
+else about a run lives in the registry (tasks.registry), which is the source of truth.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from tuning.settings import home
+
+QUEUE_URL_ENV = "MODULETUNE_QUEUE_URL"
+QUEUE_NAME_ENV = "MODULETUNE_QUEUE_NAME"
+DEFAULT_QUEUE_NAME = "moduletune"
+TASK_NAME = "run_registry_job"
+
+log = logging.getLogger("moduletune.queue")
+_HUEYS: dict[tuple, object] = {}
+_LOCK = threading.Lock()
+
+
+class QueueError(ValueError):
+    """The queue could not be reached or used; the message says which queue and why."""
+
+
+def queue_url() -> str:
+    """MODULETUNE_QUEUE_URL, else a SQLite Huey file in MODULETUNE_HOME."""
+    return os.environ.get(QUEUE_URL_ENV) or f"sqlite:///{home() / 'queue.db'}"
+
+
+def queue_name() -> str:
+    """The queue's name (a Redis key prefix, a column in the SQLite file): MODULETUNE_QUEUE_NAME."""
+    return os.environ.get(QUEUE_NAME_ENV) or DEFAULT_QUEUE_NAME
+
+
+def describe(url: str | None = None) -> str:
+    """The URL without a password, for messages and logs."""
+    import re
+
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url or queue_url())
+
+
+def build_huey(url: str, name: str):
+    """A fresh Huey for url (redis://, rediss://, unix:// -> RedisHuey; sqlite:///path -> SqliteHuey)."""
+    from huey import RedisHuey, SqliteHuey
+
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        # Blocking reads with a short timeout: idle workers cost Redis nothing and still see a stop quickly.
+        huey = RedisHuey(name, url=url, results=False, blocking=True, read_timeout=1)
+    elif url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):]).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        huey = SqliteHuey(name, filename=str(path), results=False, timeout=30)
+    else:
+        raise QueueError(f"unsupported queue URL {describe(url)!r}; use sqlite:///path/to/queue.db "
+                         f"or redis://host:port/db (set {QUEUE_URL_ENV})")
+    huey.moduletune_run = huey.task(name=TASK_NAME)(_run_registry_job)
+    return huey
+
+
+def get_huey(url: str | None = None, name: str | None = None):
+    """The Huey for url (default: settings), built on first use and cached per process."""
+    url, name = url or queue_url(), name or queue_name()
+    key = (url, name, os.getpid())
+    with _LOCK:
+        if key not in _HUEYS:
+            try:
+                _HUEYS[key] = build_huey(url, name)
+            except QueueError:
+                raise
+            except Exception as err:  # e.g. an unwritable SQLite file
+                raise QueueError(f"could not open the queue at {describe(url)}: {_one_line(err)}") from None
+        return _HUEYS[key]
+
+
+def _run_registry_job(run_id: int) -> str:
+    """The Huey task: run one registry run by id (the body lives in tasks.jobs)."""
+    from tasks import jobs
+
+    return jobs.run_job(run_id)
+
+
+def enqueue_run(run_id: int, huey=None) -> None:
+    """Put a run id on the queue; any failure becomes a QueueError naming the queue."""
+    huey = huey or get_huey()
+    try:
+        huey.moduletune_run(int(run_id))
+    except Exception as err:
+        raise QueueError(f"could not enqueue run {run_id} on {describe(_huey_url(huey))}: {_one_line(err)}") from None
+
+
+def pending_count(huey=None) -> int:
+    """How many messages wait in the queue (not counting ones a worker has taken)."""
+    huey = huey or get_huey()
+    try:
+        return int(huey.pending_count())
+    except Exception as err:
+        raise QueueError(f"could not read the queue {describe(_huey_url(huey))}: {_one_line(err)}") from None
+
+
+def pending_run_ids(huey=None) -> list[int]:
+    """The run ids waiting in the queue, in order."""
+    huey = huey or get_huey()
+    return [int(task.args[0]) for task in huey.pending()]
+
+
+def flush(huey=None) -> None:
+    """Drop every waiting message (tests, and an operator clearing a queue)."""
+    (huey or get_huey()).flush()
+
+
+def close_all() -> None:
+    """Close this process's queue connections (before forking workers, and at exit)."""
+    with _LOCK:
+        for key, huey in list(_HUEYS.items()):
+            if key[2] == os.getpid():
+                try:
+                    huey.storage.close()
+                except Exception:  # closing is best effort
+                    pass
+
+
+def _huey_url(huey) -> str:
+    for (url, name, _pid), cached in _HUEYS.items():
+        if cached is huey:
+            return url
+    return getattr(huey.storage, "filename", None) or huey.name
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__

@@ -1,0 +1,150 @@
+"""`moduletune worker`: a Huey consumer that trains registry runs, sweeps dead workers' runs, stops gracefully.
+
+- Each worker is a forked process by default (worker_type "process"): the parent never imports
+  torch, so CUDA is only ever initialised in the child that trains. One worker per GPU
+  (`moduletune worker --device cuda:0`, `... --device cuda:1`) is the way to use several GPUs;
+  workers on several machines share one Redis queue and one PostgreSQL registry.
+- The scheduler process sweeps the registry at start and every few seconds: running runs whose
+  heartbeat is older than the timeout are marked interrupted and re-queued once to resume.
+- SIGINT and SIGTERM are both graceful: the running run stops at its next step, checkpoints and
+  goes back on the queue; then the worker exits. A worker whose parent dies does the same.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import sys
+import time
+
+from huey.consumer import Consumer, ProcessEnvironment, Scheduler
+
+from tasks import jobs
+
+log = logging.getLogger("moduletune.worker")
+WORKER_TYPES = ("process", "thread")
+
+
+def sweep_once(timeout: float | None = None, max_resumes: int | None = None) -> dict:
+    """One dead-worker sweep of the registry (what a starting worker and its scheduler do)."""
+    from tasks.registry import Registry
+
+    return Registry().sweep_stale(timeout if timeout is not None else jobs.heartbeat_timeout(),
+                                  max_resumes if max_resumes is not None else jobs.max_resumes())
+
+
+class SweepingScheduler(Scheduler):
+    """Huey's scheduler, which also sweeps stale running runs every `sweep_every` seconds (first at start)."""
+
+    def __init__(self, huey, stop_flag, interval, periodic, sweep_every: float, timeout: float, max_resumes: int):
+        super().__init__(huey, stop_flag, interval, periodic)
+        self.sweep_every, self.timeout, self.max_resumes = sweep_every, timeout, max_resumes
+        self._next_sweep = time.monotonic()
+
+    def loop(self, now=None):
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.sweep_every
+            try:
+                found = sweep_once(self.timeout, self.max_resumes)
+                if found["interrupted"]:
+                    log.warning("stale runs interrupted: %s; re-queued to resume: %s",
+                                found["interrupted"], found["requeued"])
+            except Exception:
+                log.exception("stale-run sweep failed (will try again)")
+        super().loop(now)
+
+
+class GracefulProcessEnvironment(ProcessEnvironment):
+    """Forked workers treat SIGINT, SIGTERM and their parent's death alike: finish the step, checkpoint, re-queue."""
+
+    def get_stop_flag(self):
+        self.flag = super().get_stop_flag()
+        return self.flag
+
+    def init_child(self, process):
+        parent = os.getppid()
+
+        def graceful(signum, frame):
+            self.flag.set()
+
+        signal.signal(signal.SIGINT, graceful)
+        signal.signal(signal.SIGTERM, graceful)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        _signal_on_parent_death(signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before we asked to be told
+            self.flag.set()
+
+
+class WorkerConsumer(Consumer):
+    """Huey's Consumer with the registry sweep in its scheduler and SIGTERM as graceful as SIGINT."""
+
+    def __init__(self, huey, sweep_every: float, heartbeat_timeout: float, max_resumes: int, **options):
+        self._sweep = (sweep_every, heartbeat_timeout, max_resumes)
+        super().__init__(huey, **options)
+        self._signal_actions[signal.SIGTERM] = (False, True)
+        self._signal_actions[signal.SIGINT] = (False, True)
+
+    def get_environment(self, worker_type):
+        if worker_type == "process":
+            return GracefulProcessEnvironment(self._graceful_sig, self._interrupt_sig)
+        return super().get_environment(worker_type)
+
+    def _create_scheduler(self):
+        every, timeout, resumes = self._sweep
+        return SweepingScheduler(self.huey, self.stop_flag, self.scheduler_interval, self.periodic,
+                                 every, timeout, resumes)
+
+
+def run_worker(device: str | None = None, workers: int = 1, worker_type: str = "process",
+               heartbeat_timeout: float | None = None) -> int:
+    """Start a consumer on the configured queue and registry; returns when it has stopped (0)."""
+    from tasks.queue import close_all, describe, get_huey, pending_count, queue_url
+    from tasks.registry import Registry, describe as describe_db, dispose_engines
+
+    if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise ValueError(f"workers must be an integer from 1 to 64, got {workers!r}")
+    if worker_type not in WORKER_TYPES:
+        raise ValueError(f"worker type must be one of {', '.join(WORKER_TYPES)}, got {worker_type!r}")
+    timeout = float(heartbeat_timeout if heartbeat_timeout is not None else jobs.heartbeat_timeout())
+    if timeout <= 0:
+        raise ValueError(f"heartbeat timeout must be a positive number of seconds, got {timeout}")
+    os.environ[jobs.HEARTBEAT_TIMEOUT_ENV] = str(timeout)  # the jobs' heartbeat pace follows it
+
+    registry = Registry()
+    registry.count()  # fail fast, with the URL, if the registry is unreachable; creates the schema
+    huey = get_huey()
+    pending_count(huey)  # ... and the same for the queue
+    jobs.CONTEXT.device = None if device in (None, "auto") else device
+    jobs.CONTEXT.workers = workers
+    if device and device.startswith("cuda") and workers > 1 and worker_type == "process":
+        log.warning("%d workers will share %s; one worker per GPU is usually faster", workers, device)
+    consumer = WorkerConsumer(
+        huey, sweep_every=max(1.0, min(30.0, timeout / 2)), heartbeat_timeout=timeout,
+        max_resumes=jobs.max_resumes(), workers=workers, worker_type=worker_type, periodic=False,
+        check_worker_health=True, health_check_interval=5, initial_delay=0.1, max_delay=1.0)
+    jobs.CONTEXT.stop_flag = consumer.stop_flag
+    print(f"moduletune worker: {workers} {worker_type} worker(s), device {device or 'auto'}, "
+          f"queue {describe(queue_url())}, registry {describe_db(registry.url)}, "
+          f"heartbeat timeout {timeout:g}s (pid {os.getpid()})", file=sys.stderr, flush=True)
+    # Forked children must not inherit pooled database or queue connections.
+    dispose_engines()
+    close_all()
+    consumer.run()
+    return 0
+
+
+def _signal_on_parent_death(signum: int) -> None:
+    """Linux: ask the kernel to send signum when the parent dies (no orphaned workers); elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signum), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:  # never stop a worker from starting over this
+        pass

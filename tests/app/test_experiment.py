@@ -1,0 +1,213 @@
+"""The Experiment tab's logic on the embedded MiniLM: layer specs, the sweep, live counts, the preset, submission."""
+from __future__ import annotations
+
+import pytest
+
+from app import experiment as ex
+from tasks.registry import Registry
+
+
+def form(**kw) -> ex.Form:
+    return ex.Form(**kw)
+
+
+# ---------------------------------------------------------------------------------------------- layers
+
+def test_layer_toggles_helpers_and_compact_specs():
+    assert ex.layer_toggle_choices(3) == [("0", "0"), ("1", "1"), ("2", "2")]
+    assert ex.first_layers(2, 6) == ["0", "1"] and ex.last_layers(2, 6) == ["4", "5"]
+    assert ex.last_layers(99, 6) == [str(i) for i in range(6)] and ex.first_layers(0, 6) == []
+    assert ex.compact_spec([0, 1, 2, 3, 4, 5], 6) == "all"
+    assert ex.compact_spec([5, 0, 1, 2], 6) == "0-2,5"
+    assert ex.compact_spec([3], 6) == "3"
+
+
+def test_model_depth_follows_the_model_and_bad_models_name_the_model_control():
+    info = ex.model_info("")  # blank = the embedded default
+    assert (info.name, info.model_type, info.num_layers) == ("all-MiniLM-L6-v2", "bert", 6)
+    assert ex.model_info("all-MiniLM-L6-v2") is info  # cached per name
+    with pytest.raises(ex.FormError) as err:
+        ex.model_info("/no/such/model")
+    assert err.value.field == "model" and "config.json" in str(err.value)
+
+
+def two_layer_model(folder) -> str:
+    """A local model folder with only a config (a 2-layer BERT): enough for depth and parameter counts."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "bert", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2,
+        "intermediate_size": 128, "vocab_size": 1000, "max_position_embeddings": 128}))
+    return str(folder)
+
+
+def test_layers_follow_the_chosen_models_depth(tmp_path):
+    path = two_layer_model(tmp_path / "tiny-bert")
+    assert ex.model_info(path).num_layers == 2
+    view = ex.preview(form(model=path, layers=["1"]))
+    assert view["error"] is None and view["rows"][0]["module_params"] == 4 * 64  # 2 LayerNorms x (w + b) x 64
+    bad = ex.preview(form(model=path, layers=["5"]))
+    assert bad["field"] == "layers" and "layers 0-1" in bad["error"]
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(layers=[]), "Pick at least one layer"),
+    (dict(layer_spec="9"), "out of range"),
+    (dict(layer_spec="0-2-4"), "malformed"),
+    (dict(layers=["7"]), "out of range"),
+])
+def test_bad_layer_selections_are_layer_errors(kw, needle):
+    with pytest.raises(ex.FormError) as err:
+        ex.plan(form(**kw))
+    assert err.value.field == "layers" and needle in str(err.value) and "0-5" in str(err.value)
+
+
+def test_typed_spec_overrides_toggles_and_each_means_every_layer():
+    assert [p.layers for p in ex.plan(form(layers=["1"], layer_spec="last:2"))] == ["4-5"]
+    assert [p.layers for p in ex.plan(form(layer_spec="each"))] == ["0", "1", "2", "3", "4", "5"]
+    assert [p.layers for p in ex.plan(form(layers=["0", "1", "2", "3", "4", "5"]))] == ["all"]
+
+
+# ---------------------------------------------------------------------------------------------- the sweep
+
+def test_sweep_is_families_x_layer_choices_x_seeds_x_tasks():
+    f = form(tasks=["rte", "mrpc"], families=["layernorm", "query", "full"], layers=["4", "5"], each_layer=True,
+             seeds="0, 1, 2")
+    runs = ex.plan(f)
+    # layer families: 2 tasks x 2 families x 2 layers x 3 seeds; full ignores layers: 2 tasks x 1 x 3 seeds
+    assert len(runs) == 2 * 2 * 2 * 3 + 2 * 3
+    assert {p.layers for p in runs if p.modules == ("full",)} == {"all"}
+    assert {(p.task, p.modules, p.layers, p.seed) for p in runs} >= {("mrpc", ("query",), "5", 2)}
+    assert ex.sweep_shape(f, runs) == "2 tasks × 3 module sets × 3 layer choices × 3 seeds"
+
+
+def test_together_and_random_controls():
+    together = ex.plan(form(families=["query", "value"], together=True))
+    assert [p.modules for p in together] == [("query", "value")]
+    controls = ex.plan(form(families=["layernorm", "classifier"], random_control=True))
+    assert [p.modules for p in controls] == [("layernorm",), ("classifier",), ("random:layernorm",)]
+
+
+@pytest.mark.parametrize("kw, fld", [
+    (dict(families=[]), "families"), (dict(tasks=[]), "tasks"), (dict(seeds="0,x"), "seeds"),
+    (dict(seeds=""), "seeds"), (dict(lr=2.0), "lr"), (dict(max_train=-5), "settings"),
+])
+def test_form_errors_name_their_control(kw, fld):
+    with pytest.raises(ex.FormError) as err:
+        ex.build_configs(form(**kw))
+    assert err.value.field == fld
+
+
+def test_learning_rate_shows_the_family_default_and_only_a_change_overrides_it():
+    assert ex.lr_default(["layernorm"]) == 1e-2
+    assert "default for LN: 1e-2" in ex.lr_hint(["layernorm"])
+    assert "Q: 3e-4" in ex.lr_hint(["layernorm", "query"])
+    # The box still shows the default: each run keeps its own family's default.
+    configs = ex.build_configs(form(families=["layernorm", "query"], lr=ex.lr_default(["layernorm", "query"])))
+    assert [c.lr for c in configs] == [None, None] and [c.learning_rate for c in configs] == [1e-2, 3e-4]
+    changed = ex.build_configs(form(lr=5e-3))
+    assert changed[0].lr == 5e-3
+
+
+def test_configs_carry_subsampling_and_settings():
+    (c,) = ex.build_configs(form(max_train=32, max_eval=0, batch_size=16, epochs=2, train_head=False, seeds="7"))
+    assert (c.task, c.modules, c.layers, c.seed) == ("rte", ("layernorm",), "5", 7)
+    assert (c.max_train, c.max_eval, c.batch_size, c.epochs, c.train_head) == (32, None, 16, 2, False)
+    assert c.model == "all-MiniLM-L6-v2"
+
+
+# ---------------------------------------------------------------------------------------------- the preview
+
+def test_preview_counts_match_the_engine_before_anything_is_queued():
+    view = ex.preview(form())
+    assert view["error"] is None and view["runs"] == 1
+    (row,) = view["rows"]
+    # LayerNorm of one MiniLM layer: two LayerNorms x (weight + bias) x 384; head 384*2 + 2.
+    assert (row["module_params"], row["head_params"]) == (4 * 384, 770)
+    assert row["trainable_params"] == 1536 + 770 and 0.01 < row["trainable_pct"] < 0.0102
+    text = ex.preview_markdown(view)
+    assert "1 run will be queued" in text and "1,536" in text and "LN" in text
+
+
+def test_preview_of_a_sweep_and_of_a_bad_selection():
+    view = ex.preview(form(families=["layernorm", "full"], each_layer=True, layers=["0", "1", "2"], seeds="0,1"))
+    assert view["runs"] == (3 + 1) * 2
+    by_module = {r["modules"]: r for r in view["rows"]}
+    assert by_module["layernorm"]["layers"].startswith("each") and by_module["full"]["trainable_pct"] == 100.0
+    bad = ex.preview(form(layer_spec="9"))
+    assert bad["field"] == "layers" and bad["runs"] == 0
+    assert ex.preview_markdown(bad).startswith("**Nothing to queue yet.**")
+
+
+# ---------------------------------------------------------------------------------------------- the preset
+
+def test_paper_study_is_every_family_all_and_each_layer_plus_full():
+    configs = ex.paper_study(form(families=["bias"], layers=["2"], lr=0.5))  # the preset ignores those
+    assert len(configs) == 7 * (1 + 6) + 1
+    assert {c.layers for c in configs if c.modules == ("query",)} == {"all", "0", "1", "2", "3", "4", "5"}
+    assert [c.layers for c in configs if c.modules == ("full",)] == ["all"]
+    assert all(c.lr is None for c in configs)  # per-family defaults
+    text, n = ex.paper_study_message(form(tasks=["rte", "mrpc"], seeds="0,1"))
+    assert n == 2 * 2 * 50 and f"{n} runs" in text and "rte, mrpc" in text
+
+
+# ---------------------------------------------------------------------------------------------- submission
+
+@pytest.fixture
+def registry(home):
+    reg = Registry()
+    yield reg
+    from tasks.queue import close_all
+    from tasks.registry import dispose_engines
+
+    dispose_engines()
+    close_all()
+
+
+def test_submit_form_queues_validated_runs_with_the_submitter(registry):
+    out = ex.submit_form(registry, form(max_train=32, seeds="0,1"), "web-abc")
+    assert out.ok and len(out.ids) == 2 and "Queued **2 runs**" in out.message
+    runs = registry.list_runs()
+    assert {r["submitter"] for r in runs} == {"web-abc"} and {r["layers"] for r in runs} == {"5"}
+    assert len({r["sweep_id"] for r in runs}) == 1 and runs[0]["sweep_id"]
+    single = ex.submit_form(registry, form(), "web-abc")
+    assert single.ids == [max(r["id"] for r in runs) + 1] and "Queued run **#" in single.message
+
+
+def test_a_bad_selection_queues_nothing_and_says_so_beside_the_control(registry):
+    out = ex.submit_form(registry, form(layer_spec="9"), "web-x")
+    assert not out.ok and "out of range" in out.layers_message and "Nothing was queued" in out.message
+    out = ex.submit_form(registry, form(layers=[]), "web-x")
+    assert "Pick at least one layer" in out.layers_message
+    out = ex.submit_form(registry, form(model="/no/such/model"), "web-x")
+    assert "config.json" in out.model_message and not out.layers_message
+    out = ex.submit_form(registry, form(seeds="a"), "web-x")
+    assert "seeds" in out.message and "Nothing was queued" in out.message
+    too_many = ex.submit_form(registry, form(families=[f for _, f in ex.FAMILY_CHOICES], each_layer=True,
+                                             layers=[str(i) for i in range(6)], seeds="0,1,2,3"), "web-x")
+    assert "more than 200" in too_many.message
+    assert registry.count() == 0
+
+
+def test_every_action_goes_through_one_gate(registry, monkeypatch):
+    seen = []
+    monkeypatch.setattr(ex, "allow", lambda action, who, n=1: seen.append((action, who, n)))
+    (run_id,) = ex.submit_runs(registry, ex.build_configs(form()), "web-1")
+    assert ex.cancel_run(registry, run_id, "web-1") == "cancelled"
+    new_id = ex.retry_run(registry, run_id, "web-1")
+    assert registry.get(new_id)["retry_of"] == run_id
+    assert seen == [("submit", "web-1", 1), ("cancel", "web-1", 1), ("retry", "web-1", 1)]
+
+    def refuse(action, who, n=1):
+        raise ValueError(f"{who} has reached the limit of queued runs")
+
+    monkeypatch.setattr(ex, "allow", refuse)
+    out = ex.submit_form(registry, form(), "web-1")
+    assert "limit" in out.message and registry.count() == 2
+
+
+def test_preset_submission_is_one_sweep(registry):
+    out = ex.submit_preset(registry, form(max_train=16), "web-p")
+    assert len(out.ids) == 50 and registry.count() == 50
+    assert {r["sweep_id"] for r in registry.list_runs()} == {registry.get(out.ids[0])["sweep_id"]}

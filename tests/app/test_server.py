@@ -1,0 +1,123 @@
+"""The Blocks as built (tabs, elem_ids, API names) and the embedded worker's supervision, without a browser."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from app import server, ui
+
+# A stand-in worker: records its pid and a graceful SIGTERM, then sleeps until told to stop.
+SLEEPER = """
+import os, signal, sys, time
+log = sys.argv[1]
+open(log, "a").write(f"start {os.getpid()}\\n")
+def stop(signum, frame):
+    open(log, "a").write(f"term {os.getpid()}\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+while True:
+    time.sleep(0.1)
+"""
+
+
+class Sleeper(server.EmbeddedWorker):
+    def __init__(self, log, script=SLEEPER, **kw):
+        super().__init__(**kw)
+        self.log, self.script = log, script
+
+    def command(self):
+        return [sys.executable, "-c", self.script, str(self.log)]
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_embedded_worker_is_restarted_when_it_dies_and_stopped_gracefully(tmp_path):
+    log = tmp_path / "worker.log"
+    worker = Sleeper(log, stop_timeout=10).start()
+    try:
+        wait_for(lambda: log.is_file() and "start" in log.read_text())
+        first = worker.proc.pid
+        assert worker.status() == f"embedded worker running (pid {first})"
+        os.kill(first, 9)  # the worker dies (OOM, a crash): the server keeps serving and restarts it
+        wait_for(lambda: worker.proc.pid != first and worker.proc.poll() is None, timeout=30)
+        wait_for(lambda: log.read_text().count("start") == 2)
+        assert "restarted 1×" in worker.status()
+        second = worker.proc.pid
+    finally:
+        code = worker.stop()
+    assert code == 0 and f"term {second}" in log.read_text()  # SIGTERM, waited for
+    assert not alive(second)
+
+
+def test_a_worker_that_keeps_dying_is_given_up_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(server, "MAX_RESTARTS", 1)
+    worker = Sleeper(tmp_path / "log", script="import sys; sys.exit(3)").start()
+    try:
+        wait_for(lambda: worker.gave_up, timeout=30)
+    finally:
+        worker.stop()
+    assert "stopped (exit code 3)" in worker.status() and "runs stay queued" in worker.status()
+
+
+def test_the_blocks_have_five_labelled_tabs_stable_ids_and_named_endpoints(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODULETUNE_HOME", str(tmp_path / "home"))
+    from tasks.registry import Registry
+
+    demo = ui.build_app(Registry(), worker_status=lambda: "embedded worker running (pid 1)")
+    config = demo.get_config_file()
+    props = [c.get("props", {}) for c in config["components"]]
+    tabs = [p["label"] for c, p in zip(config["components"], props) if c["type"] == "tabitem"]
+    assert tabs == ["Experiment", "Runs", "Compare", "Weights", "Playground"]
+    elem_ids = {p.get("elem_id") for p in props}
+    missing = [e for ids in ui.ELEM_IDS.values() for e in ids if e not in elem_ids]
+    assert not missing
+    apis = {d.get("api_name") for d in config["dependencies"] if d.get("api_visibility", "public") == "public"}
+    assert {"submit", "preview", "runs", "run", "compare_data", "cancel", "retry", "predict"} <= apis
+    assert ui.submitter_of(None) == "web"
+
+
+def test_importing_the_ui_builds_nothing():
+    import subprocess
+
+    code = ("import sys, app.ui, app.views, app.experiment, app.server; "
+            "print(all(m not in sys.modules for m in ('gradio', 'torch', 'transformers')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=server.REPO, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr
+
+
+def test_serve_refuses_a_busy_port_before_starting_anything():
+    import socket
+
+    import pytest
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(ValueError, match="already running"):
+            server.check_port("127.0.0.1", port)
+
+
+def test_the_serve_subcommand():
+    from app.cli import build_parser, cmd_serve
+
+    args = build_parser().parse_args(["serve", "--no-worker", "--port", "7999", "--host", "0.0.0.0"])
+    assert (args.func, args.no_worker, args.port, args.host, args.share) == (cmd_serve, True, 7999, "0.0.0.0", False)
+    defaults = build_parser().parse_args(["serve"])
+    assert (defaults.host, defaults.port, defaults.no_worker) == ("127.0.0.1", 7860, False)

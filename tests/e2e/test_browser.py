@@ -1,0 +1,187 @@
+"""A real browser (Debian's chromium, headless, driven by Playwright) clicking through every tab of the launched app.
+
+Screenshots of each tab go to <repo>/screenshots/ (git-ignored) and are copied to /tmp/moduletune-screens/.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+SHOTS = REPO / "screenshots"
+COPY = Path("/tmp/moduletune-screens")
+T = 60_000  # ms: the default wait for one UI update on a busy machine
+RUN_T = 240_000  # ms: a tiny run from click to "succeeded"
+
+
+@pytest.fixture(scope="module")
+def page(app_server):
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(T)
+        yield page
+        browser.close()
+
+
+def shoot(page, name: str) -> Path:
+    SHOTS.mkdir(exist_ok=True)
+    COPY.mkdir(exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    shutil.copy(path, COPY / path.name)
+    return path
+
+
+def text_of(page, elem_id: str) -> str:
+    return page.locator(f"#{elem_id}").inner_text()
+
+
+def wait_text(page, elem_id: str, needle: str, timeout: int = T) -> None:
+    page.wait_for_function(
+        "([id, needle]) => { const e = document.getElementById(id); return e && e.innerText.includes(needle); }",
+        arg=[elem_id, needle], timeout=timeout)
+
+
+def wait_empty(page, elem_id: str) -> None:
+    page.wait_for_function("id => { const e = document.getElementById(id); return e && !e.innerText.trim(); }",
+                           arg=elem_id)
+
+
+def fill(page, elem_id: str, value: str) -> None:
+    box = page.locator(f"#{elem_id}").locator("input, textarea").first
+    box.fill(value)
+    box.press("Tab")
+
+
+def plots(page, elem_id: str) -> int:
+    return page.locator(f"#{elem_id} .js-plotly-plot").count()
+
+
+def test_every_tab_by_clicking(page, app_server, tmp_path):
+    registry = app_server.registry()
+    page.goto(app_server.url)
+    for tab in ("Experiment", "Runs", "Compare", "Weights", "Playground"):
+        page.get_by_role("tab", name=tab).wait_for(state="visible")
+    wait_text(page, "preview", "will be queued")
+    assert "default for LN: 1e-2" in text_of(page, "tab-experiment")
+    before = registry.count()
+
+    # The layer toggles follow the model: a local 2-layer BERT (config only), then back to the embedded MiniLM.
+    from tests.app.test_experiment import two_layer_model
+
+    toggles = page.locator("#layers input[type=checkbox]")
+    assert toggles.count() == 6
+    fill(page, "model", two_layer_model(tmp_path / "tiny-bert"))
+    page.wait_for_function("() => document.querySelectorAll('#layers input[type=checkbox]').length === 2")
+    wait_text(page, "preview", "2 layers")
+    fill(page, "model", "all-MiniLM-L6-v2")
+    page.wait_for_function("() => document.querySelectorAll('#layers input[type=checkbox]').length === 6")
+    wait_text(page, "preview", "6 layers")
+
+    # A bad layer selection: the message beside the layers control, and nothing is queued.
+    page.locator("#layers-none").click()
+    wait_text(page, "layers-msg", "Pick at least one layer")
+    page.locator("#submit").click()
+    wait_text(page, "submit-msg", "Nothing was queued")
+    fill(page, "layer-spec", "9")
+    wait_text(page, "layers-msg", "out of range")
+    assert "this model has layers 0-5" in text_of(page, "layers-msg")
+    shoot(page, "experiment-bad-layers")
+    assert registry.count() == before
+
+    # The paper-study preset asks first, with the run count; cancelling queues nothing.
+    page.locator("#paper-study").click()
+    wait_text(page, "paper-msg", "50 runs")
+    assert page.locator("#paper-confirm").inner_text() == "Yes, queue 50 runs"
+    page.locator("#paper-cancel").click()
+    wait_empty(page, "paper-msg")
+    assert not page.locator("#paper-confirm").is_visible() and registry.count() == before
+
+    # A good one: the last layer, a quick subsample, then Queue runs.
+    fill(page, "layer-spec", "")
+    fill(page, "layers-k", "1")
+    page.locator("#layers-last").click()
+    wait_empty(page, "layers-msg")
+    fill(page, "max-train", "32")
+    fill(page, "max-eval", "32")
+    page.get_by_text("More settings").click()
+    fill(page, "batch-size", "16")
+    wait_text(page, "preview", "1 run will be queued")
+    wait_empty(page, "submit-msg")  # the earlier error went stale with the edits
+    page.wait_for_timeout(1500)  # let the preview settle before the screenshot
+    shoot(page, "experiment")
+    page.locator("#submit").click()
+    wait_text(page, "submit-msg", "Queued run")
+    assert registry.count() == before + 1
+    run = registry.list_runs(limit=1)[0]
+    assert (run["layers"], run["family"], run["config"] if "config" in run else None) == ("5", "LN", None)
+    assert registry.get(run["id"])["config"]["max_train"] == 32
+    run_id = run["id"]
+
+    # Runs: the table and the newest run's live summary follow it to the end (the 2 s timer).
+    page.get_by_role("tab", name="Runs").click()
+    wait_text(page, "runs-table", "rte")
+    wait_text(page, "run-summary", f"Run #{run_id}")
+    wait_text(page, "run-summary", "succeeded", timeout=RUN_T)
+    page.wait_for_selector("#run-curves .js-plotly-plot")
+    wait_text(page, "worker-status", "embedded worker running")
+    assert page.locator("#download").is_visible()
+    shoot(page, "runs")
+
+    # Clicking a row shows that run.
+    runs = registry.list_runs()  # newest first, like the table
+    oldest = runs[-1]["id"]
+    page.locator(f'#runs-table [role=gridcell][data-testid="cell-{len(runs) - 1}-0"]').click()
+    wait_text(page, "run-summary", f"Run #{oldest}")
+
+    # Reloading the page never affects a run; coming back shows where it is.
+    page.reload()
+    page.get_by_role("tab", name="Runs").click()
+    wait_text(page, "run-summary", f"Run #{run_id}")
+    assert "succeeded" in text_of(page, "run-summary")
+
+    # Compare: every chart renders as Plotly, with this run's point on the frontier.
+    page.get_by_role("tab", name="Compare").click()
+    for chart in ("chart-score", "chart-frontier", "chart-heatmap", "chart-curves"):
+        page.wait_for_selector(f"#{chart} .js-plotly-plot")
+    page.wait_for_selector("#chart-frontier .scatterlayer .point")
+    wait_text(page, "results-note", "try 5")  # the table is per layer choice: 'all' is empty, '5' has the run
+    assert plots(page, "tab-compare") >= 4
+    shoot(page, "compare")
+
+    # Weights: magnitudes of the embedded model, and how far this run moved its LayerNorms.
+    page.get_by_role("tab", name="Weights").click()
+    page.wait_for_selector("#chart-magnitudes .js-plotly-plot")
+    wait_text(page, "chart-magnitude-heatmap", "Mean |weight|")
+    wait_text(page, "chart-magnitudes", "LN")
+    page.locator("#weights-runs input").click()
+    page.get_by_role("option", name=f"#{run_id} ").first.click()
+    page.keyboard.press("Escape")
+    page.locator("#deltas-go").click()
+    page.wait_for_selector("#chart-deltas .scatterlayer .trace")
+    assert plots(page, "tab-weights") >= 3
+    shoot(page, "weights")
+
+    # Playground: the tuned run next to the untuned model.
+    page.get_by_role("tab", name="Playground").click()
+    wait_text(page, "play-text-b", "sentence2")
+    fill(page, "play-text-a", "A man is playing a guitar on stage.")
+    fill(page, "play-text-b", "A person is making music.")
+    page.locator("#play-go").click()
+    wait_text(page, "play-msg", "Tuned:")
+    assert "entailment" in text_of(page, "play-tuned") and "entailment" in text_of(page, "play-base")
+    page.wait_for_timeout(1000)  # let the labels finish fading in before the screenshot
+    shoot(page, "playground")
+    assert {p.name for p in COPY.glob("*.png")} >= {"experiment.png", "experiment-bad-layers.png", "runs.png",
+                                                    "compare.png", "weights.png", "playground.png"}
