@@ -24,7 +24,9 @@ services:
 	bash scripts/ensure-services.sh
 
 test: setup services
-	MODULETUNE_GLUE_DIR=$${MODULETUNE_GLUE_DIR:-$(abspath ..)/shared/glue} $(PY) -m pytest -q
+	# Services are started above, so a Redis or PostgreSQL test that cannot connect fails instead of skipping.
+	MODULETUNE_TEST_REQUIRE_SERVICES=1 MODULETUNE_GLUE_DIR=$${MODULETUNE_GLUE_DIR:-$(abspath ..)/shared/glue} \
+		$(PY) -m pytest -q
 
 bench: setup
 	$(PY) -m bench.trainer_vs_moduletune --task sst2 --modules full --max-train 2000

@@ -144,22 +144,22 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict) -> 
 
 def _event_handler(registry, run_id, config, recorder, beat):
     """on_event for fine_tune: buffer rows, flush at checkpoints, stop on cancel or shutdown."""
-    steps_per_epoch = None
 
     def on_event(event: dict):
-        nonlocal steps_per_epoch
         kind, now = event["kind"], time.time()
         if kind == "step":
             step = event["step"]
-            steps_per_epoch = steps_per_epoch or max(1, event["total_steps"] // config.epochs)
             recorder.add([{"step": step, "epoch": event["epoch"], "split": "train", "name": name,
                            "value": event[name], "t": now} for name in ("loss", "lr")],
                          progress=(step, event["total_steps"], event.get("eta_seconds")))
-            # The engine checkpoints right after this event at these steps: the registry must have every
-            # event up to the checkpoint first, so a resumed run has each step exactly once.
-            at_checkpoint = (step % steps_per_epoch == 0
-                             or (config.checkpoint_every and step % config.checkpoint_every == 0))
-            recorder.flush(force=bool(at_checkpoint))
+            recorder.flush()
+        elif kind == "start":
+            recorder.add([], progress=(event["step"], event["total_steps"], None))  # total known before step 1
+            recorder.flush(force=True)
+        elif kind == "checkpoint":
+            # The engine saves right after this event: the registry must hold every event up to it
+            # first, so a resumed run has each step exactly once.
+            recorder.flush(force=True)
         elif kind == "eval":
             recorder.add([{"step": event["step"], "epoch": event["epoch"], "split": "eval", "name": name,
                            "value": value, "t": now} for name, value in event["metrics"].items()])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import platform
 import random
 import time
@@ -146,7 +147,7 @@ def save_checkpoint(path: Path, model, selection, optimizer, scheduler, state: d
         **state,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".tmp{os.getpid()}")  # two writers never share a temporary file
     torch.save(blob, tmp)
     tmp.replace(path)
 
@@ -233,6 +234,8 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
 
     def checkpoint():
         if ckpt_path is not None:
+            # Announced first, so a recorder can flush every event up to this point before it is saved.
+            emit({"kind": "checkpoint", "step": state["step"], "epoch": state["step"] / steps_per_epoch})
             save_checkpoint(ckpt_path, model, selection, optimizer, scheduler, state)
 
     def run_eval():
@@ -245,7 +248,9 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
         emit({"kind": "eval", **record, "primary_metric_name": task.primary_metric,
               "primary_metric": metrics[task.primary_metric]})
 
-    stopped = False
+    # Data and model are ready; a stop asked for during that (long) preparation is honoured here.
+    stopped = bool(emit({"kind": "start", "step": state["step"], "total_steps": total_steps,
+                         "steps_per_epoch": steps_per_epoch}))
     loss_value = float("nan")
     while state["epoch"] < config.epochs and not stopped:
         rng = np.random.default_rng([config.seed, state["epoch"]])
@@ -280,7 +285,8 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
                 stopped = True
                 checkpoint()
                 break
-            if config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
+            if (config.checkpoint_every and state["step"] % config.checkpoint_every == 0
+                    and state["step_in_epoch"] < steps_per_epoch):  # the epoch's end checkpoints anyway
                 checkpoint()
         else:
             state["epoch"] += 1

@@ -113,3 +113,14 @@ def test_random_control_moves_only_masked_entries(glue_dir, home, tmp_path):
     base = dict(load_classifier("all-MiniLM-L6-v2", 2).named_parameters())
     changed = sum(int((tuned[k] != base[k].detach()).sum()) for k in tuned if not k.startswith("classifier"))
     assert 0 < changed <= 1536
+
+
+def test_start_and_checkpoint_events(glue_dir, home, tmp_path):
+    events = []
+    result = fine_tune(tiny(glue_dir, checkpoint_every=2), lambda e: events.append(e), checkpoint_dir=tmp_path / "ck")
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "start" and events[0]["total_steps"] == 4 and result.steps == 4
+    assert [e["step"] for e in events if e["kind"] == "checkpoint"] == [2, 4]  # every 2 steps; the epoch's end once
+    # A stop asked for at "start" ends the run before its first step.
+    stopped = fine_tune(tiny(glue_dir), lambda e: e["kind"] == "start")
+    assert stopped.stopped and stopped.steps == 0
