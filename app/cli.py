@@ -279,9 +279,11 @@ def cmd_worker(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from app import public
     from app.server import serve
 
-    return serve(host=args.host, port=args.port, worker=not args.no_worker, share=args.share) or 0
+    limits = public.PublicLimits.from_env() if args.public or public.enabled() else None
+    return serve(host=args.host, port=args.port, worker=not args.no_worker, share=args.share, public=limits) or 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-worker", action="store_true",
                    help="serve only the UI; runs wait for separate `moduletune worker` processes")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    p.add_argument("--public", action="store_true",
+                   help="the public demo (also MODULETUNE_PUBLIC=1): allow-listed models only, per-visitor and "
+                        "queue quotas, capped epochs/examples/length (MODULETUNE_PUBLIC_* variables, see "
+                        "app/public.py), cancel/retry on a visitor's own runs, no submitter shown")
     p.set_defaults(func=cmd_serve)
 
     return parser

@@ -2,15 +2,19 @@
 
 No Gradio here: app/ui.py wires these functions to widgets, and tests call them directly. Every
 submission, cancel and retry from the UI goes through submit_runs / cancel_run / retry_run, so
-per-visitor limits can wrap one place later (see `allow`).
+public mode's limits (app.public) apply there: `allow` (the quotas: who, what, how many) and `vet`
+(what the action touches: caps, the model allow-list, whose run it is). Public mode is process-wide (one
+server serves one app): `set_public(limits, registry)` turns it on, `set_public(None)` off.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import uuid
 from dataclasses import dataclass, field, replace
 
+from app import public
 from tuning import glue, modules
 from tuning.config import DEFAULT_LR, DEFAULT_MODEL, ConfigError, RunConfig, default_lr
 
@@ -62,6 +66,49 @@ class Form:
     train_head: bool = True
 
 
+# ---------------------------------------------------------------------------------------------- public mode
+
+@dataclass(frozen=True)
+class PublicMode:
+    """Public mode's limits and the registry whose queue its quotas count."""
+
+    limits: "public.PublicLimits"
+    registry: object
+
+
+_PUBLIC: PublicMode | None = None  # set by build_app (serve --public); None: an open lab
+_GATE = threading.Lock()  # public mode: check a visitor's quota and queue the runs as one step
+
+
+def set_public(limits: "public.PublicLimits | None", registry=None) -> None:
+    """Public mode on (these limits, quotas counted in `registry`, default Registry()) or off (None)."""
+    global _PUBLIC
+    if limits is None:
+        _PUBLIC = None
+        return
+    if registry is None:
+        from tasks.registry import Registry
+
+        registry = Registry()
+    _PUBLIC = PublicMode(limits, registry)
+
+
+def public_limits() -> "public.PublicLimits | None":
+    """The limits in force, or None outside public mode."""
+    return _PUBLIC.limits if _PUBLIC is not None else None
+
+
+def guard_model(name) -> None:
+    """In public mode, refuse a model that is not allow-listed before anything reads it (FormError('model'))."""
+    limits = public_limits()
+    if limits is None:
+        return
+    try:
+        public.check_model(limits, name)
+    except public.LimitError as err:
+        raise FormError("model", str(err)) from None
+
+
 # ---------------------------------------------------------------------------------------------- the model
 
 @dataclass(frozen=True)
@@ -85,6 +132,7 @@ def model_name(text) -> str:
 def model_info(name) -> ModelInfo:
     """Depth and architecture of a model from its config alone (cached per name); FormError('model') if unusable."""
     name = model_name(name)
+    guard_model(name)  # public mode: a typed name or path is refused before it is looked up
     with _LOCK:
         if name in _MODEL_INFO:
             return _MODEL_INFO[name]
@@ -443,13 +491,43 @@ def paper_study_message(form: Form) -> tuple[str, int]:
     if n > PRESET_LIMIT:
         raise FormError("settings", f"the preset would queue {n} runs, more than {PRESET_LIMIT}; "
                                     "choose fewer tasks or seeds")
+    limits = public_limits()
+    if limits is not None and n > limits.max_active_per_visitor:
+        raise FormError("settings", f"the preset would queue {n} runs; this public demo allows at most "
+                                    f"{limits.max_active_per_visitor} queued or running runs per visitor")
     return text, n
 
 
 # ---------------------------------------------------------------------------------------------- the gate
 
 def allow(action: str, submitter: str | None, count: int = 1) -> None:
-    """The one place a per-visitor limit goes (public mode); raises ValueError to refuse. Open by default."""
+    """The one place the per-visitor quotas apply; raises ValueError (public.LimitError) to refuse.
+
+    Open outside public mode. In public mode, `count` more runs (a submission or a retry) must fit the
+    visitor's queued + running runs and the shared queue's length; a cancel is never over quota."""
+    mode = _PUBLIC
+    if mode is None or action == "cancel":
+        return
+    public.check_quota(mode.limits, mode.registry, submitter, count)
+
+
+def vet(registry, submitter: str | None, configs=(), run_id=None, action: str = "submit") -> None:
+    """Public mode's rules on what an action touches (allow counts, this looks): each config's caps
+    (allow-listed model, no data folder, epochs, examples, length, batch), and for cancel/retry that the
+    run is the visitor's own (a retry's config is vetted too). A no-op outside public mode."""
+    mode = _PUBLIC
+    if mode is None:
+        return
+    if run_id is not None:
+        run = public.check_owner(registry, run_id, submitter, action)
+        configs = [run["config"]] if action == "retry" else []
+    for config in configs:
+        public.check_config(mode.limits, config)
+
+
+def _gate():
+    """In public mode, one check-then-queue at a time, so two quick clicks cannot both pass a quota."""
+    return _GATE if _PUBLIC is not None else contextlib.nullcontext()
 
 
 def submit_runs(registry, configs, submitter: str | None, sweep_id: str | None = None) -> list[int]:
@@ -457,22 +535,27 @@ def submit_runs(registry, configs, submitter: str | None, sweep_id: str | None =
     configs = list(configs)
     if not configs:
         raise FormError("settings", "nothing to queue")
-    allow("submit", submitter, len(configs))
-    if len(configs) == 1 and sweep_id is None:
-        return [registry.submit(configs[0], submitter=submitter)]
-    return registry.submit_many(configs, submitter=submitter, sweep_id=sweep_id or uuid.uuid4().hex[:12])
+    with _gate():
+        vet(registry, submitter, configs)
+        allow("submit", submitter, len(configs))
+        if len(configs) == 1 and sweep_id is None:
+            return [registry.submit(configs[0], submitter=submitter)]
+        return registry.submit_many(configs, submitter=submitter, sweep_id=sweep_id or uuid.uuid4().hex[:12])
 
 
 def cancel_run(registry, run_id, submitter: str | None) -> str:
     """Cancel a run (queued: never starts; running: stops at its next step); returns the new status."""
+    vet(registry, submitter, run_id=run_id, action="cancel")
     allow("cancel", submitter)
     return registry.request_cancel(int(run_id))
 
 
 def retry_run(registry, run_id, submitter: str | None) -> int:
     """Queue a failed, cancelled or interrupted run again as a new run; returns the new id."""
-    allow("retry", submitter)
-    return registry.retry(int(run_id), submitter=submitter)
+    with _gate():
+        vet(registry, submitter, run_id=run_id, action="retry")
+        allow("retry", submitter)
+        return registry.retry(int(run_id), submitter=submitter)
 
 
 @dataclass

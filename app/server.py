@@ -179,10 +179,11 @@ def _warm_up() -> None:
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, worker: bool = True, share: bool = False,
-          registry=None, worker_args: tuple[str, ...] = ("--workers", "1"), block: bool = True):
+          registry=None, worker_args: tuple[str, ...] = ("--workers", "1"), block: bool = True, public=None):
     """Launch the app (and, with worker=True, an embedded worker child); blocks until Ctrl-C or SIGTERM.
 
-    With block=False returns (blocks, embedded_worker) with the server running in the background."""
+    public=PublicLimits(...) serves the public demo (app.public). With block=False returns
+    (blocks, embedded_worker) with the server running in the background."""
     from app.ui import build_app
     from tasks.registry import Registry
 
@@ -193,7 +194,9 @@ def serve(host: str = "127.0.0.1", port: int = 7860, worker: bool = True, share:
     threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
     status = embedded.status if embedded else (lambda: "no embedded worker (started with --no-worker): "
                                                         "runs wait for `moduletune worker`")
-    demo = build_app(registry, worker_status=status)
+    if public is not None:
+        print(f"moduletune serve: public mode: {public}", file=sys.stderr, flush=True)
+    demo = build_app(registry, worker_status=status, public=public)
     demo.queue(default_concurrency_limit=4)
     if not block:
         demo.launch(prevent_thread_lock=True, **launch_kwargs(host, port, share))

@@ -3,7 +3,11 @@
 build_app(registry) builds the Blocks; importing this module builds nothing and imports no Gradio.
 Stable elem_ids (see ELEM_IDS) are what the browser tests touch; named API endpoints (submit,
 preview, runs, run, cancel, retry, compare_data, predict) are what gradio_client calls.
+build_app(registry, public=PublicLimits(...)) is the public demo (app.public): models from an allow-list,
+the limits shown on the page, cancel/retry on a visitor's own runs, no submitter shown to anyone.
 """
+import hashlib
+
 from app import experiment as ex
 from app import views
 
@@ -57,13 +61,18 @@ def theme():
 
 
 def submitter_of(request) -> str:
-    """Who submits: one id per browser session (the public-mode quotas key on it)."""
+    """Who submits: one id per browser session (the public-mode quotas key on it).
+
+    A digest of the session hash, not the hash itself, so a stored submitter never lets anyone act as
+    that session."""
     session = getattr(request, "session_hash", None) if request is not None else None
-    return f"web-{session[:12]}" if session else "web"
+    return f"web-{hashlib.sha256(session.encode()).hexdigest()[:12]}" if session else "web"
 
 
-def build_app(registry=None, worker_status=None):
-    """The whole UI as a gr.Blocks (not launched)."""
+def build_app(registry=None, worker_status=None, public=None):
+    """The whole UI as a gr.Blocks (not launched); public=PublicLimits(...) builds the public demo.
+
+    Public mode is process-wide (app.experiment's gate enforces it): building an app sets it on or off."""
     import gradio as gr
 
     from app import charts
@@ -71,6 +80,22 @@ def build_app(registry=None, worker_status=None):
     from tuning.config import DEFAULT_MODEL
 
     registry = registry or Registry()
+    ex.set_public(public, registry)
+
+    def viewer_of(request):
+        """The visitor whose view is redacted (public mode), or None: everyone sees everything."""
+        return submitter_of(request) if public is not None else None
+
+    def model_box(elem_id: str, scale: int, info: str | None = None):
+        """A free-text model box, or in public mode a pick from the allow-list (anything else is refused)."""
+        if public is None:
+            return gr.Textbox(DEFAULT_MODEL, label="Model", elem_id=elem_id, scale=scale, info=info)
+        models = list(public.models)
+        # allow_custom_value: anything else typed (or sent through the API) reaches the gate, which refuses it
+        # beside the box with the allowed list, instead of Gradio's bare "not in the list of choices".
+        return gr.Dropdown(models, value=DEFAULT_MODEL if DEFAULT_MODEL in models else models[0], label="Model",
+                           elem_id=elem_id, scale=scale, allow_custom_value=True,
+                           info="the models of this public demo (others are refused)")
     status_line = worker_status or (lambda: "worker status unknown (not started by `moduletune serve`)")
     tasks = list(ex.TASK_NAMES)
     defaults = ex.Form()
@@ -81,6 +106,8 @@ def build_app(registry=None, worker_status=None):
 
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(HEADER)
+        if public is not None:
+            gr.Markdown(public.summary(), elem_id="public-limits")
         with gr.Tabs(elem_id="tabs"):
             # ------------------------------------------------------------------ Experiment
             with gr.Tab("Experiment", id="experiment", elem_id="tab-experiment") as tab_experiment:
@@ -89,9 +116,9 @@ def build_app(registry=None, worker_status=None):
                         with gr.Row():
                             task = gr.Dropdown(tasks, value=list(defaults.tasks), multiselect=True,
                                                label="GLUE task(s)", info="one run per task", elem_id="task", scale=1)
-                            model = gr.Textbox(DEFAULT_MODEL, label="Model", elem_id="model", scale=2,
-                                               info="the embedded all-MiniLM-L6-v2, a Hub id (bert-base-uncased) "
-                                                    "or a local path; press Enter to load its layers")
+                            model = model_box("model", 2, "the embedded all-MiniLM-L6-v2, a Hub id "
+                                                          "(bert-base-uncased) or a local path; press Enter to load "
+                                                          "its layers")
                         model_msg = gr.Markdown("", elem_id="model-msg")
                         families = gr.CheckboxGroup(ex.FAMILY_CHOICES, value=list(defaults.families),
                                                     label="Module families", elem_id="families",
@@ -218,7 +245,7 @@ def build_app(registry=None, worker_status=None):
                 gr.Markdown("How large are the pre-trained weights of each module? The paper ties LayerNorm's "
                             "transferability to its far larger magnitudes.", elem_classes="help")
                 with gr.Row():
-                    weights_model = gr.Textbox(DEFAULT_MODEL, label="Model", elem_id="weights-model", scale=3)
+                    weights_model = model_box("weights-model", 3)
                     weights_kind = gr.Radio(["weight", "bias"], value="weight", label="Tensors", elem_id="weights-kind",
                                             scale=1)
                     weights_by_layer = gr.Checkbox(False, label="boxes per layer", elem_id="weights-by-layer", scale=1)
@@ -267,7 +294,9 @@ def build_app(registry=None, worker_status=None):
             model_text = f"⚠️ {view['error']}" if field == "model" else ""
             return ex.preview_markdown(view), layer_text, model_text
 
-        preview_triggers = [c.change for c in form_inputs if c is not model] + [model.submit, model.blur]
+        # A typed model is looked up on Enter or blur; a picked one (public mode) as soon as it changes.
+        model_events = [model.change] if public is not None else [model.submit, model.blur]
+        preview_triggers = [c.change for c in form_inputs if c is not model] + model_events
         gr.on(preview_triggers, on_preview, form_inputs, [preview, layers_msg, model_msg], api_name="preview",
               trigger_mode="always_last", show_progress="minimal")
 
@@ -284,7 +313,7 @@ def build_app(registry=None, worker_status=None):
             return gr.CheckboxGroup(choices=ex.layer_toggle_choices(n), value=kept,
                                     info=f"{info.name}: {n} layers (0-{n - 1})"), ""
 
-        gr.on([model.submit, model.blur], on_model, [model, layers], [layers, model_msg], **private)
+        gr.on(model_events, on_model, [model, layers], [layers, model_msg], **private)
 
         def depth(name) -> int:
             try:
@@ -332,8 +361,8 @@ def build_app(registry=None, worker_status=None):
                            [paper_msg, paper_confirm, paper_cancel], **private)
 
         # ---------------------------------------------------------------------- Runs wiring
-        def detail_outputs(run_id):
-            d = views.run_detail(registry, run_id)
+        def detail_outputs(run_id, request: gr.Request = None):
+            d = views.run_detail(registry, run_id, viewer=viewer_of(request))
             run = registry.get(d.run_id) if d.run_id is not None and d.status == "succeeded" else None
             path = views.artifact_download(run) if run else None
             return (d.summary, d.curves, d.config or None, d.result, gr.Button(interactive=d.can_cancel),
@@ -341,7 +370,7 @@ def build_app(registry=None, worker_status=None):
 
         detail_targets = [run_summary, run_curves, run_config, run_result, cancel, retry, download, detail_state]
 
-        def refresh_runs(status, task_filter, run_id, key, choices_key):
+        def refresh_runs(status, task_filter, run_id, key, choices_key, request: gr.Request = None):
             table = views.runs_table(registry, status, task_filter)
             choices = views.run_choices(registry)
             ids = tuple(c[1] for c in choices) + tuple(c[0] for c in choices)
@@ -351,7 +380,7 @@ def build_app(registry=None, worker_status=None):
             else:
                 dropdown = gr.Dropdown(choices=choices) if ids != choices_key else gr.Dropdown()
             new_key = views.detail_key(registry, run_id)
-            details = detail_outputs(run_id) if new_key != key else (gr.skip(),) * len(detail_targets)
+            details = detail_outputs(run_id, request) if new_key != key else (gr.skip(),) * len(detail_targets)
             return (table, status_line(), dropdown, ids, *details)
 
         runs_outputs = [runs_table, worker_md, run_select, choices_state, *detail_targets]
@@ -486,25 +515,35 @@ def build_app(registry=None, worker_status=None):
         play_go.click(on_predict, [play_run, play_a, play_b], [play_tuned, play_base, play_msg], **private)
 
         # ---------------------------------------------------------------------- API-only endpoints
-        def runs(status: str = "all", task: str = "all") -> list[dict]:
+        def runs(status: str = "all", task: str = "all", request: gr.Request = None) -> list[dict]:
             """Runs newest first, as the registry lists them (status and task filters; 'all' = no filter)."""
-            return views.runs_records(registry, status, task)
+            return views.runs_records(registry, status, task, viewer=viewer_of(request))
 
-        def run(run_id: int) -> dict:
+        def run(run_id: int, request: gr.Request = None) -> dict:
             """Everything about one run: flat columns, config and result."""
-            return views._json_safe(registry.get(int(run_id)))
+            return views.run_record(registry, run_id, viewer=viewer_of(request))
 
         def compare_data(task: str = "rte") -> list[dict]:
             """The succeeded runs of a task that the Compare charts plot (one point each)."""
             return views.compare_records(registry, task)
 
+        def refusal(err: ValueError):
+            """A refused request as the error an API caller reads (no server-side traceback: nothing broke)."""
+            return gr.Error(str(err), print_exception=False)
+
         def cancel_run(run_id: int, request: gr.Request) -> str:
             """Cancel a run: 'cancelled' (it was queued) or 'cancelling' (it stops at its next step)."""
-            return ex.cancel_run(registry, run_id, submitter_of(request))
+            try:
+                return ex.cancel_run(registry, run_id, submitter_of(request))
+            except ValueError as err:
+                raise refusal(err) from None
 
         def retry_run(run_id: int, request: gr.Request) -> int:
             """Queue a failed, cancelled or interrupted run again; returns the new run's id."""
-            return ex.retry_run(registry, run_id, submitter_of(request))
+            try:
+                return ex.retry_run(registry, run_id, submitter_of(request))
+            except ValueError as err:
+                raise refusal(err) from None
 
         def predict(run_id: int, text: str, text_pair: str = "") -> dict:
             """A succeeded run's prediction for a text (or pair) next to the untuned base model's."""

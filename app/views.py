@@ -59,9 +59,23 @@ def runs_table(registry, status=ALL, task=ALL, limit: int = TABLE_LIMIT) -> pd.D
     return charts.runs_table(runs_frame(registry, status, task, limit))
 
 
-def runs_records(registry, status=ALL, task=ALL, limit: int | None = None) -> list[dict]:
-    """Runs as JSON-ready dicts (the `runs` API endpoint): the registry's columns, times as ISO strings."""
-    return [_json_safe(r) for r in registry.list_runs(status=_filter(status), task=_filter(task), limit=limit)]
+def runs_records(registry, status=ALL, task=ALL, limit: int | None = None, viewer: str | None = None) -> list[dict]:
+    """Runs as JSON-ready dicts (the `runs` API endpoint): the registry's columns, times as ISO strings.
+
+    With a viewer (a public-mode visitor) no record says who submitted it; `mine` marks the viewer's own."""
+    rows = registry.list_runs(status=_filter(status), task=_filter(task), limit=limit)
+    return [_json_safe(_for_viewer(r, viewer)) for r in rows]
+
+
+def run_record(registry, run_id, viewer: str | None = None) -> dict:
+    """Everything about one run (the `run` API endpoint); with a viewer, without its submitter."""
+    return _json_safe(_for_viewer(registry.get(int(run_id)), viewer))
+
+
+def _for_viewer(record: dict, viewer: str | None) -> dict:
+    from app.public import redact
+
+    return record if viewer is None else redact(record, viewer)
 
 
 def run_label(run: dict) -> str:
@@ -108,8 +122,10 @@ def detail_key(registry, run_id) -> tuple:
     return (int(run_id), run["status"], run["step"], run["total_steps"], run["finished_at"], run["cancel_requested"])
 
 
-def run_detail(registry, run_id) -> RunDetail:
-    """A run's summary line, config, result and live curves (training loss and eval metric)."""
+def run_detail(registry, run_id, viewer: str | None = None) -> RunDetail:
+    """A run's summary line, config, result and live curves (training loss and eval metric).
+
+    With a viewer (a public-mode visitor) Cancel and Retry are offered on the viewer's own runs only."""
     from tasks.registry import RETRYABLE, RegistryError
 
     if run_id in (None, ""):
@@ -119,14 +135,15 @@ def run_detail(registry, run_id) -> RunDetail:
     except (RegistryError, ValueError) as err:
         return RunDetail(None, f"⚠️ {err}", curves=charts.training_curves(None))
     rid = int(run["id"])
+    own = viewer is None or run["submitter"] == viewer
     events = registry.events_frame([rid])
     curves = charts.training_curves(events, [rid], pd.DataFrame([{k: run[k] for k in (
         "id", "modules", "layers", "primary_metric_name")}]))
     return RunDetail(
         run_id=rid, summary=summary_markdown(run), config=run["config"], result=run["result"], curves=curves,
         status=run["status"], key=detail_key(registry, rid),
-        can_cancel=run["status"] in ("queued", "running", "interrupted") and not run["cancel_requested"],
-        can_retry=run["status"] in RETRYABLE, artifact_dir=run["artifact_dir"])
+        can_cancel=own and run["status"] in ("queued", "running", "interrupted") and not run["cancel_requested"],
+        can_retry=own and run["status"] in RETRYABLE, artifact_dir=run["artifact_dir"])
 
 
 def summary_markdown(run: dict) -> str:
@@ -184,7 +201,7 @@ def compare(registry, task: str, layers: str | None = ALL, run_ids=None, only_di
     ids = [int(i) for i in (run_ids or [])] or default_curve_runs(runs, task)
     events = registry.events_frame(ids) if ids else None
     view = charts.compare_view(runs, events, task, ids, layers=layers or ALL)
-    selected = runs[runs["id"].isin(ids)].copy()
+    selected = runs[runs["id"].isin(ids)].drop(columns=["submitter"], errors="ignore")  # never who submitted
     if not selected.empty:  # columns in the order the runs were picked
         selected = selected.iloc[sorted(range(len(selected)), key=lambda i: ids.index(int(selected["id"].iloc[i])))]
         selected["config"] = [registry.get(int(i))["config"] for i in selected["id"]]
@@ -242,6 +259,9 @@ def magnitudes(model: str | None = None) -> pd.DataFrame:
     from tuning.config import DEFAULT_MODEL
 
     name = (model or "").strip() or DEFAULT_MODEL
+    from app.experiment import guard_model
+
+    guard_model(name)  # public mode: only allow-listed models, never a typed path
     with _LOCK:
         if name in _MAGNITUDES:
             return _MAGNITUDES[name]

@@ -11,11 +11,11 @@ from app import server, ui
 SLEEPER = """
 import os, signal, sys, time
 log = sys.argv[1]
-open(log, "a").write(f"start {os.getpid()}\\n")
 def stop(signum, frame):
     open(log, "a").write(f"term {os.getpid()}\\n")
     sys.exit(0)
-signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGTERM, stop)  # before announcing "start", so a prompt SIGTERM is never missed
+open(log, "a").write(f"start {os.getpid()}\\n")
 while True:
     time.sleep(0.1)
 """

