@@ -273,8 +273,8 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
                 loss_value = loss.item()
             state["train_seconds"] += time.perf_counter() - t0
             rate = state["examples_seen"] / max(state["train_seconds"], 1e-9)
-            remaining = (total_steps - state["step"]) * state["train_seconds"] / max(
-                state["step"] - (state["resumed_from_step"] or 0), 1)
+            # train_seconds survives a resume with the step count, so their ratio stays the mean step time.
+            remaining = (total_steps - state["step"]) * state["train_seconds"] / state["step"]
             stop = emit({"kind": "step", "step": state["step"], "total_steps": total_steps,
                          "epoch": state["step"] / steps_per_epoch, "loss": loss_value,
                          "lr": scheduler.get_last_lr()[0], "examples_per_second": rate,
