@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 
 from app import experiment as ex
-from tasks.registry import Registry
 
 
 def form(**kw) -> ex.Form:
@@ -153,17 +152,6 @@ def test_paper_study_is_every_family_all_and_each_layer_plus_full():
 
 
 # ---------------------------------------------------------------------------------------------- submission
-
-@pytest.fixture
-def registry(home):
-    reg = Registry()
-    yield reg
-    from tasks.queue import close_all
-    from tasks.registry import dispose_engines
-
-    dispose_engines()
-    close_all()
-
 
 def test_submit_form_queues_validated_runs_with_the_submitter(registry):
     out = ex.submit_form(registry, form(max_train=32, seeds="0,1"), "web-abc")

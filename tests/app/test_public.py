@@ -22,17 +22,6 @@ def form(**kw) -> ex.Form:
 
 
 @pytest.fixture
-def registry(home):
-    reg = Registry()
-    yield reg
-    from tasks.queue import close_all
-    from tasks.registry import dispose_engines
-
-    dispose_engines()
-    close_all()
-
-
-@pytest.fixture
 def public_mode(monkeypatch, registry):
     """Public mode with LIMITS for one test; no model may be read except the allow-listed embedded one."""
     import tuning.models
