@@ -46,22 +46,14 @@ def config_from_args(args, **overrides):
     )
 
 
-def check_layers_against_model(config) -> None:
-    """Refuse an out-of-range layer spec before anything heavy is loaded."""
-    from tuning import modules
-    from tuning.models import load_config
-
-    modules.architecture_for(load_config(config.model).model_type)
-    modules.parse_layers(config.layers, modules.num_hidden_layers(load_config(config.model)))
-
-
 def cmd_run(args) -> int:
     from tqdm import tqdm
 
+    from tuning.models import check_against_model
     from tuning.train import fine_tune
 
     config = config_from_args(args)
-    check_layers_against_model(config)
+    check_against_model(config)  # before anything heavy is loaded
     bar = tqdm(total=None, desc=f"{config.task} {'+'.join(config.modules)}@{config.layers}",
                unit="step", file=sys.stderr, dynamic_ncols=True, disable=args.quiet)
 

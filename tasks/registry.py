@@ -237,14 +237,11 @@ def dispose_engines() -> None:
 
 def check_submission(config) -> "RunConfig":
     """A fully validated RunConfig, or the engine's ValueError: settings, model, architecture, layer range."""
-    from tuning import modules
     from tuning.config import RunConfig
-    from tuning.models import load_config
+    from tuning.models import check_against_model, load_config
 
     config = RunConfig.from_dict(config if isinstance(config, dict) else config.to_dict())
-    model_config = _model_config(config.model, load_config)
-    modules.architecture_for(model_config.model_type)
-    modules.parse_layers(config.layers, modules.num_hidden_layers(model_config))
+    check_against_model(config, _model_config(config.model, load_config))
     return config
 
 

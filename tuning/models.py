@@ -59,6 +59,15 @@ def load_config(name: str, **kwargs):
     return _from_pretrained(AutoConfig.from_pretrained, name, **kwargs)
 
 
+def check_against_model(config, model_config=None) -> None:
+    """Refuse an unsupported architecture or an out-of-range layer spec from the model's config alone."""
+    from tuning import modules
+
+    model_config = model_config if model_config is not None else load_config(config.model)
+    modules.architecture_for(model_config.model_type)
+    modules.parse_layers(config.layers, modules.num_hidden_layers(model_config))
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 

@@ -20,11 +20,11 @@ TINY = dict(task="rte", modules=("layernorm",), layers="5", max_train=16, max_ev
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def registry(request, env):
+def registry(request, env, monkeypatch):
     """A Registry on SQLite in MODULETUNE_HOME, or on a throwaway PostgreSQL database; SQLite queue."""
     if request.param == "postgres":
-        url = request.getfixturevalue("pg_url")
-        env["MODULETUNE_DB_URL"] = url
+        # Through monkeypatch, so the URL of a dropped database never leaks into later tests.
+        monkeypatch.setenv("MODULETUNE_DB_URL", request.getfixturevalue("pg_url"))
     return Registry()
 
 

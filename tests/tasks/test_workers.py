@@ -73,9 +73,11 @@ def test_cli_runs_finish_with_results_and_curves_on_sqlite(env, workers):
     assert workers.stop(worker, signal.SIGINT) == 0
 
 
-def test_forty_runs_on_two_workers_each_finish_exactly_once_redis_postgres(env, redis_url, pg_url, workers):
+def test_forty_runs_on_two_workers_each_finish_exactly_once_redis_postgres(env, redis_url, pg_url, workers,
+                                                                           monkeypatch):
     """RedisHuey + PostgreSQL (the several-machines setup): a 40-run sweep across two worker processes."""
-    env["MODULETUNE_QUEUE_URL"], env["MODULETUNE_DB_URL"] = redis_url, pg_url
+    monkeypatch.setenv("MODULETUNE_QUEUE_URL", redis_url)  # undone after the test, unlike a bare assignment
+    monkeypatch.setenv("MODULETUNE_DB_URL", pg_url)
     too_big = cli("sweep", "--tasks", "rte,mrpc", "--modules", "LN,Q,K,V,AO,FI,FO,full", "--layers", "each",
                   "--seeds", "0,1,2", check=False)
     assert too_big.returncode == 2 and "--yes" in too_big.stderr and Registry().count() == 0
@@ -122,9 +124,9 @@ def test_bad_submissions_are_refused_before_anything_is_queued(env):
     assert (Registry().count(), queue.pending_count()) == before
 
 
-def test_cancel_queued_and_running_runs_and_retry_a_failed_one(env, redis_url, workers, tmp_path):
+def test_cancel_queued_and_running_runs_and_retry_a_failed_one(env, redis_url, workers, tmp_path, monkeypatch):
     """RedisHuey + SQLite: a cancelled queued run never starts; a running one stops and keeps its curves."""
-    env["MODULETUNE_QUEUE_URL"] = redis_url
+    monkeypatch.setenv("MODULETUNE_QUEUE_URL", redis_url)
     queued = int(cli("submit", *TINY).stdout)
     assert cli("cancel", str(queued)).stdout.strip() == f"run {queued}: cancelled"
     long_run = int(cli("submit", *LONG, "--max-train", "4000").stdout)  # 500 steps: it is cancelled anyway
@@ -184,9 +186,11 @@ def test_kill_9_mid_epoch_resumes_from_the_checkpoint_on_a_new_worker(env, worke
     assert os.path.isfile(os.path.join(done["artifact_dir"], "trained.safetensors"))
 
 
-def test_sigterm_checkpoints_and_requeues_the_running_run_redis_postgres(env, redis_url, pg_url, workers):
+def test_sigterm_checkpoints_and_requeues_the_running_run_redis_postgres(env, redis_url, pg_url, workers,
+                                                                           monkeypatch):
     """A graceful stop (SIGTERM) checkpoints the run and puts it back on the queue; the next worker resumes it."""
-    env["MODULETUNE_QUEUE_URL"], env["MODULETUNE_DB_URL"] = redis_url, pg_url
+    monkeypatch.setenv("MODULETUNE_QUEUE_URL", redis_url)  # undone after the test, unlike a bare assignment
+    monkeypatch.setenv("MODULETUNE_DB_URL", pg_url)
     run_id = int(cli("submit", *LONG).stdout)
     first = workers.start()
     wait_for(lambda: run_of(run_id)["step"] >= 3, 240, "the run to make progress", interval=0.1, pool=workers)
