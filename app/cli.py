@@ -31,6 +31,10 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--glue-dir", default=None, help="a local GLUE folder (default: MODULETUNE_GLUE_DIR, else the Hub)")
+    p.add_argument("--prefix-cache", default="auto", choices=["auto", "on", "off"],
+                   help="reuse the frozen layers' output: auto = only where that changes nothing (no dropout)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="on a GPU, run every step eagerly")
 
 
 def config_from_args(args, **overrides):
@@ -42,7 +46,8 @@ def config_from_args(args, **overrides):
         train_head=not args.no_head, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         max_seq_len=args.max_seq_len, warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
         seed=args.seed, max_train=args.max_train, max_eval=args.max_eval, eval_every=args.eval_every,
-        device=args.device, precision=args.precision, glue_dir=args.glue_dir, **overrides,
+        device=args.device, precision=args.precision, glue_dir=args.glue_dir, prefix_cache=args.prefix_cache,
+        compile=args.compile, cuda_graphs=not args.no_cuda_graphs, **overrides,
     )
 
 

@@ -92,12 +92,39 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def collate(enc: Encoded, idx: np.ndarray, collator) -> dict[str, torch.Tensor]:
-    """Pad the chosen rows to the longest among them (dynamic padding) with a transformers collator."""
-    features = []
-    for i in idx:
-        row = {"input_ids": enc.input_ids[i], "labels": enc.labels[i].item()}
-        if enc.token_type_ids is not None:
-            row["token_type_ids"] = enc.token_type_ids[i]
-        features.append(row)
-    return collator(features)
+@dataclass(frozen=True)
+class Padding:
+    """How to pad a batch: the tokenizer's pad id, an optional multiple to round the width up to, a cap."""
+
+    pad_id: int
+    multiple: int | None = None
+    max_len: int | None = None
+
+
+def collate(enc: Encoded, idx: np.ndarray, padding: Padding) -> dict[str, torch.Tensor]:
+    """Pad the chosen rows to the longest among them (dynamic padding), right-padded as encoders expect.
+
+    Written in numpy rather than with transformers' DataCollatorWithPadding, which gives the same
+    tensors but costs ~0.4 ms a batch in tokenizer.pad: a tenth of a CUDA-graphed GPU step.
+    """
+    rows = [enc.input_ids[i] for i in idx]
+    lengths = [len(r) for r in rows]
+    width = max(lengths)
+    if padding.multiple:
+        rounded = -(-width // padding.multiple) * padding.multiple
+        width = max(width, min(rounded, padding.max_len or rounded))
+    ids = np.full((len(rows), width), padding.pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    types = np.zeros((len(rows), width), dtype=np.int64) if enc.token_type_ids is not None else None
+    for r, (i, n) in enumerate(zip(idx, lengths)):
+        ids[r, :n] = rows[r]
+        mask[r, :n] = 1
+        if types is not None:
+            types[r, :n] = enc.token_type_ids[i]
+    out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    if types is not None:
+        out["token_type_ids"] = torch.from_numpy(types)
+    labels = np.asarray(enc.labels)[idx]
+    # Regression targets as float32 (the logits' dtype), class ids as int64, as the HF collator gives them.
+    out["labels"] = torch.from_numpy(labels.astype(np.float32 if labels.dtype.kind == "f" else np.int64))
+    return out

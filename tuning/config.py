@@ -67,6 +67,8 @@ class RunConfig:
     # the frozen prefix has no dropout anyway; on = always (frozen layers then run without dropout).
     prefix_cache: str = "auto"
     compile: bool = False  # torch.compile the model (pays a warm-up; helps long GPU runs)
+    # On a GPU, replay each batch shape's forward+backward as CUDA graphs (see tuning/graphs.py).
+    cuda_graphs: bool = True
     extra: dict = field(default_factory=dict)  # free-form notes kept with the run
 
     def __post_init__(self):
@@ -107,6 +109,9 @@ class RunConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.prefix_cache not in PREFIX_CACHE:
             raise ConfigError(f"prefix cache must be one of {', '.join(PREFIX_CACHE)}, got {self.prefix_cache!r}")
+        for name in ("compile", "cuda_graphs", "train_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name.replace('_', ' ')} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError("model must be the embedded default, a Hub id or a local path")
         self.model = self.model.strip()

@@ -46,6 +46,9 @@ class Architecture:
     embeddings: str = r"^embeddings\."
     layers_path: str = "encoder.layer"  # the ModuleList of transformer layers, under the base model
     embedding_modules: tuple[str, ...] = ("embeddings",)  # what runs before layer 0
+    # Whether a training step captures into CUDA graphs (tuning/graphs.py): only where a capture has
+    # been seen to work on a GPU (tests/tuning/test_graphs.py), since a failed capture spoils the process.
+    cuda_graphs: bool = True
 
 
 _BERT_LIKE = {
@@ -294,7 +297,8 @@ def apply_selection(model, selection: Selection) -> None:
     params = dict(model.named_parameters())
     for name, mask in selection.masks.items():
         m = mask.to(params[name].device)
-        params[name].register_hook(lambda grad, m=m: grad * m)
+        # The model may move to a GPU after this (the Trainer moves it itself): follow the gradient.
+        params[name].register_hook(lambda grad, m=m: grad * m.to(grad.device))
 
 
 def lowest_trainable_layer(model, selection: Selection) -> int | None:

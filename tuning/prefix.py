@@ -41,13 +41,22 @@ class PrefixStates:
     def nbytes(self) -> int:
         return self.flat.numel() * self.flat.element_size()
 
-    def batch(self, idx, width: int) -> torch.Tensor:
-        """Zero-padded [len(idx), width, hidden] block for these rows (padding is masked anyway)."""
-        out = self.flat.new_zeros((len(idx), width, self.flat.shape[1]))
-        for row, i in enumerate(idx):
-            start, end = self.offsets[i], self.offsets[i + 1]
-            out[row, :end - start] = self.flat[start:end]
-        return out
+    def batch(self, idx, width: int, device) -> torch.Tensor:
+        """Zero-padded [len(idx), width, hidden] block for these rows (padding is masked anyway).
+
+        One gather and one scatter on the states' device, whatever the batch size.
+        """
+        idx = np.asarray(idx)
+        starts, lengths = self.offsets[idx], self.offsets[idx + 1] - self.offsets[idx]
+        pos = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        src = torch.from_numpy(np.repeat(starts, lengths) + pos)
+        dst = torch.from_numpy(np.repeat(np.arange(len(idx)) * width, lengths) + pos)
+        if self.flat.is_cuda:
+            src, dst = src.pin_memory(), dst.pin_memory()
+        src, dst = src.to(self.flat.device, non_blocking=True), dst.to(self.flat.device, non_blocking=True)
+        out = self.flat.new_zeros((len(idx) * width, self.flat.shape[1]))
+        out[dst] = self.flat[src]
+        return out.view(len(idx), width, -1).to(device, non_blocking=True)
 
 
 def _split_path(base, path: str):
@@ -161,10 +170,9 @@ def shared_cache() -> StateCache:
     return _CACHE
 
 
-def forward(model, batch: dict, idx, states: PrefixStates | None, first_trainable: int | None):
-    """model(**batch), starting at layer first_trainable from cached states when there are any."""
-    if states is None:
+def forward(model, batch: dict, hidden: torch.Tensor | None, first_trainable: int | None):
+    """model(**batch); with `hidden` (cached prefix output for this batch), starting at layer first_trainable."""
+    if hidden is None:
         return model(**batch)
-    hidden = states.batch(idx, batch["input_ids"].shape[1]).to(batch["input_ids"].device, non_blocking=True)
     with layers_only(model, slice(first_trainable, None), hidden):
         return model(**batch)

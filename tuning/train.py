@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tuning import batches, glue, modules, prefix
+from tuning import batches, glue, graphs, modules, prefix
 from tuning.config import RunConfig
 from tuning.models import load_classifier, load_tokenizer, resolve_model
 
@@ -60,6 +60,7 @@ class RunResult:
     resumed_from_step: int | None = None
     history: list[dict] = field(default_factory=list)
     prefix_cache: dict = field(default_factory=dict)
+    cuda_graphs: dict = field(default_factory=dict)  # shapes captured, replays, capture time, why off
     artifact_dir: str | None = None
 
     def to_dict(self) -> dict:
@@ -114,13 +115,21 @@ def evaluate(model, task, evals: dict, collator, device, autocast, batch_size: i
         preds = np.empty(len(enc), dtype=np.float32 if task.is_regression else np.int64)
         split_states = (states or {}).get(split)
         for idx in batches.sorted_batches(enc.lengths, batch_size):
-            batch = {k: v.to(device) for k, v in batches.collate(enc, idx, collator).items() if k != "labels"}
+            batch = to_device({k: v for k, v in batches.collate(enc, idx, collator).items() if k != "labels"}, device)
+            hidden = split_states.batch(idx, batch["input_ids"].shape[1], device) if split_states else None
             with autocast():
-                logits = prefix.forward(model, batch, idx, split_states, first_trainable).logits.float()
+                logits = prefix.forward(model, batch, hidden, first_trainable).logits.float()
             preds[idx] = (logits.squeeze(-1) if task.is_regression else logits.argmax(-1)).cpu().numpy()
         per_split[split] = (preds, enc.labels)
     model.train(was_training)
     return glue.evaluate_splits(task, per_split)
+
+
+def to_device(batch: dict, device) -> dict:
+    """Host tensors to the device; on a GPU through pinned memory, so the copy does not wait for the GPU."""
+    if device.type != "cuda":
+        return batch
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def build_optimizer(model, selection: modules.Selection, lr: float, weight_decay: float, device):
@@ -175,7 +184,7 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     config.checkpoint_every steps, and when a stop is requested); a checkpoint found there is resumed.
     With output_dir, the trained tensors and the config are written there as the run's artifact.
     """
-    from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
+    from transformers import get_linear_schedule_with_warmup
 
     config.validate()
     emit = on_event or (lambda event: None)
@@ -186,14 +195,17 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
 
     tokenizer = load_tokenizer(config.model)
     task, train_enc, evals = prepare_data(config, tokenizer)
-    # On a GPU, lengths rounded up to a multiple of 8 keep tensor cores busy and the number of distinct
-    # shapes (each a first-use kernel load) small; on the CPU every padded token is pure cost.
-    collator = DataCollatorWithPadding(tokenizer, return_tensors="pt",
-                                       pad_to_multiple_of=8 if device.type == "cuda" else None)
     model = load_classifier(config.model, task.num_labels)
+    arch = modules.architecture_for(model.config.model_type)
+    use_graphs = device.type == "cuda" and config.cuda_graphs and arch.cuda_graphs and not config.compile
+    # On a GPU, lengths rounded up keep tensor cores busy and the number of distinct shapes (each a
+    # first-use kernel load, and with CUDA graphs a capture) small; on the CPU every padded token is pure cost.
+    collator = batches.Padding(tokenizer.pad_token_id or 0,
+                               multiple=(16 if use_graphs else 8) if device.type == "cuda" else None,
+                               max_len=config.max_seq_len)
     selection = modules.select_parameters(model, config.modules, config.layers, config.train_head, config.seed)
-    modules.apply_selection(model, selection)
     model.to(device).train()
+    modules.apply_selection(model, selection)  # after the move, so random masks live beside their gradients
 
     if config.compile:
         model.compile()  # compiles forward in place; parameter names (and artifacts) stay the same
@@ -220,6 +232,12 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     optimizer = build_optimizer(model, selection, lr, config.weight_decay, device)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    graphed = graphs.GraphedSteps(model, config.batch_size) if use_graphs else None
+
+    def step_loss(batch, hidden, autocast_cache: bool = True):
+        # CUDA graphs cannot hold autocast's per-forward weight cache; the casts then run inside the graph.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=autocast_cache):
+            return prefix.forward(model, batch, hidden, first).loss
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
     state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "history": [], "train_seconds": 0.0,
@@ -257,10 +275,16 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
         epoch_batches = batches.length_grouped_batches(train_enc.lengths, config.batch_size, rng)
         for idx in epoch_batches[state["step_in_epoch"]:]:
             t0 = time.perf_counter()
-            batch = {k: v.to(device, non_blocking=True) for k, v in batches.collate(train_enc, idx, collator).items()}
-            with autocast():
-                loss = prefix.forward(model, batch, idx, train_states, first).loss
+            batch = to_device(batches.collate(train_enc, idx, collator), device)
+            hidden = train_states.batch(idx, batch["input_ids"].shape[1], device) if train_states else None
+            if graphed is not None:
+                loss = graphed.loss(batch, hidden, step_loss, lambda b, h: step_loss(b, h, autocast_cache=False))
+            else:
+                loss = step_loss(batch, hidden)
             loss.backward()
+            # Drop the step's autograd graph now: a graph still alive at the next CUDA-graph capture
+            # would tie its parameters' gradient accumulators to the default stream and break the capture.
+            loss = loss.detach()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             scheduler.step()
@@ -311,6 +335,7 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
         precision="bf16" if use_bf16 else "fp32", versions=versions(), stopped=stopped,
         resumed_from_step=state["resumed_from_step"], history=history,
         prefix_cache={"first_trainable_layer": first, "train": cache_train, "eval": cache_eval},
+        cuda_graphs=graphed.report() if graphed is not None else {},
     )
     if output_dir is not None and not stopped:
         from tuning.artifacts import save_artifact

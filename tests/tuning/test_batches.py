@@ -1,5 +1,6 @@
 """Tokenize-once cache and length-grouped batching."""
 import numpy as np
+import torch
 
 from tuning import batches, glue
 from tuning.models import load_tokenizer
@@ -36,3 +37,25 @@ def test_length_grouped_batches_cover_everything_once_and_pad_little():
     assert padded < 0.7 * naive
     again = batches.length_grouped_batches(lengths, 32, np.random.default_rng(1))
     assert all(np.array_equal(a, b) for a, b in zip(grouped, again))
+
+
+def test_collate_pads_like_the_transformers_collator(glue_dir, home):
+    """Our numpy padding gives exactly DataCollatorWithPadding's tensors (pair task, regression labels too)."""
+    from transformers import DataCollatorWithPadding
+
+    from tuning.config import RunConfig
+    from tuning.models import load_tokenizer
+    from tuning.train import prepare_data
+
+    tokenizer = load_tokenizer("all-MiniLM-L6-v2")
+    for task_name in ("rte", "stsb"):
+        _, enc, _ = prepare_data(RunConfig(task=task_name, max_train=40, max_eval=8, glue_dir=str(glue_dir)), tokenizer)
+        idx = np.array([5, 0, 17, 33])
+        for multiple in (None, 8):
+            reference = DataCollatorWithPadding(tokenizer, return_tensors="pt", pad_to_multiple_of=multiple)(
+                [{"input_ids": enc.input_ids[i], "token_type_ids": enc.token_type_ids[i],
+                  "labels": enc.labels[i].item()} for i in idx])
+            ours = batches.collate(enc, idx, batches.Padding(tokenizer.pad_token_id, multiple))
+            assert set(ours) == set(reference)
+            for key in reference:
+                assert ours[key].dtype == reference[key].dtype and torch.equal(ours[key], reference[key]), key

@@ -1,11 +1,9 @@
 """The frozen-prefix cache: exact where it claims to be, reused across runs, honest where it is not."""
-import pytest
 import torch
 from safetensors.torch import load_file
 
 from tuning import artifacts, prefix
 from tuning.config import RunConfig
-from tuning.models import load_classifier, load_tokenizer
 from tuning.train import fine_tune
 
 
@@ -13,18 +11,6 @@ def cfg(glue_dir, **kw):
     base = dict(task="rte", modules=("layernorm",), layers="4-5", max_train=48, max_eval=48, batch_size=16,
                 glue_dir=str(glue_dir), device="cpu")
     return RunConfig(**{**base, **kw})
-
-
-@pytest.fixture(scope="module")
-def no_dropout_model(tmp_path_factory):
-    """The embedded MiniLM saved with dropout off: here caching the frozen prefix must change nothing."""
-    path = tmp_path_factory.mktemp("minilm-nodrop")
-    model = load_classifier("all-MiniLM-L6-v2", 2).base_model
-    model.config.hidden_dropout_prob = 0.0
-    model.config.attention_probs_dropout_prob = 0.0
-    model.save_pretrained(path)
-    load_tokenizer("all-MiniLM-L6-v2").save_pretrained(path)
-    return str(path)
 
 
 def test_eval_cache_is_exact_and_auto_leaves_dropout_training_alone(glue_dir, home):
