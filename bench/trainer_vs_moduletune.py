@@ -106,11 +106,12 @@ def run_trainer(args, task, model_name: str, variant: Variant, bf16: bool, devic
             "examples_per_second": seen / train_time.seconds, "peak_memory_mb": mem.peak_mb,
             "metric": metrics[task.primary_metric] if metrics else None, "metric_name": task.primary_metric,
             "trainable_params": selection.trainable_params, "steps": steps,
-            "lr": trainer_lr(variant, args.trainer_full_lr), "prefix_cache": None}
+            "lr": trainer_lr(variant, args.trainer_full_lr), "prefix_cache": None, "cuda_graphs": None,
+            "cuda_graphs_used": None}
 
 
 def run_moduletune(args, task, model_name: str, variant: Variant, device, cache: str = "auto",
-                   max_train=None, max_eval=None) -> dict:
+                   max_train=None, max_eval=None, graphs: bool = True) -> dict:
     """One fine_tune row with the bench's settings (batch 32, max length 128, precision auto)."""
     from tuning.train import fine_tune
 
@@ -119,19 +120,22 @@ def run_moduletune(args, task, model_name: str, variant: Variant, device, cache:
                        max_train=args.max_train if max_train is None else max_train,
                        max_eval=args.max_eval if max_eval is None else max_eval,
                        seed=args.seed, device=args.device, precision="auto", glue_dir=args.glue_dir,
-                       prefix_cache=cache)
+                       prefix_cache=cache, cuda_graphs=graphs)
     clear_prefix_cache()  # each row is a single run, as a fresh worker would start it (no reused prefix)
     with PeakMemory(device) as mem, Stopwatch(device) as wall:
         result = fine_tune(config)
     clear_prefix_cache()
     release_memory()
-    runner = "moduletune" if len(args.prefix_caches) == 1 else f"moduletune cache={cache}"
+    runner = "moduletune" + "".join(
+        [f" cache={cache}"] * (len(args.prefix_caches) > 1)
+        + [f" graphs={'on' if graphs else 'off'}"] * (len(args.cuda_graphs) > 1 and device.type == "cuda"))
     return {"runner": runner, "modules": variant.label, "precision": result.precision,
             "wall_seconds": wall.seconds, "cpu_seconds": wall.cpu_seconds, "train_seconds": result.train_seconds,
             "examples_per_second": result.examples_per_second, "peak_memory_mb": mem.peak_mb,
             "metric": result.primary_metric, "metric_name": task.primary_metric,
             "trainable_params": result.trainable_params, "steps": result.steps, "lr": result.learning_rate,
-            "prefix_cache": cache, "prefix_cache_used": getattr(result, "prefix_cache", None)}
+            "prefix_cache": cache, "prefix_cache_used": result.prefix_cache,
+            "cuda_graphs": graphs if device.type == "cuda" else None, "cuda_graphs_used": result.cuda_graphs}
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -260,6 +264,8 @@ def parse_args(argv=None):
     p.add_argument("--glue-dir", default=None, help="local GLUE folder (default $MODULETUNE_GLUE_DIR, else the Hub)")
     p.add_argument("--home", default=None, help="MODULETUNE_HOME to use (default: a fresh temporary folder)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--cuda-graphs", default="on",
+                   help="moduletune's cuda_graphs on a GPU: on (default), off, or on,off (one row each)")
     args = p.parse_args(argv)
     if args.max_train == 0:
         args.max_train = None
@@ -269,6 +275,10 @@ def parse_args(argv=None):
     bad = [m for m in args.prefix_caches if m not in ("auto", "on", "off")]
     if bad or not args.prefix_caches:
         p.error(f"--prefix-cache takes auto, on, off or a comma list of them, got {args.prefix_cache!r}")
+    args.cuda_graphs = [{"on": True, "off": False}.get(m.strip()) for m in args.cuda_graphs.split(",") if m.strip()]
+    if not args.cuda_graphs or None in args.cuda_graphs:
+        p.error("--cuda-graphs takes on, off or on,off")
+    args.cuda_graphs = list(dict.fromkeys(args.cuda_graphs))
     return args
 
 
@@ -304,20 +314,22 @@ def main(argv=None) -> int:
             # Dynamic padding meets every sequence length once per process (each a first-use kernel
             # load on a GPU); a worker pays that once for a whole sweep, so warm up on the same rows.
             for cache in args.prefix_caches:
-                run_moduletune(args, task, model_name, variants[0], device, cache, args.max_train, 32)
+                run_moduletune(args, task, model_name, variants[0], device, cache, args.max_train, 32,
+                               graphs=args.cuda_graphs[0])
         precisions = [False] + ([True] if device.type == "cuda" and not args.no_trainer_bf16 else [])
         plan = ([(v, "trainer", "bf16" if bf16 else "fp32") for v in variants for bf16 in precisions]
-                + [(v, "moduletune", cache) for v in variants for cache in args.prefix_caches])
+                + [(v, "moduletune", (cache, graphs)) for v in variants for cache in args.prefix_caches
+                   for graphs in (args.cuda_graphs if device.type == "cuda" else [True])])
         best: dict[int, dict] = {}
         for i, (slot, (variant, runner, setting)) in enumerate(
                 ((s, p) for _ in range(args.repeat) for s, p in enumerate(plan)), 1):
             log(f"[{i}/{len(plan) * args.repeat}] {runner} {variant.label} "
-                + (setting if runner == "trainer" else f"prefix_cache={setting}"))
+                + (setting if runner == "trainer" else f"prefix_cache={setting[0]} cuda_graphs={setting[1]}"))
             if runner == "trainer":
                 row = run_trainer(args, task, model_name, variant, setting == "bf16", device, workdir,
                                   evaluate=pretrained)
             else:
-                row = run_moduletune(args, task, model_name, variant, device, setting)
+                row = run_moduletune(args, task, model_name, variant, device, setting[0], graphs=setting[1])
                 if not pretrained:
                     row["metric"] = None
             log(f"    {row['examples_per_second']:.1f} ex/s, train {row['train_seconds']:.1f} s, "
@@ -334,16 +346,18 @@ def main(argv=None) -> int:
     if args.json:
         keys = ("runner", "modules", "precision", "wall_seconds", "examples_per_second", "peak_memory_mb", "metric",
                 "cpu_seconds", "train_seconds", "metric_name", "trainable_params", "steps", "lr", "prefix_cache",
+                "cuda_graphs", "cuda_graphs_used",
                 "speedup", "cpu_ratio", "memory_ratio", "metric_delta_points", "examples_per_second_repeats")
         first = args.prefix_caches[0]
-        speedup = {r["modules"]: r["speedup"] for r in rows if r["prefix_cache"] == first}
-        by_cache = {c: {r["modules"]: r["speedup"] for r in rows if r["prefix_cache"] == c} for c in args.prefix_caches}
+        default = [r for r in rows if r["prefix_cache"] == first and r["cuda_graphs"] in (None, args.cuda_graphs[0])]
+        speedup = {r["modules"]: r["speedup"] for r in default}
+        by_cache = {c: {r["modules"]: r["speedup"] for r in rows if r["prefix_cache"] == c
+                        and r["cuda_graphs"] in (None, args.cuda_graphs[0])} for c in args.prefix_caches}
         trainer_bf16 = {r["modules"]: r["examples_per_second"] for r in rows
                         if r["runner"] == "trainer" and r["precision"] == "bf16"}
         out = {"rows": [{k: r[k] for k in keys} for r in rows], "speedup": speedup,
                "speedup_vs_trainer_bf16": {r["modules"]: r["examples_per_second"] / trainer_bf16[r["modules"]]
-                                           for r in rows if r["prefix_cache"] == first
-                                           and r["modules"] in trainer_bf16},
+                                           for r in default if r["modules"] in trainer_bf16},
                "speedup_by_prefix_cache": by_cache,
                "pretrained": pretrained, "task": task.name, "model": args.model, "max_train": args.max_train,
                "max_eval": args.max_eval, "epochs": args.epochs, "repeat": args.repeat, "warmup": warm,
