@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import polling
+
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 180  # seconds: importing gradio and torch on a busy 2-core machine is slow
 # Tiny runs: RTE, 32 examples, batch 16, LayerNorm of the last layer.
@@ -111,10 +113,5 @@ def _alive(pid: int) -> bool:
 
 
 def wait_for(predicate, timeout: float, what: str, app: App | None = None, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + (f"\n{app.logs()}" if app else ""))
+    """polling.wait_for with the app's logs in the failure."""
+    return polling.wait_for(predicate, timeout, what, interval, app.logs if app else None)

@@ -14,11 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests import polling
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("MODULETUNE_TEST_REDIS", "redis://127.0.0.1:6379/11")
@@ -175,15 +176,9 @@ def pytest_runtest_makereport(item, call):
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.25, pool: Workers | None = None):
-    """Poll predicate until it returns something truthy; fail with `what` (and worker logs) on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
-                         + (f"\n{pool.logs(tail=6000)}" if pool is not None else ""))
+    """polling.wait_for with the workers' logs in the failure."""
+    return polling.wait_for(predicate, timeout, what, interval,
+                            (lambda: pool.logs(tail=6000)) if pool is not None else None)
 
 
 @pytest.fixture(autouse=True)
