@@ -153,32 +153,24 @@ def sweep_configs(args) -> list:
     --layers each means one run per layer (families that ignore layers get one run)."""
     import copy
 
+    from app.experiment import parse_seeds, sweep_points
     from tuning import modules
     from tuning.models import load_config
 
     split = lambda text: [part.strip() for part in str(text).split(",") if part.strip()]  # noqa: E731
     task_names = split(args.tasks or args.task)
-    module_sets = split(args.modules)
-    seeds = []
-    for part in split(args.seeds if args.seeds is not None else args.seed):
-        if not part.isdigit():
-            raise ValueError(f"seeds must be non-negative integers separated by commas, got {part!r}")
-        seeds.append(int(part))
-    if not task_names or not module_sets or not seeds:
+    module_sets = [modules.parse_families(s.split("+")) for s in split(args.modules)]
+    seeds = parse_seeds(args.seeds if args.seeds is not None else args.seed)
+    if not task_names or not module_sets:
         raise ValueError("a sweep needs at least one task, one module set and one seed")
     each = args.layers.strip().lower() == "each"
     num_layers = modules.num_hidden_layers(load_config(args.model or "all-MiniLM-L6-v2")) if each else None
+    specs = [str(i) for i in range(num_layers)] if each else [args.layers]
     configs = []
-    for task in task_names:
-        for module_set in module_sets:
-            families = modules.parse_families(module_set.split("+"))
-            layer_wise = any(f.split(":")[-1] in modules.LAYER_FAMILIES for f in families)
-            specs = [str(i) for i in range(num_layers)] if each and layer_wise else ["all" if each else args.layers]
-            for spec in specs:
-                for seed in seeds:
-                    ns = copy.copy(args)
-                    ns.task, ns.modules, ns.layers, ns.seed = task, "+".join(families), spec, seed
-                    configs.append(config_from_args(ns, checkpoint_every=args.checkpoint_every))
+    for point in sweep_points(task_names, module_sets, specs, seeds):
+        ns = copy.copy(args)
+        ns.task, ns.modules, ns.layers, ns.seed = point.task, "+".join(point.modules), point.layers, point.seed
+        configs.append(config_from_args(ns, checkpoint_every=args.checkpoint_every))
     return configs
 
 

@@ -354,11 +354,17 @@ def plan(form: Form) -> list[PlannedRun]:
     info = model_info(form.model)
     seeds = parse_seeds(form.seeds)
     sets = module_sets(form, families)
-    specs = ["all"]  # families that ignore layers (embeddings, classifier, full): one run
+    specs = ["all"]
     if any(_layer_wise(s) for s in sets):
         ids, each = chosen_layers(form, info.num_layers)
         specs = [str(i) for i in ids] if each else [compact_spec(ids, info.num_layers)]
-    return [PlannedRun(task, s, spec, seed)
+    return sweep_points(tasks, sets, specs, seeds)
+
+
+def sweep_points(tasks, sets, specs, seeds) -> list[PlannedRun]:
+    """tasks x module sets x layer specs x seeds, for the UI and the CLI alike; a set whose families
+    ignore layers (embeddings, classifier, full) gets one run over "all" instead of one per spec."""
+    return [PlannedRun(task, tuple(s), spec, seed)
             for task in tasks for s in sets for spec in (specs if _layer_wise(s) else ["all"]) for seed in seeds]
 
 

@@ -199,3 +199,16 @@ def test_preset_submission_is_one_sweep(registry):
     out = ex.submit_preset(registry, form(max_train=16), "web-p")
     assert len(out.ids) == 50 and registry.count() == 50
     assert {r["sweep_id"] for r in registry.list_runs()} == {registry.get(out.ids[0])["sweep_id"]}
+
+
+def test_cli_sweep_expands_like_the_form():
+    """`moduletune sweep` and the Experiment tab share one expansion: same runs for the same choice."""
+    from app.cli import build_parser, sweep_configs
+
+    args = build_parser().parse_args(["sweep", "--tasks", "rte,mrpc", "--modules", "LN,Q,full", "--layers", "each",
+                                      "--seeds", "0,1"])
+    cli_runs = {(c.task, tuple(c.modules), c.layers, c.seed) for c in sweep_configs(args)}
+    form_runs = {(p.task, p.modules, p.layers, p.seed) for p in ex.plan(form(
+        tasks=["rte", "mrpc"], families=["layernorm", "query", "full"], each_layer=True,
+        layers=[str(i) for i in range(6)], seeds="0,1"))}
+    assert cli_runs == form_runs and len(cli_runs) == 2 * 2 * 6 * 2 + 2 * 2
