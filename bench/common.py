@@ -209,7 +209,9 @@ def environment(device: torch.device) -> dict:
 
     env = {"python": platform.python_version(), "torch": torch.__version__,
            "transformers": transformers.__version__, "numpy": np.__version__,
-           "device": str(device), "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+           "device": str(device), "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+           # The kernel tells sandboxes apart (e.g. gVisor reports 4.4.0): host-bound GPU rows differ across them.
+           "kernel": platform.release()}
     with contextlib.suppress(ImportError):
         import accelerate
 
