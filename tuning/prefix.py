@@ -116,15 +116,15 @@ def prefix_has_dropout(model, first_trainable: int) -> bool:
 
 
 @torch.inference_mode()
-def compute_states(model, enc: batches.Encoded, first_trainable: int, collator, device, autocast,
-                   batch_size: int = 256) -> PrefixStates:
+def compute_states(model, enc: batches.Encoded, first_trainable: int, padding: batches.Padding, device,
+                   autocast, batch_size: int = 256) -> PrefixStates:
     """Run embeddings + layers[:first_trainable] once over every row, in eval mode."""
     was_training = model.training
     model.eval()
     chunks: list[torch.Tensor | None] = [None] * len(enc)
     with layers_only(model, slice(0, first_trainable)):
         for idx in batches.sorted_batches(enc.lengths, batch_size):
-            batch = {k: v.to(device) for k, v in batches.collate(enc, idx, collator).items() if k != "labels"}
+            batch = {k: v.to(device) for k, v in batches.collate(enc, idx, padding).items() if k != "labels"}
             with autocast():
                 hidden = model.base_model(**batch).last_hidden_state
             lengths = batch["attention_mask"].sum(-1).tolist()

@@ -105,7 +105,7 @@ def prepare_data(config: RunConfig, tokenizer):
 
 
 @torch.inference_mode()
-def evaluate(model, task, evals: dict, collator, device, autocast, batch_size: int,
+def evaluate(model, task, evals: dict, padding: batches.Padding, device, autocast, batch_size: int,
              states: dict | None = None, first_trainable: int | None = None) -> dict[str, float]:
     """Metrics on every eval split, in large length-sorted batches without autograd."""
     was_training = model.training
@@ -115,7 +115,7 @@ def evaluate(model, task, evals: dict, collator, device, autocast, batch_size: i
         preds = np.empty(len(enc), dtype=np.float32 if task.is_regression else np.int64)
         split_states = (states or {}).get(split)
         for idx in batches.sorted_batches(enc.lengths, batch_size):
-            batch = to_device({k: v for k, v in batches.collate(enc, idx, collator).items() if k != "labels"}, device)
+            batch = to_device({k: v for k, v in batches.collate(enc, idx, padding).items() if k != "labels"}, device)
             hidden = split_states.batch(idx, batch["input_ids"].shape[1], device) if split_states else None
             with autocast():
                 logits = prefix.forward(model, batch, hidden, first_trainable).logits.float()
@@ -200,7 +200,7 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     use_graphs = device.type == "cuda" and config.cuda_graphs and arch.cuda_graphs and not config.compile
     # On a GPU, lengths rounded up keep tensor cores busy and the number of distinct shapes (each a
     # first-use kernel load, and with CUDA graphs a capture) small; on the CPU every padded token is pure cost.
-    collator = batches.Padding(tokenizer.pad_token_id or 0,
+    padding = batches.Padding(tokenizer.pad_token_id or 0,
                                multiple=(16 if use_graphs else 8) if device.type == "cuda" else None,
                                max_len=config.max_seq_len)
     selection = modules.select_parameters(model, config.modules, config.layers, config.train_head, config.seed)
@@ -218,7 +218,7 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     def prefix_states(enc):
         key = (resolve_model(config.model), enc.key, first, str(device), use_bf16)
         return prefix.shared_cache().get_or_compute(key, lambda: prefix.compute_states(
-            model, enc, first, collator, device, autocast, config.eval_batch_size))
+            model, enc, first, padding, device, autocast, config.eval_batch_size))
 
     t0 = time.perf_counter()
     train_states = prefix_states(train_enc) if cache_train else None
@@ -258,7 +258,7 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
 
     def run_eval():
         t0 = time.perf_counter()
-        metrics = evaluate(model, task, evals, collator, device, autocast, config.eval_batch_size,
+        metrics = evaluate(model, task, evals, padding, device, autocast, config.eval_batch_size,
                            eval_states, first)
         state["eval_seconds"] += time.perf_counter() - t0
         record = {"step": state["step"], "epoch": state["step"] / steps_per_epoch, "metrics": metrics}
@@ -275,7 +275,7 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
         epoch_batches = batches.length_grouped_batches(train_enc.lengths, config.batch_size, rng)
         for idx in epoch_batches[state["step_in_epoch"]:]:
             t0 = time.perf_counter()
-            batch = to_device(batches.collate(train_enc, idx, collator), device)
+            batch = to_device(batches.collate(train_enc, idx, padding), device)
             hidden = train_states.batch(idx, batch["input_ids"].shape[1], device) if train_states else None
             if graphed is not None:
                 loss = graphed.loss(batch, hidden, step_loss, lambda b, h: step_loss(b, h, autocast_cache=False))
