@@ -75,6 +75,8 @@ class EmbeddedWorker:
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
         with self._lock:
+            if self._stopping.is_set():  # stop() has already read self.proc: a child started now would be orphaned
+                return
             # Own process group: a terminal's Ctrl-C reaches the server, which then stops the worker in order.
             self.proc = subprocess.Popen(self.command(), cwd=str(REPO), env=env, start_new_session=True,
                                          preexec_fn=_pdeathsig())
@@ -83,6 +85,16 @@ class EmbeddedWorker:
 
     def _watch(self) -> None:
         # Spawned from this long-lived thread: PR_SET_PDEATHSIG follows the thread that forked the child.
+        try:
+            self._supervise()
+        finally:
+            # The child gets SIGTERM when this thread ends (PDEATHSIG): outlive it, so that in an orderly
+            # stop() the child sees one SIGTERM, not a second one in the middle of its graceful stop.
+            proc = self.proc
+            if proc is not None:
+                proc.wait()
+
+    def _supervise(self) -> None:
         while not self._stopping.is_set():
             if self.proc is None or self.proc.poll() is not None:
                 if self.proc is not None:
@@ -125,26 +137,28 @@ class EmbeddedWorker:
     def stop(self, timeout: float | None = None) -> int | None:
         """SIGTERM (graceful: the run checkpoints and is re-queued), wait, then SIGKILL the group if needed."""
         self._stopping.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=5)
         with self._lock:
             proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return None if proc is None else proc.returncode
-        timeout = self.stop_timeout if timeout is None else timeout
         try:
-            proc.send_signal(signal.SIGTERM)
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            print(f"moduletune serve: the worker did not stop within {timeout:.0f}s; killing it",
-                  file=sys.stderr, flush=True)
+            if proc is None or proc.poll() is not None:
+                return None if proc is None else proc.returncode
+            timeout = self.stop_timeout if timeout is None else timeout
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            return proc.wait(10)
+                proc.send_signal(signal.SIGTERM)
+                return proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                print(f"moduletune serve: the worker did not stop within {timeout:.0f}s; killing it",
+                      file=sys.stderr, flush=True)
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                return proc.wait(10)
+            finally:
+                print("moduletune serve: embedded worker stopped", file=sys.stderr, flush=True)
         finally:
-            print("moduletune serve: embedded worker stopped", file=sys.stderr, flush=True)
+            if self._watcher is not None:
+                self._watcher.join(timeout=5)
 
 
 def launch_kwargs(host: str, port: int, share: bool) -> dict:

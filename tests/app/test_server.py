@@ -7,12 +7,13 @@ import time
 
 from app import server, ui
 
-# A stand-in worker: records its pid and a graceful SIGTERM, then sleeps until told to stop.
+# A stand-in worker: records its pid and each SIGTERM (taking a moment to stop), sleeps until told to stop.
 SLEEPER = """
 import os, signal, sys, time
 log = sys.argv[1]
 def stop(signum, frame):
     open(log, "a").write(f"term {os.getpid()}\\n")
+    time.sleep(0.5)  # a graceful stop takes a moment (the real worker checkpoints its run)
     sys.exit(0)
 signal.signal(signal.SIGTERM, stop)  # before announcing "start", so a prompt SIGTERM is never missed
 open(log, "a").write(f"start {os.getpid()}\\n")
@@ -61,7 +62,8 @@ def test_embedded_worker_is_restarted_when_it_dies_and_stopped_gracefully(tmp_pa
         second = worker.proc.pid
     finally:
         code = worker.stop()
-    assert code == 0 and f"term {second}" in log.read_text()  # SIGTERM, waited for
+    # One SIGTERM, waited for: the supervising thread outlives the child, so its death signal never adds a second.
+    assert code == 0 and log.read_text().count(f"term {second}") == 1
     assert not alive(second)
 
 
