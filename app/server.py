@@ -220,7 +220,10 @@ def serve(host: str = "127.0.0.1", port: int = 7860, worker: bool = True, share:
         raise KeyboardInterrupt
 
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, interrupt) if main else None
+    # SIGINT too: started in the background of a non-interactive shell (CI, `cmd &`), Python inherits
+    # SIGINT as ignored and installs no Ctrl-C handler, so the image's STOPSIGNAL would do nothing.
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, interrupt) for s in stop_signals} if main else {}
     try:
         demo.launch(**launch_kwargs(host, port, share))
     except KeyboardInterrupt:
@@ -229,8 +232,8 @@ def serve(host: str = "127.0.0.1", port: int = 7860, worker: bool = True, share:
         raise ValueError(f"could not serve on {host}:{port}: {str(err).splitlines()[0]} "
                          "(choose another with --port)") from None
     finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if embedded is not None:
             embedded.stop()
         try:

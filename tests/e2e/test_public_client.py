@@ -42,8 +42,10 @@ def space(tmp_path_factory, glue_dir):
                PORT=str(port), GRADIO_SERVER_PORT=str(port), TOKENIZERS_PARALLELISM="false",
                GRADIO_ANALYTICS_ENABLED="False", MODULETUNE_QUEUE_NAME="moduletune",
                PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]))
+    # Started with SIGINT ignored, as `cmd &` in a non-interactive shell (a CI script) starts it: the
+    # server must still stop on SIGINT at teardown.
     proc = subprocess.Popen([str(ENTRYPOINT)], cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     app = App(f"http://127.0.0.1:{port}", home, log, proc)
     started = time.monotonic()
     while not _up(app.url + "/"):
