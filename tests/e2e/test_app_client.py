@@ -63,7 +63,9 @@ def test_a_submitted_run_finishes_and_appears_in_the_compare_data(client, app_se
 
 
 def test_cancel_and_retry_through_the_api(client, app_server):
-    _, _, _, (run_id,) = client.predict(**{**TINY, "max_train": 16, "families": ["query"]}, api_name="/submit")
+    # Long enough (96 steps) that the cancel lands while the run is queued or running, never after it ended.
+    long_run = {**TINY, "max_train": 512, "epochs": 3, "families": ["query"]}
+    _, _, _, (run_id,) = client.predict(**long_run, api_name="/submit")
     status = client.predict(run_id, api_name="/cancel")
     assert status in ("cancelled", "cancelling")
     wait_for(lambda: client.predict(run_id, api_name="/run")["status"] == "cancelled", 120, "the cancel", app_server)
