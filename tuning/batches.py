@@ -92,6 +92,13 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """Host tensors to the device; on a GPU through pinned memory, so the copy does not wait for the GPU."""
+    if torch.device(device).type != "cuda":
+        return batch
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
 @dataclass(frozen=True)
 class Padding:
     """How to pad a batch: the tokenizer's pad id, an optional multiple to round the width up to, a cap."""

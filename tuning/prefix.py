@@ -124,7 +124,8 @@ def compute_states(model, enc: batches.Encoded, first_trainable: int, padding: b
     chunks: list[torch.Tensor | None] = [None] * len(enc)
     with layers_only(model, slice(0, first_trainable)):
         for idx in batches.sorted_batches(enc.lengths, batch_size):
-            batch = {k: v.to(device) for k, v in batches.collate(enc, idx, padding).items() if k != "labels"}
+            batch = batches.to_device({k: v for k, v in batches.collate(enc, idx, padding).items() if k != "labels"},
+                                      device)
             with autocast():
                 hidden = model.base_model(**batch).last_hidden_state
             lengths = batch["attention_mask"].sum(-1).tolist()

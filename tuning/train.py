@@ -60,7 +60,7 @@ class RunResult:
     resumed_from_step: int | None = None
     history: list[dict] = field(default_factory=list)
     prefix_cache: dict = field(default_factory=dict)
-    cuda_graphs: dict = field(default_factory=dict)  # shapes captured, replays, capture time, why off
+    cuda_graphs: dict = field(default_factory=dict)  # shapes captured, replays, eager steps, capture time
     artifact_dir: str | None = None
 
     def to_dict(self) -> dict:
@@ -115,7 +115,8 @@ def evaluate(model, task, evals: dict, padding: batches.Padding, device, autocas
         preds = np.empty(len(enc), dtype=np.float32 if task.is_regression else np.int64)
         split_states = (states or {}).get(split)
         for idx in batches.sorted_batches(enc.lengths, batch_size):
-            batch = to_device({k: v for k, v in batches.collate(enc, idx, padding).items() if k != "labels"}, device)
+            batch = batches.to_device({k: v for k, v in batches.collate(enc, idx, padding).items() if k != "labels"},
+                                      device)
             hidden = split_states.batch(idx, batch["input_ids"].shape[1], device) if split_states else None
             with autocast():
                 logits = prefix.forward(model, batch, hidden, first_trainable).logits.float()
@@ -123,13 +124,6 @@ def evaluate(model, task, evals: dict, padding: batches.Padding, device, autocas
         per_split[split] = (preds, enc.labels)
     model.train(was_training)
     return glue.evaluate_splits(task, per_split)
-
-
-def to_device(batch: dict, device) -> dict:
-    """Host tensors to the device; on a GPU through pinned memory, so the copy does not wait for the GPU."""
-    if device.type != "cuda":
-        return batch
-    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def build_optimizer(model, selection: modules.Selection, lr: float, weight_decay: float, device):
@@ -190,7 +184,9 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     emit = on_event or (lambda event: None)
     device = resolve_device(config.device)
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
+    # cache=False for CUDA graphs: a capture cannot hold autocast's per-forward weight cache.
+    autocast = lambda cache=True: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16,  # noqa: E731
+                                                 cache_enabled=cache)
     seed_everything(config.seed)
 
     tokenizer = load_tokenizer(config.model)
@@ -235,8 +231,7 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     graphed = graphs.GraphedSteps(model, config.batch_size) if use_graphs else None
 
     def step_loss(batch, hidden, autocast_cache: bool = True):
-        # CUDA graphs cannot hold autocast's per-forward weight cache; the casts then run inside the graph.
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=autocast_cache):
+        with autocast(autocast_cache):
             return prefix.forward(model, batch, hidden, first).loss
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
@@ -275,7 +270,7 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
         epoch_batches = batches.length_grouped_batches(train_enc.lengths, config.batch_size, rng)
         for idx in epoch_batches[state["step_in_epoch"]:]:
             t0 = time.perf_counter()
-            batch = to_device(batches.collate(train_enc, idx, padding), device)
+            batch = batches.to_device(batches.collate(train_enc, idx, padding), device)
             hidden = train_states.batch(idx, batch["input_ids"].shape[1], device) if train_states else None
             if graphed is not None:
                 loss = graphed.loss(batch, hidden, step_loss, lambda b, h: step_loss(b, h, autocast_cache=False))
