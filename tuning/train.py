@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tuning import batches, glue, graphs, modules, prefix
+from tuning import batches, glue, graphs, modules, precision, prefix
 from tuning.config import RunConfig
 from tuning.models import load_classifier, load_tokenizer, resolve_model
 
@@ -202,6 +202,9 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     selection = modules.select_parameters(model, config.modules, config.layers, config.train_head, config.seed)
     model.to(device).train()
     modules.apply_selection(model, selection)  # after the move, so random masks live beside their gradients
+    if use_bf16:
+        # The same arithmetic without casting every frozen weight on every use (tuning/precision.py).
+        precision.store_frozen_linears(model, torch.bfloat16)
 
     if config.compile:
         model.compile()  # compiles forward in place; parameter names (and artifacts) stay the same
