@@ -36,6 +36,8 @@ class WorkerContext:
     device: str | None = None  # the worker's --device: used for runs whose config says "auto"
     workers: int = 1  # worker processes on this machine: torch threads are shared out among them
     stop_flag: object | None = None  # the consumer's stop flag: set on SIGINT/SIGTERM (graceful stop)
+    replaceable: bool = False  # a forked worker, which the consumer replaces when it exits
+    replace_me: bool = False  # set after an error that spoils this process's GPU state (see spoils_process)
 
 
 CONTEXT = WorkerContext()
@@ -123,6 +125,9 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict) -> 
         log.exception("run %s failed", run_id)
         _flush_quietly(recorder)
         registry.mark_failed(run_id, token, _one_line(err))
+        if CONTEXT.replaceable and spoils_process(err):
+            log.error("run %s left this process's GPU state unusable: the worker exits and is replaced", run_id)
+            CONTEXT.replace_me = True
         return "failed"
     finally:
         beat.stop()
@@ -140,6 +145,21 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict) -> 
         log.info("run %s succeeded: %s=%s", run_id, result.primary_metric_name, result.primary_metric)
         return "succeeded"
     return "lost"
+
+
+def spoils_process(err: BaseException) -> bool:
+    """Whether, after err, this process's GPU state can no longer be trusted for the next run.
+
+    A failed CUDA-graph capture leaves CUDA's random-number and allocator state mid-capture, and a CUDA
+    error (torch.AcceleratorError: an illegal address, a device-side assert) may stick to the context.
+    Running out of GPU memory does not: the memory is freed and the next run can go on.
+    """
+    import torch
+
+    from tuning.graphs import GraphCaptureError
+
+    accelerator_error = getattr(torch, "AcceleratorError", None)  # torch >= 2.8
+    return isinstance(err, GraphCaptureError) or (accelerator_error is not None and isinstance(err, accelerator_error))
 
 
 def _event_handler(registry, run_id, config, recorder, beat):

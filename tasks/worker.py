@@ -8,6 +8,8 @@
   heartbeat is older than the timeout are marked interrupted and re-queued once to resume.
 - SIGINT and SIGTERM are both graceful: the running run stops at its next step, checkpoints and
   goes back on the queue; then the worker exits. A worker whose parent dies does the same.
+- A forked worker whose run failed with an error that spoils its GPU state (a failed CUDA-graph
+  capture, a CUDA error) exits after recording the failure, and the consumer starts a fresh one.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import signal
 import sys
 import time
 
-from huey.consumer import Consumer, ProcessEnvironment, Scheduler
+from huey.consumer import Consumer, ProcessEnvironment, Scheduler, Worker, WorkerRecycle
 
 from tasks import jobs
 
@@ -77,8 +79,19 @@ class GracefulProcessEnvironment(ProcessEnvironment):
             self.flag.set()
 
 
+class ReplaceableWorker(Worker):
+    """Huey's worker, which exits after a run that spoiled its GPU state; the consumer starts a fresh one."""
+
+    def loop(self, now=None):
+        super().loop(now)
+        if jobs.CONTEXT.replace_me:
+            raise WorkerRecycle()  # Huey's own way out of a worker process; its health check replaces it
+
+
 class WorkerConsumer(Consumer):
     """Huey's Consumer with the registry sweep in its scheduler and SIGTERM as graceful as SIGINT."""
+
+    worker_class = ReplaceableWorker
 
     def __init__(self, huey, sweep_every: float, heartbeat_timeout: float, max_resumes: int, **options):
         self._sweep = (sweep_every, heartbeat_timeout, max_resumes)
@@ -120,6 +133,7 @@ def run_worker(device: str | None = None, workers: int = 1, worker_type: str = "
     pending_count(huey)  # ... and the same for the queue
     jobs.CONTEXT.device = None if device in (None, "auto") else device
     jobs.CONTEXT.workers = workers
+    jobs.CONTEXT.replaceable = worker_type == "process"  # a thread shares its process's CUDA state
     if device and device.startswith("cuda") and workers > 1 and worker_type == "process":
         log.warning("%d workers will share %s; one worker per GPU is usually faster", workers, device)
     consumer = WorkerConsumer(
