@@ -64,6 +64,7 @@ class Form:
     epochs: int = 1
     batch_size: int = 32
     train_head: bool = True
+    prefix_cache: str = "auto"  # the frozen-prefix cache: auto, on or off (tuning/prefix.py)
 
 
 # ---------------------------------------------------------------------------------------------- public mode
@@ -379,7 +380,8 @@ def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
             out.append(RunConfig(
                 task=p.task, modules=p.modules, layers=p.layers, model=model_name(form.model),
                 train_head=bool(form.train_head), epochs=int(form.epochs or 1), lr=lr,
-                batch_size=int(form.batch_size or 32), seed=p.seed, max_train=max_train, max_eval=max_eval))
+                batch_size=int(form.batch_size or 32), seed=p.seed, max_train=max_train, max_eval=max_eval,
+                prefix_cache=form.prefix_cache or "auto"))
         except ConfigError as err:
             raise FormError(_field_of(str(err)), str(err)) from None
         except (TypeError, ValueError) as err:

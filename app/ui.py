@@ -35,7 +35,8 @@ ELEM_IDS = {
     "experiment": ["task", "model", "model-msg", "families", "together", "random-control", "layers", "layers-all",
                    "layers-none", "layers-k", "layers-first", "layers-last", "layer-spec", "each-layer",
                    "layers-msg", "lr", "seeds", "max-train", "max-eval", "epochs", "batch-size", "train-head",
-                   "preview", "submit", "submit-msg", "paper-study", "paper-msg", "paper-confirm", "paper-cancel"],
+                   "prefix-cache", "preview", "submit", "submit-msg", "paper-study", "paper-msg", "paper-confirm",
+                   "paper-cancel"],
     "runs": ["runs-status", "runs-task", "runs-refresh", "worker-status", "runs-table", "run-select",
              "run-summary", "cancel", "retry", "download", "run-action-msg", "run-curves", "run-config",
              "run-result"],
@@ -48,7 +49,7 @@ ELEM_IDS = {
 }
 TIMER_SECONDS = 2.0
 FORM_FIELDS = ("tasks", "model", "families", "together", "random_control", "layers", "layer_spec", "each_layer",
-               "lr", "seeds", "max_train", "max_eval", "epochs", "batch_size", "train_head")
+               "lr", "seeds", "max_train", "max_eval", "epochs", "batch_size", "train_head", "prefix_cache")
 
 
 def theme():
@@ -169,6 +170,12 @@ def build_app(registry=None, worker_status=None, public=None):
                                                        minimum=1, elem_id="batch-size")
                                 train_head = gr.Checkbox(True, label="train the classifier head too",
                                                          elem_id="train-head")
+                            prefix_cache = gr.Radio(
+                                ["auto", "on", "off"], value=defaults.prefix_cache, label="Frozen-prefix cache",
+                                elem_id="prefix-cache",
+                                info="on: the frozen layers below the lowest trainable one run once, without "
+                                     "dropout, and are reused across epochs and runs (a layer-wise sweep pays for "
+                                     "them once); auto: only where that changes nothing; off: never")
                     with gr.Column(scale=6):
                         preview = gr.Markdown("Counting parameters…", elem_id="preview")
                         submit = gr.Button("Queue runs", variant="primary", elem_id="submit")
@@ -280,14 +287,14 @@ def build_app(registry=None, worker_status=None, public=None):
                     play_base = gr.Label(label="Untuned base model", elem_id="play-base", num_top_classes=3)
 
         form_inputs = [task, model, families, together, random_control, layers, layer_spec, each_layer, lr, seeds,
-                       max_train, max_eval, epochs, batch_size, train_head]
+                       max_train, max_eval, epochs, batch_size, train_head, prefix_cache]
 
         # ---------------------------------------------------------------------- Experiment wiring
         def on_preview(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr, seeds,
-                       max_train, max_eval, epochs, batch_size, train_head):
+                       max_train, max_eval, epochs, batch_size, train_head, prefix_cache):
             """Run count and parameter counts of the form's selection (nothing is queued)."""
             form = form_of(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr,
-                           seeds, max_train, max_eval, epochs, batch_size, train_head)
+                           seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache)
             view = ex.preview(form)
             field = view.get("field")
             layer_text = f"⚠️ {view['error']}" if field == "layers" else ""
@@ -332,10 +339,10 @@ def build_app(registry=None, worker_status=None, public=None):
         families.change(on_families, families, lr, **private)
 
         def on_submit(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr, seeds,
-                      max_train, max_eval, epochs, batch_size, train_head, request: gr.Request):
+                      max_train, max_eval, epochs, batch_size, train_head, prefix_cache, request: gr.Request):
             """Validate the form and queue its runs: (message, layers message, model message, queued ids)."""
             form = form_of(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr,
-                           seeds, max_train, max_eval, epochs, batch_size, train_head)
+                           seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache)
             out = ex.submit_form(registry, form, submitter_of(request))
             return out.message, out.layers_message, out.model_message, out.ids
 

@@ -113,7 +113,15 @@ def test_configs_carry_subsampling_and_settings():
     (c,) = ex.build_configs(form(max_train=32, max_eval=0, batch_size=16, epochs=2, train_head=False, seeds="7"))
     assert (c.task, c.modules, c.layers, c.seed) == ("rte", ("layernorm",), "5", 7)
     assert (c.max_train, c.max_eval, c.batch_size, c.epochs, c.train_head) == (32, None, 16, 2, False)
-    assert c.model == "all-MiniLM-L6-v2"
+    assert c.model == "all-MiniLM-L6-v2" and c.prefix_cache == "auto"
+    (cached,) = ex.build_configs(form(prefix_cache="on"))
+    assert cached.prefix_cache == "on"
+
+
+def test_an_unknown_prefix_cache_setting_says_what_is_allowed():
+    with pytest.raises(ex.FormError, match="prefix cache must be one of auto, on, off") as err:
+        ex.build_configs(form(prefix_cache="sometimes"))
+    assert err.value.field == "settings"
 
 
 # ---------------------------------------------------------------------------------------------- the preview

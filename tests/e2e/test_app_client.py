@@ -29,7 +29,7 @@ def test_a_submitted_run_finishes_and_appears_in_the_compare_data(client, app_se
     assert ids == [] and "out of range" in layers_msg and "Nothing was queued" in message
     assert client.predict(api_name="/runs") == []
 
-    message, layers_msg, _, ids = client.predict(**TINY, api_name="/submit")
+    message, layers_msg, _, ids = client.predict(**TINY, prefix_cache="on", api_name="/submit")
     assert len(ids) == 1 and f"#{ids[0]}" in message and not layers_msg
     run_id = ids[0]
     queued = client.predict(api_name="/runs")
@@ -49,7 +49,9 @@ def test_a_submitted_run_finishes_and_appears_in_the_compare_data(client, app_se
     succeeded = client.predict("succeeded", "rte", api_name="/runs")
     assert [r["id"] for r in succeeded] == [run_id]
     detail = client.predict(run_id, api_name="/run")
-    assert detail["config"]["max_train"] == 32 and detail["result"]["metrics"]["accuracy"] == run["primary_metric"]
+    assert detail["config"]["max_train"] == 32 and detail["config"]["prefix_cache"] == "on"
+    assert detail["result"]["prefix_cache"] == {"first_trainable_layer": 5, "train": True, "eval": True}
+    assert detail["result"]["metrics"]["accuracy"] == run["primary_metric"]
 
     points = client.predict("rte", api_name="/compare_data")
     assert [(p["id"], p["modules"], p["layers"]) for p in points] == [(run_id, "layernorm", "5")]
