@@ -117,6 +117,7 @@ def test_every_tab_by_clicking(page, app_server, tmp_path):
     fill(page, "max-eval", "32")
     page.get_by_text("More settings").click()
     fill(page, "batch-size", "16")
+    page.locator("#prefix-cache label", has_text="on").click()
     wait_text(page, "preview", "1 run will be queued")
     wait_empty(page, "submit-msg")  # the earlier error went stale with the edits
     page.wait_for_timeout(1500)  # let the preview settle before the screenshot
@@ -127,6 +128,7 @@ def test_every_tab_by_clicking(page, app_server, tmp_path):
     run = registry.list_runs(limit=1)[0]
     assert (run["layers"], run["family"], run["config"] if "config" in run else None) == ("5", "LN", None)
     assert registry.get(run["id"])["config"]["max_train"] == 32
+    assert registry.get(run["id"])["config"]["prefix_cache"] == "on"
     run_id = run["id"]
 
     # Runs: the table and the newest run's live summary follow it to the end (the 2 s timer).
