@@ -26,15 +26,14 @@ def store_frozen_linears(model: nn.Module, dtype: torch.dtype = torch.bfloat16) 
     held_elsewhere = {id(p) for m in model.modules() if not isinstance(m, nn.Linear)
                       for p in m.parameters(recurse=False)}
     saved = 0
-    seen: set[int] = set()
     for module in model.modules():
         if not isinstance(module, nn.Linear):
             continue
         for param in module.parameters(recurse=False):
-            if (param.requires_grad or id(param) in held_elsewhere or id(param) in seen
-                    or not param.is_floating_point() or param.dtype == dtype):
+            # A tensor shared by two linears is already in dtype when the second one comes.
+            if (param.requires_grad or id(param) in held_elsewhere or not param.is_floating_point()
+                    or param.dtype == dtype):
                 continue
-            seen.add(id(param))
             before = param.numel() * param.element_size()
             param.data = param.data.to(dtype)
             saved += before - param.numel() * param.element_size()
