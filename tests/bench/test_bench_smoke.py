@@ -62,3 +62,21 @@ def test_sweep_prefix_cache_smoke(glue_dir, tmp_path):
         assert out["modes"][mode]["runs"] == 1 and out["modes"][mode]["wall_seconds"] > 0
     assert out["speedup"] > 0
     assert 0 <= out["metric_diff"]["mean_abs"] <= out["metric_diff"]["max_abs"] <= 1
+
+
+def test_step_profile_smoke(glue_dir, tmp_path):
+    stdout, out = run_bench("bench.step_profile",
+                            ["--task", "rte", "--modules", "layernorm@last", "--max-train", "96", "--batch-size", "16",
+                             "--warm-steps", "2", "--steps", "3", "--device", "cpu"], glue_dir, tmp_path)
+    assert "host operation" in stdout and out["steps"] == 3 and out["wall_ms_per_step"] > 0
+    assert out["busy_ms_per_step"] is None  # no GPU kernels on a CPU run
+    assert out["host_ops"] and all(o["self_cpu_ms_per_step"] > 0 for o in out["host_ops"])
+    assert any(o["name"] == "aten::addmm" for o in out["host_ops"])  # the linears' matmuls are in the window
+
+
+def test_step_profile_says_when_the_run_is_too_short(glue_dir, tmp_path):
+    env = {**os.environ, "MODULETUNE_GLUE_DIR": str(glue_dir), "MODULETUNE_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-m", "bench.step_profile", "--task", "rte", "--max-train", "32",
+                           "--batch-size", "16", "--warm-steps", "5", "--device", "cpu"],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 2 and "fewer than --warm-steps 5 + 1" in proc.stderr
