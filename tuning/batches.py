@@ -108,6 +108,15 @@ class Padding:
     max_len: int | None = None
 
 
+def padded_width(lengths, padding: Padding) -> int:
+    """The width a batch of rows with these lengths is padded to: the longest, rounded up as padding says."""
+    width = int(max(lengths))
+    if padding.multiple:
+        rounded = -(-width // padding.multiple) * padding.multiple
+        width = max(width, min(rounded, padding.max_len or rounded))
+    return width
+
+
 def collate(enc: Encoded, idx: np.ndarray, padding: Padding) -> dict[str, torch.Tensor]:
     """Pad the chosen rows to the longest among them (dynamic padding), right-padded as encoders expect.
 
@@ -116,10 +125,7 @@ def collate(enc: Encoded, idx: np.ndarray, padding: Padding) -> dict[str, torch.
     """
     rows = [enc.input_ids[i] for i in idx]
     lengths = [len(r) for r in rows]
-    width = max(lengths)
-    if padding.multiple:
-        rounded = -(-width // padding.multiple) * padding.multiple
-        width = max(width, min(rounded, padding.max_len or rounded))
+    width = padded_width(lengths, padding)
     ids = np.full((len(rows), width), padding.pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     types = np.zeros((len(rows), width), dtype=np.int64) if enc.token_type_ids is not None else None

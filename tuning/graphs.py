@@ -6,19 +6,35 @@ next one: an eager bert-base step is almost all launch overhead. torch.cuda.make
 records the forward and backward once per (batch size, padded length) and replays them; the optimizer
 step, gradient clipping and the schedule stay outside, as in eager mode, so the arithmetic is the same.
 
-Semantics: dropout still draws fresh noise on every replay; a shape is captured the second time it
-appears (a shape seen once is not worth a capture); batches of another size than the configured one
-(an epoch's last) run eagerly. A failed capture leaves CUDA's random-number and allocator state
-mid-capture, so there is no eager fallback: it stops the run with an error that names the way out,
-and graphs are used only for architectures whose capture has been seen to work (modules.Architecture).
+Which shapes: a capture does about three eager steps' worth of host work (a warm-up pass, then the
+forward and the backward recorded), so it pays only for a shape the run will use several times. The
+training loop knows each epoch's batches up front and hands their widths to expect(): a width with at
+least MIN_USES coming uses is captured at its first step, a rarer one (the few longest batches) runs
+eagerly, as do batches of another size than the configured one (an epoch's last).
+
+Semantics: dropout still draws fresh noise on every replay. A failed capture leaves CUDA's
+random-number and allocator state mid-capture, so there is no eager fallback: it stops the run with an
+error that names the way out, and graphs are used only for architectures whose capture has been seen
+to work (modules.Architecture).
 """
 from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
+
+MIN_USES = 4  # uses of a shape in the rest of a run that repay its capture (about three eager steps)
+
+
+def capture_plan(widths: Iterable[int], epochs: int = 1, min_uses: int = MIN_USES) -> set[int]:
+    """The widths worth a CUDA graph: those of at least min_uses coming full-size batches.
+
+    widths: the padded width of each coming full-size batch of this epoch; epochs: how many epochs
+    (this one included) will use about the same widths.
+    """
+    return {w for w, n in Counter(widths).items() if n * max(epochs, 1) >= min_uses}
 
 
 class GraphCaptureError(RuntimeError):
@@ -45,10 +61,10 @@ class LossOf(torch.nn.Module):
 class GraphedSteps:
     """Per-shape graphed loss functions for one model, sharing one memory pool."""
 
-    def __init__(self, model: torch.nn.Module, batch_size: int, min_seen: int = 2):
+    def __init__(self, model: torch.nn.Module, batch_size: int):
         self.model = model
         self.batch_size = batch_size
-        self.min_seen = min_seen
+        self.capture_widths: set[int] = set()  # set by expect() at each epoch's start
         self.pool = torch.cuda.graph_pool_handle()
         # Replays run their backward on the default stream into gradient accumulators made during
         # capture on the capture stream: torch warns of the stream mismatch, which is expected here.
@@ -56,10 +72,13 @@ class GraphedSteps:
         if quiet is not None:
             quiet(False)
         self.graphed: dict[tuple, Callable] = {}
-        self.seen: Counter = Counter()
         self.replays = 0
         self.eager_steps = 0
         self.capture_seconds = 0.0
+
+    def expect(self, widths: Iterable[int], epochs: int = 1) -> None:
+        """Plan the captures from the widths of the coming full-size batches (see capture_plan)."""
+        self.capture_widths = capture_plan(widths, epochs)
 
     def loss(self, batch: dict, hidden: torch.Tensor | None,
              loss_fn: Callable[[dict, torch.Tensor | None], torch.Tensor],
@@ -74,8 +93,8 @@ class GraphedSteps:
         shape = (keys, tuple(tuple(t.shape) for t in tensors))
         graphed = self.graphed.get(shape)
         if graphed is None:
-            self.seen[shape] += 1
-            if len(batch["input_ids"]) != self.batch_size or self.seen[shape] < self.min_seen:
+            rows, width = batch["input_ids"].shape
+            if rows != self.batch_size or width not in self.capture_widths:
                 self.eager_steps += 1
                 return loss_fn(batch, hidden)
             graphed = self._capture(shape, keys, tensors, hidden is not None, graph_loss_fn)

@@ -271,7 +271,11 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     while state["epoch"] < config.epochs and not stopped:
         rng = np.random.default_rng([config.seed, state["epoch"]])
         epoch_batches = batches.length_grouped_batches(train_enc.lengths, config.batch_size, rng)
-        for idx in epoch_batches[state["step_in_epoch"]:]:
+        coming = epoch_batches[state["step_in_epoch"]:]
+        if graphed is not None:
+            graphed.expect((batches.padded_width(train_enc.lengths[idx], padding) for idx in coming
+                            if len(idx) == config.batch_size), epochs=config.epochs - state["epoch"])
+        for idx in coming:
             t0 = time.perf_counter()
             batch = batches.to_device(batches.collate(train_enc, idx, padding), device)
             hidden = train_states.batch(idx, batch["input_ids"].shape[1], device) if train_states else None

@@ -57,5 +57,13 @@ def test_collate_pads_like_the_transformers_collator(glue_dir, home):
                   "labels": enc.labels[i].item()} for i in idx])
             ours = batches.collate(enc, idx, batches.Padding(tokenizer.pad_token_id, multiple))
             assert set(ours) == set(reference)
+            assert ours["input_ids"].shape[1] == batches.padded_width(enc.lengths[idx], batches.Padding(0, multiple))
             for key in reference:
                 assert ours[key].dtype == reference[key].dtype and torch.equal(ours[key], reference[key]), key
+
+
+def test_padded_width_rounds_up_but_never_past_the_cap_nor_below_the_longest():
+    assert batches.padded_width([3, 17, 9], batches.Padding(0)) == 17
+    assert batches.padded_width([3, 17, 9], batches.Padding(0, multiple=16)) == 32
+    assert batches.padded_width([3, 17, 9], batches.Padding(0, multiple=16, max_len=20)) == 20
+    assert batches.padded_width([128], batches.Padding(0, multiple=48, max_len=128)) == 128

@@ -14,7 +14,7 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from tuning import artifacts, prefix
+from tuning import artifacts, graphs, prefix
 from tuning.modules import ARCHITECTURES
 from tuning.config import ConfigError, RunConfig
 from tuning.models import load_classifier, load_tokenizer
@@ -42,6 +42,15 @@ def test_prefix_gather_matches_row_by_row_copy():
     assert torch.equal(states.batch(idx, width, "cpu"), expected)
 
 
+def test_only_shapes_used_often_enough_to_repay_a_capture_are_planned():
+    widths = [16] * 9 + [32] * 3 + [48] * 2 + [64]
+    assert graphs.MIN_USES == 4
+    assert graphs.capture_plan(widths) == {16}
+    assert graphs.capture_plan(widths, epochs=2) == {16, 32, 48}  # the same widths come again next epoch
+    assert graphs.capture_plan(widths, epochs=4) == {16, 32, 48, 64}
+    assert graphs.capture_plan([], epochs=3) == set()
+
+
 def test_cuda_graphs_is_a_switch_and_cpu_runs_ignore_it(glue_dir, home):
     with pytest.raises(ConfigError, match="cuda graphs must be true or false"):
         RunConfig(cuda_graphs="yes")
@@ -61,7 +70,8 @@ def test_graphed_steps_train_what_eager_steps_train(glue_dir, home, tmp_path, no
                                  output_dir=out)
         runs[graphs].tensors = load_file(str(out / artifacts.TENSORS_FILE))
     on, off = runs[True], runs[False]
-    assert on.cuda_graphs["replays"] > on.cuda_graphs["eager_steps"] > 0, on.cuda_graphs
+    assert on.cuda_graphs["replays"] > on.cuda_graphs["eager_steps"], on.cuda_graphs
+    assert on.cuda_graphs["replays"] + on.cuda_graphs["eager_steps"] == on.steps
     assert off.cuda_graphs == {}
     assert abs(on.primary_metric - off.primary_metric) <= 0.01
     for name, tensor in on.tensors.items():
