@@ -3,7 +3,7 @@
     python -m bench.step_profile --model config:bert-base-uncased --modules layernorm@last --device cuda
 
 Runs fine_tune once and profiles a window of steady-state steps with torch.profiler, after
---warm-steps steps (by then every common batch shape has been seen twice, so its CUDA graph is
+--warm-steps steps (by then every common batch shape has had its first step, so its CUDA graph is
 captured). It prints wall ms per step, the GPU's busy ms per step (the summed kernel time), their
 ratio, and the host operations and kernels that take longest. Busy/wall near 1: the GPU is the
 bottleneck, and fewer or cheaper kernels pay. Far below 1: the host is, and the host table says

@@ -268,12 +268,13 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     stopped = bool(emit({"kind": "start", "step": state["step"], "total_steps": total_steps,
                          "steps_per_epoch": steps_per_epoch}))
     loss_value = float("nan")
+    lengths = train_enc.lengths  # a property that counts every row: once, not once per batch
     while state["epoch"] < config.epochs and not stopped:
         rng = np.random.default_rng([config.seed, state["epoch"]])
-        epoch_batches = batches.length_grouped_batches(train_enc.lengths, config.batch_size, rng)
+        epoch_batches = batches.length_grouped_batches(lengths, config.batch_size, rng)
         coming = epoch_batches[state["step_in_epoch"]:]
         if graphed is not None:
-            graphed.expect((batches.padded_width(train_enc.lengths[idx], padding) for idx in coming
+            graphed.expect((batches.padded_width(lengths[idx], padding) for idx in coming
                             if len(idx) == config.batch_size), epochs=config.epochs - state["epoch"])
         for idx in coming:
             t0 = time.perf_counter()
