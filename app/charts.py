@@ -17,6 +17,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from app import pooling
+from app.labels import (FAMILY_ORDER, GLUE_ORDER, SHORT, canonical_modules, cell as _cell, family_sort_key,  # noqa: F401
+                        format_count as _format_count, format_pct, humanize_age, humanize_seconds, id_key as _id_key,
+                        layer_label as _layer_label, layer_sort_key as _layer_sort_key, short_name,
+                        task_sort_key as _task_sort_key)
+from app.pooling import finished_runs, frame as _frame, metric_name as _metric_name, module_keys as _module_keys  # noqa: F401
+from app.pooling import str_col as _str_col  # noqa: F401
+
 NO_RUNS = "No finished runs yet — submit one in the Experiment tab"
 NO_EVENTS = "No training progress yet — submit a run in the Experiment tab"
 NO_MAGNITUDES = "No weight-magnitude statistics yet — compute them for a model first"
@@ -24,16 +32,6 @@ TEMPLATE = "plotly_white"
 HEIGHT = 450
 UIREVISION = "moduletune-curves"  # constant so zoom and legend clicks survive live refreshes
 
-GLUE_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
-FAMILY_ORDER = (
-    "query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm",
-    "bias", "embeddings", "classifier",
-)
-SHORT = {
-    "query": "Q", "key": "K", "value": "V", "attention_output": "AO", "ffn_intermediate": "FI",
-    "ffn_output": "FO", "layernorm": "LN", "bias": "bias", "embeddings": "embeddings",
-    "classifier": "classifier", "full": "full",
-}
 FAMILY_COLORS = {
     "query": "#1f77b4", "key": "#17becf", "value": "#2ca02c", "attention_output": "#d62728",
     "ffn_intermediate": "#9467bd", "ffn_output": "#8c564b", "layernorm": "#ff7f0e",
@@ -52,45 +50,6 @@ LOG_FLOOR = 1e-6  # smallest |w| drawn on a log axis (the magnitudes histogram's
 # ---------------------------------------------------------------- names, order, colours
 
 
-def _family_rank(family: str) -> int:
-    """Position of a single family in the paper's order (unknown names go last)."""
-    return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
-
-
-def canonical_modules(modules) -> str:
-    """One key per module set: parts sorted in paper order, so 'value+query' and 'query+value' agree."""
-    if modules is None or (isinstance(modules, float) and math.isnan(modules)):
-        return "?"
-    if isinstance(modules, (list, tuple)):
-        parts = [str(p) for p in modules]
-    else:
-        parts = str(modules).split("+")
-    parts = [p.strip() for p in parts if p.strip()]
-    if len(parts) == 1:
-        return parts[0]
-    return "+".join(sorted(parts, key=lambda p: (_family_rank(p), p)))
-
-
-def short_name(modules) -> str:
-    """The paper's label for a module set: 'query+value' -> 'Q+V', 'random:layernorm' -> 'random:LN'."""
-    key = canonical_modules(modules)
-    if key.startswith("random:"):
-        return "random:" + SHORT.get(key.split(":", 1)[1], key.split(":", 1)[1])
-    return "+".join(SHORT.get(p, p) for p in key.split("+"))
-
-
-def family_sort_key(modules) -> tuple:
-    """Row order of the paper's tables: Q K V AO FI FO LN bias embeddings classifier, combos, random:*, full."""
-    key = canonical_modules(modules)
-    if key in FAMILY_ORDER:
-        return (0, _family_rank(key), key)
-    if key.startswith("random:"):
-        return (2, _family_rank(key.split(":", 1)[1]), key)
-    if key == "full":
-        return (3, 0, key)
-    return (1, _family_rank(key.split("+")[0]), key)
-
-
 def family_color(modules) -> str:
     """The fixed colour of a module set; random controls are grey and combinations get a stable extra colour."""
     key = canonical_modules(modules)
@@ -104,155 +63,6 @@ def family_color(modules) -> str:
 def _is_random(modules) -> bool:
     """True for the lottery-ticket control random:<family>."""
     return canonical_modules(modules).startswith("random")
-
-
-def _layer_sort_key(spec) -> tuple:
-    """Layer specs in a readable order: all, single layers by number, then the rest alphabetically."""
-    spec = str(spec)
-    if spec == "all":
-        return (0, 0, spec)
-    if spec.isdigit():
-        return (1, int(spec), spec)
-    return (2, 0, spec)
-
-
-def _task_sort_key(task) -> tuple:
-    """GLUE tasks in the benchmark's usual order, anything else after, alphabetically."""
-    return (GLUE_ORDER.index(task) if task in GLUE_ORDER else len(GLUE_ORDER), str(task))
-
-
-def _id_key(run_id) -> tuple:
-    """Sort run ids numerically when they are numbers."""
-    return (0, int(run_id), "") if isinstance(run_id, (int, np.integer)) else (1, 0, str(run_id))
-
-
-def _layer_label(layer: int) -> str:
-    """Axis label of a magnitudes layer index (-1 holds the embeddings)."""
-    return "emb" if int(layer) < 0 else str(int(layer))
-
-
-# ---------------------------------------------------------------- formatting
-
-
-def humanize_seconds(seconds) -> str:
-    """A duration as a person reads it: '45s', '3m 20s', '2h 5m', '1d 3h'; '' when unknown."""
-    if seconds is None or pd.isna(seconds):
-        return ""
-    s = max(int(round(float(seconds))), 0)
-    if s < 60:
-        return f"{s}s"
-    m, s = divmod(s, 60)
-    if m < 60:
-        return f"{m}m {s}s"
-    h, m = divmod(m, 60)
-    if h < 24:
-        return f"{h}h {m}m"
-    d, h = divmod(h, 24)
-    return f"{d}d {h}h"
-
-
-def humanize_age(seconds) -> str:
-    """How long ago something happened: 'just now', '40 s ago', '5 min ago', '3 h ago', '2 days ago'."""
-    if seconds is None or pd.isna(seconds):
-        return ""
-    s = float(seconds)
-    if s < 10:
-        return "just now"
-    if s < 60:
-        return f"{int(s)} s ago"
-    if s < 3600:
-        return f"{int(s // 60)} min ago"
-    if s < 86400:
-        return f"{int(s // 3600)} h ago"
-    days = int(s // 86400)
-    return "1 day ago" if days == 1 else f"{days} days ago"
-
-
-def format_pct(value) -> str:
-    """A trainable share in percent with three significant digits: '0.00312%', '12.3%', '100%'."""
-    if value is None or pd.isna(value):
-        return ""
-    return f"{float(value):.3g}%"
-
-
-def _format_count(value) -> str:
-    """An integer parameter count with thousands separators ('?' when unknown)."""
-    if value is None or pd.isna(value):
-        return "?"
-    return f"{int(value):,}"
-
-
-def _cell(value) -> str:
-    """One config value as display text: lists joined by commas, missing as ''."""
-    if value is None:
-        return ""
-    if isinstance(value, float) and math.isnan(value):
-        return ""
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
-    if isinstance(value, Mapping):
-        return json.dumps(value, sort_keys=True, default=str)
-    return str(value)
-
-
-# ---------------------------------------------------------------- frame helpers
-
-
-def _frame(df) -> pd.DataFrame:
-    """The frame itself, or an empty one for None, so every chart can start with `.empty`."""
-    return pd.DataFrame() if df is None else df
-
-
-def _str_col(df: pd.DataFrame, name: str, default: str) -> pd.Series:
-    """A column as strings, or the default everywhere when the registry lacks it."""
-    if name in df.columns:
-        return df[name].astype(object).where(df[name].notna(), default).astype(str)
-    return pd.Series(default, index=df.index, dtype=object)
-
-
-def _module_keys(df: pd.DataFrame) -> pd.Series:
-    """Canonical module-set key per run (the `modules` column, else `family`)."""
-    source = df["modules"] if "modules" in df.columns else df.get("family")
-    if source is None:
-        return pd.Series("?", index=df.index, dtype=object)
-    cache: dict = {}
-
-    def key(v) -> str:
-        """canonical_modules, computed once per distinct string (a registry repeats a few values)."""
-        if not isinstance(v, str):
-            return canonical_modules(v)
-        if v not in cache:
-            cache[v] = canonical_modules(v)
-        return cache[v]
-
-    return source.astype(object).map(key)
-
-
-def finished_runs(runs, task: str | None = None, model: str | None = None) -> pd.DataFrame:
-    """Succeeded runs with a metric (optionally of one task/model), plus `group` and `layers` as strings."""
-    runs = _frame(runs)
-    if runs.empty or not {"status", "primary_metric"} <= set(runs.columns):
-        return pd.DataFrame(columns=["id", "task", "group", "layers", "primary_metric"])
-    mask = (runs["status"] == "succeeded") & pd.to_numeric(runs["primary_metric"], errors="coerce").notna()
-    if task is not None and "task" in runs.columns:
-        mask &= runs["task"] == task
-    if model is not None and "model" in runs.columns:
-        mask &= runs["model"] == model
-    out = runs.loc[mask].copy()
-    out["primary_metric"] = pd.to_numeric(out["primary_metric"], errors="coerce").astype(float)
-    out["group"] = _module_keys(out)
-    out["layers"] = _str_col(out, "layers", "all")
-    if "task" not in out.columns:
-        out["task"] = task or "?"
-    return out
-
-
-def _metric_name(df: pd.DataFrame, default: str = "score") -> str:
-    """The primary metric's name for these runs (the most common one; `default` when unknown)."""
-    if "primary_metric_name" not in df.columns:
-        return default
-    names = df["primary_metric_name"].dropna()
-    return str(names.mode().iloc[0]) if len(names) else default
 
 
 def _layout(fig: go.Figure, title: str, height: int = HEIGHT, **kwargs) -> go.Figure:
@@ -289,65 +99,103 @@ def _scatter_marker(group: str) -> dict:
     return dict(color=family_color(group), size=9, line=dict(width=0.5, color="white"))
 
 
+# ---------------------------------------------------------------- references on a score axis
+
+
+def _mix_note(d: pd.DataFrame) -> str:
+    """' · mixes lr, max_train' when the plotted runs differ in more than task, modules and layers."""
+    names = pooling.mixed_settings(d)
+    return f" · mixes {', '.join(names)}" if names else ""
+
+
+def _add_references(fig: go.Figure, chance: float, full_mean: float, full_std: float, **where) -> None:
+    """The chance level (dotted) and the full fine-tuning mean ± std (dashed line, shaded band)."""
+    if not math.isnan(chance):
+        fig.add_hline(y=chance, line_dash="dot", line_color="#888888", annotation_text=f"chance {chance:.3f}",
+                      annotation_position="bottom right", **where)
+    if not math.isnan(full_mean):
+        if not math.isnan(full_std) and full_std > 0:
+            fig.add_hrect(y0=full_mean - full_std, y1=full_mean + full_std, fillcolor=FAMILY_COLORS["full"],
+                          opacity=0.08, line_width=0, **where)
+        fig.add_hline(y=full_mean, line_dash="dash", line_color=FAMILY_COLORS["full"],
+                      annotation_text=f"full fine-tuning {full_mean:.3f}", annotation_position="top right", **where)
+
+
+def _score_range(values, chance: float, full_mean: float) -> list[float] | None:
+    """A y range that holds the scores, their spread, chance and full FT with a margin, so a 0.01 gap near
+    chance is drawn as the small thing it is (never a range narrower than 0.1)."""
+    v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
+    v += [x for x in (chance, full_mean) if not math.isnan(x)]
+    if not v:
+        return None
+    lo, hi = min(v), max(v)
+    pad = max(0.05, 0.1 * (hi - lo))
+    if hi - lo < 0.1:
+        mid = (hi + lo) / 2
+        lo, hi = mid - 0.05, mid + 0.05
+    return [lo - pad, hi + pad]
+
+
+def _hover_lr(lr) -> str:
+    return "" if lr is None or (isinstance(lr, float) and math.isnan(lr)) else f"{lr:g}"
+
+
 # ---------------------------------------------------------------- 1. scores by family
 
 
 def score_by_family(runs, task: str, model: str | None = None) -> go.Figure:
-    """Mean ± std (over seeds) of the task's primary metric per family, grouped by layer choice, vs full FT."""
-    title = f"{task}: score by module family"
-    d = finished_runs(runs, task, model)
+    """Mean ± std over seeds of each replicate set (family × layer choice × settings), drawn up from the chance
+    level, with the full fine-tuning mean as a reference line; runs that did not learn are marked ✗."""
+    d = pooling.finished_runs(runs, task, model)
+    title = f"{task}: score by module family" + _mix_note(d)
     if d.empty:
         return empty_figure(title)
-    metric = _metric_name(d)
+    pooled = pooling.pool(d)
+    chance, full_mean, full_std, mixed = pooling.task_references(pooled, task)
+    metric = pooled["metric"].mode().iloc[0]
     fig = go.Figure()
-    bars = d[d["group"] != "full"]
-    stats = (bars.groupby(["group", "layers"], sort=False)["primary_metric"]
-             .agg(["mean", "std", "count"]).reset_index())
-    layer_order = sorted(stats["layers"].unique(), key=_layer_sort_key)
-    for group in sorted(stats["group"].unique(), key=family_sort_key):
-        s = stats[stats["group"] == group]
+    bars = pooled[pooled["group"] != "full"]
+    layer_order = sorted(bars["layers"].unique(), key=_layer_sort_key) if len(bars) else []
+    base = 0.0 if math.isnan(chance) else chance
+    for (group, variant), s in bars.groupby(["group", "variant"], sort=False):
         s = s.iloc[np.argsort([layer_order.index(x) for x in s["layers"]], kind="stable")]
         std = s["std"].fillna(0.0).to_numpy()
+        name = short_name(group) + (f" ({variant})" if variant else "")
+        flags = [pooling.learn_flag(f, k, n) for f, k, n in zip(s["did_not_learn"], s["not_learned"], s["n"])]
         fig.add_trace(go.Bar(
-            name=short_name(group), x=s["layers"].tolist(), y=s["mean"].to_numpy(),
+            name=name, x=s["layers"].tolist(), y=(s["mean"] - base).to_numpy(), base=base,
             error_y=dict(type="data", array=std, visible=True, thickness=1.2),
-            marker=_bar_marker(group), legendgroup=group,
-            customdata=np.column_stack([std, s["count"].to_numpy()]),
-            hovertemplate=(f"<b>{short_name(group)}</b> @ %{{x}}<br>{metric} %{{y:.4f}} ± %{{customdata[0]:.4f}}"
-                           "<br>n = %{customdata[1]}<extra></extra>"),
+            marker=_bar_marker(group), legendgroup=name, text=["✗" if f else "" for f in flags],
+            textposition="outside",
+            customdata=np.column_stack([std, s["n"].to_numpy(), s["mean"].to_numpy(),
+                                        [_hover_lr(x) for x in s["lr"]], flags]),
+            hovertemplate=(f"<b>{name}</b> @ %{{x}}<br>{metric} %{{customdata[2]:.4f}} ± %{{customdata[0]:.4f}}"
+                           "<br>n = %{customdata[1]} · lr %{customdata[3]}<br>%{customdata[4]}<extra></extra>"),
         ))
-    full = d.loc[d["group"] == "full", "primary_metric"]
-    if len(full):
-        fig.add_hline(y=float(full.mean()), line_dash="dash", line_color=FAMILY_COLORS["full"],
-                      annotation_text="full fine-tuning", annotation_position="top right")
+    _add_references(fig, chance, full_mean, full_std)
     fig.update_xaxes(title_text="layers trained", type="category",
                      categoryorder="array", categoryarray=layer_order)
-    fig.update_yaxes(title_text=metric)
+    tops = (pooled["mean"] + pooled["std"].fillna(0)).tolist() + (pooled["mean"] - pooled["std"].fillna(0)).tolist()
+    fig.update_yaxes(title_text=metric, range=_score_range(tops, chance, full_mean))
+    if mixed:
+        title += " (references: the most common settings)"
     return _layout(fig, title, barmode="group", legend_title_text="module")
 
 
 # ---------------------------------------------------------------- 2. efficiency frontier
 
 
-def _pareto(points: pd.DataFrame) -> pd.DataFrame:
-    """The runs no other run beats with fewer trainable parameters (the efficiency frontier)."""
-    p = points.sort_values(["trainable_pct", "primary_metric"], ascending=[True, False])
-    best = p["primary_metric"].cummax()
-    keep = p["primary_metric"] >= best  # equal to the running max: nothing cheaper does better
-    keep &= ~p["primary_metric"].duplicated()  # ties: the cheapest only
-    return p[keep]
-
-
 def efficiency_frontier(runs, task: str | None = None, model: str | None = None) -> go.Figure:
-    """Score vs trainable-parameter share (log x) per succeeded run, coloured by family; one panel per task."""
-    title = "Efficiency: score vs trainable parameters" + (f" ({task})" if task else "")
-    d = finished_runs(runs, task, model)
-    if not d.empty and "trainable_pct" in d.columns:
-        d = d[pd.to_numeric(d["trainable_pct"], errors="coerce") > 0]
-    if d.empty or "trainable_pct" not in d.columns:
+    """Seed-mean score (± std) vs trainable-parameter share (log x) per replicate set, with the frontier through
+    the means, chance and full fine-tuning; one panel per task."""
+    d = pooling.finished_runs(runs, task, model)
+    title = "Efficiency: score vs trainable parameters" + (f" ({task})" if task else "") + _mix_note(d)
+    pooled = pooling.pool(d)
+    if not pooled.empty:
+        pooled = pooled[pd.to_numeric(pooled["trainable_pct"], errors="coerce") > 0]
+    if pooled.empty:
         return empty_figure(title)
-    d = d.assign(trainable_pct=pd.to_numeric(d["trainable_pct"], errors="coerce").astype(float))
-    tasks = sorted(d["task"].unique(), key=_task_sort_key)
+    tasks = sorted(pooled["task"].unique(), key=_task_sort_key)
     cols = min(len(tasks), 3)
     rows = math.ceil(len(tasks) / cols)
     if len(tasks) > 1:
@@ -355,37 +203,36 @@ def efficiency_frontier(runs, task: str | None = None, model: str | None = None)
                             horizontal_spacing=0.07, vertical_spacing=0.12)
     else:
         fig = go.Figure()
-    hover = ("<b>#%{customdata[0]}</b> %{customdata[1]} @ %{customdata[2]}<br>seed %{customdata[3]}"
-             "<br>%{customdata[5]} %{y:.4f}<br>trainable %{customdata[4]} (%{x:.3g}%)<extra></extra>")
-    ids = d["id"] if "id" in d.columns else pd.Series(d.index, index=d.index)
-    d = d.assign(
-        _id=ids.astype(object), _label=d["group"].map(short_name), _seed=_str_col(d, "seed", "?"),
-        _params=d["trainable_params"].map(_format_count) if "trainable_params" in d.columns else "?",
-        _metric=_str_col(d, "primary_metric_name", "score"),
-    )
+    hover = ("<b>%{customdata[0]}</b> @ %{customdata[1]}<br>%{customdata[2]} %{y:.4f} ± %{customdata[3]:.4f} "
+             "(n = %{customdata[4]})<br>trainable %{x:.3g}% · lr %{customdata[5]}<br>%{customdata[6]}<extra></extra>")
     shown = set()
     for i, t in enumerate(tasks):
         where = dict(row=i // cols + 1, col=i % cols + 1) if len(tasks) > 1 else {}
-        dt = d[d["task"] == t]
-        front = _pareto(dt)
+        pt = pooled[pooled["task"] == t]
+        front = pooling.seed_means_frontier(pt)
         fig.add_trace(go.Scatter(
-            x=front["trainable_pct"].to_numpy(), y=front["primary_metric"].to_numpy(), mode="lines",
-            line=dict(color="#bbbbbb", dash="dot", shape="hv"), name="frontier", legendgroup="frontier",
-            showlegend="frontier" not in shown, hoverinfo="skip",
+            x=front["trainable_pct"].to_numpy(), y=front["mean"].to_numpy(), mode="lines",
+            line=dict(color="#bbbbbb", dash="dot", shape="hv"), name="frontier (seed means)",
+            legendgroup="frontier", showlegend="frontier" not in shown, hoverinfo="skip",
         ), **where)
         shown.add("frontier")
-        for group in sorted(dt["group"].unique(), key=family_sort_key):
-            g = dt[dt["group"] == group]
+        for group in sorted(pt["group"].unique(), key=family_sort_key):
+            g = pt[pt["group"] == group]
+            label = short_name(group)
+            flags = [pooling.learn_flag(f, k, n) for f, k, n in zip(g["did_not_learn"], g["not_learned"], g["n"])]
+            names = [label + (f" ({v})" if v else "") for v in g["variant"]]
             fig.add_trace(go.Scatter(
-                x=g["trainable_pct"].to_numpy(), y=g["primary_metric"].to_numpy(), mode="markers",
-                name=short_name(group), legendgroup=group, showlegend=group not in shown,
-                marker=_scatter_marker(group),
-                customdata=g[["_id", "_label", "layers", "_seed", "_params", "_metric"]].to_numpy(),
+                x=g["trainable_pct"].to_numpy(), y=g["mean"].to_numpy(), mode="markers",
+                error_y=dict(type="data", array=g["std"].fillna(0.0).to_numpy(), visible=True, thickness=1),
+                name=label, legendgroup=group, showlegend=group not in shown, marker=_scatter_marker(group),
+                customdata=np.column_stack([names, g["layers"], g["metric"], g["std"].fillna(0.0), g["n"],
+                                            [_hover_lr(x) for x in g["lr"]], flags]),
                 hovertemplate=hover,
             ), **where)
             shown.add(group)
-        metric = _metric_name(dt)
-        fig.update_yaxes(title_text=metric, **where)
+        chance, full_mean, full_std, _ = pooling.task_references(pt, t)
+        _add_references(fig, chance, full_mean, full_std, **where)
+        fig.update_yaxes(title_text=pt["metric"].mode().iloc[0], **where)
     fig.update_xaxes(type="log", title_text="trainable parameters (% of model, log)")
     return _layout(fig, title, height=HEIGHT if rows == 1 else 330 * rows, legend_title_text="module")
 
@@ -394,31 +241,44 @@ def efficiency_frontier(runs, task: str | None = None, model: str | None = None)
 
 
 def layer_module_heatmap(runs, task: str, model: str | None = None) -> go.Figure:
-    """Mean score of single-layer runs as a family x layer grid: which layer of which module matters."""
-    title = f"{task}: one layer at a time"
-    d = finished_runs(runs, task, model)
+    """Seed-mean score of single-layer runs as a family x layer grid, coloured from chance (dark) to full
+    fine-tuning (bright), so noise around chance never looks like a finding."""
+    d = pooling.finished_runs(runs, task, model)
     d = d[d["layers"].str.fullmatch(r"\d+")] if not d.empty else d
+    title = f"{task}: one layer at a time" + _mix_note(d)
     if d.empty:
         return empty_figure(title, "No finished single-layer runs yet — submit one (layers = a single number) "
                                    "in the Experiment tab")
-    d = d.assign(_layer=d["layers"].astype(int))
-    stats = d.groupby(["group", "_layer"])["primary_metric"].agg(["mean", "count"])
-    groups = sorted(stats.index.get_level_values(0).unique(), key=family_sort_key)
-    layers = sorted(stats.index.get_level_values(1).unique())
-    mean = stats["mean"].unstack("_layer").reindex(index=groups, columns=layers)
-    count = stats["count"].unstack("_layer").reindex(index=groups, columns=layers)
+    everything = pooling.pool(pooling.finished_runs(runs, task, model))
+    pooled = pooling.pool(d)
+    pooled = pooled.assign(_row=[short_name(g) + (f" ({v})" if v else "")
+                                 for g, v in zip(pooled["group"], pooled["variant"])],
+                           _layer=pooled["layers"].astype(int))
+    rows = list(dict.fromkeys(pooled["_row"]))  # pooled is already in paper order
+    layers = sorted(pooled["_layer"].unique())
+    grid = lambda col: pooled.pivot_table(index="_row", columns="_layer", values=col, aggfunc="first").reindex(  # noqa: E731
+        index=rows, columns=layers)
+    mean, count, flags = grid("mean"), grid("n"), grid("did_not_learn")
     z = [[None if pd.isna(v) else float(v) for v in row] for row in mean.to_numpy()]
-    text = [["" if v is None else f"{v:.3f}" for v in row] for row in z]
-    metric = _metric_name(d)
+    text = [["" if v is None else f"{v:.3f}" + (" ✗" if f is True else "") for v, f in zip(zr, fr)]
+            for zr, fr in zip(z, flags.to_numpy())]
+    chance, full_mean, _, _ = pooling.task_references(everything, task)
+    values = [v for row in z for v in row if v is not None]
+    lo = chance if not math.isnan(chance) else min(values)
+    # Up to full FT (or the best cell); never narrower than 0.1, so noise stays one colour.
+    hi = max(([] if math.isnan(full_mean) else [full_mean]) + values + [lo + 0.1])
+    metric = pooled["metric"].mode().iloc[0]
     fig = go.Figure(go.Heatmap(
-        z=z, x=[str(x) for x in layers], y=[short_name(g) for g in groups], text=text, texttemplate="%{text}",
-        customdata=count.fillna(0).astype(int).to_numpy(), colorscale="Viridis",
-        colorbar=dict(title=dict(text=metric)), hoverongaps=False,
+        z=z, x=[str(x) for x in layers], y=rows, text=text, texttemplate="%{text}",
+        customdata=count.fillna(0).astype(int).to_numpy(), colorscale="Viridis", zmin=lo, zmax=hi,
+        colorbar=dict(title=dict(text=f"{metric}<br>chance → full FT")), hoverongaps=False,
         hovertemplate="%{y} @ layer %{x}<br>" + metric + " %{z:.4f}<br>n = %{customdata}<extra></extra>",
     ))
     fig.update_xaxes(title_text="layer", type="category")
     fig.update_yaxes(title_text="module", autorange="reversed", type="category")
-    return _layout(fig, title, height=max(320, 60 + 42 * len(groups)))
+    note = pooling.reference_note(chance, full_mean, math.nan, metric)
+    return _layout(fig, title + (f" · {note}" if note else ""), height=max(320, 60 + 42 * len(rows)))
+
 
 
 # ---------------------------------------------------------------- 4. training curves
@@ -545,57 +405,60 @@ def _global_family(group: str) -> bool:
     return group in ("embeddings", "classifier", "full")
 
 
+CHANCE_ROW = "chance (majority class; 0 for MCC and r)"
+NUMERIC_COLUMNS = ["module", "family", "variant", "task", "metric", "mean", "std", "n", "trainable_pct", "lr",
+                   "chance", "full_mean", "did_not_learn"]
+
+
 def results_table_numeric(runs, layers: str | None = "all", model: str | None = None) -> pd.DataFrame:
-    """Long numeric results (module, family, task, metric, mean, std, n, trainable_pct) for CSV export."""
-    columns = ["module", "family", "task", "metric", "mean", "std", "n", "trainable_pct"]
-    d = finished_runs(runs, None, model)
+    """Long numeric results, one row per replicate set (module, variant, task): mean, std, n, trainable %, lr,
+    the chance level and the full fine-tuning mean at the same settings, and whether it learned (CSV export)."""
+    d = pooling.finished_runs(runs, None, model)
     if not d.empty and layers is not None:
         d = d[(d["layers"] == str(layers)) | d["group"].map(_global_family)]
-    if d.empty:
-        return pd.DataFrame(columns=columns)
-    if "primary_metric_name" not in d.columns:
-        d = d.assign(primary_metric_name="score")
-    stats = (d.groupby(["group", "task"])
-             .agg(metric=("primary_metric_name", lambda s: _metric_name(s.to_frame())),
-                  mean=("primary_metric", "mean"), std=("primary_metric", "std"), n=("primary_metric", "size"))
-             .reset_index())
-    if "trainable_pct" in d.columns:
-        pct = pd.to_numeric(d["trainable_pct"], errors="coerce").groupby(d["group"]).median()
-        stats["trainable_pct"] = stats["group"].map(pct)
-    else:
-        stats["trainable_pct"] = np.nan
-    stats["module"] = stats["group"].map(short_name)
-    stats = stats.rename(columns={"group": "family"})
-    stats["n"] = stats["n"].astype(int)
-    keys = [(family_sort_key(f), _task_sort_key(t)) for f, t in zip(stats["family"], stats["task"])]
-    stats = stats.iloc[sorted(range(len(keys)), key=keys.__getitem__)]
-    return stats[columns].reset_index(drop=True)
+    pooled = pooling.with_references(pooling.pool(d))
+    if pooled.empty:
+        return pd.DataFrame(columns=NUMERIC_COLUMNS)
+    out = pooled.rename(columns={"group": "family"}).assign(module=lambda p: p["family"].map(short_name))
+    keys = [(family_sort_key(f), v, _task_sort_key(t)) for f, v, t in zip(out["family"], out["variant"], out["task"])]
+    out = out.iloc[sorted(range(len(keys)), key=keys.__getitem__)]
+    return out[NUMERIC_COLUMNS].reset_index(drop=True)
 
 
-def _result_cell(mean: float, std: float, n: int) -> str:
-    """'0.812 ± 0.004 (3)'; a single seed has no spread, so just '0.812 (1)'."""
+def _result_cell(mean: float, std: float, n: int, did_not_learn: bool = False) -> str:
+    """'0.812 ± 0.004 (3)'; a single seed has no spread, so just '0.812 (1)'; ' ✗' when it did not learn."""
+    flag = " ✗" if did_not_learn else ""
     if n <= 1 or pd.isna(std):
-        return f"{mean:.3f} ({n})"
-    return f"{mean:.3f} ± {std:.3f} ({n})"
+        return f"{mean:.3f} ({n}){flag}"
+    return f"{mean:.3f} ± {std:.3f} ({n}){flag}"
 
 
 def results_table(runs, layers: str | None = "all", model: str | None = None) -> pd.DataFrame:
-    """The paper-style table: one row per module (paper order), 'trainable %', then 'mean ± std (n)' per task."""
+    """The paper-style table: one row per module (and settings variant) in paper order, 'trainable %', 'lr', then
+    'mean ± std (n)' per task (✗: did not learn), closed by the chance and full fine-tuning rows."""
     long = results_table_numeric(runs, layers, model)
     if long.empty:
-        return pd.DataFrame(columns=["module", "trainable %"])
+        return pd.DataFrame(columns=["module", "trainable %", "lr"])
     tasks = sorted(long["task"].unique(), key=_task_sort_key)
-    families = list(dict.fromkeys(long["family"]))  # already in paper order
-    cells = {(f, t): _result_cell(m, s, n)
-             for f, t, m, s, n in long[["family", "task", "mean", "std", "n"]].itertuples(index=False, name=None)}
-    pct = long.drop_duplicates("family").set_index("family")["trainable_pct"]
-    rows = [[short_name(f), format_pct(pct.get(f))] + [cells.get((f, t), "") for t in tasks] for f in families]
-    return pd.DataFrame(rows, columns=["module", "trainable %"] + tasks)
+    rows_of = list(dict.fromkeys(zip(long["family"], long["variant"])))  # already in paper order
+    cells = {(f, v, t): _result_cell(m, s, n, bool(x)) for f, v, t, m, s, n, x in
+             long[["family", "variant", "task", "mean", "std", "n", "did_not_learn"]].itertuples(index=False, name=None)}
+    first = long.drop_duplicates(["family", "variant"]).set_index(["family", "variant"])
+    rows = []
+    for f, v in rows_of:
+        lrs = sorted({f"{x:g}" for x in long[(long["family"] == f) & (long["variant"] == v)]["lr"] if pd.notna(x)})
+        rows.append([short_name(f) + (f" ({v})" if v else ""), format_pct(first.loc[(f, v), "trainable_pct"]),
+                     ", ".join(lrs)] + [cells.get((f, v, t), "") for t in tasks])
+    # Full fine-tuning is the last module row (paper order); chance closes the table.
+    chance = long.groupby("task")["chance"].mean()
+    rows.append([CHANCE_ROW, "", ""] + ["" if pd.isna(chance.get(t)) else f"{chance[t]:.3f}" for t in tasks])
+    return pd.DataFrame(rows, columns=["module", "trainable %", "lr"] + tasks)
 
 
 def results_csv(runs, layers: str | None = "all", model: str | None = None) -> str:
     """The numeric results as CSV text (what the Download button serves)."""
     return results_table_numeric(runs, layers, model).to_csv(index=False)
+
 
 
 # ---------------------------------------------------------------- 7-8. magnitudes

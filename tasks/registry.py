@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, Program
 from tuning.settings import home
 
 DB_URL_ENV = "MODULETUNE_DB_URL"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: kind, parent_id, chance_metric, learned (added in place to a version-1 registry)
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
     "queued", "running", "succeeded", "failed", "cancelled", "interrupted")
@@ -65,6 +65,9 @@ runs = Table(
     Column("submitter", String(200)),
     Column("sweep_id", String(64), index=True),
     Column("retry_of", Integer),
+    # "run" (trained and reported), "search" (an lr search: its candidates are its children) or "candidate".
+    Column("kind", String(16), nullable=False, default="run", server_default="run", index=True),
+    Column("parent_id", Integer, index=True),  # a candidate's search, or a final run's search
     # When and where.
     Column("queued_at", Float, nullable=False),
     Column("started_at", Float),
@@ -85,6 +88,8 @@ runs = Table(
     # The result, flat where tables and charts need it, whole in `result`.
     Column("primary_metric_name", String(64)),
     Column("primary_metric", Float),
+    Column("chance_metric", Float),  # the primary metric of always predicting the majority class (0 for MCC/r)
+    Column("learned", Boolean),  # False: constant predictions or within noise of chance
     Column("module_params", BigInteger),
     Column("head_params", BigInteger),
     Column("trainable_params", BigInteger),
@@ -120,17 +125,19 @@ meta = Table(
 # The columns of runs_frame() and of each list_runs() row, in order.
 RUN_COLUMNS = [
     "id", "status", "task", "model", "modules", "family", "layers", "seed", "lr",
-    "primary_metric_name", "primary_metric", "trainable_pct", "module_pct", "module_params", "head_params",
+    "primary_metric_name", "primary_metric", "chance_metric", "learned", "kind", "parent_id", "trainable_pct", "module_pct", "module_params", "head_params",
     "trainable_params", "total_params", "step", "total_steps", "progress", "eta_seconds", "worker", "device",
     "submitter", "sweep_id", "queued_at", "started_at", "heartbeat_at", "finished_at", "error", "artifact_dir",
     "retry_of", "resumed", "resumed_from_step", "resume_count", "claims", "completions", "cancel_requested",
     "train_seconds", "examples_per_second",
 ]
-FLOAT_COLUMNS = ("lr", "primary_metric", "trainable_pct", "module_pct", "progress", "eta_seconds",
+FLOAT_COLUMNS = ("lr", "primary_metric", "chance_metric", "trainable_pct", "module_pct", "progress", "eta_seconds",
                  "train_seconds", "examples_per_second")
 INT_COLUMNS = ("id", "seed", "step", "resume_count", "claims", "completions")  # never null: int64
 NULLABLE_INT_COLUMNS = ("module_params", "head_params", "trainable_params", "total_params", "total_steps",
-                        "retry_of", "resumed_from_step")  # null until known: pandas Int64
+                        "retry_of", "resumed_from_step", "parent_id")  # null until known: pandas Int64
+# runs_frame() adds what each run's config says about replicates (tuning.replicates).
+FRAME_COLUMNS = RUN_COLUMNS + ["settings", "settings_key", "comparison_key"]
 EVENT_COLUMNS = ["run_id", "step", "epoch", "split", "name", "value"]
 TIME_COLUMNS = ("queued_at", "started_at", "heartbeat_at", "finished_at")
 _FLAT = [c for c in runs.c if c.name not in ("config", "result")]
@@ -221,7 +228,29 @@ def ensure_schema(engine) -> int:
     if int(found) > SCHEMA_VERSION:
         raise RegistryError(f"the run registry has schema version {found}, newer than this moduletune "
                             f"understands ({SCHEMA_VERSION}); upgrade moduletune")
+    if int(found) < SCHEMA_VERSION:
+        _add_missing_columns(engine)
+        with engine.begin() as conn:
+            conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+        found = SCHEMA_VERSION
     return int(found)
+
+
+def _add_missing_columns(engine) -> None:
+    """Upgrade an older registry in place: add the columns this release has and it lacks (all nullable or
+    with a server default), keeping every run and event."""
+    from sqlalchemy import inspect, text
+
+    present = {c["name"] for c in inspect(engine).get_columns("runs")}
+    with engine.begin() as conn:
+        for column in runs.c:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            default = f" DEFAULT '{column.server_default.arg}'" if column.server_default is not None else ""
+            nullable = "" if column.nullable or default else " NULL"
+            conn.execute(text(f"ALTER TABLE runs ADD COLUMN {column.name} {kind}{default}{nullable}"))
+            log.info("registry upgraded: added runs.%s", column.name)
 
 
 def dispose_engines() -> None:
@@ -314,12 +343,17 @@ class Registry:
         checked = [check_submission(c) for c in configs]
         return [self._insert_and_enqueue(c, submitter, sweep_id, None) for c in checked]
 
-    def _insert_and_enqueue(self, config, submitter, sweep_id, retry_of) -> int:
+    def _insert_and_enqueue(self, config, submitter, sweep_id, retry_of, kind: str = "run",
+                            parent_id: int | None = None) -> int:
+        if config.lr is None and not getattr(config, "lr_search", False):
+            # The family default made explicit: the config (and so every diff and tooltip) shows the lr used.
+            config = config.replace(lr=config.learning_rate)
         values = dict(
             status=QUEUED, task=config.task, model=config.model, modules="+".join(config.modules),
             family=family_label(config.modules), layers=config.layers, seed=config.seed,
             lr=config.learning_rate, config=config.to_json(), submitter=submitter or default_submitter(),
-            sweep_id=sweep_id, retry_of=retry_of, queued_at=time.time(), step=0, cancel_requested=False,
+            sweep_id=sweep_id, retry_of=retry_of, kind=kind, parent_id=parent_id, queued_at=time.time(), step=0,
+            cancel_requested=False,
             claims=0, completions=0, resume_count=0)
         with self.engine.begin() as conn:
             run_id = int(conn.execute(insert(runs).values(**values)).inserted_primary_key[0])
@@ -354,8 +388,17 @@ class Registry:
         """A pandas DataFrame with one row per run and the RUN_COLUMNS columns; times as UTC datetimes."""
         import pandas as pd
 
-        rows = [_flat(r, iso=False) for r in self._rows(status, task, sweep_id, limit)]
+        from tuning.replicates import comparison_key, replicate_key, replicate_settings
+
+        found = self._rows(status, task, sweep_id, limit, with_config=True)
+        rows = [_flat(r, iso=False) for r in found]
         frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
+        configs = [json.loads(r["config"]) for r in found]
+        # What makes runs replicates (pooled over seeds) and comparable (the same full-FT reference).
+        frame["settings"] = pd.Series([replicate_settings(c, r["lr"]) for c, r in zip(configs, found)],
+                                      index=frame.index, dtype=object)
+        frame["settings_key"] = [replicate_key(c, r["lr"]) for c, r in zip(configs, found)]
+        frame["comparison_key"] = [comparison_key(c, r["lr"]) for c, r in zip(configs, found)]
         for col in FLOAT_COLUMNS:
             frame[col] = frame[col].astype("float64")
         for col in INT_COLUMNS:
@@ -364,14 +407,17 @@ class Registry:
             frame[col] = frame[col].astype("Int64")
         for col in ("resumed", "cancel_requested"):
             frame[col] = frame[col].astype(bool)
+        frame["learned"] = frame["learned"].astype("boolean")
+        frame["kind"] = frame["kind"].fillna("run").astype(object)
         for col in TIME_COLUMNS:
             frame[col] = pd.to_datetime(frame[col].astype("float64"), unit="s", utc=True)
         return frame
 
-    def _rows(self, status, task, sweep_id, limit):
+    def _rows(self, status, task, sweep_id, limit, with_config: bool = False):
         if status is not None and status not in STATUSES:
             raise RegistryError(f"unknown status {status!r}; allowed: {', '.join(STATUSES)}")
-        query = select(*_FLAT).order_by(runs.c.id.desc())
+        columns = [*_FLAT, runs.c.config] if with_config else _FLAT
+        query = select(*columns).order_by(runs.c.id.desc())
         if status:
             query = query.where(runs.c.status == status)
         if task:
@@ -576,8 +622,11 @@ def _result_columns(result: dict) -> dict:
     """The flat columns of a RunResult dict (non-finite metrics become NULL) plus the whole JSON."""
     out = {k: result.get(k) for k in ("primary_metric_name", "module_params", "head_params", "trainable_params",
                                       "encoder_params", "total_params", "artifact_dir", "resumed_from_step")}
-    for k in ("primary_metric", "module_pct", "trainable_pct", "train_seconds", "examples_per_second"):
+    for k in ("primary_metric", "chance_metric", "module_pct", "trainable_pct", "train_seconds",
+              "examples_per_second"):
         out[k] = _finite(result.get(k))
+    if result.get("learned") is not None:
+        out["learned"] = bool(result["learned"])
     if result.get("steps") is not None:
         out["step"] = int(result["steps"])
     if result.get("device"):

@@ -110,10 +110,27 @@ def test_score_by_family_counts_only_succeeded_runs_of_the_task():
 def test_score_by_family_reference_line_at_full_fine_tuning_mean():
     runs, _ = score_runs()
     fig = charts.score_by_family(runs, "rte")
-    assert len(fig.layout.shapes) == 1
-    line = fig.layout.shapes[0]
-    assert line.y0 == line.y1 == pytest.approx(0.92)
-    assert "full fine-tuning" in annotation_texts(fig)
+    lines = [s for s in fig.layout.shapes if s.type == "line"]
+    assert len(lines) == 1
+    assert lines[0].y0 == lines[0].y1 == pytest.approx(0.92)
+    band = [s for s in fig.layout.shapes if s.type == "rect"][0]  # ± its std over seeds
+    assert band.y1 - band.y0 == pytest.approx(2 * statistics.stdev([0.9, 0.94]))
+    assert "full fine-tuning 0.920" in annotation_texts(fig)
+
+
+def test_score_by_family_draws_chance_and_flags_runs_that_did_not_learn():
+    runs = frame(run(1, "layernorm", metric=0.80, chance_metric=0.51, learned=True),
+                 run(2, "query", metric=0.51, chance_metric=0.51, learned=False),
+                 run(3, "query", seed=1, metric=0.52, chance_metric=0.51, learned=False))
+    fig = charts.score_by_family(runs, "rte")
+    chance = [s for s in fig.layout.shapes if s.type == "line"]
+    assert len(chance) == 1 and chance[0].y0 == pytest.approx(0.51) and "chance 0.510" in annotation_texts(fig)
+    q = trace(fig, "Q")
+    assert q.base == pytest.approx(0.51) and q.y[0] == pytest.approx(0.515 - 0.51)  # bars rise from chance
+    assert list(q.text) == ["✗"] and "did not learn (2/2 runs)" in q.customdata[0][4]
+    assert list(trace(fig, "LN").text) == [""]
+    lo, hi = fig.layout.yaxis.range
+    assert lo < 0.51 and hi > 0.80 and hi - lo >= 0.1  # chance and the best bar on one honest axis
 
 
 def test_score_by_family_without_full_runs_has_no_line_and_hatched_random():
@@ -140,15 +157,16 @@ def test_efficiency_frontier_log_x_one_point_per_succeeded_run_with_hover():
     )
     fig = charts.efficiency_frontier(runs, "rte")
     assert fig.layout.xaxis.type == "log"
-    assert [t.name for t in fig.data] == ["frontier", "Q", "LN", "full"]
-    ln = trace(fig, "LN")
-    assert list(ln.x) == [0.02, 0.02] and list(ln.y) == [0.80, 0.82]
-    assert ln.customdata[0][0] == 1 and ln.customdata[0][1] == "LN" and ln.customdata[0][4] == "4,500"
-    assert "#%{customdata[0]}" in ln.hovertemplate and "seed" in ln.hovertemplate
-    assert sum(len(t.x) for t in fig.data if t.name != "frontier") == 4
-    # Pareto frontier: best LN (0.82) then full (0.85); the query run is dominated.
-    front = trace(fig, "frontier")
-    assert list(front.y) == [0.82, 0.85] and list(front.x) == [0.02, 100.0]
+    assert [t.name for t in fig.data] == ["frontier (seed means)", "Q", "LN", "full"]
+    ln = trace(fig, "LN")  # the two LN seeds are one point: their mean, with their spread as an error bar
+    assert list(ln.x) == [0.02] and list(ln.y) == [pytest.approx(0.81)]
+    assert ln.error_y.array[0] == pytest.approx(statistics.stdev([0.80, 0.82]))
+    assert ln.customdata[0][0] == "LN" and int(ln.customdata[0][4]) == 2 and ln.customdata[0][5] == "0.001"
+    assert "n = " in ln.hovertemplate and "lr" in ln.hovertemplate
+    assert sum(len(t.x) for t in fig.data if not t.name.startswith("frontier")) == 3
+    # Pareto frontier through the means: LN (0.81) then full (0.85), never through LN's best seed (0.82).
+    front = trace(fig, "frontier (seed means)")
+    assert list(front.y) == [pytest.approx(0.81), 0.85] and list(front.x) == [0.02, 100.0]
 
 
 def test_efficiency_frontier_all_tasks_facets_with_one_legend_entry_per_family():
@@ -156,7 +174,7 @@ def test_efficiency_frontier_all_tasks_facets_with_one_legend_entry_per_family()
     fig = charts.efficiency_frontier(runs)
     assert [a.text for a in fig.layout.annotations][:2] == ["sst2", "rte"]  # GLUE order subplot titles
     assert fig.layout.xaxis.type == "log" and fig.layout.xaxis2.type == "log"
-    assert [t.name for t in fig.data if t.showlegend is not False] == ["frontier", "Q", "LN"]
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["frontier (seed means)", "Q", "LN"]
     assert {t.xaxis for t in fig.data} == {"x", "x2"}
 
 
@@ -270,8 +288,9 @@ def results_runs():
 
 def test_results_table_rows_in_paper_order_with_mean_std_n_cells():
     table = charts.results_table(results_runs())
-    assert list(table.columns) == ["module", "trainable %", "cola", "rte"]
-    assert table["module"].tolist() == ["Q", "K", "LN", "classifier", "Q+V", "random:LN", "full"]
+    assert list(table.columns) == ["module", "trainable %", "lr", "cola", "rte"]
+    assert table["module"].tolist() == ["Q", "K", "LN", "classifier", "Q+V", "random:LN", "full", charts.CHANCE_ROW]
+    assert table.set_index("module").loc[charts.CHANCE_ROW, "cola"] == "0.000"  # MCC's chance is 0
     rows = table.set_index("module")
     assert rows.loc["LN", "rte"] == "0.820 ± 0.020 (3)"
     assert rows.loc["full", "rte"] == "0.910 ± 0.014 (2)"
@@ -289,11 +308,11 @@ def test_results_table_layer_filter_is_a_parameter():
 def test_results_csv_round_trips_through_pandas():
     runs = results_runs()
     numeric = charts.results_table_numeric(runs)
-    assert list(numeric.columns) == ["module", "family", "task", "metric", "mean", "std", "n", "trainable_pct"]
+    assert list(numeric.columns) == charts.NUMERIC_COLUMNS
     ln = numeric[(numeric["family"] == "layernorm") & (numeric["task"] == "rte")].iloc[0]
     assert ln["mean"] == pytest.approx(0.82) and ln["std"] == pytest.approx(0.02) and ln["n"] == 3
     assert numeric.loc[numeric["task"] == "cola", "metric"].tolist() == ["matthews_correlation"]
-    back = pd.read_csv(io.StringIO(charts.results_csv(runs)))
+    back = pd.read_csv(io.StringIO(charts.results_csv(runs))).fillna({"variant": ""})  # no variant: empty text
     pd.testing.assert_frame_equal(back, numeric, check_dtype=False)
 
 
@@ -450,7 +469,7 @@ def test_empty_runs_use_the_agreed_message():
 def test_empty_tables_are_empty_frames_with_headers(name, empty):
     table = TABLES[name](empty)
     assert isinstance(table, pd.DataFrame) and table.empty and len(table.columns) >= 1
-    assert charts.results_csv(empty).strip() == "module,family,task,metric,mean,std,n,trainable_pct"
+    assert charts.results_csv(empty).strip() == ",".join(charts.NUMERIC_COLUMNS)
     view = charts.compare_view(empty, empty, "rte")
     assert annotation_texts(view["score_by_family"]) == [charts.NO_RUNS] and view["results_table"].empty
 
@@ -472,13 +491,15 @@ def test_compare_view_on_a_thousand_runs():
                          "results_table", "config_diff"}
     done = runs[(runs["status"] == "succeeded") & (runs["task"] == "sst2")]
     frontier = view["efficiency_frontier"]
-    assert sum(len(t.x) for t in frontier.data if t.name != "frontier") == len(done)
+    # One point per replicate set (seed means), not per run.
+    sets = done.assign(_m=done["modules"].map(charts.canonical_modules)).groupby(["_m", "layers"]).ngroups
+    assert sum(len(t.x) for t in frontier.data if not t.name.startswith("frontier")) == sets
     bars = view["score_by_family"]
     assert {t.name for t in bars.data} == {charts.short_name(m) for m in done["modules"] if m != "full"}
     assert len(view["training_curves"].data) == 40  # loss + eval for each of 20 runs
     table = view["results_table"]
-    assert list(table.columns[:2]) == ["module", "trainable %"] and table.shape[1] == 2 + 9
-    assert table["module"].iloc[-1] == "full" and table["module"].iloc[0] == "Q"
+    assert list(table.columns[:3]) == ["module", "trainable %", "lr"] and table.shape[1] == 3 + 9
+    assert table["module"].iloc[-2] == "full" and table["module"].iloc[0] == "Q"
     assert list(view["config_diff"].columns) == ["setting"] + [f"#{i}" for i in ids]
     heat = view["layer_module_heatmap"].data[0]
     assert list(heat.x) == ["0", "1", "2", "3", "4", "5"]

@@ -11,7 +11,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from app import views
+from app import charts, views
 from tasks.registry import Registry
 from tuning.config import RunConfig
 
@@ -144,13 +144,13 @@ def test_compare_builds_every_chart_from_the_registry(registry, study):
     assert view["efficiency_frontier"].layout.xaxis.type == "log"
     assert len(view["run_ids"]) == 5 and study["running"] not in view["run_ids"]
     table = view["results_table"]
-    assert set(table["module"]) == {"LN", "full"}  # layers=all: full (any layers) and the mrpc LN run
+    assert set(table["module"]) == {"LN", "full", charts.CHANCE_ROW}  # layers=all: full (any layers) and the mrpc LN run
     assert table.set_index("module").loc["LN", "mrpc"].startswith("0.800")
     chosen = [study[("layernorm", 0)], study[("query", 1)]]
     picked = views.compare(registry, "rte", layers="5", run_ids=chosen)
     diff = picked["config_diff"]
     assert list(diff.columns) == ["setting"] + [f"#{i}" for i in chosen]
-    assert set(diff["setting"]) == {"modules", "seed"}  # only the differences
+    assert set(diff["setting"]) == {"modules", "lr", "seed"}  # only the differences; each family's own lr shows
     everything = views.compare(registry, "rte", run_ids=chosen, only_differences=False)["config_diff"]
     assert "batch_size" in set(everything["setting"])
     by_layer = picked["results_table"].set_index("module")
@@ -165,7 +165,7 @@ def test_compare_data_and_csv(registry, study):
     json.dumps(points)
     path = views.results_csv_file(registry, "5")
     csv = pd.read_csv(path)
-    assert list(csv.columns) == ["module", "family", "task", "metric", "mean", "std", "n", "trainable_pct"]
+    assert list(csv.columns) == charts.NUMERIC_COLUMNS
     assert "LN" in set(csv["module"])
     assert views.layer_filter_choices(registry)[0] == "all" and "5" in views.layer_filter_choices(registry)
     note = views.results_note(pd.DataFrame(), "3", ["all", "3", "5"])

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tasks import queue
-from tasks.registry import (EVENT_COLUMNS, RUN_COLUMNS, SCHEMA_VERSION, Registry, RegistryError, RunNotFound,
+from tasks.registry import (EVENT_COLUMNS, FRAME_COLUMNS, RUN_COLUMNS, SCHEMA_VERSION, Registry, RegistryError, RunNotFound,
                             normalize_url)
 from tuning.config import ConfigError, RunConfig
 
@@ -68,7 +68,9 @@ def test_submit_records_and_enqueues(registry):
     assert run["status"] == "queued" and run["submitter"] == "session-abc"
     assert (run["task"], run["modules"], run["family"], run["layers"]) == ("rte", "layernorm", "LN", "5")
     assert run["lr"] == RunConfig(**TINY).learning_rate
-    assert RunConfig.from_dict(run["config"]) == RunConfig(**TINY)
+    # The family default is stored as the lr used, so a config diff shows it.
+    assert run["config"]["lr"] == RunConfig(**TINY).learning_rate
+    assert RunConfig.from_dict(run["config"]) == RunConfig(**TINY).replace(lr=RunConfig(**TINY).learning_rate)
     assert run["queued_at"].endswith("+00:00") and run["started_at"] is None
     assert queue.pending_run_ids() == [run_id]
     assert registry.list_runs() == [{k: run[k] for k in RUN_COLUMNS}]
@@ -175,12 +177,15 @@ def test_frames_have_the_documented_columns(registry):
     ids = registry.submit_many([RunConfig(**TINY), RunConfig(**{**TINY, "modules": ("query", "key"), "seed": 3})],
                                submitter="s", sweep_id="sw1")
     frame = registry.runs_frame()
-    assert list(frame.columns) == RUN_COLUMNS
+    assert list(frame.columns) == FRAME_COLUMNS
+    # Replicates: the two runs differ in modules and seed, so they are different experiments but comparable.
+    assert frame["settings_key"].nunique() == 2 and frame["comparison_key"].nunique() == 1
+    assert frame["settings"].iloc[0]["lr"] == RunConfig(**TINY).replace(modules=("query", "key")).learning_rate
     assert frame["id"].tolist() == ids[::-1]
     assert frame["modules"].tolist() == ["query+key", "layernorm"] and frame["family"].tolist() == ["Q+K", "LN"]
     assert str(frame["queued_at"].dtype) == "datetime64[ns, UTC]" and frame["finished_at"].isna().all()
     assert registry.runs_frame(sweep_id="nope").empty
-    assert list(registry.runs_frame(status="failed").columns) == RUN_COLUMNS
+    assert list(registry.runs_frame(status="failed").columns) == FRAME_COLUMNS
     assert registry.events_frame([]).empty and list(registry.events_frame(ids).columns) == EVENT_COLUMNS
 
 
@@ -218,3 +223,38 @@ def test_a_cancelled_run_whose_worker_died_ends_cancelled(registry):
     assert registry.sweep_stale(timeout=1) == {"interrupted": [run_id], "requeued": []}
     run = registry.get(run_id)
     assert run["status"] == "cancelled" and run["finished_at"] and "cancelled as asked" in run["error"]
+
+
+def test_a_version_1_registry_is_upgraded_in_place(tmp_path):
+    """A registry written before kind/parent_id/chance_metric/learned existed opens, keeps its runs, gains the columns."""
+    from sqlalchemy import Column, MetaData, Table, create_engine, insert, inspect
+
+    from tasks import registry as reg
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    old_meta = MetaData()
+    new_columns = {"kind", "parent_id", "chance_metric", "learned"}
+    def copy(table, skip=()):
+        return Table(table.name, old_meta, *[Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+                                             for c in table.c if c.name not in skip])
+
+    old_runs, _, old_kv = copy(reg.runs, new_columns), copy(reg.events), copy(reg.meta)
+    old_meta.create_all(engine)
+    config = RunConfig(**TINY)
+    with engine.begin() as conn:
+        conn.execute(insert(old_kv).values(key="schema_version", value="1"))
+        conn.execute(insert(old_runs).values(
+            status="succeeded", task="rte", model=config.model, modules="layernorm", family="LN", layers="5", seed=0,
+            lr=0.01, config=config.to_json(), queued_at=1.0, step=2, cancel_requested=False, claims=1, completions=1,
+            resume_count=0, primary_metric_name="accuracy", primary_metric=0.6))
+        conn.execute(insert(reg.events).values(run_id=1, step=1, split="train", name="loss", value=0.7))
+    engine.dispose()
+    upgraded = Registry(url)
+    assert upgraded.schema_version() == reg.SCHEMA_VERSION
+    assert new_columns <= {c["name"] for c in inspect(upgraded.engine).get_columns("runs")}
+    run = upgraded.get(1)
+    assert (run["status"], run["primary_metric"], run["kind"], run["learned"]) == ("succeeded", 0.6, "run", None)
+    assert upgraded.events_frame([1])["value"].tolist() == [0.7]
+    assert upgraded.runs_frame()["settings"].iloc[0]["lr"] == 0.01  # an old null lr reads as the lr it used
+    reg.dispose_engines()

@@ -1,0 +1,72 @@
+"""Compare like with like, on a real registry: runs are pooled over seeds only, and every score has its references.
+
+Runs are recorded the way a worker records them (tests/app/test_views.record), so the settings that
+decide pooling come from the stored configs, exactly as in the app.
+"""
+from __future__ import annotations
+
+import pytest
+
+from app import charts, pooling, views
+from tests.app.test_views import record
+from tuning.config import RunConfig
+
+BASE = dict(task="sst2", layers="all", max_train=2000, max_eval=872, epochs=1)
+
+
+def result(metric: float, chance: float = 0.509, learned: bool = True) -> dict:
+    return {"primary_metric_name": "accuracy", "primary_metric": metric, "metrics": {"accuracy": metric},
+            "chance_metric": chance, "learned": learned, "trainable_params": 2306, "total_params": 22713986,
+            "module_pct": 0.01, "trainable_pct": 0.01, "steps": 4, "device": "cpu"}
+
+
+def submit(registry, metric, learned=True, **changes) -> int:
+    config = RunConfig(**{**BASE, "modules": ("layernorm",), **changes})
+    return record(registry, config, metric, result=result(metric, learned=learned))
+
+
+def test_runs_differing_in_max_train_are_not_pooled_and_the_table_says_which(registry):
+    submit(registry, 0.80, seed=0)
+    submit(registry, 0.82, seed=1)
+    submit(registry, 0.55, max_train=256)  # another experiment, not a third seed
+    pooled = pooling.pool(registry.runs_frame(), "sst2")
+    assert sorted(pooled["n"]) == [1, 2]
+    pair = pooled[pooled["n"] == 2].iloc[0]
+    assert pair["mean"] == pytest.approx(0.81) and pair["seeds"] == [0, 1]
+    assert pooling.mixed_settings(pooling.finished_runs(registry.runs_frame(), "sst2")) == ["max_train"]
+    table = charts.results_table(registry.runs_frame()).set_index("module")
+    assert table.loc["LN (max_train=2000)", "sst2"] == "0.810 ± 0.014 (2)"
+    assert table.loc["LN (max_train=256)", "sst2"] == "0.550 (1)"
+    assert "mixes max_train" in charts.score_by_family(registry.runs_frame(), "sst2").layout.title.text
+
+
+def test_the_effective_lr_is_stored_shown_in_the_diff_and_splits_pools(registry):
+    a = submit(registry, 0.80)  # the LayerNorm default, 1e-2
+    b = submit(registry, 0.60, lr=3e-4)
+    c = submit(registry, 0.70, modules=("query",))  # query's default, 3e-4
+    assert registry.get(a)["config"]["lr"] == pytest.approx(1e-2)
+    diff = views.compare(registry, "sst2", run_ids=[a, b, c])["config_diff"].set_index("setting")
+    assert diff.loc["lr"].tolist() == ["0.01", "0.0003", "0.0003"]
+    frame = registry.runs_frame()
+    assert pooling.mixed_settings(pooling.finished_runs(frame, "sst2"))[0] == "lr"  # LN at two lrs
+    rows = charts.results_table(frame)["module"].tolist()
+    assert "LN (lr=0.01)" in rows and "LN (lr=0.0003)" in rows
+    hover = charts.score_by_family(frame, "sst2").data[0]
+    assert "lr" in hover.hovertemplate
+
+
+def test_chance_and_full_fine_tuning_references_at_the_same_settings(registry):
+    submit(registry, 0.80)
+    submit(registry, 0.51, learned=False, modules=("query",))
+    submit(registry, 0.86, modules=("full",))
+    submit(registry, 0.99, modules=("full",), max_train=50_000)  # other settings: not this table's reference
+    pooled = pooling.with_references(pooling.pool(registry.runs_frame(), "sst2"))
+    ln = pooled[(pooled["group"] == "layernorm")].iloc[0]
+    assert ln["chance"] == pytest.approx(0.509) and ln["full_mean"] == pytest.approx(0.86)
+    q = pooled[pooled["group"] == "query"].iloc[0]
+    assert bool(q["did_not_learn"]) and pooling.learn_flag(q["did_not_learn"], 1, 1) == "✗ did not learn"
+    table = charts.results_table(registry.runs_frame()).set_index("module")
+    assert table.loc[charts.CHANCE_ROW, "sst2"] == "0.509"
+    assert table.loc["Q (max_train=2000)", "sst2"].endswith("✗")  # the 50k full run makes max_train differ
+    numeric = charts.results_table_numeric(registry.runs_frame())
+    assert {"chance", "full_mean", "did_not_learn", "lr"} <= set(numeric.columns)
