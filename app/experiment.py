@@ -31,10 +31,14 @@ PAPER_FAMILIES = ("query", "key", "value", "attention_output", "ffn_intermediate
 FORM_LIMIT = 200  # runs one click of Submit may queue; larger studies go through the preset
 PRESET_LIMIT = 5000  # the paper-study preset, after its confirmation
 
-DEFAULT_TASKS = ("rte",)
+# Defaults that show the paper's effect in about a minute on a CPU with the embedded MiniLM: SST-2, 2,000
+# examples, 1 epoch, all layers reach ~0.77 for full fine-tuning and LayerNorm-only alike (RTE with 256
+# examples left every family, full fine-tuning included, at chance).
+DEFAULT_TASKS = ("sst2",)
 DEFAULT_FAMILIES = ("layernorm",)
-DEFAULT_MAX_TRAIN = 256  # quick runs: a seeded, stratified sample
-DEFAULT_MAX_EVAL = 512
+DEFAULT_LAYERS = ("0", "1", "2", "3", "4", "5")  # every layer of the embedded 6-layer model
+DEFAULT_MAX_TRAIN = 2000  # a seeded, stratified sample
+DEFAULT_MAX_EVAL = None  # the whole validation set (SST-2: 872 sentences)
 
 
 class FormError(ValueError):
@@ -54,7 +58,7 @@ class Form:
     families: list = field(default_factory=lambda: list(DEFAULT_FAMILIES))
     together: bool = False  # train the chosen families together in one run (else one run each)
     random_control: bool = False  # also queue random:<family> of the same size (the lottery-ticket control)
-    layers: list = field(default_factory=lambda: ["5"])  # the layer toggles that are on
+    layers: list = field(default_factory=lambda: list(DEFAULT_LAYERS))  # the layer toggles that are on
     layer_spec: str = ""  # a typed spec (0-3,5 / last:2 / each); overrides the toggles when set
     each_layer: bool = False  # one run per chosen layer instead of one run over all of them
     lr: float | None = None  # None or the shown default: each run uses its family's default
@@ -65,6 +69,7 @@ class Form:
     batch_size: int = 32
     train_head: bool = True
     prefix_cache: str = "auto"  # the frozen-prefix cache: auto, on or off (tuning/prefix.py)
+    lr_search: bool = False  # search each run's lr first (successive halving on a held-out slice), then train
 
 
 # ---------------------------------------------------------------------------------------------- public mode
@@ -370,8 +375,10 @@ def sweep_points(tasks, sets, specs, seeds) -> list[PlannedRun]:
 
 
 def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
-    """Validated RunConfigs for planned runs with the form's settings; FormError names the control at fault."""
-    lr = resolve_lr(form.lr, _families(form))
+    """Validated RunConfigs for planned runs with the form's settings; FormError names the control at fault.
+
+    With lr search on, the typed lr is ignored (the search chooses it) and the configs are search configs."""
+    lr = None if form.lr_search else resolve_lr(form.lr, _families(form))
     max_train = _optional_count(form.max_train, "training examples")
     max_eval = _optional_count(form.max_eval, "evaluation examples")
     out = []
@@ -381,7 +388,7 @@ def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
                 task=p.task, modules=p.modules, layers=p.layers, model=model_name(form.model),
                 train_head=bool(form.train_head), epochs=int(form.epochs or 1), lr=lr,
                 batch_size=int(form.batch_size or 32), seed=p.seed, max_train=max_train, max_eval=max_eval,
-                prefix_cache=form.prefix_cache or "auto"))
+                prefix_cache=form.prefix_cache or "auto", lr_search=bool(form.lr_search)))
         except ConfigError as err:
             raise FormError(_field_of(str(err)), str(err)) from None
         except (TypeError, ValueError) as err:
@@ -390,8 +397,33 @@ def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
 
 
 def build_configs(form: Form) -> list[RunConfig]:
-    """The form's runs as validated RunConfigs (one per sweep point)."""
-    return to_configs(form, plan(form))
+    """The form's runs as validated RunConfigs (one per sweep point; with lr search, one search per point
+    over every seed)."""
+    return search_configs(to_configs(form, plan(form)))
+
+
+def search_configs(configs: list[RunConfig]) -> list[RunConfig]:
+    """Search configs grouped over seeds: one search per setting (at the first seed), whose chosen lr then
+    trains every seed (extra["final_seeds"]); plain configs pass through unchanged."""
+    groups: dict[str, list[RunConfig]] = {}
+    out: list = []
+    for c in configs:
+        if not c.lr_search:
+            out.append(c)
+            continue
+        key = c.replace(seed=0).to_json()
+        if key not in groups:
+            groups[key] = []
+            out.append(key)
+        groups[key].append(c)
+    return [c if isinstance(c, RunConfig) else
+            groups[c][0].replace(extra={**groups[c][0].extra, "final_seeds": [g.seed for g in groups[c]]})
+            for c in out]
+
+
+def final_run_count(configs: list[RunConfig]) -> int:
+    """How many reported runs these configs end in (a search ends in one run per final seed)."""
+    return sum(len(c.extra.get("final_seeds", [c.seed])) if c.lr_search else 1 for c in configs)
 
 
 def _field_of(message: str) -> str:
@@ -438,9 +470,21 @@ def preview(form: Form) -> dict:
         seen.add(key)
         c = counts(info.name, first_task, p.modules, p.layers, form.train_head)
         shown = key[1] if key[1] != "each" else f"each (e.g. {p.layers})"
-        rows.append({"modules": "+".join(p.modules), "layers": shown, **c})
-    return {"error": None, "field": None, "runs": len(planned), "shape": sweep_shape(form, planned),
-            "model": info, "task": first_task, "rows": rows}
+        rows.append({"modules": "+".join(p.modules), "layers": shown, "lr": run_lr_text(form, p.modules), **c})
+    searches = len({(p.task, p.modules, p.layers) for p in planned}) if form.lr_search else 0
+    return {"error": None, "field": None, "runs": len(planned), "searches": searches,
+            "shape": sweep_shape(form, planned), "model": info, "task": first_task, "rows": rows}
+
+
+def run_lr_text(form: Form, module_set) -> str:
+    """The lr a planned run trains at: the typed one, its family's default, or the grid a search tries."""
+    from tuning.config import lr_grid
+
+    if form.lr_search:
+        grid = lr_grid(module_set)
+        return f"search {_sci(grid[0])}…{_sci(grid[-1])} ({len(grid)})"
+    typed = resolve_lr(form.lr, _families(form))
+    return _sci(typed if typed is not None else default_lr(module_set))
 
 
 def preview_markdown(view: dict) -> str:
@@ -450,12 +494,16 @@ def preview_markdown(view: dict) -> str:
     n, info = view["runs"], view["model"]
     head = (f"### {n} run{'s' if n != 1 else ''} will be queued\n"
             f"{view['shape']} · model **{info.name}** ({info.model_type}, {info.num_layers} layers)")
+    if view.get("searches"):
+        k = view["searches"]
+        head += (f"\n\n🔎 First {k} learning-rate search{'es' if k != 1 else ''} (successive halving over each "
+                 "family's grid, chosen on a held-out 10% of the training rows; about 1.5× one run each), then "
+                 "every seed at the chosen lr.")
     if n > FORM_LIMIT:
         head += (f"\n\n⚠️ More than {FORM_LIMIT} runs: narrow the selection, or use the paper-study preset.")
-    lines = ["| module | layers | module params | + head | = trainable | % of model |",
-             "|:--|:--|--:|--:|--:|--:|"]
+    lines = ["| module | layers | lr | module params | trainable (+ head) | % of model |", "|:--|:--|:--|--:|--:|--:|"]
     for r in view["rows"]:
-        lines.append(f"| {_short(r['modules'])} | {r['layers']} | {r['module_params']:,} | {r['head_params']:,} "
+        lines.append(f"| {_short(r['modules'])} | {r['layers']} | {r['lr']} | {r['module_params']:,} "
                      f"| {r['trainable_params']:,} | {r['trainable_pct']:.4g}% |")
     total = view["rows"][0]["total_params"] if view["rows"] else 0
     foot = f"\nCounts per run for {view['task']} (of {total:,} parameters in the model)."
@@ -472,36 +520,78 @@ def _short(module_set: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- the preset
 
-def paper_study(form: Form) -> list[RunConfig]:
-    """The paper's study on the form's tasks, model, seeds and subsampling: every module family on all
-    layers and on each layer separately, plus full fine-tuning as the reference line."""
+def paper_study(form: Form, lr_search: bool = True) -> list[RunConfig]:
+    """The paper's study on the form's tasks, model, seeds and subsampling: Q K V AO FI FO LN (plus bias when
+    ticked, and the random controls when asked) on all layers and on each layer alone, plus full fine-tuning,
+    each with its own searched lr (one search per setting, then every seed at the chosen lr)."""
     info = model_info(form.model)
-    study = replace(form, families=list(PAPER_FAMILIES), together=False, random_control=False, lr=None,
+    families = list(PAPER_FAMILIES) + (["bias"] if "bias" in (form.families or []) else [])
+    study = replace(form, families=families, together=False, lr=None, lr_search=lr_search,
                     layers=[str(i) for i in range(info.num_layers)], layer_spec="", each_layer=False)
     whole = plan(study)
     single = plan(replace(study, each_layer=True))
-    full = plan(replace(study, families=["full"]))
-    return to_configs(study, whole + single + full)
+    full = plan(replace(study, families=["full"], random_control=False))
+    return search_configs(to_configs(study, whole + single + full))
 
 
-def paper_study_message(form: Form) -> tuple[str, int]:
-    """The confirmation text and the run count of the preset for this form (FormError if the form is bad)."""
+# Training rows per GLUE task (for time estimates when a run uses the whole training set).
+GLUE_TRAIN_ROWS = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846, "mnli": 392702,
+                   "qnli": 104743, "rte": 2490, "wnli": 635}
+SEARCH_COST = 1.5  # successive halving over 5 candidates: 5/8 + 3/8 + 2/4 of one run (tuning/search.py)
+
+
+def measured_throughput(registry, model: str) -> float | None:
+    """This lab's median training examples per second for a model, from its succeeded runs (None: none yet)."""
+    if registry is None:
+        return None
+    done = registry.runs_frame(status="succeeded")
+    done = done[(done["model"] == model) & (done["kind"] == "run")]
+    rates = done["examples_per_second"].dropna()
+    return float(rates.median()) if len(rates) else None
+
+
+def estimated_seconds(configs: list[RunConfig], throughput: float) -> float:
+    """Training time of these configs at `throughput` examples/s: a search costs SEARCH_COST runs, then its seeds."""
+    total = 0.0
+    for c in configs:
+        rows = c.max_train or GLUE_TRAIN_ROWS.get(c.task, 10_000)
+        one = rows * c.epochs / throughput
+        total += one * (SEARCH_COST + len(c.extra.get("final_seeds", [c.seed])) if c.lr_search else 1)
+    return total
+
+
+def paper_study_message(form: Form, registry=None) -> tuple[str, int]:
+    """The confirmation text and the number of registry entries the preset queues now (FormError if the form is
+    bad): the searches, each of which then queues its runs."""
     configs = paper_study(form)
     n = len(configs)
+    runs = final_run_count(configs)
     info = model_info(form.model)
     tasks = _tasks(form)
     seeds = parse_seeds(form.seeds)
     subsample = (f"{configs[0].max_train} training examples per run" if configs[0].max_train
                  else "the full training sets")
-    text = (f"**The paper's study: {n} runs.** {len(PAPER_FAMILIES)} module families (Q K V AO FI FO LN) × "
-            f"(all {info.num_layers} layers + each layer alone) + full fine-tuning, × {len(seeds)} seed(s) × "
-            f"{len(tasks)} task(s) ({', '.join(tasks)}), on {info.name} with {subsample}. Queue them?")
-    if n > PRESET_LIMIT:
-        raise FormError("settings", f"the preset would queue {n} runs, more than {PRESET_LIMIT}; "
+    families = "Q K V AO FI FO LN" + (" bias" if "bias" in (form.families or []) else "")
+    controls = " + random controls" if form.random_control else ""
+    rate = measured_throughput(registry, info.name)
+    if rate:
+        from app.labels import humanize_seconds
+
+        eta = (f"About **{humanize_seconds(estimated_seconds(configs, rate))}** of training on one worker "
+               f"(this lab's median {rate:.0f} examples/s on {info.name}).")
+    else:
+        eta = "No time estimate yet: this lab has no finished run on this model to measure its speed."
+    text = (f"**The paper's study: {n} lr searches, then {runs} runs.** {families}{controls} × (all "
+            f"{info.num_layers} layers + each layer alone) + full fine-tuning, × {len(seeds)} seed(s) × "
+            f"{len(tasks)} task(s) ({', '.join(tasks)}), on {info.name} with {subsample}. Each setting first "
+            f"searches its own learning rate (successive halving on a held-out 10% of the training rows), then "
+            f"trains every seed at it. {eta} Queue them?")
+    if runs > PRESET_LIMIT:
+        raise FormError("settings", f"the preset would queue {runs} runs, more than {PRESET_LIMIT}; "
                                     "choose fewer tasks or seeds")
     limits = public_limits()
     if limits is not None and n > limits.max_active_per_visitor:
-        raise FormError("settings", f"the preset would queue {n} runs; this public demo allows at most "
+        raise FormError("settings", f"the preset would queue {n} searches; this public demo allows at most "
                                     f"{limits.max_active_per_visitor} queued or running runs per visitor")
     return text, n
 
@@ -595,8 +685,9 @@ def submit_form(registry, form: Form, submitter: str | None) -> Outcome:
     """Validate the whole form, then queue its runs; a bad value queues nothing and says what to fix."""
     try:
         configs = build_configs(form)
-        if len(configs) > FORM_LIMIT:
-            raise FormError("settings", f"this selection would queue {len(configs)} runs, more than {FORM_LIMIT}; "
+        if final_run_count(configs) > FORM_LIMIT:
+            raise FormError("settings", f"this selection would queue {final_run_count(configs)} runs, more than "
+                                        f"{FORM_LIMIT}; "
                                         "narrow the tasks, families, layers or seeds, or use the paper-study preset")
         ids = submit_runs(registry, configs, submitter)
     except ValueError as err:  # FormError, ConfigError, ModuleSpecError, RegistryError, QueueError ...
@@ -608,8 +699,9 @@ def submit_preset(registry, form: Form, submitter: str | None) -> Outcome:
     """Queue the paper's study (after the user confirmed the count)."""
     try:
         configs = paper_study(form)
-        if len(configs) > PRESET_LIMIT:
-            raise FormError("settings", f"the preset would queue {len(configs)} runs, more than {PRESET_LIMIT}")
+        if final_run_count(configs) > PRESET_LIMIT:
+            raise FormError("settings", f"the preset would queue {final_run_count(configs)} runs, "
+                                        f"more than {PRESET_LIMIT}")
         ids = submit_runs(registry, configs, submitter, sweep_id="paper-" + uuid.uuid4().hex[:8])
     except ValueError as err:
         return error_outcome(err)
@@ -618,6 +710,11 @@ def submit_preset(registry, form: Form, submitter: str | None) -> Outcome:
 
 def queued_message(configs: list[RunConfig], ids: list[int]) -> str:
     """'✅ Queued run #12: rte LN @ layer 5, seed 0 ...' or a count with the id range for sweeps."""
+    searches = sum(c.lr_search for c in configs)
+    if searches:
+        return (f"✅ Queued **{searches} lr search{'es' if searches != 1 else ''}** (#{min(ids)}–#{max(ids)}); each "
+                f"queues its runs at the chosen lr when it finishes ({final_run_count(configs)} in all). Follow them "
+                "in the **Runs** tab.")
     if len(ids) == 1:
         c = configs[0]
         return (f"✅ Queued run **#{ids[0]}**: {c.task} · {_short('+'.join(c.modules))} @ layers {c.layers} · "

@@ -49,7 +49,8 @@ ELEM_IDS = {
 }
 TIMER_SECONDS = 2.0
 FORM_FIELDS = ("tasks", "model", "families", "together", "random_control", "layers", "layer_spec", "each_layer",
-               "lr", "seeds", "max_train", "max_eval", "epochs", "batch_size", "train_head", "prefix_cache")
+               "lr", "seeds", "max_train", "max_eval", "epochs", "batch_size", "train_head", "prefix_cache",
+               "lr_search")
 
 
 def theme():
@@ -156,11 +157,15 @@ def build_app(registry=None, worker_status=None, public=None):
                                            info=ex.lr_hint(defaults.families))
                             seeds = gr.Textbox(defaults.seeds, label="Seeds", elem_id="seeds",
                                                info="comma-separated: one run per seed")
+                        lr_search = gr.Checkbox(defaults.lr_search, elem_id="lr-search",
+                                                label="search the learning rate first (a fair lr per family: "
+                                                      "successive halving on a held-out 10% of the training rows, "
+                                                      "about 1.5× one run; the typed lr is then ignored)")
                         with gr.Row():
                             max_train = gr.Number(defaults.max_train, label="Training examples", precision=0,
                                                   minimum=0, elem_id="max-train",
                                                   info="a seeded, stratified sample; 0 = the whole training set")
-                            max_eval = gr.Number(defaults.max_eval, label="Evaluation examples", precision=0,
+                            max_eval = gr.Number(defaults.max_eval or 0, label="Evaluation examples", precision=0,
                                                  minimum=0, elem_id="max-eval", info="0 = the whole validation set")
                         with gr.Accordion("More settings", open=False):
                             with gr.Row():
@@ -182,15 +187,18 @@ def build_app(registry=None, worker_status=None, public=None):
                         submit_msg = gr.Markdown("", elem_id="submit-msg")
                         queued_ids = gr.JSON(visible=False)
                         with gr.Group():
-                            gr.Markdown("**Preset: the paper's study.** Every module family (Q K V AO FI FO LN) on all "
-                                        "layers and on each layer separately, plus full fine-tuning, on the chosen "
-                                        "tasks, seeds and subsampling.", elem_classes="help", padding=True)
+                            gr.Markdown("**Preset: the paper's study.** Every module family (Q K V AO FI FO LN; bias "
+                                        "too when ticked above, random controls when asked) on all layers and on "
+                                        "each layer separately, plus full fine-tuning, on the chosen tasks, seeds "
+                                        "and subsampling; each setting searches its own learning rate first.",
+                                        elem_classes="help", padding=True)
                             paper = gr.Button("Queue the paper's study…", elem_id="paper-study")
                             paper_msg = gr.Markdown("", elem_id="paper-msg")
                             with gr.Row():
                                 paper_confirm = gr.Button("Yes, queue them", variant="primary", visible=False,
                                                           elem_id="paper-confirm")
                                 paper_cancel = gr.Button("Cancel", visible=False, elem_id="paper-cancel")
+                            paper_open = gr.State(False)
 
             # ------------------------------------------------------------------ Runs
             with gr.Tab("Runs", id="runs", elem_id="tab-runs") as tab_runs:
@@ -224,7 +232,7 @@ def build_app(registry=None, worker_status=None, public=None):
             # ------------------------------------------------------------------ Compare
             with gr.Tab("Compare", id="compare", elem_id="tab-compare") as tab_compare:
                 with gr.Row():
-                    compare_task = gr.Dropdown(tasks, value="rte", label="Task", elem_id="compare-task", scale=1)
+                    compare_task = gr.Dropdown(tasks, value=ex.DEFAULT_TASKS[0], label="Task", elem_id="compare-task", scale=1)
                     compare_layers = gr.Dropdown([views.ALL], value=views.ALL, label="Layer choice (results table)",
                                                  elem_id="compare-layers", allow_custom_value=True, scale=1)
                     compare_refresh = gr.Button("Refresh", size="sm", elem_id="compare-refresh", scale=0,
@@ -287,14 +295,14 @@ def build_app(registry=None, worker_status=None, public=None):
                     play_base = gr.Label(label="Untuned base model", elem_id="play-base", num_top_classes=3)
 
         form_inputs = [task, model, families, together, random_control, layers, layer_spec, each_layer, lr, seeds,
-                       max_train, max_eval, epochs, batch_size, train_head, prefix_cache]
+                       max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search]
 
         # ---------------------------------------------------------------------- Experiment wiring
         def on_preview(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr, seeds,
-                       max_train, max_eval, epochs, batch_size, train_head, prefix_cache):
+                       max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search=False):
             """Run count and parameter counts of the form's selection (nothing is queued)."""
             form = form_of(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr,
-                           seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache)
+                           seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search)
             view = ex.preview(form)
             field = view.get("field")
             layer_text = f"⚠️ {view['error']}" if field == "layers" else ""
@@ -339,33 +347,48 @@ def build_app(registry=None, worker_status=None, public=None):
         families.change(on_families, families, lr, **private)
 
         def on_submit(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr, seeds,
-                      max_train, max_eval, epochs, batch_size, train_head, prefix_cache, request: gr.Request):
+                      max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search=False,
+                      request: gr.Request = None):
             """Validate the form and queue its runs: (message, layers message, model message, queued ids)."""
             form = form_of(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr,
-                           seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache)
+                           seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search)
             out = ex.submit_form(registry, form, submitter_of(request))
             return out.message, out.layers_message, out.model_message, out.ids
 
         submit.click(on_submit, form_inputs, [submit_msg, layers_msg, model_msg, queued_ids], api_name="submit",
                      concurrency_limit=1)
 
-        def on_paper(*values):
+        def paper_offer(form: ex.Form):
+            """The preset's confirmation for this form: (message, confirm button, cancel button, offer open)."""
             try:
-                text, n = ex.paper_study_message(form_of(*values))
+                text, n = ex.paper_study_message(form, registry)
             except ValueError as err:
-                return f"⚠️ {err}", gr.Button(visible=False), gr.Button(visible=False)
-            return text, gr.Button(f"Yes, queue {n} runs", visible=True), gr.Button(visible=True)
+                return f"⚠️ {err}", gr.Button(visible=False), gr.Button(visible=False), False
+            return text, gr.Button(f"Yes, queue {n} searches", visible=True), gr.Button(visible=True), True
 
-        paper.click(on_paper, form_inputs, [paper_msg, paper_confirm, paper_cancel], **private)
+        paper_targets = [paper_msg, paper_confirm, paper_cancel, paper_open]
+        paper.click(lambda *values: paper_offer(form_of(*values)), form_inputs, paper_targets, **private)
 
-        def on_paper_confirm(*values, request: gr.Request):
-            out = ex.submit_preset(registry, form_of(*values), submitter_of(request))
-            return out.message, "", gr.Button(visible=False), gr.Button(visible=False)
+        def on_form_change(is_open, *values):
+            """An open offer follows the form, so the count confirmed is the count queued."""
+            return paper_offer(form_of(*values)) if is_open else (gr.skip(),) * len(paper_targets)
 
-        paper_confirm.click(on_paper_confirm, form_inputs, [submit_msg, paper_msg, paper_confirm, paper_cancel],
+        gr.on(preview_triggers, on_form_change, [paper_open, *form_inputs], paper_targets,
+              trigger_mode="always_last", show_progress="hidden", **private)
+
+        # Named parameters, not *values: Gradio fills a gr.Request only into a parameter it can see.
+        def on_paper_confirm(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr,
+                             seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search,
+                             request: gr.Request):
+            form = form_of(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr,
+                           seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search)
+            out = ex.submit_preset(registry, form, submitter_of(request))
+            return out.message, "", gr.Button(visible=False), gr.Button(visible=False), False
+
+        paper_confirm.click(on_paper_confirm, form_inputs, [submit_msg, *paper_targets],
                             concurrency_limit=1, **private)
-        paper_cancel.click(lambda: ("", gr.Button(visible=False), gr.Button(visible=False)), None,
-                           [paper_msg, paper_confirm, paper_cancel], **private)
+        paper_cancel.click(lambda: ("", gr.Button(visible=False), gr.Button(visible=False), False), None,
+                           paper_targets, **private)
 
         # ---------------------------------------------------------------------- Runs wiring
         def detail_outputs(run_id, request: gr.Request = None):

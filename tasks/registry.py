@@ -345,7 +345,9 @@ class Registry:
 
     def _insert_and_enqueue(self, config, submitter, sweep_id, retry_of, kind: str = "run",
                             parent_id: int | None = None) -> int:
-        if config.lr is None and not getattr(config, "lr_search", False):
+        if config.lr_search:
+            kind = "search"  # its candidates and, once it chose, its runs are its children
+        elif config.lr is None:
             # The family default made explicit: the config (and so every diff and tooltip) shows the lr used.
             config = config.replace(lr=config.learning_rate)
         values = dict(

@@ -6,8 +6,18 @@ import pytest
 from app import experiment as ex
 
 
+QUICK = dict(tasks=["rte"], layers=["5"], max_train=256, max_eval=512)  # small runs these tests reason about
+
+
 def form(**kw) -> ex.Form:
-    return ex.Form(**kw)
+    return ex.Form(**{**QUICK, **kw})
+
+
+def test_the_defaults_show_the_papers_effect_in_about_a_minute():
+    """SST-2, 2,000 examples, 1 epoch, every layer, the whole validation set (RTE at 256 stayed at chance)."""
+    (c,) = ex.build_configs(ex.Form())
+    assert (c.task, c.modules, c.layers, c.max_train, c.max_eval, c.epochs) == (
+        "sst2", ("layernorm",), "all", 2000, None, 1)
 
 
 # ---------------------------------------------------------------------------------------------- layers
@@ -150,13 +160,33 @@ def test_preview_of_a_sweep_and_of_a_bad_selection():
 # ---------------------------------------------------------------------------------------------- the preset
 
 def test_paper_study_is_every_family_all_and_each_layer_plus_full():
-    configs = ex.paper_study(form(families=["bias"], layers=["2"], lr=0.5))  # the preset ignores those
+    configs = ex.paper_study(form(layers=["2"], lr=0.5))  # the preset ignores those
     assert len(configs) == 7 * (1 + 6) + 1
     assert {c.layers for c in configs if c.modules == ("query",)} == {"all", "0", "1", "2", "3", "4", "5"}
     assert [c.layers for c in configs if c.modules == ("full",)] == ["all"]
-    assert all(c.lr is None for c in configs)  # per-family defaults
+    assert all(c.lr is None and c.lr_search for c in configs)  # every setting searches its own lr
+    with_options = ex.paper_study(form(families=["bias"], random_control=True))  # bias and controls on request
+    assert len(with_options) == 8 * (1 + 6) * 2 + 1
+    assert {c.modules for c in with_options} >= {("bias",), ("random:layernorm",)}
     text, n = ex.paper_study_message(form(tasks=["rte", "mrpc"], seeds="0,1"))
-    assert n == 2 * 2 * 50 and f"{n} runs" in text and "rte, mrpc" in text
+    assert n == 2 * 50 and "100 lr searches, then 200 runs" in text and "rte, mrpc" in text
+    assert "No time estimate yet" in text
+
+
+def test_the_preset_offer_follows_the_form():
+    _, one_task = ex.paper_study_message(form())
+    _, two_tasks = ex.paper_study_message(form(tasks=["rte", "mrpc"]))
+    assert (one_task, two_tasks) == (50, 100)
+
+
+def test_the_preset_estimates_time_from_this_labs_throughput(registry):
+    from tests.app.test_views import record
+
+    rid = record(registry, ex.build_configs(form())[0], 0.6)
+    assert ex.measured_throughput(registry, "all-MiniLM-L6-v2") == registry.get(rid)["examples_per_second"] == 10.0
+    text, _ = ex.paper_study_message(form(max_train=100, seeds="0,1"), registry)
+    # 50 searches x (1.5 + 2 seeds) x 100 rows / 10 ex/s = 1750 s
+    assert "About **29m 10s** of training" in text
 
 
 # ---------------------------------------------------------------------------------------------- submission
@@ -204,9 +234,11 @@ def test_every_action_goes_through_one_gate(registry, monkeypatch):
 
 
 def test_preset_submission_is_one_sweep(registry):
-    out = ex.submit_preset(registry, form(max_train=16), "web-p")
-    assert len(out.ids) == 50 and registry.count() == 50
+    out = ex.submit_preset(registry, form(max_train=16, seeds="0,1"), "web-p")
+    assert len(out.ids) == 50 and registry.count() == 50 and "50 lr searches" in out.message
     assert {r["sweep_id"] for r in registry.list_runs()} == {registry.get(out.ids[0])["sweep_id"]}
+    assert {r["kind"] for r in registry.list_runs()} == {"search"}
+    assert registry.get(out.ids[0])["config"]["extra"]["final_seeds"] == [0, 1]
 
 
 def test_cli_sweep_expands_like_the_form():

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def form(**kw) -> ex.Form:
-    return ex.Form(**{"max_train": 32, "max_eval": 32, **kw})
+    return ex.Form(**{"tasks": ["rte"], "layers": ["5"], "max_train": 32, "max_eval": 32, **kw})
 
 
 @pytest.fixture
