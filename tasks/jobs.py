@@ -97,6 +97,8 @@ def run_job(run_id: int, registry: Registry | None = None) -> str:
         log.info("run %s was claimed by another worker; skipped", run_id)
         return "skipped (claimed elsewhere)"
     log.info("run %s claimed (claim %s) on %s", run_id, token, worker_name())
+    if row["kind"] == "search":
+        return _execute_search(registry, int(run_id), token, config)
     return _execute(registry, int(run_id), token, config)
 
 
@@ -147,6 +149,56 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict) -> 
     return "lost"
 
 
+def _execute_search(registry: Registry, run_id: int, token: int, config_dict: dict) -> str:
+    """An lr search (tuning.search): candidates train under this run's heartbeat, each rung's held-out scores are
+    events of this run (split "search", name = the lr), and the chosen lr queues one final run per seed."""
+    beat = _Heartbeat(registry, run_id, token, heartbeat_timeout())
+    recorder = _Recorder(registry, run_id, token)
+    beat.start()
+    try:
+        from tuning.config import RunConfig
+        from tuning.search import candidate_config, final_config, lr_search
+
+        config = RunConfig.from_dict(config_dict)
+        _share_threads()
+        on_event = _event_handler(registry, run_id, config, recorder, beat)
+        result = lr_search(config, on_event, workdir=run_dir(run_id) / "search")
+        recorder.flush(force=True)
+    except LostRun:
+        log.warning("search %s was taken from this worker (declared dead); stopped without recording", run_id)
+        return "lost"
+    except KeyboardInterrupt:
+        _flush_quietly(recorder)
+        return _requeue(registry, run_id, token, "worker interrupted; re-queued")
+    except Exception as err:
+        log.exception("search %s failed", run_id)
+        _flush_quietly(recorder)
+        registry.mark_failed(run_id, token, _one_line(err))
+        return "failed"
+    finally:
+        beat.stop()
+    if beat.lost.is_set() or recorder.lost:
+        return "lost"
+    outcome = {**result.to_dict(), "primary_metric_name": result.metric}
+    if result.stopped or result.chosen_lr is None:
+        if beat.cancel.is_set():
+            registry.mark_cancelled(run_id, token, outcome)
+            return "cancelled"
+        return _requeue(registry, run_id, token, "worker stopped mid-search; re-queued to resume")
+    chosen = next(c for c in result.candidates if c["lr"] == result.chosen_lr)
+    outcome["primary_metric"] = chosen["score"]  # the held-out score that chose it, never the reported one
+    finals = [final_config(config, result).replace(seed=int(seed))
+              for seed in config.extra.get("final_seeds", [config.seed])]
+    candidates = [(candidate_config(config, c["lr"]), c) for c in result.candidates]
+    ids = registry.complete_search(run_id, token, outcome, candidates, finals)
+    if ids is None:
+        return "lost"
+    shutil.rmtree(run_dir(run_id) / "search", ignore_errors=True)
+    log.info("search %s chose lr %g (%s %.4f); runs %s queued", run_id, result.chosen_lr, result.metric,
+             chosen["score"] or float("nan"), ids)
+    return "succeeded"
+
+
 def spoils_process(err: BaseException) -> bool:
     """Whether, after err, this process's GPU state can no longer be trusted for the next run.
 
@@ -179,6 +231,10 @@ def _event_handler(registry, run_id, config, recorder, beat):
         elif kind == "checkpoint":
             # The engine saves right after this event: the registry must hold every event up to it
             # first, so a resumed run has each step exactly once.
+            recorder.flush(force=True)
+        elif kind == "rung":  # an lr search's held-out score of one candidate at one budget
+            recorder.add([{"step": event["step"], "epoch": None, "split": "search", "name": f"{event['lr']:.6g}",
+                           "value": event["score"], "t": now}])
             recorder.flush(force=True)
         elif kind == "eval":
             recorder.add([{"step": event["step"], "epoch": event["epoch"], "split": "eval", "name": name,

@@ -294,6 +294,21 @@ def family_label(families) -> str:
     return "+".join(out)
 
 
+def _row_values(config, submitter, sweep_id, retry_of, kind: str | None = None, parent_id: int | None = None) -> dict:
+    """The columns of a newly queued run; a search config makes a search, and the lr used is made explicit."""
+    if config.lr_search:
+        kind = "search"  # its candidates and, once it chose, its runs are its children
+    elif config.lr is None:
+        # The family default made explicit: the config (and so every diff and tooltip) shows the lr used.
+        config = config.replace(lr=config.learning_rate)
+    return dict(
+        status=QUEUED, task=config.task, model=config.model, modules="+".join(config.modules),
+        family=family_label(config.modules), layers=config.layers, seed=config.seed, lr=config.learning_rate,
+        config=config.to_json(), submitter=submitter or default_submitter(), sweep_id=sweep_id, retry_of=retry_of,
+        kind=kind or "run", parent_id=parent_id, queued_at=time.time(), step=0, cancel_requested=False, claims=0,
+        completions=0, resume_count=0)
+
+
 def default_submitter() -> str:
     try:
         return getpass.getuser()
@@ -343,20 +358,8 @@ class Registry:
         checked = [check_submission(c) for c in configs]
         return [self._insert_and_enqueue(c, submitter, sweep_id, None) for c in checked]
 
-    def _insert_and_enqueue(self, config, submitter, sweep_id, retry_of, kind: str = "run",
-                            parent_id: int | None = None) -> int:
-        if config.lr_search:
-            kind = "search"  # its candidates and, once it chose, its runs are its children
-        elif config.lr is None:
-            # The family default made explicit: the config (and so every diff and tooltip) shows the lr used.
-            config = config.replace(lr=config.learning_rate)
-        values = dict(
-            status=QUEUED, task=config.task, model=config.model, modules="+".join(config.modules),
-            family=family_label(config.modules), layers=config.layers, seed=config.seed,
-            lr=config.learning_rate, config=config.to_json(), submitter=submitter or default_submitter(),
-            sweep_id=sweep_id, retry_of=retry_of, kind=kind, parent_id=parent_id, queued_at=time.time(), step=0,
-            cancel_requested=False,
-            claims=0, completions=0, resume_count=0)
+    def _insert_and_enqueue(self, config, submitter, sweep_id, retry_of) -> int:
+        values = _row_values(config, submitter, sweep_id, retry_of)
         with self.engine.begin() as conn:
             run_id = int(conn.execute(insert(runs).values(**values)).inserted_primary_key[0])
         try:
@@ -365,9 +368,61 @@ class Registry:
             with self.engine.begin() as conn:  # nothing half-made: no row without a queue message
                 conn.execute(delete(runs).where(runs.c.id == run_id))
             raise
-        log.info("run %s queued: %s %s@%s seed %s", run_id, config.task, values["family"], config.layers,
-                 config.seed)
+        log.info("run %s queued: %s %s %s@%s seed %s", run_id, values["kind"], config.task, values["family"],
+                 config.layers, config.seed)
         return run_id
+
+    def complete_search(self, run_id: int, token: int, outcome: dict, candidates: list[tuple],
+                        finals: list) -> list[int] | None:
+        """An lr search finished: in one transaction the search succeeds (its chosen lr in `lr`), its candidates
+        are recorded as its children (config, score) and its final runs (one per seed, at the chosen lr) are
+        queued as children too. None, and nothing written, when this claim no longer holds the search."""
+        parent = self.get(run_id)
+        now = time.time()
+        values = {"status": SUCCEEDED, "finished_at": now, "error": None, "eta_seconds": None,
+                  "completions": runs.c.completions + 1, **_result_columns(outcome)}
+        values.pop("step", None)  # the search's step count stays the cumulative one it reported
+        if outcome.get("chosen_lr") is not None:
+            values["lr"] = float(outcome["chosen_lr"])
+        with self.engine.begin() as conn:
+            if conn.execute(update(runs).where(self._mine(run_id, token)).values(**values)).rowcount != 1:
+                return None
+            for config, cand in candidates:
+                score = _finite(cand.get("score"))
+                steps = int(cand.get("steps") or 0)
+                conn.execute(insert(runs).values({
+                    **_row_values(config, parent["submitter"], parent["sweep_id"], None, kind="candidate",
+                                  parent_id=run_id),
+                    "status": SUCCEEDED, "started_at": now, "finished_at": now, "step": steps, "total_steps": steps,
+                    "completions": 1, "primary_metric_name": outcome.get("primary_metric_name"),
+                    "primary_metric": score, "result": json.dumps(_json_safe(cand))}))
+            ids = [int(conn.execute(insert(runs).values(**_row_values(
+                config, parent["submitter"], parent["sweep_id"], None, parent_id=run_id))).inserted_primary_key[0])
+                for config in finals]
+        for new_id in ids:
+            try:
+                self._enqueue(new_id)
+            except Exception as err:  # recorded and retryable, never silently lost
+                self._transition(new_id, QUEUED, INTERRUPTED, error=f"could not be queued: {_one_line(err)}")
+        log.info("search %s chose lr %s; queued runs %s", run_id, outcome.get("chosen_lr"), ids)
+        return ids
+
+    def children(self, run_id: int, kind: str | None = None) -> list[dict]:
+        """A search's candidates and final runs (flat rows, oldest first)."""
+        query = select(*_FLAT).where(runs.c.parent_id == int(run_id)).order_by(runs.c.id)
+        if kind:
+            query = query.where(runs.c.kind == kind)
+        with self.engine.connect() as conn:
+            return [_flat(r) for r in conn.execute(query).mappings().all()]
+
+    def results(self, run_ids) -> dict[int, dict]:
+        """The stored result JSON of these runs, by id (runs without one are left out)."""
+        ids = [int(i) for i in run_ids]
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(runs.c.id, runs.c.result).where(runs.c.id.in_(ids))).all()
+        return {int(i): json.loads(r) for i, r in rows if r}
 
     def get(self, run_id: int) -> dict:
         """Everything about one run: flat columns, the full config and result (JSON-ready values)."""

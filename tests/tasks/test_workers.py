@@ -206,3 +206,39 @@ def test_sigterm_checkpoints_and_requeues_the_running_run_redis_postgres(env, re
     assert done["resumed_from_step"] == stopped["step"] and done["resume_count"] == 0
     assert done["claims"] == 2 and done["completions"] == 1 and done["error"] is None
     assert loss_steps(run_id) == list(range(1, STEPS + 1))
+
+
+def test_an_lr_search_is_one_parent_with_candidates_then_a_run_per_seed(env, workers):
+    """`submit --lr-search`: a real worker searches (successive halving on a held-out slice), records each
+    candidate as a child, then queues and trains one final run per seed at the chosen lr."""
+    args = ["--task", "rte", "--modules", "LN", "--layers", "5", "--max-train", "64", "--max-eval", "32",
+            "--batch-size", "8", "--max-seq-len", "64", "--device", "cpu"]
+    search_id = cli_json("submit", *args, "--lr-search", "--lr-grid", "1e-4,1e-2")["id"]
+    sweep = cli_json("sweep", *args, "--lr-search", "--lr-grid", "1e-4,1e-2", "--seeds", "0,1")
+    assert sweep["searches"] == 1 and len(sweep["ids"]) == 1  # one search over both seeds
+    workers.start("--workers", "1")
+    reg = Registry()
+    wait_for(lambda: len([r for r in reg.children(sweep["ids"][0], kind="run") if r["status"] == "succeeded"]) == 2,
+             300, "the sweep's search and its two final runs", pool=workers)
+    search = reg.get(search_id)
+    assert (search["kind"], search["status"]) == ("search", "succeeded"), search["error"]
+    chosen = search["result"]["chosen_lr"]
+    assert chosen in (1e-4, 1e-2) and search["lr"] == chosen and search["result"]["selection"] == "holdout"
+    candidates = reg.children(search_id, kind="candidate")
+    assert sorted(c["lr"] for c in candidates) == [1e-4, 1e-2]
+    assert all(c["status"] == "succeeded" and reg.get(c["id"])["config"]["eval_on"] == "holdout" for c in candidates)
+    scores = reg.events_frame([search_id])
+    assert set(scores[scores["split"] == "search"]["name"]) == {"0.0001", "0.01"}  # the metric-vs-lr curve
+    wait_for(lambda: all(r["status"] == "succeeded" for r in reg.children(search_id, kind="run")), 120,
+             "the search's final run", pool=workers)
+    (final,) = reg.children(search_id, kind="run")
+    config = reg.get(final["id"])["config"]
+    assert final["lr"] == chosen and config["eval_on"] == "validation" and not config["lr_search"]
+    assert config["extra"]["lr_search"]["chosen_lr"] == chosen
+    finals = reg.children(sweep["ids"][0], kind="run")
+    assert sorted(r["seed"] for r in finals) == [0, 1] and len({r["lr"] for r in finals}) == 1
+    # Only the final runs are reported: searches and candidates never reach a score table.
+    from app import pooling
+
+    reported = pooling.finished_runs(reg.runs_frame())
+    assert set(reported["kind"]) == {"run"} and set(reported["id"]) == {final["id"], *(r["id"] for r in finals)}
