@@ -1,4 +1,4 @@
-"""`moduletune serve | worker | run | submit | sweep | runs | show | cancel | retry | count | magnitudes`."""
+"""`moduletune serve | worker | run | submit | sweep | runs | show | cancel | retry | report | count | magnitudes`."""
 from __future__ import annotations
 
 import argparse
@@ -338,6 +338,20 @@ def cmd_serve(args) -> int:
     return serve(host=args.host, port=args.port, worker=not args.no_worker, share=args.share, public=limits) or 0
 
 
+def cmd_report(args) -> int:
+    from app import study
+    from tasks.registry import Registry
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    report = study.report_from_registry(Registry(), tasks=tasks, model=args.model, layers=args.layers)
+    if report.n_runs == 0:
+        raise ValueError("no finished runs to report" + (f" for {', '.join(tasks)}" if tasks else "")
+                         + "; queue some with `moduletune sweep` or the paper preset")
+    path = study.write_report(report, args.format, args.output)
+    print(f"wrote {path} ({args.format}, {report.n_runs} runs, tasks {', '.join(report.tasks)})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moduletune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -381,6 +395,16 @@ def build_parser() -> argparse.ArgumentParser:
             action.help = "comma-separated module sets, one run each (Q,K,V,LN,full; '+' trains families together)"
         elif action.dest == "layers":
             action.help = "all, each (one run per layer), or a spec like 0-3,11 / last:4"
+
+    p = sub.add_parser("report", help="the paper's findings from the registry: table, layer-wise scores, "
+                                      "efficiency, |w| vs score (Spearman's rho)")
+    p.add_argument("--tasks", default=None, help="comma-separated GLUE tasks (default: every task with runs)")
+    p.add_argument("--model", default=None, help="only runs of this model")
+    p.add_argument("--layers", default="all", help="the layer choice of the table (default: all)")
+    p.add_argument("--format", required=True, choices=["md", "tex", "csv", "html"],
+                   help="md (Markdown), tex (a LaTeX booktabs table), csv (numeric), html (one self-contained page)")
+    p.add_argument("--output", required=True, help="the file to write")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("runs", help="list runs in the registry")
     p.add_argument("--status", default=None, help="queued running succeeded failed cancelled interrupted")

@@ -1,0 +1,452 @@
+"""The paper's findings regenerated from the registry: its results table, the layer-wise and efficiency figures
+and the weight-magnitude vs score correlation, exported as CSV, Markdown, LaTeX or one self-contained HTML file.
+
+Pure functions of DataFrames (the registry's runs frame, tuning.magnitudes rows without 'hist') built on
+app.pooling and app.charts, so the study is unit tested on hand-built frames; only report_from_registry
+reads a registry and loads models. Akbar-Tajari, Rajaee & Pilehvar, EMNLP 2022, arXiv 2302.00378.
+"""
+from __future__ import annotations
+
+import html
+import itertools
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from app import charts, pooling
+from app.labels import short_name, task_sort_key
+
+PAPER = ('Akbar-Tajari, Rajaee & Pilehvar, "An Empirical Study on the Transferability of Transformer Modules in '
+         'Parameter-Efficient Fine-Tuning" (EMNLP 2022, arXiv 2302.00378)')
+PAPER_URL = "https://arxiv.org/abs/2302.00378"
+TITLE = "Module tuning study"
+INTRO = ("Each module family of the encoder fine-tuned alone, the rest frozen, reproducing " + PAPER + ". "
+         "The paper finds that every module tuned alone comes close to full fine-tuning, that LayerNorms do best "
+         "per trained parameter, and ties that to LayerNorms' far larger weight magnitudes.")
+POOLING_NOTE = ("Runs are pooled over seeds only: each cell is mean ± std (n seeds) of runs whose settings differ "
+                "in the seed alone; ✗ marks replicate sets that did not learn (constant predictions or within noise "
+                "of chance). Chance is the majority class of the evaluation set (0 for MCC and correlations).")
+FORMATS = ("csv", "md", "tex", "html")
+FIGURES = ("layerwise", "efficiency", "magnitude")
+NO_SINGLE_LAYER = ("No finished single-layer runs yet — submit some (layers = one number, or a sweep over each "
+                   "layer) in the Experiment tab")
+NO_MAGNITUDES = "No weight-magnitude statistics for this task's model"
+NO_PAIRS = "No module family has both finished runs and weight-magnitude statistics"
+SINGLE_LAYER = r"\d+"
+EXACT_MAX = 8  # families up to which the p-value is exact (8! pairings)
+
+
+
+# ---------------------------------------------------------------- selection
+
+
+def _of_tasks(runs, tasks) -> pd.DataFrame:
+    """The runs of these tasks (every task for None): what each part of the study reads."""
+    runs = pooling.frame(runs)
+    if tasks is None or runs.empty or "task" not in runs.columns:
+        return runs
+    return runs[runs["task"].isin(_task_list(tasks))]
+
+
+def _task_list(tasks) -> list[str]:
+    """Tasks as a list in GLUE order, whether given as one name or several."""
+    return sorted(dict.fromkeys([tasks] if isinstance(tasks, str) else tasks), key=task_sort_key)
+
+
+def _row_name(group: str, variant: str) -> str:
+    """'LN' or 'LN (max_train=2000)': a pooled row's label, as the charts and the table write it."""
+    return short_name(group) + (f" ({variant})" if variant else "")
+
+
+# ---------------------------------------------------------------- 1. the table
+
+
+def study_numeric(runs, tasks=None, layers: str | None = "all", model: str | None = None) -> pd.DataFrame:
+    """The study's long numeric form (family, module, variant, task, metric, mean, std, n, trainable_pct, lr,
+    chance, full_mean, did_not_learn), one row per replicate set and task: the CSV export."""
+    return charts.results_table_numeric(_of_tasks(runs, tasks), layers, model)
+
+
+def study_table(runs, tasks=None, layers: str | None = "all", model: str | None = None) -> pd.DataFrame:
+    """The paper's table: module families in paper order (then combos, random controls, full fine-tuning) ×
+    tasks as 'mean ± std (n)' (✗: did not learn), with trainable % and lr, closed by the chance row."""
+    return charts.results_table(_of_tasks(runs, tasks), layers, model)
+
+
+# ---------------------------------------------------------------- 2-3. figures
+
+
+def layerwise_figure(runs, task: str, model: str | None = None) -> go.Figure:
+    """Seed-mean score (± std) against the one layer trained, a line per family in its colour, read against
+    the chance level and full fine-tuning: where in the network each module transfers best."""
+    d = pooling.finished_runs(runs, task, model)
+    single = d[d["layers"].str.fullmatch(SINGLE_LAYER)] if not d.empty else d
+    title = f"{task}: score by the one layer trained" + charts._mix_note(single)
+    if single.empty:
+        return charts.empty_figure(title, NO_SINGLE_LAYER)
+    pooled = pooling.pool(single)
+    chance, full_mean, full_std, mixed = pooling.task_references(pooling.pool(d), task)
+    metric = pooled["metric"].mode().iloc[0]
+    fig = go.Figure()
+    for (group, variant), s in pooled.groupby(["group", "variant"], sort=False):
+        s = s.assign(_layer=s["layers"].astype(int)).sort_values("_layer")
+        name = _row_name(group, variant)
+        std = s["std"].fillna(0.0).to_numpy()
+        flags = [pooling.learn_flag(f, k, n) for f, k, n in zip(s["did_not_learn"], s["not_learned"], s["n"])]
+        fig.add_trace(go.Scatter(
+            x=s["_layer"].to_numpy(), y=s["mean"].to_numpy(), mode="lines+markers", name=name,
+            error_y=dict(type="data", array=std, visible=True, thickness=1.2),
+            line=dict(color=charts.family_color(group), dash="dot" if charts._is_random(group) else "solid"),
+            marker=charts._scatter_marker(group),
+            customdata=np.column_stack([std, s["n"].to_numpy(), [charts._hover_lr(x) for x in s["lr"]], flags]),
+            hovertemplate=(f"<b>{name}</b> @ layer %{{x}}<br>{metric} %{{y:.4f}} ± %{{customdata[0]:.4f}}"
+                           "<br>n = %{customdata[1]} · lr %{customdata[2]}<br>%{customdata[3]}<extra></extra>"),
+        ))
+    charts._add_references(fig, chance, full_mean, full_std)
+    layers = sorted(int(x) for x in pooled["layers"].unique())
+    fig.update_xaxes(title_text="layer trained (all others frozen)", tickmode="array", tickvals=layers)
+    spread = pooled["std"].fillna(0)
+    fig.update_yaxes(title_text=metric, range=charts._score_range(
+        (pooled["mean"] + spread).tolist() + (pooled["mean"] - spread).tolist(), chance, full_mean))
+    if mixed:
+        title += " (references: the most common settings)"
+    return charts._layout(fig, title, legend_title_text="module")
+
+
+def efficiency_figure(runs, task: str | None = None, model: str | None = None) -> go.Figure:
+    """Seed-mean score vs trainable share (log x) with the frontier through the means: the per-parameter view."""
+    return charts.efficiency_frontier(runs, task, model)
+
+
+# ---------------------------------------------------------------- 4. magnitudes vs score
+
+
+def _weights(magnitudes) -> pd.DataFrame:
+    """The magnitude rows of weight tensors (biases sit on another scale), or an empty frame."""
+    m = pooling.frame(magnitudes)
+    if m.empty or not {"family", "layer", "mean_abs"} <= set(m.columns):
+        return pd.DataFrame(columns=["family", "layer", "kind", "count", "mean_abs"])
+    return m[m["kind"] == "weight"] if "kind" in m.columns else m
+
+
+def family_mean_abs(magnitudes, family: str, layers: str = "all") -> float:
+    """Count-weighted mean |w| of a family's weights over the layers a run trained (embeddings: all theirs)."""
+    m = _weights(magnitudes)
+    m = m[m["family"] == family]
+    if m.empty:
+        return math.nan
+    if family != "embeddings" and str(layers) != "all":
+        from tuning.modules import parse_layers
+
+        try:
+            keep = parse_layers(layers, int(pd.to_numeric(_weights(magnitudes)["layer"]).max()) + 1)
+        except ValueError:
+            return math.nan
+        m = m[m["layer"].astype(int).isin(keep)]
+    count = (pd.to_numeric(m["count"], errors="coerce").fillna(1.0) if "count" in m.columns
+             else pd.Series(1.0, index=m.index))
+    total = float(count.sum())
+    return float((m["mean_abs"].astype(float) * count).sum() / total) if total > 0 else math.nan
+
+
+def magnitude_points(runs, magnitudes, task: str, layers: str = "all", model: str | None = None) -> pd.DataFrame:
+    """Per module family with magnitudes: its mean |w| over the layers trained and its seed-mean score on the
+    task (at the most common comparison settings; the best lr's replicate set when several were tried)."""
+    columns = ["family", "module", "mean_abs", "mean", "std", "n", "lr", "did_not_learn"]
+    pooled = pooling.pool(pooling.finished_runs(runs, task, model))
+    families = set(_weights(magnitudes)["family"])
+    if pooled.empty or not families:
+        return pd.DataFrame(columns=columns)
+    # Embeddings ignore the layer choice, so their runs count under any.
+    p = pooled[pooled["group"].isin(families) & ((pooled["layers"] == str(layers)) | (pooled["group"] == "embeddings"))]
+    if p.empty:
+        return pd.DataFrame(columns=columns)
+    p = p[p["comparison_key"] == p["comparison_key"].value_counts().index[0]]
+    p = p.sort_values("mean", ascending=False, kind="stable").drop_duplicates("group")
+    out = p.rename(columns={"group": "family"}).assign(
+        module=lambda d: d["family"].map(short_name),
+        mean_abs=lambda d: [family_mean_abs(magnitudes, f, lay) for f, lay in zip(d["family"], d["layers"])])
+    out = out[out["mean_abs"].notna()]
+    order = sorted(range(len(out)), key=lambda i: charts.family_sort_key(out["family"].iloc[i]))
+    return out.iloc[order][columns].reset_index(drop=True)
+
+
+def _exact_p(x, y) -> float:
+    """Two-sided p of Spearman's rho by enumerating every pairing: exact where the t approximation is not."""
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
+    perms = np.array(list(itertools.permutations(ry)))
+    rhos = perms @ rx / math.sqrt(float(rx @ rx) * float(ry @ ry))
+    observed = float(ry @ rx) / math.sqrt(float(rx @ rx) * float(ry @ ry))
+    return float(np.mean(np.abs(rhos) >= abs(observed) - 1e-12))
+
+
+def spearman(x, y) -> dict:
+    """Spearman's rho and p across families (scipy; the exact permutation p for up to EXACT_MAX families, where
+    scipy's t approximation says p = 0 for 3 points in order); NaN for fewer than 3 or constant values."""
+    n = len(x)
+    if n < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return {"rho": math.nan, "p": math.nan, "n_families": n, "p_method": ""}
+    from scipy.stats import spearmanr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rho, p = spearmanr(list(x), list(y))
+    if n <= EXACT_MAX:
+        return {"rho": float(rho), "p": _exact_p(x, y), "n_families": n, "p_method": "exact permutation"}
+    return {"rho": float(rho), "p": float(p), "n_families": n, "p_method": "t approximation"}
+
+
+def rho_text(stats: dict) -> str:
+    """'Spearman ρ = 0.93 (p = 0.003, 7 families)', or why it is undefined."""
+    n = int(stats.get("n_families", 0))
+    if n < 3:
+        return f"Spearman ρ undefined: {n} famil{'y' if n == 1 else 'ies'} (needs at least 3)"
+    if math.isnan(stats.get("rho", math.nan)):
+        return f"Spearman ρ undefined: constant |w| or scores across {n} families"
+    p = stats["p"]
+    return f"Spearman ρ = {stats['rho']:.2f} (p {'< 0.001' if p < 1e-3 else f'= {p:.3g}'}, {n} families)"
+
+
+def magnitude_vs_score(runs, magnitudes, task: str, layers: str = "all",
+                       model: str | None = None) -> tuple[go.Figure, dict]:
+    """Each family's mean |w| (log x) against its seed-mean score on the task, with Spearman's rho across
+    families in the title: the paper's link between LayerNorm's large weights and its transfer."""
+    points = magnitude_points(runs, magnitudes, task, layers, model)
+    stats = spearman(points["mean_abs"].tolist(), points["mean"].tolist())
+    title = f"{task}: weight magnitude vs score (layers {layers}) · {rho_text(stats)}"
+    if points.empty:
+        return charts.empty_figure(title, NO_PAIRS if not _weights(magnitudes).empty else NO_MAGNITUDES), stats
+    fig = go.Figure()
+    for row in points.itertuples(index=False):
+        std = 0.0 if pd.isna(row.std) else float(row.std)
+        fig.add_trace(go.Scatter(
+            x=[max(float(row.mean_abs), charts.LOG_FLOOR)], y=[row.mean], mode="markers+text", name=row.module,
+            text=[row.module + (" ✗" if row.did_not_learn else "")], textposition="top center",
+            error_y=dict(type="data", array=[std], visible=True, thickness=1.2),
+            marker=charts._scatter_marker(row.family),
+            hovertemplate=(f"<b>{row.module}</b><br>mean |w| %{{x:.3g}}<br>score %{{y:.4f}} ± {std:.4f} "
+                           f"(n = {row.n})<extra></extra>"),
+        ))
+    pooled = pooling.pool(pooling.finished_runs(runs, task, model))
+    chance, full_mean, full_std, _ = pooling.task_references(pooled, task)
+    charts._add_references(fig, chance, full_mean, full_std)
+    fig.update_xaxes(type="log", title_text="mean |w| of the weights trained (log)")
+    spread = points["std"].fillna(0)
+    fig.update_yaxes(title_text=pooling.metric_name(pooling.finished_runs(runs, task, model)),
+                     range=charts._score_range((points["mean"] + spread).tolist() + (points["mean"] - spread).tolist(),
+                                               chance, full_mean))
+    return charts._layout(fig, title, showlegend=False), stats
+
+
+# ---------------------------------------------------------------- 5. the report
+
+
+@dataclass
+class Report:
+    """Everything the study shows, computed once from the registry; the exports only render it."""
+
+    table: pd.DataFrame  # display table (study_table)
+    numeric: pd.DataFrame  # long numeric form (study_numeric)
+    tasks: list[str]
+    figures: dict[str, dict[str, go.Figure]]  # task -> {"layerwise", "efficiency", "magnitude"}
+    rho: dict[str, dict]  # task -> {"rho", "p", "n_families", "model"}
+    points: dict[str, pd.DataFrame]  # task -> magnitude_points
+    mixed_settings: list[str]  # settings the pooled runs differ in beyond task, modules and layers
+    n_runs: int
+    generated_at: str
+    layers: str = "all"
+    notes: list[str] = field(default_factory=list)
+
+
+def _magnitude_model(d: pd.DataFrame, task: str, available, model: str | None) -> str | None:
+    """The model whose magnitudes a task's correlation uses: the given one, else its most used with magnitudes."""
+    if model is not None:
+        return model if model in available else None
+    used = d.loc[d["task"] == task, "model"].value_counts().index if "model" in d.columns else []
+    return next((m for m in used if m in available), None)
+
+
+def build_report(runs, magnitudes_by_model: dict[str, pd.DataFrame] | None = None, tasks=None,
+                 layers: str = "all", model: str | None = None) -> Report:
+    """The whole study from a runs frame and per-model magnitude rows: table, per-task figures and rho."""
+    runs = _of_tasks(runs, tasks)
+    d = pooling.finished_runs(runs, None, model)
+    mags = magnitudes_by_model or {}
+    task_names = _task_list(tasks) if tasks is not None else _task_list(d["task"].unique())
+    figures, rho, points = {}, {}, {}
+    for t in task_names:
+        used = _magnitude_model(d, t, mags, model)
+        magnitudes = mags.get(used) if used else None
+        fig, stats = magnitude_vs_score(runs, magnitudes, t, layers, model=used or model)
+        figures[t] = {"layerwise": layerwise_figure(runs, t, model), "efficiency": efficiency_figure(runs, t, model),
+                      "magnitude": fig}
+        rho[t] = {**stats, "model": used}
+        points[t] = magnitude_points(runs, magnitudes, t, layers, used or model)
+    return Report(
+        table=study_table(runs, None, layers, model), numeric=study_numeric(runs, None, layers, model),
+        tasks=task_names, figures=figures, rho=rho, points=points, mixed_settings=pooling.mixed_settings(d),
+        n_runs=len(d), generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), layers=str(layers))
+
+
+# ---------------------------------------------------------------- 6. exports
+
+
+def _summary(report: Report) -> list[str]:
+    """The lines every export states beside the numbers: source, pooling, layers and what was mixed."""
+    mixed = ", ".join(report.mixed_settings) or "nothing (every row at the same settings)"
+    return [f"Generated {report.generated_at} from {report.n_runs} finished runs on "
+            f"{', '.join(report.tasks) or 'no tasks'}.",
+            f"Layers: {report.layers} (embeddings, classifier and full fine-tuning ignore the layer choice).",
+            f"Settings that differ between rows (each variant is its own row): {mixed}.", *report.notes]
+
+
+def _findings(report: Report) -> list[str]:
+    """One line per task: the rank correlation of a family's mean |w| with its score."""
+    lines = []
+    for t in report.tasks:
+        stats = report.rho.get(t, {})
+        model = stats.get("model")
+        source = f"magnitudes of {model}" if model else "no magnitudes for its model"
+        if stats.get("p_method"):
+            source += f"; {stats['p_method']} p"
+        lines.append(f"{t}: {rho_text(stats)} between a family's mean |w| and its score ({source}).")
+    return lines
+
+
+def to_csv(report: Report) -> str:
+    """The numeric long form as CSV text."""
+    return report.numeric.to_csv(index=False)
+
+
+def _pipe_table(df: pd.DataFrame) -> str:
+    """A Markdown pipe table (tabulate, which DataFrame.to_markdown needs, is not a dependency)."""
+    cell = lambda v: str(v).replace("|", r"\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(cell(c) for c in df.columns) + " |", "|" + " --- |" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False, name=None)]
+    return "\n".join(lines)
+
+
+def to_markdown(report: Report) -> str:
+    """The study as Markdown: title, the paper, the table and the magnitude findings."""
+    parts = [f"# {TITLE}", INTRO, "\n".join(f"- {line}" for line in _summary(report)),
+             "## Results", POOLING_NOTE, _pipe_table(report.table),
+             "## Weight magnitude vs score", "\n".join(f"- {line}" for line in _findings(report))]
+    return "\n\n".join(parts) + "\n"
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "✗": r"$\times$",
+          "—": "---", "·": r"$\cdot$"}
+_LATEX_RE = re.compile("|".join(re.escape(k) for k in _LATEX))
+
+
+def _latex_escape(value) -> str:
+    """Text safe in a LaTeX cell: specials escaped, ± as $\\pm$, ✗ as $\\times$ (pdflatex has neither glyph)."""
+    return _LATEX_RE.sub(lambda m: _LATEX[m.group(0)], str(value))
+
+
+def to_latex(report: Report) -> str:
+    """The table as a booktabs tabular (needs \\usepackage{booktabs}), with the source as comment lines."""
+    table = report.table.map(_latex_escape).rename(columns=_latex_escape)
+    body = table.to_latex(index=False, escape=False, column_format="l" + "r" * (table.shape[1] - 1))
+    comments = [f"% {TITLE}: {PAPER}", *(f"% {line}" for line in _summary(report)),
+                r"% mean $\pm$ std (n seeds); $\times$: did not learn. Needs \usepackage{booktabs}."]
+    return "\n".join(comments) + "\n" + body
+
+
+def _plotly_js() -> str:
+    """plotly.js for inlining; its one URL (the topojson default, used only by geo maps, which a report never
+    draws) is pointed at a relative folder so the file is provably offline."""
+    from plotly.offline import get_plotlyjs
+
+    return re.sub(r"https?://cdn\.plot\.ly/[^\"']*", "topojson/", get_plotlyjs())
+
+
+STYLE = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#222}table.study{border-collapse:collapse;font-size:14px;margin:1em 0}
+table.study th,table.study td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}
+table.study th:first-child,table.study td:first-child{text-align:left}.note{color:#555;font-size:14px}"""
+
+
+def _figure_html(fig: go.Figure) -> str:
+    """One figure as a div that uses the page's single inlined plotly.js."""
+    return fig.to_html(full_html=False, include_plotlyjs=False, default_width="100%",
+                       config={"displaylogo": False, "responsive": True})
+
+
+def to_html(report: Report) -> str:
+    """One self-contained HTML file (plotly.js inlined once, no network to view): the paper, the table, each
+    task's figures and the magnitude findings."""
+    esc = html.escape
+    items = lambda lines: "<ul>" + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>"  # noqa: E731
+    sections = []
+    for t in report.tasks:
+        figs = report.figures.get(t, {})
+        sections.append(f"<h2>{esc(t)}</h2>" + "".join(_figure_html(figs[k]) for k in FIGURES if k in figs))
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(TITLE)}</title><style>{STYLE}</style>",
+        "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>",
+        f'<script type="text/javascript">{_plotly_js()}</script></head><body>',
+        f"<h1>{esc(TITLE)}</h1>", f"<p>{esc(INTRO)} <a href=\"{PAPER_URL}\">arXiv 2302.00378</a></p>",
+        items(_summary(report)), "<h2>Results</h2>", f'<p class="note">{esc(POOLING_NOTE)}</p>',
+        report.table.to_html(index=False, classes="study", border=0, na_rep=""),
+        "<h2>Weight magnitude vs score</h2>", items(_findings(report)), *sections, "</body></html>",
+    ])
+
+
+RENDERERS = {"csv": to_csv, "md": to_markdown, "tex": to_latex, "html": to_html}
+
+
+def render(report: Report, fmt: str) -> str:
+    """The report as text in one of FORMATS; an unknown format is refused with the allowed ones."""
+    key = str(fmt).strip().lower().lstrip(".")
+    if key not in RENDERERS:
+        raise ValueError(f"unknown report format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    return RENDERERS[key](report)
+
+
+def write_report(report: Report, fmt: str, path) -> Path:
+    """Render the report in `fmt` (csv, md, tex or html) and write it to `path` as UTF-8."""
+    text = render(report, fmt)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- 7. from a registry
+
+
+def model_magnitudes(name: str) -> pd.DataFrame:
+    """A model's magnitude rows (the Weights tab's, computed once per model and shared with it)."""
+    from app.views import magnitudes
+
+    return magnitudes(name).copy()
+
+
+def report_from_registry(registry, tasks=None, model: str | None = None, layers: str = "all") -> Report:
+    """The study of every finished run in a registry (optionally some tasks or one model), with the magnitudes
+    of each model the runs used; a model that cannot be loaded leaves its correlation out and says why."""
+    from tuning.models import ModelError
+
+    runs = registry.runs_frame()
+    d = pooling.finished_runs(_of_tasks(runs, tasks), None, model)
+    mags, notes = {}, []
+    for name in sorted(set(d["model"].dropna())) if "model" in d.columns else []:
+        try:
+            mags[name] = model_magnitudes(name)
+        except (ModelError, OSError, ValueError) as err:
+            notes.append(f"No weight magnitudes for model {name}: {err}")
+    report = build_report(runs, mags, tasks, layers, model)
+    report.notes.extend(notes)
+    return report
