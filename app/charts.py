@@ -232,7 +232,10 @@ def efficiency_frontier(runs, task: str | None = None, model: str | None = None)
             shown.add(group)
         chance, full_mean, full_std, _ = pooling.task_references(pt, t)
         _add_references(fig, chance, full_mean, full_std, **where)
-        fig.update_yaxes(title_text=pt["metric"].mode().iloc[0], **where)
+        spread = pt["std"].fillna(0)
+        fig.update_yaxes(title_text=pt["metric"].mode().iloc[0], **where,
+                         range=_score_range((pt["mean"] + spread).tolist() + (pt["mean"] - spread).tolist(),
+                                            chance, full_mean))
     fig.update_xaxes(type="log", title_text="trainable parameters (% of model, log)")
     return _layout(fig, title, height=HEIGHT if rows == 1 else 330 * rows, legend_title_text="module")
 
@@ -406,13 +409,15 @@ def _global_family(group: str) -> bool:
 
 
 CHANCE_ROW = "chance (majority class; 0 for MCC and r)"
-NUMERIC_COLUMNS = ["module", "family", "variant", "task", "metric", "mean", "std", "n", "trainable_pct", "lr",
-                   "chance", "full_mean", "did_not_learn"]
+NUMERIC_COLUMNS = ["module", "family", "layers", "variant", "task", "metric", "mean", "std", "n", "trainable_pct",
+                   "lr", "chance", "full_mean", "did_not_learn"]
 
 
 def results_table_numeric(runs, layers: str | None = "all", model: str | None = None) -> pd.DataFrame:
-    """Long numeric results, one row per replicate set (module, variant, task): mean, std, n, trainable %, lr,
-    the chance level and the full fine-tuning mean at the same settings, and whether it learned (CSV export)."""
+    """Long numeric results, one row per replicate set (module, layers, variant, task): mean, std, n, trainable %,
+    lr, the chance level and the full fine-tuning mean at the same settings, and whether it learned (CSV export).
+
+    layers filters one layer choice (families that ignore layers always count); None keeps every choice."""
     d = pooling.finished_runs(runs, None, model)
     if not d.empty and layers is not None:
         d = d[(d["layers"] == str(layers)) | d["group"].map(_global_family)]
@@ -420,7 +425,8 @@ def results_table_numeric(runs, layers: str | None = "all", model: str | None = 
     if pooled.empty:
         return pd.DataFrame(columns=NUMERIC_COLUMNS)
     out = pooled.rename(columns={"group": "family"}).assign(module=lambda p: p["family"].map(short_name))
-    keys = [(family_sort_key(f), v, _task_sort_key(t)) for f, v, t in zip(out["family"], out["variant"], out["task"])]
+    keys = [(family_sort_key(f), _layer_sort_key(la), v, _task_sort_key(t))
+            for f, la, v, t in zip(out["family"], out["layers"], out["variant"], out["task"])]
     out = out.iloc[sorted(range(len(keys)), key=keys.__getitem__)]
     return out[NUMERIC_COLUMNS].reset_index(drop=True)
 
@@ -434,21 +440,25 @@ def _result_cell(mean: float, std: float, n: int, did_not_learn: bool = False) -
 
 
 def results_table(runs, layers: str | None = "all", model: str | None = None) -> pd.DataFrame:
-    """The paper-style table: one row per module (and settings variant) in paper order, 'trainable %', 'lr', then
-    'mean ± std (n)' per task (✗: did not learn), closed by the chance and full fine-tuning rows."""
+    """The paper-style table: one row per module (and layer choice when several, and settings variant) in paper
+    order, 'trainable %', 'lr', then 'mean ± std (n)' per task (✗: did not learn), closed by a chance row."""
     long = results_table_numeric(runs, layers, model)
     if long.empty:
         return pd.DataFrame(columns=["module", "trainable %", "lr"])
     tasks = sorted(long["task"].unique(), key=_task_sort_key)
-    rows_of = list(dict.fromkeys(zip(long["family"], long["variant"])))  # already in paper order
-    cells = {(f, v, t): _result_cell(m, s, n, bool(x)) for f, v, t, m, s, n, x in
-             long[["family", "variant", "task", "mean", "std", "n", "did_not_learn"]].itertuples(index=False, name=None)}
-    first = long.drop_duplicates(["family", "variant"]).set_index(["family", "variant"])
+    key_cols = ["family", "layers", "variant"]
+    several_layers = long.loc[~long["family"].map(_global_family), "layers"].nunique() > 1
+    rows_of = list(dict.fromkeys(zip(*(long[c] for c in key_cols))))  # already in paper order
+    cells = {(f, la, v, t): _result_cell(m, s, n, bool(x)) for f, la, v, t, m, s, n, x in
+             long[[*key_cols, "task", "mean", "std", "n", "did_not_learn"]].itertuples(index=False, name=None)}
+    first = long.drop_duplicates(key_cols).set_index(key_cols)
     rows = []
-    for f, v in rows_of:
-        lrs = sorted({f"{x:g}" for x in long[(long["family"] == f) & (long["variant"] == v)]["lr"] if pd.notna(x)})
-        rows.append([short_name(f) + (f" ({v})" if v else ""), format_pct(first.loc[(f, v), "trainable_pct"]),
-                     ", ".join(lrs)] + [cells.get((f, v, t), "") for t in tasks])
+    for f, la, v in rows_of:
+        mine = long[(long["family"] == f) & (long["layers"] == la) & (long["variant"] == v)]
+        lrs = sorted({f"{x:g}" for x in mine["lr"] if pd.notna(x)})
+        where = f" @{la}" if several_layers and not _global_family(f) else ""
+        rows.append([short_name(f) + where + (f" ({v})" if v else ""), format_pct(first.loc[(f, la, v), "trainable_pct"]),
+                     ", ".join(lrs)] + [cells.get((f, la, v, t), "") for t in tasks])
     # Full fine-tuning is the last module row (paper order); chance closes the table.
     chance = long.groupby("task")["chance"].mean()
     rows.append([CHANCE_ROW, "", ""] + ["" if pd.isna(chance.get(t)) else f"{chance[t]:.3f}" for t in tasks])
@@ -583,9 +593,47 @@ def delta_by_layer(deltas, kind: str | None = None) -> go.Figure:
     return _layout(fig, title, legend_title_text="run / module")
 
 
+# ---------------------------------------------------------------- 9b. lr searches
+
+NO_SEARCHES = "No lr searches yet — tick 'search the learning rate first' in the Experiment tab"
+
+
+def lr_search_curves(points, title: str = "Learning-rate searches: held-out score vs lr") -> go.Figure:
+    """Score vs lr (log) of each search at each rung of its successive halving (earlier rungs dotted), the chosen
+    lr starred: whether the grid was wide enough and how sharp the optimum is. `points` has search_id, label,
+    lr, score, step, metric and chosen_lr (NaN while the search runs)."""
+    d = _frame(points)
+    if d.empty:
+        return empty_figure(title, NO_SEARCHES)
+    fig = go.Figure()
+    for i, (sid, g) in enumerate(d.groupby("search_id", sort=True)):
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        label, steps = str(g["label"].iloc[0]), sorted(g["step"].unique())
+        for step in steps:
+            r = g[g["step"] == step].sort_values("lr")
+            last = step == steps[-1]
+            fig.add_trace(go.Scatter(
+                x=r["lr"].to_numpy(), y=r["score"].to_numpy(), mode="lines+markers",
+                name=label if last else f"{label} · step {step}", legendgroup=str(sid), showlegend=last,
+                line=dict(color=color, dash="solid" if last else "dot", width=2 if last else 1),
+                marker=dict(size=7 if last else 5),
+                hovertemplate=f"{label}<br>lr %{{x:g}} after {step} steps<br>held-out %{{y:.4f}}<extra></extra>"))
+        chosen = g["chosen_lr"].dropna()
+        if len(chosen):
+            at = g[(g["lr"] == chosen.iloc[0]) & (g["step"] == steps[-1])]
+            fig.add_trace(go.Scatter(
+                x=at["lr"].to_numpy(), y=at["score"].to_numpy(), mode="markers", legendgroup=str(sid),
+                showlegend=False, marker=dict(symbol="star", size=16, color=color, line=dict(width=1, color="black")),
+                hovertemplate=f"{label}<br>chosen lr %{{x:g}}<extra></extra>"))
+    metric = str(d["metric"].dropna().iloc[0]) if d["metric"].notna().any() else "score"
+    fig.update_xaxes(type="log", title_text="learning rate (log)", exponentformat="power")
+    fig.update_yaxes(title_text=f"held-out {metric}")
+    return _layout(fig, title, legend_title_text="search")
+
+
 # ---------------------------------------------------------------- 10. runs table
 
-RUNS_TABLE_COLUMNS = ["id", "status", "task", "modules", "layers", "seed", "metric", "trainable %",
+RUNS_TABLE_COLUMNS = ["id", "status", "task", "modules", "layers", "seed", "lr", "metric", "trainable %",
                       "progress", "ETA", "worker/device", "age"]
 
 
@@ -603,6 +651,13 @@ def _progress(step, total) -> str:
     return f"{step}/{int(total)} ({100 * step // int(total)}%)"
 
 
+def _run_lr(lr, kind: str, status: str) -> str:
+    """The lr a run trains at; a search shows 'searching' until it chose, then 'chose 3e-3'."""
+    if kind == "search":
+        return f"chose {float(lr):g}" if status == "succeeded" and lr is not None and not pd.isna(lr) else "searching"
+    return "" if lr is None or pd.isna(lr) else f"{float(lr):g}"
+
+
 def runs_table(runs, now=None) -> pd.DataFrame:
     """The Runs tab's table, newest first: short module names, formatted metric, progress, ETA and age."""
     runs = _frame(runs)
@@ -612,8 +667,14 @@ def runs_table(runs, now=None) -> pd.DataFrame:
     n = len(r)
     col = lambda name: r[name].tolist() if name in r.columns else [None] * n  # noqa: E731
     status = _str_col(r, "status", "?").tolist()
-    metrics = [f"{name} {float(v):.3f}" if v is not None and not pd.isna(v) else ""
-               for name, v in zip(_str_col(r, "primary_metric_name", "score"), col("primary_metric"))]
+    kinds = _str_col(r, "kind", "run").tolist()
+    at_chance = [x is not None and not pd.isna(x) and not bool(x) for x in col("learned")]
+    # A score beside its verdict: a run at chance reads as a failed run, a search's score as a held-out one.
+    metrics = [("" if k == "run" else "held-out ") + f"{name} {float(v):.3f}" + (" ✗ at chance" if low else "")
+               if v is not None and not pd.isna(v) else ""
+               for name, v, k, low in zip(_str_col(r, "primary_metric_name", "score"), col("primary_metric"), kinds,
+                                          at_chance)]
+    lrs = [_run_lr(x, k, s) for x, k, s in zip(col("lr"), kinds, status)]
     eta = [humanize_seconds(e) if s == "running" else "" for s, e in zip(status, col("eta_seconds"))]
     where = [" / ".join(str(x) for x in pair if x is not None and not pd.isna(x) and str(x))
              for pair in zip(col("worker"), col("device"))]
@@ -624,8 +685,11 @@ def runs_table(runs, now=None) -> pd.DataFrame:
         ages = [""] * n
     return pd.DataFrame({
         "id": col("id"), "status": status, "task": col("task"),
-        "modules": [short_name(m) for m in (r["modules"] if "modules" in r.columns else col("family"))],
-        "layers": _str_col(r, "layers", "all").tolist(), "seed": col("seed"), "metric": metrics,
+        "modules": [short_name(m) + ("" if k == "run" else f" · {k}") + (f" (of #{int(p)})" if p is not None and
+                                                                           not pd.isna(p) else "")
+                    for m, k, p in zip(r["modules"] if "modules" in r.columns else col("family"), kinds,
+                                       col("parent_id"))],
+        "layers": _str_col(r, "layers", "all").tolist(), "seed": col("seed"), "lr": lrs, "metric": metrics,
         "trainable %": [format_pct(v) for v in col("trainable_pct")],
         "progress": [_progress(s, t) for s, t in zip(col("step"), col("total_steps"))],
         "ETA": eta, "worker/device": where, "age": ages,

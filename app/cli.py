@@ -400,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "efficiency, |w| vs score (Spearman's rho)")
     p.add_argument("--tasks", default=None, help="comma-separated GLUE tasks (default: every task with runs)")
     p.add_argument("--model", default=None, help="only runs of this model")
-    p.add_argument("--layers", default="all", help="the layer choice of the table (default: all)")
+    p.add_argument("--layers", default=None,
+                   help="only this layer choice in the table, e.g. all or 5 (default: every choice, each its own row)")
     p.add_argument("--format", required=True, choices=["md", "tex", "csv", "html"],
                    help="md (Markdown), tex (a LaTeX booktabs table), csv (numeric), html (one self-contained page)")
     p.add_argument("--output", required=True, help="the file to write")

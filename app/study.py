@@ -276,9 +276,13 @@ def _magnitude_model(d: pd.DataFrame, task: str, available, model: str | None) -
 
 
 def build_report(runs, magnitudes_by_model: dict[str, pd.DataFrame] | None = None, tasks=None,
-                 layers: str = "all", model: str | None = None) -> Report:
-    """The whole study from a runs frame and per-model magnitude rows: table, per-task figures and rho."""
+                 layers: str | None = "all", model: str | None = None) -> Report:
+    """The whole study from a runs frame and per-model magnitude rows: table, per-task figures and rho.
+
+    layers is the table's layer choice (None: every choice, each its own row); |w| vs score always compares
+    runs over all layers (or `layers` when one is given), as the paper does."""
     runs = _of_tasks(runs, tasks)
+    table_layers, layers = layers, layers or "all"
     d = pooling.finished_runs(runs, None, model)
     mags = magnitudes_by_model or {}
     task_names = _task_list(tasks) if tasks is not None else _task_list(d["task"].unique())
@@ -292,15 +296,16 @@ def build_report(runs, magnitudes_by_model: dict[str, pd.DataFrame] | None = Non
         rho[t] = {**stats, "model": used}
         points[t] = magnitude_points(runs, magnitudes, t, layers, used or model)
     return Report(
-        table=study_table(runs, None, layers, model), numeric=study_numeric(runs, None, layers, model),
+        table=study_table(runs, None, table_layers, model), numeric=study_numeric(runs, None, table_layers, model),
         tasks=task_names, figures=figures, rho=rho, points=points, mixed_settings=pooling.mixed_settings(d),
-        n_runs=len(d), generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), layers=str(layers))
+        n_runs=len(d), generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        layers=table_layers or "every layer choice, each its own row")
 
 
 # ---------------------------------------------------------------- 6. exports
 
 
-def _summary(report: Report) -> list[str]:
+def summary_lines(report: Report) -> list[str]:
     """The lines every export states beside the numbers: source, pooling, layers and what was mixed."""
     mixed = ", ".join(report.mixed_settings) or "nothing (every row at the same settings)"
     return [f"Generated {report.generated_at} from {report.n_runs} finished runs on "
@@ -309,7 +314,7 @@ def _summary(report: Report) -> list[str]:
             f"Settings that differ between rows (each variant is its own row): {mixed}.", *report.notes]
 
 
-def _findings(report: Report) -> list[str]:
+def findings(report: Report) -> list[str]:
     """One line per task: the rank correlation of a family's mean |w| with its score."""
     lines = []
     for t in report.tasks:
@@ -337,9 +342,9 @@ def _pipe_table(df: pd.DataFrame) -> str:
 
 def to_markdown(report: Report) -> str:
     """The study as Markdown: title, the paper, the table and the magnitude findings."""
-    parts = [f"# {TITLE}", INTRO, "\n".join(f"- {line}" for line in _summary(report)),
+    parts = [f"# {TITLE}", INTRO, "\n".join(f"- {line}" for line in summary_lines(report)),
              "## Results", POOLING_NOTE, _pipe_table(report.table),
-             "## Weight magnitude vs score", "\n".join(f"- {line}" for line in _findings(report))]
+             "## Weight magnitude vs score", "\n".join(f"- {line}" for line in findings(report))]
     return "\n\n".join(parts) + "\n"
 
 
@@ -358,7 +363,7 @@ def to_latex(report: Report) -> str:
     """The table as a booktabs tabular (needs \\usepackage{booktabs}), with the source as comment lines."""
     table = report.table.map(_latex_escape).rename(columns=_latex_escape)
     body = table.to_latex(index=False, escape=False, column_format="l" + "r" * (table.shape[1] - 1))
-    comments = [f"% {TITLE}: {PAPER}", *(f"% {line}" for line in _summary(report)),
+    comments = [f"% {TITLE}: {PAPER}", *(f"% {line}" for line in summary_lines(report)),
                 r"% mean $\pm$ std (n seeds); $\times$: did not learn. Needs \usepackage{booktabs}."]
     return "\n".join(comments) + "\n" + body
 
@@ -398,9 +403,9 @@ def to_html(report: Report) -> str:
         "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>",
         f'<script type="text/javascript">{_plotly_js()}</script></head><body>',
         f"<h1>{esc(TITLE)}</h1>", f"<p>{esc(INTRO)} <a href=\"{PAPER_URL}\">arXiv 2302.00378</a></p>",
-        items(_summary(report)), "<h2>Results</h2>", f'<p class="note">{esc(POOLING_NOTE)}</p>',
+        items(summary_lines(report)), "<h2>Results</h2>", f'<p class="note">{esc(POOLING_NOTE)}</p>',
         report.table.to_html(index=False, classes="study", border=0, na_rep=""),
-        "<h2>Weight magnitude vs score</h2>", items(_findings(report)), *sections, "</body></html>",
+        "<h2>Weight magnitude vs score</h2>", items(findings(report)), *sections, "</body></html>",
     ])
 
 
@@ -434,7 +439,7 @@ def model_magnitudes(name: str) -> pd.DataFrame:
     return magnitudes(name).copy()
 
 
-def report_from_registry(registry, tasks=None, model: str | None = None, layers: str = "all") -> Report:
+def report_from_registry(registry, tasks=None, model: str | None = None, layers: str | None = None) -> Report:
     """The study of every finished run in a registry (optionally some tasks or one model), with the magnitudes
     of each model the runs used; a model that cannot be loaded leaves its correlation out and says why."""
     from tuning.models import ModelError

@@ -31,7 +31,7 @@ CSS = """
 """
 
 ELEM_IDS = {
-    "tabs": ["tabs", "tab-experiment", "tab-runs", "tab-compare", "tab-weights", "tab-playground"],
+    "tabs": ["tabs", "tab-experiment", "tab-runs", "tab-compare", "tab-study", "tab-weights", "tab-playground"],
     "experiment": ["task", "model", "model-msg", "families", "together", "random-control", "layers", "layers-all",
                    "layers-none", "layers-k", "layers-first", "layers-last", "layer-spec", "each-layer",
                    "layers-msg", "lr", "seeds", "max-train", "max-eval", "epochs", "batch-size", "train-head",
@@ -41,8 +41,10 @@ ELEM_IDS = {
              "run-summary", "cancel", "retry", "download", "run-action-msg", "run-curves", "run-config",
              "run-result"],
     "compare": ["compare-task", "compare-layers", "compare-refresh", "chart-score", "chart-frontier",
-                "chart-heatmap", "compare-runs", "only-diff", "chart-curves", "config-diff", "results-table",
+                "chart-heatmap", "chart-lr-search", "compare-runs", "only-diff", "chart-curves", "config-diff", "results-table",
                 "results-note", "results-csv"],
+    "study": ["study-tasks", "study-task", "study-go", "study-summary", "study-table", "chart-layerwise",
+              "chart-study-frontier", "chart-magnitude-score", "study-files"],
     "weights": ["weights-model", "weights-kind", "weights-by-layer", "weights-go", "chart-magnitudes",
                 "chart-magnitude-heatmap", "weights-runs", "deltas-go", "chart-deltas", "weights-msg"],
     "playground": ["play-run", "play-text-a", "play-text-b", "play-go", "play-tuned", "play-base", "play-msg"],
@@ -165,7 +167,9 @@ def build_app(registry=None, worker_status=None, public=None):
                             max_train = gr.Number(defaults.max_train, label="Training examples", precision=0,
                                                   minimum=0, elem_id="max-train",
                                                   info="a seeded, stratified sample; 0 = the whole training set")
-                            max_eval = gr.Number(defaults.max_eval or 0, label="Evaluation examples", precision=0,
+                            # 0 is the whole set; the public demo caps it, and its cap covers SST-2's 872.
+                            max_eval = gr.Number(defaults.max_eval or (public.max_eval if public else 0),
+                                                 label="Evaluation examples", precision=0,
                                                  minimum=0, elem_id="max-eval", info="0 = the whole validation set")
                         with gr.Accordion("More settings", open=False):
                             with gr.Row():
@@ -240,7 +244,9 @@ def build_app(registry=None, worker_status=None, public=None):
                 with gr.Row():
                     chart_score = gr.Plot(show_label=False, elem_id="chart-score")
                     chart_frontier = gr.Plot(show_label=False, elem_id="chart-frontier")
-                chart_heatmap = gr.Plot(show_label=False, elem_id="chart-heatmap")
+                with gr.Row():
+                    chart_heatmap = gr.Plot(show_label=False, elem_id="chart-heatmap")
+                    chart_lr = gr.Plot(show_label=False, elem_id="chart-lr-search")
                 gr.Markdown("### Selected runs", elem_classes="help")
                 with gr.Row():
                     compare_runs = gr.Dropdown([], value=[], multiselect=True, label="Runs to overlay (default: the "
@@ -254,6 +260,28 @@ def build_app(registry=None, worker_status=None, public=None):
                 results_table = gr.DataFrame(label="Results", interactive=False, elem_id="results-table", wrap=True)
                 results_note = gr.Markdown("", elem_id="results-note", elem_classes="help")
                 results_csv = gr.DownloadButton("Download CSV", size="sm", elem_id="results-csv")
+
+            # ------------------------------------------------------------------ Study
+            with gr.Tab("Study", id="study", elem_id="tab-study") as tab_study:
+                gr.Markdown("The paper's findings regenerated from every finished run: the table of module families "
+                            "× tasks (mean ± std over seeds, n; chance and full fine-tuning rows), the layer-wise "
+                            "analysis, score against trainable share, and the paper's explanation put to the test — "
+                            "each family's mean |w| against its score (Spearman's ρ).", elem_classes="help")
+                with gr.Row():
+                    study_tasks = gr.Dropdown(tasks, value=[], multiselect=True, elem_id="study-tasks", scale=3,
+                                              label="Tasks in the report (empty: every task with runs)")
+                    study_task = gr.Dropdown(tasks, value=ex.DEFAULT_TASKS[0], label="Figures for task",
+                                             elem_id="study-task", scale=1)
+                    study_go = gr.Button("Build the report", variant="primary", elem_id="study-go", scale=1)
+                study_summary = gr.Markdown("Press **Build the report** (the first one computes the model's weight "
+                                            "magnitudes, a few seconds).", elem_id="study-summary")
+                study_table = gr.DataFrame(label="Study table", interactive=False, elem_id="study-table", wrap=True)
+                with gr.Row():
+                    chart_layerwise = gr.Plot(show_label=False, elem_id="chart-layerwise")
+                    chart_study_frontier = gr.Plot(show_label=False, elem_id="chart-study-frontier")
+                chart_mag_score = gr.Plot(show_label=False, elem_id="chart-magnitude-score")
+                study_files = gr.File(label="Download: CSV, Markdown, LaTeX, self-contained HTML", file_count="multiple",
+                                      elem_id="study-files", interactive=False)
 
             # ------------------------------------------------------------------ Weights
             with gr.Tab("Weights", id="weights", elem_id="tab-weights") as tab_weights:
@@ -421,7 +449,7 @@ def build_app(registry=None, worker_status=None, public=None):
               show_progress="hidden", **private)
         # The live timer only runs while the Runs tab is open.
         tab_runs.select(lambda: gr.Timer(active=True), None, timer, **private)
-        for other in (tab_experiment, tab_compare, tab_weights, tab_play):
+        for other in (tab_experiment, tab_compare, tab_study, tab_weights, tab_play):
             other.select(lambda: gr.Timer(active=False), None, timer, **private)
 
         def on_row(evt: gr.SelectData):
@@ -460,13 +488,14 @@ def build_app(registry=None, worker_status=None, public=None):
             choices = views.run_choices(registry, status="succeeded", task=task_name)
             layer_choices = views.layer_filter_choices(registry)
             return (view["score_by_family"], view["efficiency_frontier"], view["layer_module_heatmap"],
-                    view["training_curves"], view["config_diff"], view["results_table"],
+                    view["lr_searches"], view["training_curves"], view["config_diff"], view["results_table"],
                     views.results_note(view["results_table"], layer_choice, layer_choices),
                     views.results_csv_file(registry, layer_choice),
                     gr.Dropdown(choices=choices, value=[i for i in (run_ids or []) if i in {c[1] for c in choices}]),
                     gr.Dropdown(choices=layer_choices))
 
-        compare_outputs = [chart_score, chart_frontier, chart_heatmap, chart_curves, config_diff, results_table,
+        compare_outputs = [chart_score, chart_frontier, chart_heatmap, chart_lr, chart_curves, config_diff,
+                           results_table,
                            results_note, results_csv, compare_runs, compare_layers]
         gr.on([tab_compare.select, compare_refresh.click, compare_task.change, compare_layers.change], refresh_compare,
               [compare_task, compare_layers, compare_runs, only_diff], compare_outputs, **private)
@@ -477,6 +506,24 @@ def build_app(registry=None, worker_status=None, public=None):
 
         gr.on([compare_runs.change, only_diff.change], refresh_selected,
               [compare_task, compare_layers, compare_runs, only_diff], [chart_curves, config_diff],
+              trigger_mode="always_last", **private)
+
+        # ---------------------------------------------------------------------- Study wiring
+        def build_study(chosen, task_name):
+            try:
+                report, files = views.study(registry, chosen or None)
+            except (ValueError, OSError) as err:
+                empty = charts.empty_figure("Study", f"Could not build the report: {err}")
+                return f"⚠️ {err}", None, empty, empty, empty, None, gr.Dropdown()
+            figs = views.study_figures(report, task_name)
+            return (views.study_summary(report), report.table, figs["layerwise"], figs["efficiency"],
+                    figs["magnitude"], files, gr.Dropdown(choices=report.tasks or tasks,
+                                                          value=task_name if task_name in report.tasks else
+                                                          (report.tasks[0] if report.tasks else task_name)))
+
+        study_outputs = [study_summary, study_table, chart_layerwise, chart_study_frontier, chart_mag_score,
+                         study_files, study_task]
+        gr.on([study_go.click, study_task.change], build_study, [study_tasks, study_task], study_outputs,
               trigger_mode="always_last", **private)
 
         # ---------------------------------------------------------------------- Weights wiring

@@ -136,9 +136,12 @@ def run_detail(registry, run_id, viewer: str | None = None) -> RunDetail:
         return RunDetail(None, f"⚠️ {err}", curves=charts.training_curves(None))
     rid = int(run["id"])
     own = viewer is None or run["submitter"] == viewer
-    events = registry.events_frame([rid])
-    curves = charts.training_curves(events, [rid], pd.DataFrame([{k: run[k] for k in (
-        "id", "modules", "layers", "primary_metric_name")}]))
+    if run["kind"] == "search":  # its candidates' losses one after another mean little: draw score vs lr
+        curves = charts.lr_search_curves(search_points(registry, [rid]), f"Run #{rid}: held-out score vs lr")
+    else:
+        events = registry.events_frame([rid])
+        curves = charts.training_curves(events, [rid], pd.DataFrame([{k: run[k] for k in (
+            "id", "modules", "layers", "primary_metric_name")}]))
     return RunDetail(
         run_id=rid, summary=summary_markdown(run), config=run["config"], result=run["result"], curves=curves,
         status=run["status"], key=detail_key(registry, rid),
@@ -148,8 +151,13 @@ def run_detail(registry, run_id, viewer: str | None = None) -> RunDetail:
 
 def summary_markdown(run: dict) -> str:
     """One paragraph about a run: what it is, where it is, its result or its error."""
-    head = (f"**Run #{run['id']}** · {run['task']} · {charts.short_name(run['modules'])} @ layers {run['layers']}"
-            f" · seed {run['seed']} · lr {run['lr']:g} · {run['model']}")
+    kind = run.get("kind") or "run"
+    what = {"search": "**lr search #{id}**", "candidate": "**Candidate #{id}** of search #{parent_id}"}.get(
+        kind, "**Run #{id}**").format(id=run["id"], parent_id=run.get("parent_id"))
+    lr = ("searching" if kind == "search" and run["status"] != "succeeded" else f"{run['lr']:g}"
+          ) if run["lr"] is not None else "?"
+    head = (f"{what} · {run['task']} · {charts.short_name(run['modules'])} @ layers {run['layers']}"
+            f" · seed {run['seed']} · lr {lr} · {run['model']}")
     status = run["status"]
     parts = [f"**{status}**" + (" (cancel requested)" if run["cancel_requested"] and status == "running" else "")]
     if run["total_steps"]:
@@ -162,15 +170,55 @@ def summary_markdown(run: dict) -> str:
     if run["resume_count"]:
         parts.append(f"resumed {run['resume_count']}× from a checkpoint")
     lines = [head, " · ".join(parts)]
-    if run["primary_metric"] is not None:
-        lines.append(f"**{run['primary_metric_name']} = {run['primary_metric']:.4f}** · trainable "
-                     f"{run['trainable_params']:,} parameters ({charts.format_pct(run['trainable_pct'])} of the model)"
-                     + (f" · {run['train_seconds']:.1f}s training" if run["train_seconds"] else ""))
+    result = run.get("result") or {}
+    if kind == "search" and result.get("chosen_lr") is not None:
+        where = "a held-out slice of the training rows" if result.get("selection") == "holdout" else \
+            "the evaluation set (optimistic: it is also the reported set)"
+        grid = result.get("grid") or []
+        lines.append(f"**chose lr {result['chosen_lr']:g}** by {result.get('metric')} on {where} · grid "
+                     f"{', '.join(f'{g:g}' for g in grid)} · cost {result.get('cost_ratio', 0):.2f}× one run "
+                     f"(the plain grid: {result.get('grid_cost_ratio', 0):.0f}×)")
+    elif run["primary_metric"] is not None:
+        chance = run.get("chance_metric")
+        verdict = "" if run.get("learned") is not False else \
+            f" · ✗ **did not learn** ({result.get('learned_note') or 'at chance'})"
+        lines.append(f"**{run['primary_metric_name']} = {run['primary_metric']:.4f}**"
+                     + (f" (chance {chance:.3f})" if chance is not None else "") + verdict + " · trainable "
+                     f"{run['trainable_params'] or 0:,} parameters ({charts.format_pct(run['trainable_pct'])} of the "
+                     "model)" + (f" · {run['train_seconds']:.1f}s training" if run["train_seconds"] else ""))
+    note = (run.get("config") or {}).get("extra", {}).get("lr_search")
+    if kind == "run" and note:
+        lines.append(f"lr {note['chosen_lr']:g} chosen by search #{run.get('parent_id')} ({note['selection']})")
     if run["error"] and status != "succeeded":
         lines.append(f"⚠️ {run['error']}")
     if status == "queued":
         lines.append("Waiting for a worker. Closing this page does not affect it.")
     return "\n\n".join(lines)
+
+
+def search_points(registry, search_ids) -> pd.DataFrame:
+    """The held-out scores of lr searches at each rung (their 'search' events), for charts.lr_search_curves."""
+    ids = [int(i) for i in search_ids]
+    columns = ["search_id", "label", "lr", "score", "step", "metric", "chosen_lr"]
+    if not ids:
+        return pd.DataFrame(columns=columns)
+    ev = registry.events_frame(ids)
+    ev = ev[ev["split"] == "search"]
+    if ev.empty:
+        return pd.DataFrame(columns=columns)
+    runs = {i: registry.get(i) for i in ev["run_id"].unique()}
+    return pd.DataFrame({
+        "search_id": ev["run_id"], "lr": ev["name"].astype(float), "score": ev["value"], "step": ev["step"],
+        "label": [f"#{i} {charts.short_name(runs[i]['modules'])}@{runs[i]['layers']}" for i in ev["run_id"]],
+        "metric": [runs[i]["primary_metric_name"] for i in ev["run_id"]],
+        "chosen_lr": [runs[i]["lr"] if runs[i]["status"] == "succeeded" else float("nan") for i in ev["run_id"]],
+    }, columns=columns)
+
+
+def task_searches(registry, task: str, limit: int = 12) -> list[int]:
+    """The task's most recent lr searches (running or succeeded) that the Compare tab draws."""
+    found = registry.list_runs(task=_filter(task), limit=None)
+    return [int(r["id"]) for r in found if r["kind"] == "search" and r["status"] in ("running", "succeeded")][:limit]
 
 
 def artifact_download(run: dict | None) -> str | None:
@@ -206,6 +254,8 @@ def compare(registry, task: str, layers: str | None = ALL, run_ids=None, only_di
         selected = selected.iloc[sorted(range(len(selected)), key=lambda i: ids.index(int(selected["id"].iloc[i])))]
         selected["config"] = [registry.get(int(i))["config"] for i in selected["id"]]
     view["config_diff"] = charts.config_diff(selected, only_differences=only_differences)
+    view["lr_searches"] = charts.lr_search_curves(search_points(registry, task_searches(registry, task)),
+                                                  f"{task}: learning-rate searches (held-out score vs lr)")
     view["run_ids"] = ids
     return view
 
@@ -240,6 +290,39 @@ def results_note(table: pd.DataFrame, layers: str | None, choices: list[str]) ->
         return (f"No succeeded runs with layer choice **{layers or ALL}** yet; try "
                 + ", ".join(f"**{c}**" for c in others[:6]) + " in *Layer choice*.")
     return charts.NO_RUNS + "."
+
+
+def study(registry, tasks=None):
+    """The Study tab's report (app.study) and its four exports, written under names no other request shares."""
+    import uuid
+
+    from app import study as st
+
+    report = st.report_from_registry(registry, tasks=tasks)
+    folder = downloads_dir() / f"study-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    files = [str(st.write_report(report, fmt, folder / f"moduletune-study.{fmt}")) for fmt in st.FORMATS]
+    return report, files
+
+
+def study_figures(report, task: str) -> dict:
+    """The report's three figures for one task (explanatory empty figures for a task without runs)."""
+    figures = report.figures.get(task)
+    if figures:
+        return figures
+    empty = charts.empty_figure(f"{task}: study", f"No finished runs of {task} in this report")
+    return {"layerwise": empty, "efficiency": empty, "magnitude": empty}
+
+
+def study_summary(report) -> str:
+    """What the report rests on and what it finds, as Markdown."""
+    from app import study as st
+
+    if not report.n_runs:
+        return charts.NO_RUNS + "."
+    lines = [f"**{report.n_runs} finished runs** · tasks {', '.join(report.tasks)} · generated {report.generated_at}",
+             st.POOLING_NOTE, *st.summary_lines(report)[1:], *(f"- {line}" for line in st.findings(report))]
+    return "\n\n".join(lines)
 
 
 def layer_filter_choices(registry) -> list[str]:

@@ -505,3 +505,25 @@ def test_compare_view_on_a_thousand_runs():
     assert list(heat.x) == ["0", "1", "2", "3", "4", "5"]
     default = charts.compare_view(runs, events, "sst2")  # default selection: latest 5 succeeded runs
     assert default["config_diff"].shape[1] == 6
+
+
+def test_runs_table_shows_lr_search_kinds_and_runs_at_chance():
+    runs = frame(run(1, "layernorm", metric=0.51, learned=False, lr=1e-2),
+                 run(2, "query", kind="search", status="running", lr=3e-4, parent_id=None),
+                 run(3, "query", kind="search", metric=0.55, lr=3e-3),
+                 run(4, "query", kind="candidate", metric=0.40, lr=1e-4, parent_id=3),
+                 run(5, "query", metric=0.6, lr=3e-3, parent_id=3, learned=True))
+    rows = charts.runs_table(runs, now=NOW).set_index("id")
+    assert rows.loc[1, "metric"] == "accuracy 0.510 ✗ at chance" and rows.loc[1, "lr"] == "0.01"
+    assert rows.loc[2, "lr"] == "searching" and rows.loc[3, "lr"] == "chose 0.003"
+    assert rows.loc[3, "metric"] == "held-out accuracy 0.550" and rows.loc[3, "modules"] == "Q · search"
+    assert rows.loc[4, "modules"] == "Q · candidate (of #3)" and rows.loc[5, "modules"] == "Q (of #3)"
+    assert rows.loc[5, "metric"] == "accuracy 0.600"
+
+
+def test_results_table_of_every_layer_choice_keeps_each_its_own_row():
+    runs = frame(run(1, "layernorm", "all", metric=0.8), run(2, "layernorm", "5", metric=0.6),
+                 run(3, "layernorm", "5", seed=1, metric=0.62), run(4, "full", metric=0.9))
+    table = charts.results_table(runs, layers=None).set_index("module")
+    assert table.loc["LN @all", "rte"] == "0.800 (1)" and table.loc["LN @5", "rte"] == "0.610 ± 0.014 (2)"
+    assert table.loc["full", "rte"] == "0.900 (1)"  # full ignores the layer choice: no suffix

@@ -77,7 +77,7 @@ def test_a_worker_that_keeps_dying_is_given_up_and_says_so(tmp_path, monkeypatch
     assert "stopped (exit code 3)" in worker.status() and "runs stay queued" in worker.status()
 
 
-def test_the_blocks_have_five_labelled_tabs_stable_ids_and_named_endpoints(tmp_path, monkeypatch):
+def test_the_blocks_have_six_labelled_tabs_stable_ids_and_named_endpoints(tmp_path, monkeypatch):
     monkeypatch.setenv("MODULETUNE_HOME", str(tmp_path / "home"))
     from tasks.registry import Registry
 
@@ -85,7 +85,7 @@ def test_the_blocks_have_five_labelled_tabs_stable_ids_and_named_endpoints(tmp_p
     config = demo.get_config_file()
     props = [c.get("props", {}) for c in config["components"]]
     tabs = [p["label"] for c, p in zip(config["components"], props) if c["type"] == "tabitem"]
-    assert tabs == ["Experiment", "Runs", "Compare", "Weights", "Playground"]
+    assert tabs == ["Experiment", "Runs", "Compare", "Study", "Weights", "Playground"]
     elem_ids = {p.get("elem_id") for p in props}
     missing = [e for ids in ui.ELEM_IDS.values() for e in ids if e not in elem_ids]
     assert not missing

@@ -81,7 +81,7 @@ def test_table_never_pools_different_settings_and_flags_failures():
     assert table.loc["LN (max_train=100)", "rte"].endswith("✗")
     numeric = study.study_numeric(frame(*rows))
     assert sorted(numeric["n"]) == [2, 2] and numeric["did_not_learn"].tolist().count(True) == 1
-    assert list(numeric.columns) == ["module", "family", "variant", "task", "metric", "mean", "std", "n",
+    assert list(numeric.columns) == ["module", "family", "layers", "variant", "task", "metric", "mean", "std", "n",
                                      "trainable_pct", "lr", "chance", "full_mean", "did_not_learn"]
 
 

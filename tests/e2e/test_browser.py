@@ -100,13 +100,30 @@ def test_every_tab_by_clicking(page, app_server, tmp_path):
     shoot(page, "experiment-bad-layers")
     assert registry.count() == before
 
-    # The paper-study preset asks first, with the run count; cancelling queues nothing.
+    # The paper-study preset asks first, with the count; cancelling queues nothing.
     page.locator("#paper-study").click()
-    wait_text(page, "paper-msg", "50 runs")
-    assert page.locator("#paper-confirm").inner_text() == "Yes, queue 50 runs"
+    wait_text(page, "paper-msg", "50 lr searches, then 50 runs")
+    assert page.locator("#paper-confirm").inner_text() == "Yes, queue 50 searches"
     page.locator("#paper-cancel").click()
     wait_empty(page, "paper-msg")
     assert not page.locator("#paper-confirm").is_visible() and registry.count() == before
+
+    # An open offer follows the form (the count confirmed is the count queued), and confirming queues it.
+    page.locator("#paper-study").click()
+    wait_text(page, "paper-msg", "then 50 runs")
+    fill(page, "seeds", "0,1")
+    wait_text(page, "paper-msg", "50 lr searches, then 100 runs")
+    shoot(page, "experiment-paper-offer")
+    page.locator("#paper-confirm").click()
+    wait_text(page, "submit-msg", "Queued 50 lr searches")
+    queued = [r for r in registry.list_runs() if r["sweep_id"] and r["sweep_id"].startswith("paper-")]
+    assert len(queued) == 50 and {r["kind"] for r in queued} == {"search"}
+    assert {tuple(registry.get(r["id"])["config"]["extra"]["final_seeds"]) for r in queued} == {(0, 1)}
+    assert not page.locator("#paper-confirm").is_visible()
+    for r in queued:  # free the embedded worker for the rest of the walk-through
+        registry.request_cancel(r["id"])
+    fill(page, "seeds", "0")
+    before = registry.count()
 
     # A good one: the last layer, a quick subsample, then Queue runs.
     fill(page, "layer-spec", "")
@@ -133,7 +150,7 @@ def test_every_tab_by_clicking(page, app_server, tmp_path):
 
     # Runs: the table and the newest run's live summary follow it to the end (the 2 s timer).
     page.get_by_role("tab", name="Runs").click()
-    wait_text(page, "runs-table", "rte")
+    wait_text(page, "runs-table", "sst2")
     wait_text(page, "run-summary", f"Run #{run_id}")
     wait_text(page, "run-summary", "succeeded", timeout=RUN_T)
     page.wait_for_selector("#run-curves .js-plotly-plot")
@@ -143,9 +160,8 @@ def test_every_tab_by_clicking(page, app_server, tmp_path):
 
     # Clicking a row shows that run.
     runs = registry.list_runs()  # newest first, like the table
-    oldest = runs[-1]["id"]
-    page.locator(f'#runs-table [role=gridcell][data-testid="cell-{len(runs) - 1}-0"]').click()
-    wait_text(page, "run-summary", f"Run #{oldest}")
+    page.locator('#runs-table [role=gridcell][data-testid="cell-1-0"]').click()  # a cancelled paper search
+    wait_text(page, "run-summary", f"lr search #{runs[1]['id']}")
 
     # Reloading the page never affects a run; coming back shows where it is.
     page.reload()
@@ -175,15 +191,25 @@ def test_every_tab_by_clicking(page, app_server, tmp_path):
     assert plots(page, "tab-weights") >= 3
     shoot(page, "weights")
 
+    # Study: the paper's findings from the registry, with its four downloads.
+    page.get_by_role("tab", name="Study").click()
+    page.locator("#study-go").click()
+    wait_text(page, "study-summary", "finished runs", timeout=RUN_T)
+    wait_text(page, "study-table", "chance")
+    for chart in ("chart-layerwise", "chart-study-frontier", "chart-magnitude-score"):
+        page.wait_for_selector(f"#{chart} .js-plotly-plot")
+    shoot(page, "study")
+    wait_text(page, "study-files", "moduletune-study")
+    assert all(ext in text_of(page, "study-files") for ext in (".csv", ".md", ".tex", ".html"))
+
     # Playground: the tuned run next to the untuned model.
     page.get_by_role("tab", name="Playground").click()
-    wait_text(page, "play-text-b", "sentence2")
-    fill(page, "play-text-a", "A man is playing a guitar on stage.")
-    fill(page, "play-text-b", "A person is making music.")
+    wait_text(page, "play-msg", "sst2")
+    fill(page, "play-text-a", "A wonderful, moving film.")
     page.locator("#play-go").click()
     wait_text(page, "play-msg", "Tuned:")
-    assert "entailment" in text_of(page, "play-tuned") and "entailment" in text_of(page, "play-base")
+    assert "positive" in text_of(page, "play-tuned") and "positive" in text_of(page, "play-base")
     page.wait_for_timeout(1000)  # let the labels finish fading in before the screenshot
     shoot(page, "playground")
     assert {p.name for p in COPY.glob("*.png")} >= {"experiment.png", "experiment-bad-layers.png", "runs.png",
-                                                    "compare.png", "weights.png", "playground.png"}
+                                                    "compare.png", "study.png", "weights.png", "playground.png"}
