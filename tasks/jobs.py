@@ -97,24 +97,27 @@ def run_job(run_id: int, registry: Registry | None = None) -> str:
         log.info("run %s was claimed by another worker; skipped", run_id)
         return "skipped (claimed elsewhere)"
     log.info("run %s claimed (claim %s) on %s", run_id, token, worker_name())
-    if row["kind"] == "search":
-        return _execute_search(registry, int(run_id), token, config)
-    return _execute(registry, int(run_id), token, config)
+    return _execute(registry, int(run_id), token, config, search=row["kind"] == "search")
 
 
-def _execute(registry: Registry, run_id: int, token: int, config_dict: dict) -> str:
+def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, search: bool = False) -> str:
+    """Train a claimed run (or run an lr search) under a heartbeat, streaming its events; then record the outcome."""
     beat = _Heartbeat(registry, run_id, token, heartbeat_timeout())
     recorder = _Recorder(registry, run_id, token)
     beat.start()
     try:
         from tuning.config import RunConfig
+        from tuning.search import lr_search
         from tuning.train import fine_tune
 
         config = RunConfig.from_dict(config_dict)
         _share_threads()
         folder = run_dir(run_id)
         on_event = _event_handler(registry, run_id, config, recorder, beat)
-        result = fine_tune(config, on_event, checkpoint_dir=folder / "checkpoint", output_dir=folder / "artifact")
+        if search:
+            result = lr_search(config, on_event, workdir=folder / "search")
+        else:
+            result = fine_tune(config, on_event, checkpoint_dir=folder / "checkpoint", output_dir=folder / "artifact")
         recorder.flush(force=True)
     except LostRun:
         log.warning("run %s was taken from this worker (declared dead); stopped without recording", run_id)
@@ -135,6 +138,10 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict) -> 
         beat.stop()
     if beat.lost.is_set() or recorder.lost:
         return "lost"
+    return (_record_search if search else _record_run)(registry, run_id, token, config, result, beat)
+
+
+def _record_run(registry: Registry, run_id: int, token: int, config, result, beat) -> str:
     outcome = result.to_dict()
     if result.stopped and beat.cancel.is_set():
         registry.mark_cancelled(run_id, token, outcome)
@@ -149,36 +156,11 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict) -> 
     return "lost"
 
 
-def _execute_search(registry: Registry, run_id: int, token: int, config_dict: dict) -> str:
-    """An lr search (tuning.search): candidates train under this run's heartbeat, each rung's held-out scores are
-    events of this run (split "search", name = the lr), and the chosen lr queues one final run per seed."""
-    beat = _Heartbeat(registry, run_id, token, heartbeat_timeout())
-    recorder = _Recorder(registry, run_id, token)
-    beat.start()
-    try:
-        from tuning.config import RunConfig
-        from tuning.search import candidate_config, final_config, lr_search
+def _record_search(registry: Registry, run_id: int, token: int, config, result, beat) -> str:
+    """An lr search's outcome: each rung's held-out scores are already its events (split "search", name = the
+    lr); a finished search records its candidates and queues one final run per seed at the chosen lr."""
+    from tuning.search import candidate_config, final_config
 
-        config = RunConfig.from_dict(config_dict)
-        _share_threads()
-        on_event = _event_handler(registry, run_id, config, recorder, beat)
-        result = lr_search(config, on_event, workdir=run_dir(run_id) / "search")
-        recorder.flush(force=True)
-    except LostRun:
-        log.warning("search %s was taken from this worker (declared dead); stopped without recording", run_id)
-        return "lost"
-    except KeyboardInterrupt:
-        _flush_quietly(recorder)
-        return _requeue(registry, run_id, token, "worker interrupted; re-queued")
-    except Exception as err:
-        log.exception("search %s failed", run_id)
-        _flush_quietly(recorder)
-        registry.mark_failed(run_id, token, _one_line(err))
-        return "failed"
-    finally:
-        beat.stop()
-    if beat.lost.is_set() or recorder.lost:
-        return "lost"
     outcome = {**result.to_dict(), "primary_metric_name": result.metric}
     if result.stopped or result.chosen_lr is None:
         if beat.cancel.is_set():
@@ -194,8 +176,7 @@ def _execute_search(registry: Registry, run_id: int, token: int, config_dict: di
     if ids is None:
         return "lost"
     shutil.rmtree(run_dir(run_id) / "search", ignore_errors=True)
-    log.info("search %s chose lr %g (%s %.4f); runs %s queued", run_id, result.chosen_lr, result.metric,
-             chosen["score"] or float("nan"), ids)
+    log.info("search %s chose lr %g by %s; runs %s queued", run_id, result.chosen_lr, result.metric, ids)
     return "succeeded"
 
 
