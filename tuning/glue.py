@@ -16,6 +16,8 @@ if TYPE_CHECKING:  # `datasets` is slow to import; only the functions that need 
 
 HUB_ID = "nyu-mll/glue"
 GLUE_DIR_ENV = "MODULETUNE_GLUE_DIR"
+# A seeded slice of the training rows, held out for choosing settings without touching the validation split.
+HOLDOUT = "holdout"
 
 
 class GlueError(ValueError):
@@ -258,6 +260,25 @@ def _stratified(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndar
     ])
 
 
+def split_holdout(dataset: "datasets.Dataset", fraction: float, seed: int,
+                  stratify_by: str | None = "label") -> tuple["datasets.Dataset", "datasets.Dataset"]:
+    """(rest, holdout): a seeded, class-stratified slice of `fraction` of the rows, both in original order."""
+    n_hold = round(fraction * len(dataset))
+    if not 0 < n_hold < len(dataset):
+        raise GlueError(f"Cannot hold out {fraction:g} of {len(dataset)} training rows: need at least one row "
+                        f"on each side; use more training rows (max_train) or another holdout fraction")
+    # Its own stream, so the slice does not depend on how the rows were subsampled.
+    rng = np.random.default_rng([seed, 7919])
+    labels = np.asarray(dataset.with_format("numpy")[stratify_by][:]) if stratify_by is not None else None
+    if labels is None or not np.issubdtype(labels.dtype, np.integer):
+        chosen = rng.choice(len(dataset), size=n_hold, replace=False)
+    else:
+        chosen = _stratified(labels, n_hold, rng)
+    held = np.zeros(len(dataset), dtype=bool)
+    held[chosen] = True
+    return dataset.select(np.flatnonzero(~held).tolist()), dataset.select(np.flatnonzero(held).tolist())
+
+
 def compute_metrics(task: str | GlueTask, predictions, labels) -> dict[str, float]:
     """The task's GLUE metrics for one split, as plain floats (MNLI: accuracy of that split)."""
     task = get_task(task)
@@ -286,12 +307,26 @@ def compute_metrics(task: str | GlueTask, predictions, labels) -> dict[str, floa
     return {"accuracy": accuracy}
 
 
-def evaluate_splits(task: str | GlueTask, per_split: Mapping[str, tuple]) -> dict[str, float]:
-    """Metrics over a task's evaluation splits, named as in GlueTask.metrics (MNLI: accuracy_matched, ...)."""
+def primary_metric(task: str | GlueTask, splits=None) -> str:
+    """The primary metric's name for the splits evaluated: task.primary_metric, or its plain name on a holdout."""
     task = get_task(task)
+    if splits is not None and HOLDOUT in splits and len(task.eval_splits) > 1:
+        return task.primary_metric.removesuffix("_" + task.eval_splits[0].removeprefix("validation_"))
+    return task.primary_metric
+
+
+def evaluate_splits(task: str | GlueTask, per_split: Mapping[str, tuple]) -> dict[str, float]:
+    """Metrics over a task's evaluation splits, named as in GlueTask.metrics (MNLI: accuracy_matched, ...).
+
+    A held-out training slice (split "holdout", alone) is scored under the plain metric names (accuracy, pearson).
+    """
+    task = get_task(task)
+    if HOLDOUT in per_split and len(per_split) == 1:
+        return compute_metrics(task, *per_split[HOLDOUT])
     unknown = [s for s in per_split if s not in task.eval_splits]
     if unknown or not per_split:
-        raise GlueError(f"{task.name} is evaluated on {', '.join(task.eval_splits)}; got {list(per_split)}")
+        raise GlueError(f"{task.name} is evaluated on {', '.join(task.eval_splits)} (or {HOLDOUT} alone); "
+                        f"got {list(per_split)}")
     if len(task.eval_splits) == 1:
         return compute_metrics(task, *per_split[task.eval_splits[0]])
     out: dict[str, float] = {}

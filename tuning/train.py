@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tuning import batches, glue, graphs, modules, precision, prefix
+from tuning import batches, chance, glue, graphs, modules, precision, prefix
 from tuning.config import RunConfig
 from tuning.models import load_classifier, load_tokenizer, resolve_model
 
@@ -62,6 +62,13 @@ class RunResult:
     prefix_cache: dict = field(default_factory=dict)
     cuda_graphs: dict = field(default_factory=dict)  # shapes captured, replays, eager steps, capture time
     artifact_dir: str | None = None
+    # The last evaluation against chance (tuning/chance.py): majority class, 0 for correlations.
+    chance_metric: float | None = None
+    chance_metrics: dict[str, float] = field(default_factory=dict)
+    constant_predictions: bool = False
+    learned: bool = False
+    learned_note: str = ""
+    eval_on: str = "validation"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -90,24 +97,51 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_data(config: RunConfig, tokenizer):
-    """Load, subsample and tokenize the train split and every eval split of the task."""
+def load_splits(config: RunConfig):
+    """(task, train rows, {split: eval rows}): subsampled, and with eval_on="holdout" a held-out slice.
+
+    The holdout is a seeded, stratified holdout_fraction of the subsampled training rows; the run trains
+    on the rest and is evaluated on that slice alone, never on the task's validation split(s).
+    """
     task = glue.get_task(config.task)
     data = glue.load_glue(task, config.glue_dir)
     stratify = None if task.is_regression else "label"
     train = glue.subsample(glue.require_split(data, "train", task, config.glue_dir),
                            config.max_train, config.seed, stratify)
+    if config.eval_on == "holdout":
+        train, held = glue.split_holdout(train, config.holdout_fraction, config.seed, stratify)
+        return task, train, {glue.HOLDOUT: held}
     # Eval samples use a fixed seed so every run of a study is scored on the same examples.
     evals = {s: glue.subsample(glue.require_split(data, s, task, config.glue_dir), config.max_eval, 0, stratify)
              for s in task.eval_splits}
+    return task, train, evals
+
+
+def prepare_data(config: RunConfig, tokenizer):
+    """Load, subsample and tokenize the train split and every eval split of the run (see load_splits)."""
+    task, train, evals = load_splits(config)
     encode = lambda ds: batches.encode(tokenizer, ds, task.text_columns, config.max_seq_len)  # noqa: E731
     return task, encode(train), {s: encode(ds) for s, ds in evals.items()}
 
 
-@torch.inference_mode()
+def planned_steps(config: RunConfig) -> tuple[int, int]:
+    """(steps per epoch, total steps) the run will take, from its training rows, without loading a model."""
+    _, train, _ = load_splits(config)
+    per_epoch = math.ceil(len(train) / config.batch_size)
+    return per_epoch, per_epoch * config.epochs
+
+
 def evaluate(model, task, evals: dict, padding: batches.Padding, device, autocast, batch_size: int,
              states: dict | None = None, first_trainable: int | None = None) -> dict[str, float]:
     """Metrics on every eval split, in large length-sorted batches without autograd."""
+    return glue.evaluate_splits(task, predict(model, task, evals, padding, device, autocast, batch_size,
+                                              states, first_trainable))
+
+
+@torch.inference_mode()
+def predict(model, task, evals: dict, padding: batches.Padding, device, autocast, batch_size: int,
+            states: dict | None = None, first_trainable: int | None = None) -> dict[str, tuple]:
+    """{split: (predictions, labels)} on every eval split: class ids, or scores for regression."""
     was_training = model.training
     model.eval()
     per_split = {}
@@ -123,7 +157,7 @@ def evaluate(model, task, evals: dict, padding: batches.Padding, device, autocas
             preds[idx] = (logits.squeeze(-1) if task.is_regression else logits.argmax(-1)).cpu().numpy()
         per_split[split] = (preds, enc.labels)
     model.train(was_training)
-    return glue.evaluate_splits(task, per_split)
+    return per_split
 
 
 def build_optimizer(model, selection: modules.Selection, lr: float, weight_decay: float, device):
@@ -171,12 +205,16 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
 
 
 def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
-              checkpoint_dir: str | Path | None = None, output_dir: str | Path | None = None) -> RunResult:
+              checkpoint_dir: str | Path | None = None, output_dir: str | Path | None = None,
+              stop_at_step: int | None = None) -> RunResult:
     """Fine-tune only config.modules in config.layers (plus the head) and report honest GLUE metrics.
 
     With checkpoint_dir, the trainable tensors and optimizer state are saved each epoch (and every
     config.checkpoint_every steps, and when a stop is requested); a checkpoint found there is resumed.
     With output_dir, the trained tensors and the config are written there as the run's artifact.
+    With stop_at_step, the run evaluates, checkpoints and returns (stopped=True) once it has taken that
+    many steps; the schedule is still the one for config.epochs, so a later call with the same
+    checkpoint_dir and a larger stop_at_step (or None) carries on as if never interrupted.
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -238,8 +276,9 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
             return prefix.forward(model, batch, hidden, first).loss
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
+    # last_eval: the latest evaluation's {split: (predictions, labels)}, kept for the chance verdict.
     state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "history": [], "train_seconds": 0.0,
-             "eval_seconds": 0.0, "examples_seen": 0, "resumed_from_step": None}
+             "eval_seconds": 0.0, "examples_seen": 0, "resumed_from_step": None, "last_eval": None}
     if ckpt_path is not None and ckpt_path.is_file():
         state.update(load_checkpoint(ckpt_path, model, optimizer, scheduler))
         state["resumed_from_step"] = state["step"]
@@ -248,25 +287,44 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     state["train_seconds"] += prefix_train_seconds
     state["eval_seconds"] += prefix_eval_seconds
 
+    _saved_step = state["step"] if state["resumed_from_step"] is not None else None
+
     def checkpoint():
+        nonlocal _saved_step
         if ckpt_path is not None:
             # Announced first, so a recorder can flush every event up to this point before it is saved.
             emit({"kind": "checkpoint", "step": state["step"], "epoch": state["step"] / steps_per_epoch})
             save_checkpoint(ckpt_path, model, selection, optimizer, scheduler, state)
+            _saved_step = state["step"]
+
+    primary = glue.primary_metric(task, evals)
 
     def run_eval():
         t0 = time.perf_counter()
-        metrics = evaluate(model, task, evals, padding, device, autocast, config.eval_batch_size,
-                           eval_states, first)
+        per_split = predict(model, task, evals, padding, device, autocast, config.eval_batch_size,
+                            eval_states, first)
+        metrics = glue.evaluate_splits(task, per_split)
         state["eval_seconds"] += time.perf_counter() - t0
+        state["last_eval"] = per_split
         record = {"step": state["step"], "epoch": state["step"] / steps_per_epoch, "metrics": metrics}
         state["history"].append(record)
-        emit({"kind": "eval", **record, "primary_metric_name": task.primary_metric,
-              "primary_metric": metrics[task.primary_metric]})
+        emit({"kind": "eval", **record, "primary_metric_name": primary, "primary_metric": metrics[primary]})
+
+    def stop_here():
+        """stop_at_step reached: the run's state at this step is evaluated and saved, then it returns."""
+        if not state["history"] or state["history"][-1]["step"] != state["step"]:
+            run_eval()
+        if not ckpt_path or not ckpt_path.is_file() or state["step"] != _saved_step:
+            checkpoint()
 
     # Data and model are ready; a stop asked for during that (long) preparation is honoured here.
     stopped = bool(emit({"kind": "start", "step": state["step"], "total_steps": total_steps,
                          "steps_per_epoch": steps_per_epoch}))
+    # A stop_at_step at or past the end is no stop: the run simply finishes.
+    stop_at = stop_at_step if stop_at_step is not None and stop_at_step < total_steps else None
+    if not stopped and stop_at is not None and state["step"] >= stop_at:
+        stop_here()  # resumed at (or past) the step asked for: nothing to train
+        stopped = True
     loss_value = float("nan")
     lengths = train_enc.lengths  # a property that counts every row: once, not once per batch
     while state["epoch"] < config.epochs and not stopped:
@@ -308,6 +366,10 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
                          "eta_seconds": remaining})
             if config.eval_every and state["step"] % config.eval_every == 0 and state["step_in_epoch"] < steps_per_epoch:
                 run_eval()
+            if stop_at is not None and state["step"] >= stop_at and state["step_in_epoch"] < steps_per_epoch:
+                stop_here()  # an epoch's last step is left to the epoch's end below, which evaluates anyway
+                stopped = True
+                break
             if stop:
                 stopped = True
                 checkpoint()
@@ -320,15 +382,19 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
             state["step_in_epoch"] = 0
             run_eval()
             checkpoint()
+            if stop_at is not None and state["step"] >= stop_at:
+                stop_here()
+                stopped = True
 
     history = state["history"]
     final = history[-1]["metrics"] if history else {}
-    best = max(history, key=lambda r: r["metrics"][task.primary_metric]) if history else None
+    best = max(history, key=lambda r: _finite_or_worst(r["metrics"][primary])) if history else None
+    verdict = chance.judge(task, state["last_eval"], final, primary) if state["last_eval"] else None
     result = RunResult(
         task=task.name, model=config.model, modules=list(config.modules),
         layers=list(modules.parse_layers(config.layers, modules.num_hidden_layers(model.config))),
-        layer_spec=config.layers, metrics=final, primary_metric_name=task.primary_metric,
-        primary_metric=final.get(task.primary_metric), best_metrics=best["metrics"] if best else {},
+        layer_spec=config.layers, metrics=final, primary_metric_name=primary,
+        primary_metric=final.get(primary), best_metrics=best["metrics"] if best else {},
         best_step=best["step"] if best else None, **selection.counts(), learning_rate=lr,
         steps=state["step"], epochs_completed=state["step"] / steps_per_epoch,
         train_examples=len(train_enc), eval_examples=sum(len(e) for e in evals.values()),
@@ -339,9 +405,18 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
         resumed_from_step=state["resumed_from_step"], history=history,
         prefix_cache={"first_trainable_layer": first, "train": cache_train, "eval": cache_eval},
         cuda_graphs=graphed.report() if graphed is not None else {},
+        eval_on=config.eval_on,
+        **({"chance_metric": verdict.chance_metric, "chance_metrics": verdict.chance_metrics,
+            "constant_predictions": verdict.constant_predictions, "learned": verdict.learned,
+            "learned_note": verdict.learned_note} if verdict else {"learned_note": "not evaluated yet"}),
     )
     if output_dir is not None and not stopped:
         from tuning.artifacts import save_artifact
 
         result.artifact_dir = str(save_artifact(output_dir, model, selection, config, result))
     return result
+
+
+def _finite_or_worst(value) -> float:
+    """A metric for ranking: nan (diverged, constant regression output) ranks below every real score."""
+    return value if value is not None and math.isfinite(value) else -math.inf

@@ -1,7 +1,9 @@
 """RunConfig validates itself and round-trips through dicts."""
+import json
+
 import pytest
 
-from tuning.config import DEFAULT_LR, ConfigError, RunConfig, default_lr
+from tuning.config import DEFAULT_LR, LR_SEARCH_RANGE, ConfigError, RunConfig, default_lr, lr_grid, lr_search_range
 
 
 def test_defaults_and_normalisation():
@@ -46,3 +48,37 @@ def test_dict_round_trip_and_unknown_keys():
     with pytest.raises(ConfigError, match="unknown setting.*learning_rat"):
         RunConfig.from_dict({**cfg.to_dict(), "learning_rat": 1e-3})
     assert cfg.replace(seed=4).seed == 4 and cfg.seed == 3
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"eval_on": "test"}, "eval on must be one of validation, holdout"),
+    ({"holdout_fraction": 0}, r"holdout fraction must be a number in \(0, 0.5\]"),
+    ({"holdout_fraction": 0.6}, "holdout fraction"),
+    ({"lr_selection": "best"}, "lr selection must be one of holdout, eval"),
+    ({"lr_grid": (1e-3,)}, "at least 2 distinct"),
+    ({"lr_grid": (1e-3, 2.0)}, r"each a number in \(0, 1\]"),
+    ({"lr_search": "yes"}, "lr search must be true or false"),
+])
+def test_search_and_holdout_settings_say_what_is_allowed(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(**changes)
+
+
+def test_lr_grid_round_trips_through_json():
+    cfg = RunConfig(modules="Q", lr_search=True, lr_selection="eval", lr_grid=[3e-3, 1e-4, 1e-3], eval_on="holdout")
+    assert cfg.lr_grid == (1e-4, 1e-3, 3e-3) and cfg.search_grid == cfg.lr_grid
+    assert cfg.to_dict()["lr_grid"] == [1e-4, 1e-3, 3e-3]
+    assert RunConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    assert RunConfig(modules="Q").search_grid == lr_grid("Q")
+
+
+def test_search_ranges_span_100x_and_hold_the_default():
+    for family, (lo, hi) in LR_SEARCH_RANGE.items():
+        assert hi / lo >= 100 * (1 - 1e-9) and lo <= DEFAULT_LR[family] <= hi, family
+    assert lr_grid("Q") == (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+    assert lr_grid("LN") == (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+    assert lr_grid("full") == (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
+    assert lr_grid("random:LN") == lr_grid("LN")
+    assert lr_search_range("LN+Q") == (1e-3, 1e-2)  # the intersection
+    # LN and full share only 1e-3: too little to search, so the more conservative family's range.
+    assert lr_search_range("LN+full") == LR_SEARCH_RANGE["full"]

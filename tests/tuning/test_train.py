@@ -124,3 +124,48 @@ def test_start_and_checkpoint_events(glue_dir, home, tmp_path):
     # A stop asked for at "start" ends the run before its first step.
     stopped = fine_tune(tiny(glue_dir), lambda e: e["kind"] == "start")
     assert stopped.stopped and stopped.steps == 0
+
+
+def test_stop_at_step_then_resume_equals_uninterrupted(glue_dir, home, tmp_path):
+    cfg = tiny(glue_dir, epochs=2)  # 4 steps an epoch, 8 in all
+    whole = fine_tune(cfg, output_dir=tmp_path / "whole")
+    first = fine_tune(cfg, checkpoint_dir=tmp_path / "ck", stop_at_step=3)
+    assert first.stopped and first.steps == 3 and [h["step"] for h in first.history] == [3]
+    assert first.primary_metric == first.history[-1]["metrics"]["accuracy"]
+    again = fine_tune(cfg, checkpoint_dir=tmp_path / "ck", stop_at_step=3)  # already there: nothing to train
+    assert again.stopped and again.steps == 3 and again.metrics == first.metrics and again.chance_metrics
+    second = fine_tune(cfg, checkpoint_dir=tmp_path / "ck", stop_at_step=4)  # an epoch's end: one eval there
+    assert second.stopped and [h["step"] for h in second.history] == [3, 4]
+    lrs = []
+    rest = fine_tune(cfg, lambda e: lrs.append(e["lr"]) if e["kind"] == "step" else None,
+                     checkpoint_dir=tmp_path / "ck", output_dir=tmp_path / "resumed")
+    assert not rest.stopped and rest.steps == whole.steps == 8 and rest.resumed_from_step == 4
+    assert rest.metrics == whole.metrics and rest.history[-1] == whole.history[-1]
+    assert lrs[-1] == 0.0  # the schedule is the full run's: it decays to zero at step 8, not at a stop
+    tw = load_file(str(tmp_path / "whole" / artifacts.TENSORS_FILE))
+    tr = load_file(str(tmp_path / "resumed" / artifacts.TENSORS_FILE))
+    assert all(torch.equal(tw[k], tr[k]) for k in tw)
+
+
+def test_holdout_slice_is_seeded_stratified_and_replaces_validation(glue_dir, home):
+    from tuning.train import load_splits
+
+    cfg = tiny(glue_dir, max_train=200, eval_on="holdout", holdout_fraction=0.2)
+    task, train, evals = load_splits(cfg)
+    assert list(evals) == [glue.HOLDOUT] and len(evals["holdout"]) == 40 and len(train) == 160
+    assert not set(train["idx"]) & set(evals["holdout"]["idx"])
+    full = glue.subsample(glue.load_glue("rte", glue_dir)["train"], 200, 0)
+    assert sorted([*train["idx"], *evals["holdout"]["idx"]]) == sorted(full["idx"])  # a split of the same rows
+    share = sum(full["label"]) / 200
+    assert abs(sum(evals["holdout"]["label"]) - share * 40) <= 1  # stratified
+    assert load_splits(cfg)[2]["holdout"]["idx"] == evals["holdout"]["idx"]  # deterministic per seed
+    assert load_splits(cfg.replace(seed=1))[2]["holdout"]["idx"] != evals["holdout"]["idx"]
+    result = fine_tune(cfg)
+    assert result.eval_on == "holdout" and result.eval_examples == 40 and result.train_examples == 160
+    assert result.primary_metric_name == "accuracy" and result.primary_metric == result.metrics["accuracy"]
+    stsb = fine_tune(tiny(glue_dir, task="stsb", modules=("bias",), max_train=64, eval_on="holdout"))
+    assert stsb.primary_metric_name == "pearson" and stsb.eval_examples == 6 and set(stsb.chance_metrics) == {
+        "pearson", "spearman"}
+    # MNLI's holdout is scored under the plain names, not _matched.
+    assert glue.primary_metric("mnli", {glue.HOLDOUT: None}) == "accuracy"
+    assert glue.evaluate_splits("mnli", {glue.HOLDOUT: ([0, 1, 2], [0, 1, 1])}) == {"accuracy": 2 / 3}

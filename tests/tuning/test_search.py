@@ -1,0 +1,115 @@
+"""Successive halving over the learning-rate grid: the schedule, ranking, resume, and a real STS-B search."""
+import json
+import math
+import time
+
+import pytest
+
+from tuning import search
+from tuning.config import RunConfig
+from tuning.search import Rung, final_config, lr_search, planned_cost, rank, schedule
+from tuning.train import fine_tune
+
+
+def test_five_candidates_take_three_rungs_and_cost_one_and_a_half_runs():
+    rungs = schedule(5, 800)
+    assert rungs == [Rung(0, 100, 5), Rung(1, 200, 3), Rung(2, 400, 2)]  # R/8, R/4, R/2; keep 5, 3, 2
+    assert planned_cost(rungs) == 1200 and planned_cost(rungs) / 800 == 1.5  # 2*R/8 + 1*R/4 + 2*R/2
+    assert [(r.step, r.candidates) for r in schedule(2, 800)] == [(400, 2)]
+    assert [(r.step, r.candidates) for r in schedule(8, 800)] == [(100, 8), (200, 4), (400, 2)]
+    assert planned_cost(schedule(8, 800)) / 800 == 2.0
+    with pytest.raises(search.SearchError, match="at least 2"):
+        schedule(1, 800)
+
+
+def test_candidates_too_close_to_call_are_kept_and_the_cost_stays_within_two_and_a_half_runs():
+    order = [1e-2, 1e-3, 1e-4, 3e-4, 3e-3]
+    scores = {1e-2: 0.087, 1e-3: 0.001, 1e-4: -0.007, 3e-4: -0.016, 3e-3: -0.018}  # STS-B after 21 steps
+    assert search.survivors(order, scores, noise=0.14) == order  # all within noise of the cut: keep all
+    assert search.survivors(order, scores, noise=0.0) == order[:3]  # clear differences: the better half
+    assert search.survivors(order, {**scores, 3e-3: math.nan}, noise=0.14) == order[:4]  # diverged: out
+    rungs = schedule(5, 800)
+    assert search.remaining_cost(rungs, 0, 5) == 5 * 100 + 3 * 200 and search.remaining_cost(rungs, 1, 3) == 3 * 200
+    assert 5 * rungs[-1].step / 800 == 2.5  # at worst every candidate reaches the last rung, R/2
+
+
+def test_rank_nan_is_worst_and_ties_go_to_the_smaller_lr():
+    assert rank({1e-3: 0.5, 3e-4: 0.5, 1e-2: math.nan, 3e-3: 0.6, 1e-4: None}) == [3e-3, 3e-4, 1e-3, 1e-4, 1e-2]
+
+
+def tiny(glue_dir, **kw):
+    base = dict(task="rte", modules=("layernorm",), layers="last:2", max_train=120, batch_size=16, epochs=2,
+                glue_dir=str(glue_dir), device="cpu", lr_grid=(1e-4, 1e-3, 1e-2, 1e-1, 3e-1))
+    return RunConfig(**{**base, **kw})
+
+
+def test_search_events_cost_and_final_config(glue_dir, home, tmp_path):
+    cfg = tiny(glue_dir)
+    events = []
+    result = lr_search(cfg, events.append, workdir=tmp_path / "s")
+    # 108 training rows after the 10% holdout: 7 steps an epoch, R = 14; rungs at 2, 4, 7 steps.
+    assert result.full_steps == 14 and [r["step"] for r in result.rungs] == [2, 4, 7]
+    # At least the halving schedule (1.5 runs), at most every candidate to R/2 (2.5 runs): on 12 held-out rows
+    # most scores are too close to call, so more candidates go on than the schedule's 5, 3, 2.
+    assert 2 * 2 + 1 * 4 + 2 * 7 <= result.cost_steps <= 5 * 7 and result.grid_cost_ratio == 5
+    assert result.cost_steps == sum(c["steps"] for c in result.candidates)
+    assert result.cost_ratio == pytest.approx(result.cost_steps / 14) and result.metric == "accuracy"
+    assert result.selection == "holdout" and result.chosen_lr in cfg.lr_grid and not result.stopped
+    assert all(c["steps"] == c["rungs"][-1]["step"] and c["score"] == c["rungs"][-1]["score"]
+               for c in result.candidates)
+    pruned = [c for c in result.candidates if c["pruned_at_step"]]
+    assert all(c["steps"] == c["pruned_at_step"] < 7 for c in pruned)
+    assert all(c["steps"] == 7 for c in result.candidates if not c["pruned_at_step"])
+    steps = [e for e in events if e["kind"] == "step"]
+    assert [e["step"] for e in steps] == list(range(1, result.cost_steps + 1))
+    assert steps[-1]["total_steps"] == result.cost_steps  # the planned total follows what the rungs kept
+    assert {"loss", "lr", "examples_per_second", "eta_seconds", "epoch", "candidate_lr"} <= steps[0].keys()
+    assert sum(e["kind"] == "rung" for e in events) == sum(len(c["rungs"]) for c in result.candidates)
+    assert sum(e["kind"] == "pruned" for e in events) == len(pruned)
+    assert not any(p.is_dir() for p in (tmp_path / "s").iterdir())  # candidate checkpoints are gone
+    assert json.loads(json.dumps(result.to_dict()))["chosen_lr"] == result.chosen_lr
+    final = final_config(cfg, result)
+    assert final.lr == result.chosen_lr and not final.lr_search and final.eval_on == "validation"
+    assert final.extra["lr_search"] == {"chosen_lr": result.chosen_lr, "selection": "holdout",
+                                        "grid": list(cfg.lr_grid)}
+    # Called again on a finished search, it does no work.
+    assert lr_search(cfg, workdir=tmp_path / "s").candidates == result.candidates
+
+
+def test_interrupted_search_resumes_to_the_same_choice(glue_dir, home, tmp_path):
+    cfg = tiny(glue_dir)
+    whole = lr_search(cfg)
+    stopped = lr_search(cfg, lambda e: e["kind"] == "step" and e["step"] == 13, workdir=tmp_path / "s")
+    assert stopped.stopped and stopped.chosen_lr is None and stopped.cost_steps == 13
+    assert (tmp_path / "s" / search.STATE_FILE).is_file()
+    events = []
+    resumed = lr_search(cfg, events.append, workdir=tmp_path / "s")
+    assert [e["step"] for e in events if e["kind"] == "step"][0] == 14  # carries on; finished rungs not re-run
+    assert resumed.chosen_lr == whole.chosen_lr and resumed.cost_steps == whole.cost_steps
+    assert [c["rungs"] for c in resumed.candidates] == [c["rungs"] for c in whole.candidates]
+    with pytest.raises(search.SearchError, match="other settings"):
+        lr_search(cfg.replace(seed=1), workdir=tmp_path / "s")
+
+
+@pytest.mark.slow
+def test_stsb_query_only_search_finds_an_lr_that_learns(glue_dir, home, tmp_path):
+    """The case the search exists for: query-only at its default lr barely moves STS-B; the searched lr does."""
+    cfg = RunConfig(task="stsb", modules=("query",), layers="all", max_train=2000, epochs=3, seed=0,
+                    glue_dir=str(glue_dir), device="cpu")
+    t0 = time.perf_counter()
+    default = fine_tune(cfg)
+    default_seconds = time.perf_counter() - t0
+    found = lr_search(cfg, workdir=tmp_path / "search")
+    t0 = time.perf_counter()
+    tuned = fine_tune(final_config(cfg, found))
+    tuned_seconds = time.perf_counter() - t0
+    print(f"\nSTS-B query-only, 2000 rows, 3 epochs, seed 0: default lr {cfg.learning_rate:g} -> Pearson "
+          f"{default.primary_metric:.3f} ({default_seconds:.0f}s); searched lr {found.chosen_lr:g} (holdout "
+          f"{found.candidates[cfg.search_grid.index(found.chosen_lr)]['score']:.3f}) -> Pearson "
+          f"{tuned.primary_metric:.3f} ({tuned_seconds:.0f}s); search cost {found.cost_ratio:.2f} runs "
+          f"({found.cost_steps}/{found.full_steps} steps, grid {found.grid_cost_ratio:.0f}), {found.seconds:.0f}s")
+    print("candidates:", [(c["lr"], [round(r["score"], 3) for r in c["rungs"]]) for c in found.candidates])
+    assert default.primary_metric < 0.2
+    assert tuned.primary_metric > 0.3 and tuned.learned
+    # At most every candidate to the last rung (R/2, rounded up to whole steps): about 2.5 runs.
+    assert found.cost_steps <= len(found.grid) * found.rungs[-1]["step"] and found.cost_ratio < 2.55
