@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # multi-GB CUDA wheel); with an NVIDIA GPU, pip's default build. Override with TORCH_SPEC=...
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 
-.PHONY: setup serve test services bench clean
+.PHONY: setup serve test test-study services bench clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ test: setup services
 	# Services are started above, so a Redis or PostgreSQL test that cannot connect fails instead of skipping.
 	MODULETUNE_TEST_REQUIRE_SERVICES=1 MODULETUNE_GLUE_DIR=$${MODULETUNE_GLUE_DIR:-$(abspath ..)/shared/glue} \
 		$(PY) -m pytest -q
+
+test-study: setup services
+	# The slow science checks (an lr search on STS-B that must find an lr that learns): about 8 minutes.
+	MODULETUNE_TEST_REQUIRE_SERVICES=1 MODULETUNE_GLUE_DIR=$${MODULETUNE_GLUE_DIR:-$(abspath ..)/shared/glue} \
+		$(PY) -m pytest -q -m study
 
 bench: setup
 	$(PY) -m bench.trainer_vs_moduletune --task sst2 --modules full --max-train 2000

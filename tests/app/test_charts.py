@@ -312,7 +312,7 @@ def test_results_csv_round_trips_through_pandas():
     ln = numeric[(numeric["family"] == "layernorm") & (numeric["task"] == "rte")].iloc[0]
     assert ln["mean"] == pytest.approx(0.82) and ln["std"] == pytest.approx(0.02) and ln["n"] == 3
     assert numeric.loc[numeric["task"] == "cola", "metric"].tolist() == ["matthews_correlation"]
-    back = pd.read_csv(io.StringIO(charts.results_csv(runs))).fillna({"variant": ""})  # no variant: empty text
+    back = pd.read_csv(io.StringIO(charts.results_csv(runs)), dtype={"variant": object}).fillna({"variant": ""})
     pd.testing.assert_frame_equal(back, numeric, check_dtype=False)
 
 

@@ -91,7 +91,7 @@ def test_interrupted_search_resumes_to_the_same_choice(glue_dir, home, tmp_path)
         lr_search(cfg.replace(seed=1), workdir=tmp_path / "s")
 
 
-@pytest.mark.slow
+@pytest.mark.study
 def test_stsb_query_only_search_finds_an_lr_that_learns(glue_dir, home, tmp_path):
     """The case the search exists for: query-only at its default lr barely moves STS-B; the searched lr does."""
     cfg = RunConfig(task="stsb", modules=("query",), layers="all", max_train=2000, epochs=3, seed=0,
