@@ -611,7 +611,7 @@ def lr_search_curves(points, title: str = "Learning-rate searches: held-out scor
         label, steps = str(g["label"].iloc[0]), sorted(g["step"].unique())
         for step in steps:
             r = g[g["step"] == step].sort_values("lr")
-            last = step == steps[-1]
+            last = bool(step == steps[-1])  # plotly refuses numpy booleans
             fig.add_trace(go.Scatter(
                 x=r["lr"].to_numpy(), y=r["score"].to_numpy(), mode="lines+markers",
                 name=label if last else f"{label} · step {step}", legendgroup=str(sid), showlegend=last,

@@ -712,9 +712,11 @@ def queued_message(configs: list[RunConfig], ids: list[int]) -> str:
     """'✅ Queued run #12: rte LN @ layer 5, seed 0 ...' or a count with the id range for sweeps."""
     searches = sum(c.lr_search for c in configs)
     if searches:
-        return (f"✅ Queued **{searches} lr search{'es' if searches != 1 else ''}** (#{min(ids)}–#{max(ids)}); each "
-                f"queues its runs at the chosen lr when it finishes ({final_run_count(configs)} in all). Follow them "
-                "in the **Runs** tab.")
+        runs = final_run_count(configs)
+        where = f"#{ids[0]}" if len(ids) == 1 else f"#{min(ids)}–#{max(ids)}"
+        return (f"✅ Queued **{searches} lr search{'es' if searches != 1 else ''}** ({where}); when it has chosen, "
+                f"each queues its runs at that lr ({runs} run{'s' if runs != 1 else ''} in all). Follow them in the "
+                "**Runs** tab.")
     if len(ids) == 1:
         c = configs[0]
         return (f"✅ Queued run **#{ids[0]}**: {c.task} · {_short('+'.join(c.modules))} @ layers {c.layers} · "

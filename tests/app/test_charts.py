@@ -527,3 +527,19 @@ def test_results_table_of_every_layer_choice_keeps_each_its_own_row():
     table = charts.results_table(runs, layers=None).set_index("module")
     assert table.loc["LN @all", "rte"] == "0.800 (1)" and table.loc["LN @5", "rte"] == "0.610 ± 0.014 (2)"
     assert table.loc["full", "rte"] == "0.900 (1)"  # full ignores the layer choice: no suffix
+
+
+def test_lr_search_curves_one_line_per_rung_with_the_chosen_lr_starred():
+    points = pd.DataFrame([
+        {"search_id": 3, "label": "#3 Q@all", "lr": lr, "score": score, "step": step, "metric": "pearson",
+         "chosen_lr": 3e-3}
+        for step, scores in ((21, {1e-4: 0.0, 3e-3: -0.01, 1e-2: 0.08}), (86, {1e-4: 0.0, 3e-3: 0.23, 1e-2: 0.18}))
+        for lr, score in scores.items()])
+    fig = charts.lr_search_curves(points)
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.title.text == "held-out pearson"
+    early, last, star = fig.data
+    assert early.line.dash == "dot" and early.showlegend is False and last.name == "#3 Q@all"
+    assert list(last.y) == [0.0, 0.23, 0.18] and list(star.x) == [3e-3] and star.marker.symbol == "star"
+    running = charts.lr_search_curves(points.assign(chosen_lr=float("nan")))
+    assert len(running.data) == 2  # no choice yet: no star
+    assert annotation_texts(charts.lr_search_curves(None)) == [charts.NO_SEARCHES]
