@@ -71,30 +71,25 @@ def config_from_args(args, **overrides):
 
 
 def cmd_run(args) -> int:
-    from tqdm import tqdm
-
     from tuning.models import check_against_model
     from tuning.train import fine_tune
 
     config = config_from_args(args)
     check_against_model(config)  # before anything heavy is loaded
-    bar = tqdm(total=None, desc=f"{config.task} {'+'.join(config.modules)}@{config.layers}",
-               unit="step", file=sys.stderr, dynamic_ncols=True, disable=args.quiet)
+    search = None
+    if config.lr_search:  # before the run's own bar, so the two bars never interleave
+        from tuning.search import final_config
+
+        search = run_search(config, quiet=args.quiet)
+        config = final_config(config, search)
+    bar = step_bar(f"{config.task} {'+'.join(config.modules)}@{config.layers}", args.quiet)
 
     def on_event(event):
         if event["kind"] == "step":
-            bar.total = event["total_steps"]
-            bar.update(event["step"] - bar.n)
-            bar.set_postfix(loss=f"{event['loss']:.4f}", ex_s=f"{event['examples_per_second']:.0f}")
+            bar.step(event, loss=f"{event['loss']:.4f}", ex_s=f"{event['examples_per_second']:.0f}")
         elif event["kind"] == "eval":
             bar.write(f"step {event['step']}: " + ", ".join(f"{k}={v:.4f}" for k, v in event["metrics"].items()))
 
-    search = None
-    if config.lr_search:
-        search = run_search(config, quiet=args.quiet)
-        from tuning.search import final_config
-
-        config = final_config(config, search)
     result = fine_tune(config, on_event, output_dir=args.output)
     bar.close()
     out = result.to_dict()
@@ -114,20 +109,32 @@ def cmd_run(args) -> int:
     return 0
 
 
-def run_search(config, quiet: bool = False):
-    """An lr search in this process with a progress bar; prints each candidate's held-out scores."""
+def step_bar(desc: str, quiet: bool = False):
+    """A tqdm bar on stderr that follows the engine's step events (bar.step(event, **postfix))."""
     from tqdm import tqdm
 
+    bar = tqdm(total=None, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, disable=quiet)
+
+    def step(event: dict, **postfix) -> None:
+        bar.total = event["total_steps"]
+        bar.update(event["step"] - bar.n)
+        bar.set_postfix(**postfix)
+
+    bar.step = step
+    # tqdm.write prints to stdout by default, which would break `--json` output: keep every line on stderr.
+    bar.write = lambda text: tqdm.write(text, file=sys.stderr)
+    return bar
+
+
+def run_search(config, quiet: bool = False):
+    """An lr search in this process with a progress bar; prints each candidate's held-out scores."""
     from tuning.search import lr_search
 
-    bar = tqdm(total=None, desc=f"lr search {'+'.join(config.modules)}@{config.layers}", unit="step",
-               file=sys.stderr, dynamic_ncols=True, disable=quiet)
+    bar = step_bar(f"lr search {'+'.join(config.modules)}@{config.layers}", quiet)
 
     def on_event(event):
         if event["kind"] == "step":
-            bar.total = event["total_steps"]
-            bar.update(event["step"] - bar.n)
-            bar.set_postfix(lr=f"{event['candidate_lr']:g}", loss=f"{event['loss']:.4f}")
+            bar.step(event, lr=f"{event['candidate_lr']:g}", loss=f"{event['loss']:.4f}")
         elif event["kind"] == "rung":
             bar.write(f"lr {event['lr']:g} at step {event['step']}: {event['metric']}={event['score']:.4f}")
 

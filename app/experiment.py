@@ -405,20 +405,11 @@ def build_configs(form: Form) -> list[RunConfig]:
 def search_configs(configs: list[RunConfig]) -> list[RunConfig]:
     """Search configs grouped over seeds: one search per setting (at the first seed), whose chosen lr then
     trains every seed (extra["final_seeds"]); plain configs pass through unchanged."""
-    groups: dict[str, list[RunConfig]] = {}
-    out: list = []
+    groups: dict[object, list[RunConfig]] = {}
     for c in configs:
-        if not c.lr_search:
-            out.append(c)
-            continue
-        key = c.replace(seed=0).to_json()
-        if key not in groups:
-            groups[key] = []
-            out.append(key)
-        groups[key].append(c)
-    return [c if isinstance(c, RunConfig) else
-            groups[c][0].replace(extra={**groups[c][0].extra, "final_seeds": [g.seed for g in groups[c]]})
-            for c in out]
+        groups.setdefault(c.replace(seed=0).to_json() if c.lr_search else id(c), []).append(c)
+    return [g[0].replace(extra={**g[0].extra, "final_seeds": [c.seed for c in g]}) if g[0].lr_search else g[0]
+            for g in groups.values()]
 
 
 def final_run_count(configs: list[RunConfig]) -> int:

@@ -415,15 +415,6 @@ class Registry:
         with self.engine.connect() as conn:
             return [_flat(r) for r in conn.execute(query).mappings().all()]
 
-    def results(self, run_ids) -> dict[int, dict]:
-        """The stored result JSON of these runs, by id (runs without one are left out)."""
-        ids = [int(i) for i in run_ids]
-        if not ids:
-            return {}
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(runs.c.id, runs.c.result).where(runs.c.id.in_(ids))).all()
-        return {int(i): json.loads(r) for i, r in rows if r}
-
     def get(self, run_id: int) -> dict:
         """Everything about one run: flat columns, the full config and result (JSON-ready values)."""
         with self.engine.connect() as conn:

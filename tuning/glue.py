@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -277,6 +278,11 @@ def split_holdout(dataset: "datasets.Dataset", fraction: float, seed: int,
     held = np.zeros(len(dataset), dtype=bool)
     held[chosen] = True
     return dataset.select(np.flatnonzero(~held).tolist()), dataset.select(np.flatnonzero(held).tolist())
+
+
+def rank_value(value) -> float:
+    """A metric for ranking: nan or None (diverged, constant regression output) ranks below every real score."""
+    return value if value is not None and math.isfinite(value) else -math.inf
 
 
 def compute_metrics(task: str | GlueTask, predictions, labels) -> dict[str, float]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tuning.chance import noise_band
 from tuning.config import RunConfig
+from tuning.glue import rank_value
 
 STATE_FILE = "search.json"
 
@@ -85,7 +86,7 @@ def remaining_cost(rungs: list[Rung], index: int, kept: int) -> int:
 
 def rank(scores: dict[float, float]) -> list[float]:
     """Learning rates best first: higher score wins, NaN (diverged) is worst, a tie goes to the smaller lr."""
-    return sorted(scores, key=lambda lr: (-_finite_or_worst(scores[lr]), lr))
+    return sorted(scores, key=lambda lr: (-rank_value(scores[lr]), lr))
 
 
 def survivors(order: list[float], scores: dict[float, float], noise: float) -> list[float]:
@@ -97,8 +98,8 @@ def survivors(order: list[float], scores: dict[float, float], noise: float) -> l
     (5 candidates: 2.5 runs instead of 1.5), and only when the scores really are too close to call.
     """
     half = order[:math.ceil(len(order) / 2)]
-    cutoff = _finite_or_worst(scores[half[-1]])
-    close = [lr for lr in order[len(half):] if _finite_or_worst(scores[lr]) >= cutoff - noise]
+    cutoff = rank_value(scores[half[-1]])
+    close = [lr for lr in order[len(half):] if rank_value(scores[lr]) >= cutoff - noise]
     return half + close
 
 
@@ -212,10 +213,6 @@ def _in_at(cand: dict, rung: Rung) -> bool:
 def _score(cand: dict, index: int) -> float:
     score = cand["rungs"][index]["score"]
     return math.nan if score is None else score
-
-
-def _finite_or_worst(value) -> float:
-    return value if value is not None and math.isfinite(value) else -math.inf
 
 
 def _folder(lr: float) -> str:

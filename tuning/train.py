@@ -388,7 +388,7 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
 
     history = state["history"]
     final = history[-1]["metrics"] if history else {}
-    best = max(history, key=lambda r: _finite_or_worst(r["metrics"][primary])) if history else None
+    best = max(history, key=lambda r: glue.rank_value(r["metrics"][primary])) if history else None
     verdict = chance.judge(task, state["last_eval"], final, primary) if state["last_eval"] else None
     result = RunResult(
         task=task.name, model=config.model, modules=list(config.modules),
@@ -415,8 +415,3 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
 
         result.artifact_dir = str(save_artifact(output_dir, model, selection, config, result))
     return result
-
-
-def _finite_or_worst(value) -> float:
-    """A metric for ranking: nan (diverged, constant regression output) ranks below every real score."""
-    return value if value is not None and math.isfinite(value) else -math.inf
