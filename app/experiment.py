@@ -72,6 +72,63 @@ class Form:
     lr_search: bool = False  # search each run's lr first (successive halving on a held-out slice), then train
 
 
+# What each form value may be, checked before anything is computed from it: a wrong type or an oversize
+# value (an API caller can send anything) is refused beside its field, never reaching int() or a database.
+MAX_LIST_ITEMS = {"tasks": 20, "families": 32, "layers": 1000}
+MAX_TEXT_CHARS = {"model": 300, "layer_spec": 200, "seeds": 500, "lr": 40, "max_train": 20, "max_eval": 20,
+                  "epochs": 20, "batch_size": 20}
+FLAGS = ("together", "random_control", "each_layer", "train_head", "lr_search")
+PREFIX_CHOICES = ("auto", "on", "off")
+FIELD_LABELS = {"tasks": "tasks", "model": "model", "families": "families", "layers": "layers",
+                "layer_spec": "layers", "seeds": "seeds", "lr": "lr"}
+
+
+def checked(form: Form) -> Form:
+    """The form if every value has an allowed type and size; FormError beside the field otherwise."""
+    for name, limit in MAX_LIST_ITEMS.items():
+        value = getattr(form, name)
+        if value is None or isinstance(value, str) and name == "tasks":
+            continue
+        if not isinstance(value, (list, tuple)) or len(value) > limit or not all(
+                isinstance(v, (str, int)) and not isinstance(v, bool) and len(str(v)) <= 64 for v in value):
+            raise FormError(FIELD_LABELS.get(name, "settings"),
+                            f"{name.replace('_', ' ')} must be a list of at most {limit} names, got {_clip(value)}")
+    for name, limit in MAX_TEXT_CHARS.items():
+        value = getattr(form, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or len(str(value)) > limit:
+            raise FormError(FIELD_LABELS.get(name, "settings"), f"{name.replace('_', ' ')} must be a number or text "
+                                                                f"of at most {limit} characters, got {_clip(value)}")
+    for name in FLAGS:
+        if not isinstance(getattr(form, name), bool):
+            raise FormError("settings", f"{name.replace('_', ' ')} must be true or false, got "
+                                        f"{_clip(getattr(form, name))}")
+    if form.prefix_cache not in PREFIX_CHOICES:
+        raise FormError("settings", f"prefix cache must be one of {', '.join(PREFIX_CHOICES)}, "
+                                    f"got {_clip(form.prefix_cache)}")
+    return form
+
+
+def _clip(value, limit: int = 60) -> str:
+    """A value quoted in a message, cut short: an error never echoes a megabyte back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
+
+
+def _whole(value, label: str, lo: int, hi: int, default: int) -> int:
+    """An integer setting from a number box (1, 1.0 or '1'); FormError('settings') naming the range otherwise."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number) or not lo <= number <= hi:
+        raise FormError("settings", f"{label} must be a whole number from {lo:,} to {hi:,}, got {_clip(value)}")
+    return int(number)
+
+
 # ---------------------------------------------------------------------------------------------- public mode
 
 @dataclass(frozen=True)
@@ -248,10 +305,13 @@ def parse_seeds(text) -> list[int]:
     parts = [p.strip() for p in str(text if text is not None else "").replace(";", ",").split(",") if p.strip()]
     if not parts:
         raise FormError("seeds", "give at least one seed, e.g. 0 or 0,1,2")
+    from tuning.config import MAX_SEED
+
     seeds = []
     for p in parts:
-        if not p.isdigit():
-            raise FormError("seeds", f"seeds are non-negative integers separated by commas, got {p!r}")
+        if not p.isdigit() or int(p) > MAX_SEED:
+            raise FormError("seeds", f"seeds are whole numbers from 0 to {MAX_SEED:,} separated by commas, "
+                                     f"got {_clip(p)}")
         seeds.append(int(p))
     return list(dict.fromkeys(seeds))
 
@@ -320,13 +380,7 @@ def _optional_count(value, label: str) -> int | None:
     """Subsample sizes: empty or 0 means the whole split."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    try:
-        n = int(float(value))
-    except (TypeError, ValueError):
-        raise FormError("settings", f"{label} must be a whole number (0 = the whole split), got {value!r}") from None
-    if n < 0:
-        raise FormError("settings", f"{label} must be 0 (the whole split) or a positive number, got {n}")
-    return n or None
+    return _whole(value, f"{label} (0 = the whole split)", 0, 10**9, 0) or None
 
 
 # ---------------------------------------------------------------------------------------------- the sweep
@@ -353,8 +407,24 @@ def _layer_wise(module_set) -> bool:
     return any(f.split(":")[-1] in modules.LAYER_FAMILIES for f in module_set)
 
 
-def plan(form: Form) -> list[PlannedRun]:
-    """The sweep: tasks x module sets x layer choices x seeds (families that ignore layers get one run)."""
+@dataclass(frozen=True)
+class Shape:
+    """A sweep before it is expanded: its parts, and how many runs they multiply into."""
+
+    tasks: list
+    sets: list
+    specs: list
+    seeds: list
+
+    @property
+    def runs(self) -> int:
+        per_task = sum(len(self.specs) if _layer_wise(s) else 1 for s in self.sets)
+        return len(self.tasks) * per_task * len(self.seeds)
+
+
+def shape(form: Form) -> Shape:
+    """The sweep's parts from the form (cheap: nothing is multiplied out); FormError names the field at fault."""
+    checked(form)
     tasks = _tasks(form)
     families = _families(form)
     info = model_info(form.model)
@@ -364,7 +434,25 @@ def plan(form: Form) -> list[PlannedRun]:
     if any(_layer_wise(s) for s in sets):
         ids, each = chosen_layers(form, info.num_layers)
         specs = [str(i) for i in ids] if each else [compact_spec(ids, info.num_layers)]
-    return sweep_points(tasks, sets, specs, seeds)
+    return Shape(tasks, sets, specs, seeds)
+
+
+def plan(form: Form, limit: int | None = FORM_LIMIT) -> list[PlannedRun]:
+    """The sweep: tasks x module sets x layer choices x seeds (families that ignore layers get one run).
+
+    The runs are counted before they are listed: a selection over `limit` is refused without expanding it."""
+    found = shape(form)
+    if limit is not None and found.runs > limit:
+        raise FormError("settings", too_many(found.runs, limit))
+    return sweep_points(found.tasks, found.sets, found.specs, found.seeds)
+
+
+def too_many(n: int, limit: int) -> str:
+    """The refusal of a selection that is too large, with the way out."""
+    if limit == FORM_LIMIT:
+        return (f"this selection would queue {n:,} runs, more than {FORM_LIMIT}; narrow the tasks, families, "
+                "layers or seeds, or use the paper-study preset")
+    return f"this would queue {n:,} runs, more than {limit:,}; choose fewer tasks or seeds"
 
 
 def sweep_points(tasks, sets, specs, seeds) -> list[PlannedRun]:
@@ -381,13 +469,15 @@ def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
     lr = None if form.lr_search else resolve_lr(form.lr, _families(form))
     max_train = _optional_count(form.max_train, "training examples")
     max_eval = _optional_count(form.max_eval, "evaluation examples")
+    epochs = _whole(form.epochs, "epochs", 1, 1000, 1)
+    batch_size = _whole(form.batch_size, "batch size", 1, 4096, 32)
     out = []
     for p in planned:
         try:
             out.append(RunConfig(
                 task=p.task, modules=p.modules, layers=p.layers, model=model_name(form.model),
-                train_head=bool(form.train_head), epochs=int(form.epochs or 1), lr=lr,
-                batch_size=int(form.batch_size or 32), seed=p.seed, max_train=max_train, max_eval=max_eval,
+                train_head=form.train_head, epochs=epochs, lr=lr,
+                batch_size=batch_size, seed=p.seed, max_train=max_train, max_eval=max_eval,
                 prefix_cache=form.prefix_cache or "auto", lr_search=bool(form.lr_search)))
         except ConfigError as err:
             raise FormError(_field_of(str(err)), str(err)) from None
@@ -447,8 +537,11 @@ def preview(form: Form) -> dict:
     try:
         planned = plan(form)
         to_configs(form, planned[:1])  # settings errors show in the preview too
-    except FormError as err:
-        return {"error": str(err), "field": err.field, "runs": 0, "rows": []}
+    except Exception as err:  # a refusal beside its field; anything else in one line without internals
+        from app.errors import is_refusal, visitor_message
+
+        return {"error": visitor_message(err, "preview this selection"),
+                "field": getattr(err, "field", "settings") if is_refusal(err) else "settings", "runs": 0, "rows": []}
     info = model_info(form.model)
     first_task = planned[0].task
     rows, seen = [], set()
@@ -519,10 +612,20 @@ def paper_study(form: Form, lr_search: bool = True) -> list[RunConfig]:
     families = list(PAPER_FAMILIES) + (["bias"] if "bias" in (form.families or []) else [])
     study = replace(form, families=families, together=False, lr=None, lr_search=lr_search,
                     layers=[str(i) for i in range(info.num_layers)], layer_spec="", each_layer=False)
-    whole = plan(study)
-    single = plan(replace(study, each_layer=True))
-    full = plan(replace(study, families=["full"], random_control=False))
-    return search_configs(to_configs(study, whole + single + full))
+    parts = [study, replace(study, each_layer=True), replace(study, families=["full"], random_control=False)]
+    runs = sum(shape(p).runs for p in parts)  # counted before anything is listed
+    if runs > PRESET_LIMIT:
+        raise FormError("settings", f"the preset would queue {runs:,} runs, more than {PRESET_LIMIT:,}; "
+                                    "choose fewer tasks or seeds")
+    return search_configs(to_configs(study, [r for p in parts for r in plan(p, limit=None)]))
+
+
+def preset_searches(form: Form) -> int:
+    """How many searches the preset queues (one per setting), counted without building any."""
+    info = model_info(form.model)
+    families = len(PAPER_FAMILIES) + ("bias" in (form.families or []))
+    controls = families if form.random_control else 0
+    return len(_tasks(form)) * ((families + controls) * (1 + info.num_layers) + 1)
 
 
 # Training rows per GLUE task (for time estimates when a run uses the whole training set).
@@ -554,6 +657,11 @@ def estimated_seconds(configs: list[RunConfig], throughput: float) -> float:
 def paper_study_message(form: Form, registry=None) -> tuple[str, int]:
     """The confirmation text and the number of registry entries the preset queues now (FormError if the form is
     bad): the searches, each of which then queues its runs."""
+    checked(form)
+    limits = public_limits()
+    if limits is not None and preset_searches(form) > limits.max_active_per_visitor:  # refused before building
+        raise FormError("settings", f"the preset would queue {preset_searches(form)} searches; this public demo "
+                                    f"allows at most {limits.max_active_per_visitor} queued or running runs per visitor")
     configs = paper_study(form)
     n = len(configs)
     runs = final_run_count(configs)
@@ -577,13 +685,6 @@ def paper_study_message(form: Form, registry=None) -> tuple[str, int]:
             f"{len(tasks)} task(s) ({', '.join(tasks)}), on {info.name} with {subsample}. Each setting first "
             f"searches its own learning rate (successive halving on a held-out 10% of the training rows), then "
             f"trains every seed at it. {eta} Queue them?")
-    if runs > PRESET_LIMIT:
-        raise FormError("settings", f"the preset would queue {runs} runs, more than {PRESET_LIMIT}; "
-                                    "choose fewer tasks or seeds")
-    limits = public_limits()
-    if limits is not None and n > limits.max_active_per_visitor:
-        raise FormError("settings", f"the preset would queue {n} searches; this public demo allows at most "
-                                    f"{limits.max_active_per_visitor} queued or running runs per visitor")
     return text, n
 
 
@@ -634,17 +735,19 @@ def submit_runs(registry, configs, submitter: str | None, sweep_id: str | None =
 
 def cancel_run(registry, run_id, submitter: str | None) -> str:
     """Cancel a run (queued: never starts; running: stops at its next step); returns the new status."""
+    run_id = run_id_of(run_id)
     vet(registry, submitter, run_id=run_id, action="cancel")
     allow("cancel", submitter)
-    return registry.request_cancel(int(run_id))
+    return registry.request_cancel(run_id)
 
 
 def retry_run(registry, run_id, submitter: str | None) -> int:
     """Queue a failed, cancelled or interrupted run again as a new run; returns the new id."""
+    run_id = run_id_of(run_id)
     with _gate():
         vet(registry, submitter, run_id=run_id, action="retry")
         allow("retry", submitter)
-        return registry.retry(int(run_id), submitter=submitter)
+        return registry.retry(run_id, submitter=submitter)
 
 
 @dataclass
@@ -661,10 +764,13 @@ class Outcome:
         return bool(self.ids)
 
 
-def error_outcome(err: Exception) -> Outcome:
-    """Put an error beside the control it is about (layers and model have their own message slots)."""
-    fld = getattr(err, "field", None) or _field_of(str(err))
-    text = f"⚠️ {err}"
+def error_outcome(err: Exception, action: str = "queue these runs") -> Outcome:
+    """Put an error beside the control it is about (layers and model have their own message slots); an error
+    that is not a refusal is logged and shown as one line without internals (app.errors)."""
+    from app.errors import is_refusal, visitor_message
+
+    fld = (getattr(err, "field", None) or _field_of(str(err))) if is_refusal(err) else "settings"
+    text = f"⚠️ {visitor_message(err, action)}"
     if fld == "layers":
         return Outcome(message="⚠️ Nothing was queued: fix the layers.", layers_message=text)
     if fld == "model":
@@ -673,30 +779,46 @@ def error_outcome(err: Exception) -> Outcome:
 
 
 def submit_form(registry, form: Form, submitter: str | None) -> Outcome:
-    """Validate the whole form, then queue its runs; a bad value queues nothing and says what to fix."""
+    """Validate the whole form, then queue its runs; a bad value queues nothing and says what to fix.
+
+    The runs are counted (and, in public mode, held against the visitor's quota) before any is built, so a
+    request for a million runs is refused in microseconds instead of occupying the server."""
     try:
-        configs = build_configs(form)
-        if final_run_count(configs) > FORM_LIMIT:
-            raise FormError("settings", f"this selection would queue {final_run_count(configs)} runs, more than "
-                                        f"{FORM_LIMIT}; "
-                                        "narrow the tasks, families, layers or seeds, or use the paper-study preset")
+        found = shape(form)
+        entries = found.runs // len(found.seeds) if form.lr_search else found.runs  # a search covers its seeds
+        if found.runs <= FORM_LIMIT:
+            allow("submit", submitter, entries)
+        configs = build_configs(form)  # refuses more than FORM_LIMIT runs before listing them
         ids = submit_runs(registry, configs, submitter)
-    except ValueError as err:  # FormError, ConfigError, ModuleSpecError, RegistryError, QueueError ...
-        return error_outcome(err)
+    except Exception as err:  # refusals say what to fix; anything else is logged and named in one safe line
+        return error_outcome(err, "queue these runs")
     return Outcome(message=queued_message(configs, ids), ids=ids)
 
 
 def submit_preset(registry, form: Form, submitter: str | None) -> Outcome:
     """Queue the paper's study (after the user confirmed the count)."""
     try:
+        checked(form)
+        allow("submit", submitter, preset_searches(form))  # the quota, before a single config is built
         configs = paper_study(form)
-        if final_run_count(configs) > PRESET_LIMIT:
-            raise FormError("settings", f"the preset would queue {final_run_count(configs)} runs, "
-                                        f"more than {PRESET_LIMIT}")
         ids = submit_runs(registry, configs, submitter, sweep_id="paper-" + uuid.uuid4().hex[:8])
-    except ValueError as err:
-        return error_outcome(err)
+    except Exception as err:
+        return error_outcome(err, "queue the study")
     return Outcome(message=queued_message(configs, ids), ids=ids)
+
+
+MAX_RUN_ID = 2**31 - 1  # the registry's id column is a 32-bit integer on every database
+
+
+def run_id_of(value) -> int:
+    """A run id from a dropdown, a table or an API call (12, 12.0 or '12'); FormError('run') otherwise."""
+    try:
+        number = float(str(value).strip().lstrip("#")) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number != int(number) or not 1 <= number <= MAX_RUN_ID:
+        raise FormError("run", f"a run id is a whole number from 1 to {MAX_RUN_ID:,}, got {_clip(value)}")
+    return int(number)
 
 
 def queued_message(configs: list[RunConfig], ids: list[int]) -> str:

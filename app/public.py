@@ -5,7 +5,7 @@ Every limit is an environment variable with a default that suits a free CPU Spac
 | variable                                   | default          | what it bounds                                   |
 | ------------------------------------------ | ---------------- | ------------------------------------------------ |
 | MODULETUNE_PUBLIC                          | off              | 1/true/yes/on turns public mode on (as --public) |
-| MODULETUNE_PUBLIC_MAX_ACTIVE_PER_VISITOR   | 2                | queued + running runs of one visitor session     |
+| MODULETUNE_PUBLIC_MAX_ACTIVE_PER_VISITOR   | 2                | queued + running runs of one visitor (see app.visitors) |
 | MODULETUNE_PUBLIC_MAX_QUEUED               | 20               | queued runs of everyone together                 |
 | MODULETUNE_PUBLIC_MAX_EPOCHS               | 3                | epochs per run                                   |
 | MODULETUNE_PUBLIC_MAX_TRAIN                | 2000             | training examples per run (0 = all is refused)   |
@@ -175,12 +175,32 @@ def check_owner(registry, run_id, submitter: str | None, action: str) -> dict:
     return run
 
 
-PRIVATE_COLUMNS = ("submitter",)
+# Kept for the operator (the registry, the CLI, the server log): who submitted a run, where its files are,
+# and which host and process trained it.
+PRIVATE_COLUMNS = ("submitter", "artifact_dir", "worker")
+PRIVATE_RESULT_KEYS = ("artifact_dir", "checkpoint_dir", "versions")
 
 
 def redact(record: dict, viewer: str | None = None) -> dict:
-    """A run record without who submitted it; with a viewer, `mine` says whether it is the viewer's own."""
+    """A run record as a public visitor sees it: no submitter, file paths or worker host and pid (in the
+    columns, the result and the error text); with a viewer, `mine` says whether it is the viewer's own."""
     out = {k: v for k, v in record.items() if k not in PRIVATE_COLUMNS}
+    if isinstance(out.get("result"), dict):
+        out["result"] = {k: v for k, v in out["result"].items() if k not in PRIVATE_RESULT_KEYS}
+    if out.get("error"):
+        out["error"] = _scrub(str(out["error"]), record)
     if viewer is not None:
         out["mine"] = record.get("submitter") == viewer
     return out
+
+
+def _scrub(text: str, record: dict) -> str:
+    """An error message without the worker's host:pid and without paths under the server's folders."""
+    import re
+
+    from tuning.settings import home
+
+    if record.get("worker"):
+        text = text.replace(str(record["worker"]), "a worker")
+    text = text.replace(str(home()), "<home>")
+    return re.sub(r"(?<![\w<])/(?:[\w.+-]+/)+[\w.+-]*", "<path>", text)

@@ -161,12 +161,21 @@ class EmbeddedWorker:
                 self._watcher.join(timeout=5)
 
 
-def launch_kwargs(host: str, port: int, share: bool) -> dict:
-    """Gradio 6 launch settings (theme and CSS live here since Gradio 6)."""
+# The app has no file inputs, so Gradio's upload route has nothing to take: anything over a kilobyte is refused
+# (413) instead of filling the server's disk.
+MAX_UPLOAD = "1kb"
+
+
+def launch_kwargs(host: str, port: int, share: bool, public: bool = False) -> dict:
+    """Gradio 6 launch settings (theme and CSS live here since Gradio 6).
+
+    In public mode an unexpected error reaches a visitor as Gradio's bare "Error", never its text (which can
+    quote SQL or paths); the handlers themselves turn every refusal into a one-line message (app.errors)."""
     from app.ui import CSS, theme
 
     return dict(server_name=host, server_port=int(port), share=share, theme=theme(), css=CSS,
-                ssr_mode=False, show_error=True, footer_links=["api"], quiet=False, run_history=False)
+                ssr_mode=False, show_error=not public, footer_links=["api"], quiet=False, run_history=False,
+                max_file_size=MAX_UPLOAD)
 
 
 def check_port(host: str, port: int) -> None:
@@ -198,6 +207,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, worker: bool = True, share:
 
     public=PublicLimits(...) serves the public demo (app.public). With block=False returns
     (blocks, embedded_worker) with the server running in the background."""
+    from app import visitors
     from app.ui import build_app
     from tasks.registry import Registry
 
@@ -210,10 +220,11 @@ def serve(host: str = "127.0.0.1", port: int = 7860, worker: bool = True, share:
                                                         "runs wait for `moduletune worker`")
     if public is not None:
         print(f"moduletune serve: public mode: {public}", file=sys.stderr, flush=True)
+    visitors.trust_no_proxy_by_default()  # a visitor is their address, not a header they typed (app.visitors)
     demo = build_app(registry, worker_status=status, public=public)
     demo.queue(default_concurrency_limit=4)
     if not block:
-        demo.launch(prevent_thread_lock=True, **launch_kwargs(host, port, share))
+        demo.launch(prevent_thread_lock=True, **launch_kwargs(host, port, share, public is not None))
         return demo, embedded
 
     def interrupt(signum, frame):  # SIGTERM ends the server the way Ctrl-C does
@@ -225,7 +236,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, worker: bool = True, share:
     stop_signals = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.signal(s, interrupt) for s in stop_signals} if main else {}
     try:
-        demo.launch(**launch_kwargs(host, port, share))
+        demo.launch(**launch_kwargs(host, port, share, public is not None))
     except KeyboardInterrupt:
         pass
     except OSError as err:  # the port is taken, or the address is not ours

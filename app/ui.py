@@ -6,10 +6,12 @@ preview, runs, run, cancel, retry, compare_data, predict) are what gradio_client
 build_app(registry, public=PublicLimits(...)) is the public demo (app.public): models from an allow-list,
 the limits shown on the page, cancel/retry on a visitor's own runs, no submitter shown to anyone.
 """
-import hashlib
+import functools
 
 from app import experiment as ex
 from app import views
+from app import visitors
+from app.errors import visitor_message
 
 TITLE = "moduletune"
 HEADER = """# moduletune
@@ -64,13 +66,10 @@ def theme():
                           font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"])
 
 
-def submitter_of(request) -> str:
-    """Who submits: one id per browser session (the public-mode quotas key on it).
-
-    A digest of the session hash, not the hash itself, so a stored submitter never lets anyone act as
-    that session."""
-    session = getattr(request, "session_hash", None) if request is not None else None
-    return f"web-{hashlib.sha256(session.encode()).hexdigest()[:12]}" if session else "web"
+def submitter_of(request, profile=None, oauth: bool = False) -> str:
+    """Who submits (app.visitors): the Hugging Face username when logged in, else a digest of the client's
+    address; never the session hash, which a client chooses. LoginRequired where OAuth is required."""
+    return visitors.visitor(request, profile, oauth=oauth)
 
 
 def build_app(registry=None, worker_status=None, public=None):
@@ -85,10 +84,20 @@ def build_app(registry=None, worker_status=None, public=None):
 
     registry = registry or Registry()
     ex.set_public(public, registry)
+    oauth = public is not None and visitors.oauth_enabled()
 
-    def viewer_of(request):
+    def who(request, profile=None) -> str:
+        """The submitter this request acts as (LoginRequired on an OAuth Space when nobody is logged in)."""
+        return submitter_of(request, profile, oauth=oauth)
+
+    def viewer_of(request, profile=None):
         """The visitor whose view is redacted (public mode), or None: everyone sees everything."""
-        return submitter_of(request) if public is not None else None
+        if public is None:
+            return None
+        try:
+            return who(request, profile)
+        except visitors.LoginRequired:
+            return "anonymous"  # browsing needs no login; nothing is theirs
 
     def model_box(elem_id: str, scale: int, info: str | None = None):
         """A free-text model box, or in public mode a pick from the allow-list (anything else is refused)."""
@@ -112,6 +121,8 @@ def build_app(registry=None, worker_status=None, public=None):
         gr.Markdown(HEADER)
         if public is not None:
             gr.Markdown(public.summary(), elem_id="public-limits")
+        if oauth:
+            gr.LoginButton(elem_id="login")
         with gr.Tabs(elem_id="tabs"):
             # ------------------------------------------------------------------ Experiment
             with gr.Tab("Experiment", id="experiment", elem_id="tab-experiment") as tab_experiment:
@@ -340,8 +351,10 @@ def build_app(registry=None, worker_status=None, public=None):
         # A typed model is looked up on Enter or blur; a picked one (public mode) as soon as it changes.
         model_events = [model.change] if public is not None else [model.submit, model.blur]
         preview_triggers = [c.change for c in form_inputs if c is not model] + model_events
+        # preprocess=False: the raw values reach app.experiment.checked, which refuses a wrong type or size beside
+        # its field in a short line (Gradio's own checks quote a megabyte value back, with Python's type names).
         gr.on(preview_triggers, on_preview, form_inputs, [preview, layers_msg, model_msg], api_name="preview",
-              trigger_mode="always_last", show_progress="minimal")
+              trigger_mode="always_last", show_progress="minimal", preprocess=False)
 
         # Any edit makes the last Submit message stale: clear it (on user input, so it never races a Submit).
         gr.on([c.input for c in form_inputs], lambda: "", None, submit_msg, show_progress="hidden", **private)
@@ -376,15 +389,18 @@ def build_app(registry=None, worker_status=None, public=None):
 
         def on_submit(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr, seeds,
                       max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search=False,
-                      request: gr.Request = None):
+                      request: gr.Request = None, profile: gr.OAuthProfile | None = None):
             """Validate the form and queue its runs: (message, layers message, model message, queued ids)."""
             form = form_of(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr,
                            seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search)
-            out = ex.submit_form(registry, form, submitter_of(request))
+            try:
+                out = ex.submit_form(registry, form, who(request, profile))
+            except visitors.LoginRequired as err:
+                out = ex.error_outcome(err)
             return out.message, out.layers_message, out.model_message, out.ids
 
         submit.click(on_submit, form_inputs, [submit_msg, layers_msg, model_msg, queued_ids], api_name="submit",
-                     concurrency_limit=1)
+                     concurrency_limit=1, preprocess=False)
 
         def paper_offer(form: ex.Form):
             """The preset's confirmation for this form: (message, confirm button, cancel button, offer open)."""
@@ -407,10 +423,13 @@ def build_app(registry=None, worker_status=None, public=None):
         # Named parameters, not *values: Gradio fills a gr.Request only into a parameter it can see.
         def on_paper_confirm(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr,
                              seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search,
-                             request: gr.Request):
+                             request: gr.Request, profile: gr.OAuthProfile | None = None):
             form = form_of(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr,
                            seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search)
-            out = ex.submit_preset(registry, form, submitter_of(request))
+            try:
+                out = ex.submit_preset(registry, form, who(request, profile))
+            except visitors.LoginRequired as err:
+                out = ex.error_outcome(err)
             return out.message, "", gr.Button(visible=False), gr.Button(visible=False), False
 
         paper_confirm.click(on_paper_confirm, form_inputs, [submit_msg, *paper_targets],
@@ -419,8 +438,8 @@ def build_app(registry=None, worker_status=None, public=None):
                            paper_targets, **private)
 
         # ---------------------------------------------------------------------- Runs wiring
-        def detail_outputs(run_id, request: gr.Request = None):
-            d = views.run_detail(registry, run_id, viewer=viewer_of(request))
+        def detail_outputs(run_id, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+            d = views.run_detail(registry, run_id, viewer=viewer_of(request, profile))
             run = registry.get(d.run_id) if d.run_id is not None and d.status == "succeeded" else None
             path = views.artifact_download(run) if run else None
             return (d.summary, d.curves, d.config or None, d.result, gr.Button(interactive=d.can_cancel),
@@ -428,7 +447,7 @@ def build_app(registry=None, worker_status=None, public=None):
 
         detail_targets = [run_summary, run_curves, run_config, run_result, cancel, retry, download, detail_state]
 
-        def refresh_runs(status, task_filter, run_id, key, choices_key, request: gr.Request = None):
+        def refresh_runs(status, task_filter, run_id, key, choices_key, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
             table = views.runs_table(registry, status, task_filter)
             choices = views.run_choices(registry)
             ids = tuple(c[1] for c in choices) + tuple(c[0] for c in choices)
@@ -438,7 +457,7 @@ def build_app(registry=None, worker_status=None, public=None):
             else:
                 dropdown = gr.Dropdown(choices=choices) if ids != choices_key else gr.Dropdown()
             new_key = views.detail_key(registry, run_id)
-            details = detail_outputs(run_id, request) if new_key != key else (gr.skip(),) * len(detail_targets)
+            details = detail_outputs(run_id, request, profile) if new_key != key else (gr.skip(),) * len(detail_targets)
             return (table, status_line(), dropdown, ids, *details)
 
         runs_outputs = [runs_table, worker_md, run_select, choices_state, *detail_targets]
@@ -462,21 +481,21 @@ def build_app(registry=None, worker_status=None, public=None):
         runs_table.select(on_row, None, run_select, **private)
         run_select.change(detail_outputs, run_select, detail_targets, show_progress="hidden", **private)
 
-        def on_cancel(run_id, request: gr.Request):
+        def on_cancel(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
             if run_id in (None, ""):
                 return "Pick a run first."
             try:
-                return f"Run #{run_id}: {ex.cancel_run(registry, run_id, submitter_of(request))}."
-            except ValueError as err:
-                return f"⚠️ {err}"
+                return f"Run #{run_id}: {ex.cancel_run(registry, run_id, who(request, profile))}."
+            except Exception as err:
+                return f"⚠️ {visitor_message(err, 'cancel the run')}"
 
-        def on_retry(run_id, request: gr.Request):
+        def on_retry(run_id, request: gr.Request, profile: gr.OAuthProfile | None = None):
             if run_id in (None, ""):
                 return "Pick a run first."
             try:
-                new_id = ex.retry_run(registry, run_id, submitter_of(request))
-            except ValueError as err:
-                return f"⚠️ {err}"
+                new_id = ex.retry_run(registry, run_id, who(request, profile))
+            except Exception as err:
+                return f"⚠️ {visitor_message(err, 'retry the run')}"
             return f"✅ Run #{run_id} queued again as run **#{new_id}**."
 
         cancel.click(on_cancel, run_select, run_action_msg, **private)
@@ -592,39 +611,48 @@ def build_app(registry=None, worker_status=None, public=None):
         play_go.click(on_predict, [play_run, play_a, play_b], [play_tuned, play_base, play_msg], **private)
 
         # ---------------------------------------------------------------------- API-only endpoints
-        def runs(status: str = "all", task: str = "all", request: gr.Request = None) -> list[dict]:
+        def answered(action: str):
+            """An API endpoint's errors as one line a caller can act on: a refusal's own message, anything else
+            logged on the server and named without internals (app.errors)."""
+            def wrap(fn):
+                @functools.wraps(fn)
+                def endpoint(*args, **kwargs):
+                    try:
+                        return fn(*args, **kwargs)
+                    except Exception as err:
+                        raise gr.Error(visitor_message(err, action), print_exception=False) from None
+                return endpoint
+            return wrap
+
+        @answered("list the runs")
+        def runs(status: str = "all", task: str = "all", request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list[dict]:
             """Runs newest first, as the registry lists them (status and task filters; 'all' = no filter)."""
-            return views.runs_records(registry, status, task, viewer=viewer_of(request))
+            return views.runs_records(registry, status, task, viewer=viewer_of(request, profile))
 
-        def run(run_id: int, request: gr.Request = None) -> dict:
+        @answered("read the run")
+        def run(run_id: int, request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> dict:
             """Everything about one run: flat columns, config and result."""
-            return views.run_record(registry, run_id, viewer=viewer_of(request))
+            return views.run_record(registry, run_id, viewer=viewer_of(request, profile))
 
+        @answered("read the compare data")
         def compare_data(task: str = "rte") -> list[dict]:
             """The succeeded runs of a task that the Compare charts plot (one point each)."""
             return views.compare_records(registry, task)
 
-        def refusal(err: ValueError):
-            """A refused request as the error an API caller reads (no server-side traceback: nothing broke)."""
-            return gr.Error(str(err), print_exception=False)
-
-        def cancel_run(run_id: int, request: gr.Request) -> str:
+        @answered("cancel the run")
+        def cancel_run(run_id: int, request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
             """Cancel a run: 'cancelled' (it was queued) or 'cancelling' (it stops at its next step)."""
-            try:
-                return ex.cancel_run(registry, run_id, submitter_of(request))
-            except ValueError as err:
-                raise refusal(err) from None
+            return ex.cancel_run(registry, run_id, who(request, profile))
 
-        def retry_run(run_id: int, request: gr.Request) -> int:
+        @answered("retry the run")
+        def retry_run(run_id: int, request: gr.Request, profile: gr.OAuthProfile | None = None) -> int:
             """Queue a failed, cancelled or interrupted run again; returns the new run's id."""
-            try:
-                return ex.retry_run(registry, run_id, submitter_of(request))
-            except ValueError as err:
-                raise refusal(err) from None
+            return ex.retry_run(registry, run_id, who(request, profile))
 
+        @answered("predict")
         def predict(run_id: int, text: str, text_pair: str = "") -> dict:
             """A succeeded run's prediction for a text (or pair) next to the untuned base model's."""
-            return views._json_safe(views.predict(registry, run_id, text, text_pair))
+            return views._json_safe(views.predict(registry, ex.run_id_of(run_id), text, text_pair))
 
         gr.api(runs, api_name="runs")
         gr.api(run, api_name="run")

@@ -68,8 +68,10 @@ def runs_records(registry, status=ALL, task=ALL, limit: int | None = None, viewe
 
 
 def run_record(registry, run_id, viewer: str | None = None) -> dict:
-    """Everything about one run (the `run` API endpoint); with a viewer, without its submitter."""
-    return _json_safe(_for_viewer(registry.get(int(run_id)), viewer))
+    """Everything about one run (the `run` API endpoint); with a viewer, without its submitter, paths or worker."""
+    from app.experiment import run_id_of
+
+    return _json_safe(_for_viewer(registry.get(run_id_of(run_id)), viewer))
 
 
 def _for_viewer(record: dict, viewer: str | None) -> dict:
@@ -136,6 +138,7 @@ def run_detail(registry, run_id, viewer: str | None = None) -> RunDetail:
         return RunDetail(None, f"⚠️ {err}", curves=charts.training_curves(None))
     rid = int(run["id"])
     own = viewer is None or run["submitter"] == viewer
+    run = _for_viewer(run, viewer)
     if run["kind"] == "search":  # its candidates' losses one after another mean little: draw score vs lr
         curves = charts.lr_search_curves(search_points(registry, [rid]), f"Run #{rid}: held-out score vs lr")
     else:
@@ -146,7 +149,7 @@ def run_detail(registry, run_id, viewer: str | None = None) -> RunDetail:
         run_id=rid, summary=summary_markdown(run), config=run["config"], result=run["result"], curves=curves,
         status=run["status"], key=detail_key(registry, rid),
         can_cancel=own and run["status"] in ("queued", "running", "interrupted") and not run["cancel_requested"],
-        can_retry=own and run["status"] in RETRYABLE, artifact_dir=run["artifact_dir"])
+        can_retry=own and run["status"] in RETRYABLE, artifact_dir=run.get("artifact_dir"))
 
 
 def summary_markdown(run: dict) -> str:
@@ -164,7 +167,7 @@ def summary_markdown(run: dict) -> str:
         parts.append(f"step {run['step']}/{run['total_steps']} ({100 * run['step'] // run['total_steps']}%)")
     if status == "running" and run["eta_seconds"] is not None:
         parts.append(f"ETA {charts.humanize_seconds(run['eta_seconds'])}")
-    where = " / ".join(str(x) for x in (run["worker"], run["device"]) if x)
+    where = " / ".join(str(x) for x in (run.get("worker"), run["device"]) if x)
     if where:
         parts.append(where)
     if run["resume_count"]:
@@ -266,7 +269,11 @@ COMPARE_COLUMNS = ["id", "task", "model", "modules", "family", "layers", "seed",
 
 def compare_records(registry, task: str | None = None) -> list[dict]:
     """The succeeded runs (of a task) the Compare charts plot: one JSON-ready dict per point."""
-    done = charts.finished_runs(registry.runs_frame(), _filter(task))
+    from tuning.glue import get_task
+
+    task = _filter(task)
+    task = get_task(task).name if task else None  # an unknown name is refused with the allowed ones
+    done = charts.finished_runs(registry.runs_frame(), task)
     if done.empty:
         return []
     cols = [c for c in COMPARE_COLUMNS if c in done.columns]
@@ -372,7 +379,9 @@ def run_deltas(registry, run_ids) -> pd.DataFrame:
         if cached is None:
             run = registry.get(rid)
             if run["status"] != "succeeded" or not run["artifact_dir"]:
-                raise ValueError(f"run {rid} is {run['status']}; deltas need a succeeded run with an artifact")
+                from app.experiment import FormError
+
+                raise FormError("run", f"run {rid} is {run['status']}; deltas need a succeeded run with an artifact")
             from tuning.magnitudes import run_deltas as compute
 
             cached = pd.DataFrame(compute(run["artifact_dir"])).assign(run_id=rid)
@@ -401,7 +410,9 @@ def tuned_model(registry, run_id: int):
     """(model, tokenizer, RunConfig) of a succeeded run, loaded once (a small LRU cache)."""
     run = registry.get(int(run_id))
     if run["status"] != "succeeded" or not run["artifact_dir"]:
-        raise ValueError(f"run {run_id} is {run['status']}; pick a succeeded run")
+        from app.experiment import FormError
+
+        raise FormError("run", f"run {run_id} is {run['status']}; pick a succeeded run")
     from tuning.artifacts import load_tuned
 
     return _cached_model(("tuned", int(run_id)), lambda: load_tuned(run["artifact_dir"]))
@@ -431,6 +442,9 @@ def task_inputs(registry, run_id) -> dict:
     return {"task": task.name, "columns": task.text_columns, "pair": len(task.text_columns) == 2}
 
 
+MAX_PREDICT_CHARS = 5000  # a sentence or paragraph; the model reads at most max_seq_len tokens of it anyway
+
+
 def predict(registry, run_id, text_a: str, text_b: str | None = None) -> dict:
     """The tuned run's prediction and the untuned base model's, for one text (or pair).
 
@@ -438,15 +452,21 @@ def predict(registry, run_id, text_a: str, text_b: str | None = None) -> dict:
     from tuning import glue
     from tuning.artifacts import predict as run_predict
 
+    from app.experiment import FormError, run_id_of
+
     if run_id in (None, ""):
-        raise ValueError("pick a finished run first")
+        raise FormError("run", "pick a finished run first")
+    run_id = run_id_of(run_id)
+    for label, value in (("text", text_a), ("second text", text_b)):
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_PREDICT_CHARS):
+            raise FormError("text", f"the {label} must be text of at most {MAX_PREDICT_CHARS:,} characters")
     if not (text_a or "").strip():
-        raise ValueError("type a sentence first")
+        raise FormError("text", "type a sentence first")
     model, tokenizer, config = tuned_model(registry, run_id)
     task = glue.get_task(config.task)
     if len(task.text_columns) == 2:
         if not (text_b or "").strip():
-            raise ValueError(f"{task.name} compares two texts: fill in {task.text_columns[1]} too")
+            raise FormError("text", f"{task.name} compares two texts: fill in {task.text_columns[1]} too")
         text = (text_a, text_b)
     else:
         text = text_a

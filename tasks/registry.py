@@ -47,6 +47,10 @@ class RunNotFound(RegistryError):
     """No run has this id."""
 
 
+class RegistryUnavailable(RegistryError):
+    """The database could not be reached or opened (its message names the URL, so visitors never see it)."""
+
+
 metadata = MetaData()
 
 runs = Table(
@@ -178,7 +182,7 @@ def get_engine(url: str | None = None):
                 ensure_schema(engine)
             except (OperationalError, ProgrammingError, DBAPIError) as err:
                 engine.dispose()
-                raise RegistryError(f"could not open the run registry at {describe(url)}: "
+                raise RegistryUnavailable(f"could not open the run registry at {describe(url)}: "
                                     f"{_one_line(err.orig or err)}") from None
             _ENGINES[key] = engine
         return engine

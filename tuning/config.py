@@ -46,6 +46,11 @@ LR_SELECTION = ("holdout", "eval")
 DEVICES = r"auto|cpu|cuda(:\d+)?"
 PRECISIONS = ("auto", "fp32", "bf16")
 PREFIX_CACHE = ("auto", "on", "off")
+MAX_SEED = 2**31 - 1
+MAX_FAMILIES = 16  # module families trained together in one run (there are 12)
+MAX_GRID = 20  # learning rates one search may try
+MAX_NAME_CHARS = 300  # a model name, Hub id or path (the registry's column holds 300)
+MAX_EXTRA_CHARS = 10_000
 
 
 def default_lr(families) -> float:
@@ -134,12 +139,20 @@ class RunConfig:
         return self.lr_grid if self.lr_grid is not None else lr_grid(self.modules)
 
     def validate(self) -> "RunConfig":
-        """Normalise names and refuse anything out of range, with what is allowed."""
+        """Normalise names and refuse anything out of range or of the wrong type, with what is allowed."""
+        _text(self, "task", "task", 32)
+        _text(self, "layers", "layer spec", modules.MAX_LAYER_SPEC_CHARS, also=(int,))
+        if isinstance(self.modules, str):
+            self.modules = (self.modules,)
+        if (not isinstance(self.modules, (list, tuple)) or not 1 <= len(self.modules) <= MAX_FAMILIES
+                or not all(isinstance(m, str) and len(m) <= 64 for m in self.modules)):
+            raise ConfigError(f"modules must be 1 to {MAX_FAMILIES} family names such as layernorm, query or LN, "
+                              f"got {_clip(self.modules)}")
         try:
             self.task = glue.get_task(self.task).name
             self.modules = modules.parse_families(self.modules)
             # Syntax now; the range is checked against the model once its depth is known.
-            modules.parse_layers(self.layers, 10**6)
+            modules.layer_spec_parts(self.layers)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         self.layers = str(self.layers).strip().lower().replace(" ", "")
@@ -150,41 +163,43 @@ class RunConfig:
         for name in ("max_train", "max_eval", "eval_every", "checkpoint_every"):
             if getattr(self, name) is not None:
                 _positive_int(self, name, name.replace("_", " "), 1, 10**9)
-        if self.lr is not None and not (isinstance(self.lr, (int, float)) and 0 < self.lr <= 1):
-            raise ConfigError(f"learning rate must be a number in (0, 1], got {self.lr!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"warmup ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if not 0 <= self.weight_decay < 1:
-            raise ConfigError(f"weight decay must be in [0, 1), got {self.weight_decay!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not re.fullmatch(DEVICES, str(self.device)):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.prefix_cache not in PREFIX_CACHE:
-            raise ConfigError(f"prefix cache must be one of {', '.join(PREFIX_CACHE)}, got {self.prefix_cache!r}")
-        if self.eval_on not in EVAL_ON:
-            raise ConfigError(f"eval on must be one of {', '.join(EVAL_ON)}, got {self.eval_on!r}")
-        if (isinstance(self.holdout_fraction, bool) or not isinstance(self.holdout_fraction, (int, float))
-                or not 0 < self.holdout_fraction <= 0.5):
-            raise ConfigError(f"holdout fraction must be a number in (0, 0.5], got {self.holdout_fraction!r}")
-        if self.lr_selection not in LR_SELECTION:
+        # Seeds fit a 32-bit signed integer: what every registry column and every RNG accepts.
+        _positive_int(self, "seed", "seed", 0, MAX_SEED)
+        if self.lr is not None and not (_number(self.lr) and 0 < self.lr <= 1):
+            raise ConfigError(f"learning rate must be a number in (0, 1], got {_clip(self.lr)}")
+        if not (_number(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
+            raise ConfigError(f"warmup ratio must be a number in [0, 1), got {_clip(self.warmup_ratio)}")
+        if not (_number(self.weight_decay) and 0 <= self.weight_decay < 1):
+            raise ConfigError(f"weight decay must be a number in [0, 1), got {_clip(self.weight_decay)}")
+        if not isinstance(self.device, str) or not re.fullmatch(DEVICES, self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {_clip(self.device)}")
+        for name, allowed in (("precision", PRECISIONS), ("prefix_cache", PREFIX_CACHE), ("eval_on", EVAL_ON)):
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in allowed:
+                raise ConfigError(f"{name.replace('_', ' ')} must be one of {', '.join(allowed)}, "
+                                  f"got {_clip(getattr(self, name))}")
+        if not (_number(self.holdout_fraction) and 0 < self.holdout_fraction <= 0.5):
+            raise ConfigError(f"holdout fraction must be a number in (0, 0.5], got {_clip(self.holdout_fraction)}")
+        if not isinstance(self.lr_selection, str) or self.lr_selection not in LR_SELECTION:
             raise ConfigError(f"lr selection must be one of {', '.join(LR_SELECTION)} (holdout: a slice of the "
-                              f"training rows; eval: the reported set, optimistic), got {self.lr_selection!r}")
+                              f"training rows; eval: the reported set, optimistic), got {_clip(self.lr_selection)}")
         if self.lr_grid is not None:
             grid = self.lr_grid if isinstance(self.lr_grid, (list, tuple)) else [self.lr_grid]
-            bad = [v for v in grid if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1]
-            if bad or len(set(grid)) < 2:
-                raise ConfigError(f"lr grid must hold at least 2 distinct learning rates, each a number in (0, 1]; "
-                                  f"got {self.lr_grid!r}")
+            bad = [v for v in grid if not (_number(v) and 0 < v <= 1)]
+            if bad or not 2 <= len(set(grid)) <= MAX_GRID:
+                raise ConfigError(f"lr grid must hold at least 2 distinct (at most {MAX_GRID}) learning rates, each a number in "
+                                  f"(0, 1]; got {_clip(self.lr_grid)}")
             self.lr_grid = tuple(sorted({float(v) for v in grid}))
         for name in ("compile", "cuda_graphs", "train_head", "lr_search"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name.replace('_', ' ')} must be true or false, got {getattr(self, name)!r}")
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise ConfigError("model must be the embedded default, a Hub id or a local path")
+                raise ConfigError(f"{name.replace('_', ' ')} must be true or false, got {_clip(getattr(self, name))}")
+        if not isinstance(self.model, str) or not self.model.strip() or len(self.model) > MAX_NAME_CHARS:
+            raise ConfigError(f"model must be the embedded default, a Hub id or a local path of at most "
+                              f"{MAX_NAME_CHARS} characters, got {_clip(self.model)}")
         self.model = self.model.strip()
+        if self.glue_dir is not None:
+            _text(self, "glue_dir", "GLUE folder", 1000)
+        if not isinstance(self.extra, dict) or len(json.dumps(self.extra, default=str)) > MAX_EXTRA_CHARS:
+            raise ConfigError(f"extra must be a mapping of at most {MAX_EXTRA_CHARS:,} characters as JSON")
         return self
 
     def to_dict(self) -> dict:
@@ -217,4 +232,21 @@ class RunConfig:
 def _positive_int(cfg, attr: str, label: str, lo: int, hi: int) -> None:
     value = getattr(cfg, attr)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(f"{label} must be an integer from {lo} to {hi}, got {value!r}")
+        raise ConfigError(f"{label} must be an integer from {lo:,} to {hi:,}, got {_clip(value)}")
+
+
+def _number(value) -> bool:
+    """A real, finite number (not a bool, not NaN)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _text(cfg, attr: str, label: str, limit: int, also: tuple = ()) -> None:
+    value = getattr(cfg, attr)
+    if isinstance(value, bool) or not isinstance(value, (str, *also)) or len(str(value)) > limit:
+        raise ConfigError(f"{label} must be text of at most {limit:,} characters, got {_clip(value)}")
+
+
+def _clip(value, limit: int = 60) -> str:
+    """A value quoted in a message, cut short: an error never echoes a megabyte back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"

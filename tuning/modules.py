@@ -133,31 +133,56 @@ def parse_families(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return families
 
 
+MAX_LAYER_SPEC_CHARS = 200  # far more than any real spec ("0-3,5,7-11"); a longer text is refused unread
+
+
+def layer_spec_parts(spec: str | int, allowed: str | None = None) -> tuple[str, object]:
+    """A layer spec's syntax, without a model and without listing layers: ("all", None), ("none", None),
+    ("first" | "last", K), or ("ranges", [(lo, hi), ...]); ModuleSpecError (ending in `allowed`) if not a spec."""
+    text = str(spec).strip().lower().replace(" ", "")
+    allowed = allowed or "allowed: all, a layer such as 5, a range like 0-3, a list like 0-3,5, first:K or last:K"
+    if len(text) > MAX_LAYER_SPEC_CHARS:
+        raise ModuleSpecError(f"layer spec is {len(text):,} characters long, more than {MAX_LAYER_SPEC_CHARS}; "
+                              f"{allowed}")
+    if text in ("all", "none"):
+        return text, None
+    m = re.fullmatch(r"(first|last):(\d{1,6})", text)
+    if m:
+        return m.group(1), int(m.group(2))
+    ranges = []
+    for part in text.split(","):
+        m = re.fullmatch(r"(\d{1,6})(?:-(\d{1,6}))?", part)
+        if not m:
+            raise ModuleSpecError(f"malformed layer spec '{_clip(spec)}'; {allowed}")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if lo > hi:
+            raise ModuleSpecError(f"layer spec '{_clip(spec)}' is out of range ({lo}-{hi} runs backwards); {allowed}")
+        ranges.append((lo, hi))
+    return "ranges", ranges
+
+
 def parse_layers(spec: str | int, num_layers: int) -> tuple[int, ...]:
     """'all', '7', '0-3,11', 'first:2', 'last:4' -> sorted layer indices within 0..num_layers-1."""
-    text = str(spec).strip().lower().replace(" ", "")
     allowed = (f"allowed: all, a layer 0-{num_layers - 1}, a range like 0-3, a list like 0-3,5, "
                f"first:K or last:K (this model has layers 0-{num_layers - 1})")
-    if text == "all":
+    kind, value = layer_spec_parts(spec, allowed)
+    if kind == "all":
         return tuple(range(num_layers))
-    if text == "none":
+    if kind == "none":
         return ()
-    m = re.fullmatch(r"(first|last):(\d+)", text)
-    if m:
-        k = int(m.group(2))
-        if not 1 <= k <= num_layers:
-            raise ModuleSpecError(f"layer spec '{spec}': K must be 1-{num_layers}; {allowed}")
-        return tuple(range(k)) if m.group(1) == "first" else tuple(range(num_layers - k, num_layers))
-    layers: set[int] = set()
-    for part in text.split(","):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise ModuleSpecError(f"malformed layer spec '{spec}'; {allowed}")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if lo > hi or hi >= num_layers:
-            raise ModuleSpecError(f"layer spec '{spec}' is out of range; {allowed}")
-        layers.update(range(lo, hi + 1))
-    return tuple(sorted(layers))
+    if kind in ("first", "last"):
+        if not 1 <= value <= num_layers:
+            raise ModuleSpecError(f"layer spec '{_clip(spec)}': K must be 1-{num_layers}; {allowed}")
+        return tuple(range(value)) if kind == "first" else tuple(range(num_layers - value, num_layers))
+    if any(hi >= num_layers for _, hi in value):
+        raise ModuleSpecError(f"layer spec '{_clip(spec)}' is out of range; {allowed}")
+    return tuple(sorted({i for lo, hi in value for i in range(lo, hi + 1)}))
+
+
+def _clip(text, limit: int = 60) -> str:
+    """A value quoted in a message, cut short: an error never echoes a megabyte back."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
 
 
 def num_hidden_layers(config) -> int:

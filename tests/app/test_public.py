@@ -190,14 +190,46 @@ def test_the_open_lab_is_unchanged_when_public_mode_is_off(registry):
     assert ex.cancel_run(registry, out.ids[0], "someone-else") == "cancelled"
 
 
-def test_submitters_are_per_session_digests():
-    from types import SimpleNamespace
+def _request(peer: str, forwarded: str | None = None, session: str = "any-session"):
+    """A real Starlette request as Gradio hands it to a handler: a peer address and headers."""
+    import gradio as gr
+    from starlette.requests import Request
 
-    from app import ui
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": headers, "client": (peer, 40000),
+             "query_string": b""}
+    return gr.Request(request=Request(scope), session_hash=session)
 
-    a, b = (ui.submitter_of(SimpleNamespace(session_hash=h)) for h in ("abc123def456xyz", "other-session"))
-    assert a.startswith("web-") and len(a) == 16 and a != b and "abc123" not in a
-    assert ui.submitter_of(SimpleNamespace(session_hash="abc123def456xyz")) == a
+
+def test_a_visitor_is_their_address_not_their_session_hash():
+    from app import ui, visitors
+
+    a = ui.submitter_of(_request("10.0.0.1", session="s1"))
+    # A new connection (a new session hash) from the same address is the same visitor; another address is not.
+    assert a == ui.submitter_of(_request("10.0.0.1", session="s2")) and a.startswith("web-") and len(a) == 16
+    assert a != ui.submitter_of(_request("10.0.0.2")) and "10.0.0.1" not in a
+    # X-Forwarded-For is anyone's to send: the identity is the peer as uvicorn resolved it, never the header.
+    assert ui.submitter_of(_request("10.0.0.1", forwarded="6.6.6.6")) == a
+    env = {}
+    visitors.trust_no_proxy_by_default(env)
+    assert env == {"FORWARDED_ALLOW_IPS": ""}  # serve's default: uvicorn applies no X-Forwarded-For
+    env = {"FORWARDED_ALLOW_IPS": "10.0.0.254"}
+    visitors.trust_no_proxy_by_default(env)
+    assert env == {"FORWARDED_ALLOW_IPS": "10.0.0.254"}  # an operator's list of proxies stands
+
+
+def test_on_an_oauth_space_the_submitter_is_the_logged_in_user():
+    import gradio as gr
+
+    from app import ui, visitors
+
+    profile = gr.OAuthProfile({"name": "Ada", "preferred_username": "ada", "profile": "", "picture": ""})
+    assert ui.submitter_of(_request("10.0.0.1"), profile, oauth=True) == "hf:ada"
+    assert ui.submitter_of(_request("10.0.0.9"), profile) == "hf:ada"  # the same user from anywhere
+    with pytest.raises(visitors.LoginRequired, match="log in with Hugging Face"):
+        ui.submitter_of(_request("10.0.0.1"), None, oauth=True)
+    assert visitors.oauth_enabled({"OAUTH_CLIENT_ID": "x"}) and not visitors.oauth_enabled({})
+    assert not visitors.oauth_enabled({"OAUTH_CLIENT_ID": "x", "MODULETUNE_PUBLIC_OAUTH": "off"})
 
 
 def test_trust_remote_code_is_never_on():

@@ -68,15 +68,7 @@ def app_server(tmp_path_factory, glue_dir):
     env = {k: v for k, v in os.environ.items() if k not in ("MODULETUNE_DB_URL", "MODULETUNE_QUEUE_URL")}
     env.update(MODULETUNE_HOME=str(home), MODULETUNE_GLUE_DIR=str(glue_dir), TOKENIZERS_PARALLELISM="false",
                GRADIO_ANALYTICS_ENABLED="False", MODULETUNE_QUEUE_NAME="moduletune")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=REPO, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    app = App(f"http://127.0.0.1:{port}", home, log, proc)
-    deadline = time.monotonic() + START_TIMEOUT
-    while not _up(app.url + "/"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(proc)
-            pytest.fail(f"`moduletune serve` did not come up (exit {proc.poll()}):\n{app.logs()}")
-        time.sleep(0.5)
+    app = launch(["serve", "--port", str(port)], port, env, home, log)
     yield app
     worker_pids = [int(p) for p in re.findall(r"embedded worker started \(pid (\d+)\)", app.logs(100_000))]
     code = _stop(proc)
@@ -85,6 +77,20 @@ def app_server(tmp_path_factory, glue_dir):
         os.killpg(pid, signal.SIGKILL)
     print(f"\n--- serve.log (exit {code})\n{app.logs(3000)}")
     assert code == 0 and not lingering, f"server exit {code}; workers left running: {lingering}"
+
+
+def launch(args: list[str], port: int, env: dict, home: Path, log: Path) -> App:
+    """`python -m app.cli <args>` serving on port, in its own process group; fails the test if it never serves."""
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    app = App(f"http://127.0.0.1:{port}", home, log, proc)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not _up(app.url + "/"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop(proc)
+            pytest.fail(f"`moduletune {' '.join(args)}` did not come up (exit {proc.poll()}):\n{app.logs()}")
+        time.sleep(0.5)
+    return app
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 90) -> int | None:

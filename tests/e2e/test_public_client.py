@@ -1,8 +1,9 @@
 """The Space's entrypoint, started directly (no Docker), in public mode, driven by gradio_client.
 
 scripts/space-entrypoint.sh runs `moduletune serve --public` with an embedded worker on a free port, a
-fresh MODULETUNE_HOME and small limits from MODULETUNE_PUBLIC_* variables. Two gradio_client Clients are
-two visitors (each has its own session hash). A tiny run completes; every limit refuses with its
+fresh MODULETUNE_HOME and small limits from MODULETUNE_PUBLIC_* variables. Visitors are told apart by
+address (never by session hash): the server trusts a proxy on 127.0.0.1 (FORWARDED_ALLOW_IPS), and each
+Client sends the address that proxy would forward. A tiny run completes; every limit refuses with its
 message and queues nothing (the SQLite registry is read directly to check); SIGINT, the image's stop
 signal, stops the UI and the worker.
 """
@@ -26,7 +27,13 @@ from .conftest import REPO, START_TIMEOUT, TINY, App, _alive, _stop, _up, free_p
 ENTRYPOINT = REPO / "scripts" / "space-entrypoint.sh"
 RUN_TIMEOUT = 240  # a tiny run on a busy 2-core machine (model load dominates)
 LIMITS = dict(MODULETUNE_PUBLIC_MAX_ACTIVE_PER_VISITOR="3", MODULETUNE_PUBLIC_MAX_QUEUED="2",
-              MODULETUNE_PUBLIC_MAX_EPOCHS="2", MODULETUNE_PUBLIC_MAX_TRAIN="64", MODULETUNE_PUBLIC_MAX_EVAL="64")
+              MODULETUNE_PUBLIC_MAX_EPOCHS="2", MODULETUNE_PUBLIC_MAX_TRAIN="64", MODULETUNE_PUBLIC_MAX_EVAL="64",
+              FORWARDED_ALLOW_IPS="127.0.0.1")
+
+
+def visitor(space, address: str) -> Client:
+    """A gradio_client Client arriving from `address` through the trusted proxy."""
+    return Client(space.url, verbose=False, headers={"X-Forwarded-For": address})
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +80,7 @@ def space(tmp_path_factory, glue_dir):
 def test_public_space_runs_a_tiny_run_and_every_limit_refuses_with_its_message(space):
     t0 = time.monotonic()
     registry = space.registry()
-    a, b = Client(space.url, verbose=False), Client(space.url, verbose=False)  # two visitors
+    a, b = visitor(space, "10.0.0.1"), visitor(space, "10.0.0.2")  # two visitors
 
     # The page says what the limits are, and the model is a pick from the allow-list.
     with urllib.request.urlopen(space.url + "/config", timeout=30) as r:

@@ -1,0 +1,56 @@
+"""What a person is told when a request fails: our own refusals verbatim, anything else as one safe line.
+
+A refusal (a bad value, a limit, a run in the wrong state) is a ValueError we raised with a message meant
+for people. Anything else (a database error quoting its SQL, an OverflowError, a bug) is logged in full on
+the server and shown as a one-line notice that names no internals.
+"""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("moduletune.app")
+MAX_MESSAGE_CHARS = 500  # a refusal quoted back to a visitor; longer ones are cut
+
+
+def refusal_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(errors whose messages are written for people, their subclasses that are not), imported late."""
+    from app.experiment import FormError
+    from app.public import LimitError
+    from app.visitors import LoginRequired
+    from tasks.registry import RegistryError, RegistryUnavailable
+    from tuning.config import ConfigError
+    from tuning.glue import GlueError
+    from tuning.modules import ModuleSpecError
+
+    ours = (FormError, LimitError, LoginRequired, ConfigError, GlueError, ModuleSpecError, RegistryError)
+    return ours, (RegistryUnavailable,)
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def is_refusal(err: BaseException) -> bool:
+    """Whether err is one of our refusals, whose message may be shown as it is."""
+    ours, internal = refusal_types()
+    return isinstance(err, ours) and not isinstance(err, internal)
+
+
+def visitor_message(err: BaseException, action: str = "do this", detail: bool | None = None) -> str:
+    """The one line a person reads for err: a refusal's own message, else a notice (the whole error goes to the
+    server log). detail (default: outside public mode) adds the error's first line for the lab's own operator."""
+    if is_refusal(err):
+        return _clip(one_line(err))
+    log.error("could not %s", action, exc_info=(type(err), err, err.__traceback__))
+    if detail is None:
+        from app.experiment import public_limits
+
+        detail = public_limits() is None
+    why = f": {_clip(one_line(err))}" if detail else f" ({type(err).__name__})"
+    return f"the server could not {action}{why}; nothing was changed (the server log has the details)"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
