@@ -141,6 +141,12 @@ def test_public_space_runs_a_tiny_run_and_every_limit_refuses_with_its_message(s
     assert run["step"] == run["total_steps"] == 2 and run["device"] == "cpu"
     print(f"run {run_id} succeeded {time.monotonic() - t0:.1f}s into the test")
 
+    # A visitor's copy of the run names no file path, host or process of the server's (the operator's does).
+    seen = b.predict(run_id, api_name="/run")
+    assert seen["status"] == "succeeded" and not {"artifact_dir", "worker", "submitter"} & set(seen), sorted(seen)
+    assert "artifact_dir" not in (seen.get("result") or {}) and str(space.home) not in json.dumps(seen)
+    assert run["artifact_dir"] and run["worker"]
+
     # The app kept serving everyone: the finished run is in the shared Compare data, without its submitter.
     points = b.predict("rte", api_name="/compare_data")
     assert [p["id"] for p in points] == [run_id] and "submitter" not in points[0]
