@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from app import pooling
+from tuning.modules import FAMILY_TABLE
 from app.labels import (FAMILY_ORDER, GLUE_ORDER, SHORT, canonical_modules, cell as _cell, family_sort_key,  # noqa: F401
                         format_count as _format_count, format_pct, humanize_age, humanize_seconds, id_key as _id_key,
                         layer_label as _layer_label, layer_sort_key as _layer_sort_key, short_name,
@@ -32,11 +33,7 @@ TEMPLATE = "plotly_white"
 HEIGHT = 450
 UIREVISION = "moduletune-curves"  # constant so zoom and legend clicks survive live refreshes
 
-FAMILY_COLORS = {
-    "query": "#1f77b4", "key": "#17becf", "value": "#2ca02c", "attention_output": "#d62728",
-    "ffn_intermediate": "#9467bd", "ffn_output": "#8c564b", "layernorm": "#ff7f0e",
-    "bias": "#bcbd22", "embeddings": "#e377c2", "classifier": "#393b79", "full": "#222222",
-}
+FAMILY_COLORS = {f.name: f.color for f in FAMILY_TABLE}
 RANDOM_COLOR = "#a3a3a3"  # random:<family> controls: grey, hatched bars, open markers, dotted lines
 COMBO_COLORS = ("#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1")
 RUN_COLORS = (

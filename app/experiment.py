@@ -19,13 +19,7 @@ from tuning import glue, modules
 from tuning.config import DEFAULT_LR, DEFAULT_MODEL, ConfigError, RunConfig, default_lr
 
 TASK_NAMES = tuple(glue.TASKS)
-# The checkboxes, in the paper's order, labelled with its short names.
-FAMILY_LABELS = {
-    "query": "Q · attention query", "key": "K · attention key", "value": "V · attention value",
-    "attention_output": "AO · attention output", "ffn_intermediate": "FI · FFN in",
-    "ffn_output": "FO · FFN out", "layernorm": "LN · LayerNorms", "bias": "bias · all biases (BitFit)",
-    "embeddings": "emb · embeddings", "classifier": "head · classifier only", "full": "full fine-tuning",
-}
+FAMILY_LABELS = {f.name: f.label for f in modules.FAMILY_TABLE}  # the checkboxes, in the paper's order
 FAMILY_CHOICES = [(label, family) for family, label in FAMILY_LABELS.items()]
 PAPER_FAMILIES = ("query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm")
 FORM_LIMIT = 200  # runs one click of Submit may queue; larger studies go through the preset
@@ -348,7 +342,7 @@ def lr_hint(families) -> str:
     fams = [f for f in (families or []) if f in DEFAULT_LR]
     if not fams:
         return "Learning rate; small modules need larger steps (default for LN: 1e-2, Q: 3e-4, full: 5e-5)"
-    parts = [f"{modules.SHORT_NAMES.get(f, f)}: {_sci(DEFAULT_LR[f])}" for f in fams]
+    parts = [f"{modules.SHORT_NAMES[f]}: {_sci(DEFAULT_LR[f])}" for f in fams]
     tail = " (each run uses its own family's default unless you change this)" if len(set(
         DEFAULT_LR[f] for f in fams)) > 1 else ""
     return "default for " + ", ".join(parts) + tail
@@ -587,19 +581,11 @@ def preview_markdown(view: dict) -> str:
         head += (f"\n\n⚠️ More than {FORM_LIMIT} runs: narrow the selection, or use the paper-study preset.")
     lines = ["| module | layers | lr | module params | trainable (+ head) | % of model |", "|:--|:--|:--|--:|--:|--:|"]
     for r in view["rows"]:
-        lines.append(f"| {_short(r['modules'])} | {r['layers']} | {r['lr']} | {r['module_params']:,} "
+        lines.append(f"| {modules.short_label(r['modules'])} | {r['layers']} | {r['lr']} | {r['module_params']:,} "
                      f"| {r['trainable_params']:,} | {r['trainable_pct']:.4g}% |")
     total = view["rows"][0]["total_params"] if view["rows"] else 0
     foot = f"\nCounts per run for {view['task']} (of {total:,} parameters in the model)."
     return head + "\n\n" + "\n".join(lines) + "\n" + foot
-
-
-def _short(module_set: str) -> str:
-    out = []
-    for fam in module_set.split("+"):
-        prefix, _, base = fam.rpartition(":")
-        out.append((prefix + ":" if prefix else "") + modules.SHORT_NAMES.get(base, base))
-    return "+".join(out)
 
 
 # ---------------------------------------------------------------------------------------------- the preset
@@ -832,7 +818,7 @@ def queued_message(configs: list[RunConfig], ids: list[int]) -> str:
                 "**Runs** tab.")
     if len(ids) == 1:
         c = configs[0]
-        return (f"✅ Queued run **#{ids[0]}**: {c.task} · {_short('+'.join(c.modules))} @ layers {c.layers} · "
+        return (f"✅ Queued run **#{ids[0]}**: {c.task} · {modules.short_label(c.modules)} @ layers {c.layers} · "
                 f"seed {c.seed} · lr {c.learning_rate:g}. Follow it in the **Runs** tab.")
     return (f"✅ Queued **{len(ids)} runs** (#{min(ids)}–#{max(ids)}). Follow them in the **Runs** tab; "
             "results appear in **Compare** as they finish.")

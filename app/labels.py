@@ -11,16 +11,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from tuning.modules import FAMILY_TABLE, SHORT_NAMES as SHORT  # noqa: F401  (SHORT: the charts' name for it)
+
 GLUE_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
-FAMILY_ORDER = (
-    "query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm",
-    "bias", "embeddings", "classifier",
-)
-SHORT = {
-    "query": "Q", "key": "K", "value": "V", "attention_output": "AO", "ffn_intermediate": "FI",
-    "ffn_output": "FO", "layernorm": "LN", "bias": "bias", "embeddings": "embeddings",
-    "classifier": "classifier", "full": "full",
-}
+FAMILY_ORDER = tuple(f.name for f in FAMILY_TABLE if f.name != "full")  # the paper's row order; full is last
 
 
 def _family_rank(family: str) -> int:

@@ -16,30 +16,9 @@ class ConfigError(ValueError):
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
-# Starting points from a quick study on the embedded MiniLM (SST-2, 2k examples, 1 epoch):
-# LayerNorm at 1e-3 stayed at chance while 1e-2 matched full fine-tuning, so small modules
-# need far larger steps than the dense matrices.
-DEFAULT_LR = {
-    "full": 5e-5,
-    "embeddings": 1e-4,
-    "query": 3e-4, "key": 3e-4, "value": 3e-4, "attention_output": 3e-4,
-    "ffn_intermediate": 2e-4, "ffn_output": 2e-4,
-    "bias": 1e-3,
-    "classifier": 1e-3,
-    "layernorm": 1e-2,
-}
-# Where a learning-rate search looks, per family: each spans at least 100x around the default. Dense
-# matrices need more than their default on small data (query-only on STS-B, 2k rows, 3 epochs: Pearson
-# 0.12 at 3e-4, 0.35 at 1e-3, 0.55 at 3e-3), so their range reaches 1e-2.
-LR_SEARCH_RANGE = {
-    "full": (1e-5, 1e-3),
-    "embeddings": (3e-5, 3e-3),
-    "query": (1e-4, 1e-2), "key": (1e-4, 1e-2), "value": (1e-4, 1e-2), "attention_output": (1e-4, 1e-2),
-    "ffn_intermediate": (1e-4, 1e-2), "ffn_output": (1e-4, 1e-2),
-    "bias": (1e-4, 3e-2),
-    "classifier": (1e-4, 3e-2),
-    "layernorm": (1e-3, 1e-1),
-}
+# Each family's default lr and search range live in its row of the family table (tuning/modules.py).
+DEFAULT_LR = {f.name: f.default_lr for f in modules.FAMILY_TABLE}
+LR_SEARCH_RANGE = {f.name: f.lr_range for f in modules.FAMILY_TABLE}
 EVAL_ON = ("validation", "holdout")
 # holdout: choose on a slice of the training rows (honest); eval: on the reported evaluation set (optimistic).
 LR_SELECTION = ("holdout", "eval")

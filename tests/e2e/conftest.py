@@ -71,7 +71,7 @@ def app_server(tmp_path_factory, glue_dir):
     app = launch(["serve", "--port", str(port)], port, env, home, log)
     yield app
     worker_pids = [int(p) for p in re.findall(r"embedded worker started \(pid (\d+)\)", app.logs(100_000))]
-    code = _stop(proc)
+    code = _stop(app.proc)
     lingering = [pid for pid in worker_pids if _alive(pid)]
     for pid in lingering:
         os.killpg(pid, signal.SIGKILL)
