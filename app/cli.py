@@ -8,43 +8,38 @@ import sys
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
 
 
+def run_flags() -> list[tuple[str, str, dict]]:
+    """(field, flag, argparse options) for every RunConfig setting a person sets, read from its Knob (as
+    nanoGPT's configurator derives its overrides from the config): one place says what a setting is."""
+    from tuning.config import KNOBS, RunConfig
+
+    defaults = RunConfig.__dataclass_fields__
+    types = {"int": int, "number": float, "floats": _floats}
+    out = []
+    for name, k in KNOBS.items():
+        if k.internal or k.flag is None:
+            continue
+        flag = k.flag or "--" + name.replace("_", "-")
+        default = defaults[name].default
+        if k.kind == "bool":
+            # A setting on by default is turned off by its flag (--no-head, --no-cuda-graphs).
+            options = dict(action="store_false" if default else "store_true", dest=name)
+            if default and not flag.startswith("--no-"):
+                flag = "--no-" + flag[2:]
+        else:
+            options = dict(type=types.get(k.kind, str), default=None if name == "model" else default, dest=name)
+            if k.choices:
+                options["choices"] = list(k.choices)
+            if name == "modules":
+                options["default"] = "+".join(default)
+        out.append((name, flag, {**options, "help": k.help}))
+    return out
+
+
 def add_run_flags(p: argparse.ArgumentParser) -> None:
-    """The flags that describe one run (shared by run, submit and sweep)."""
-    p.add_argument("--task", default="sst2", help="GLUE task: cola sst2 mrpc stsb qqp mnli qnli rte wnli")
-    p.add_argument("--modules", default="layernorm",
-                   help="module family (query key value attention_output ffn_intermediate ffn_output "
-                        "layernorm bias embeddings classifier full random:<family>; aliases Q K V AO FI FO LN); "
-                        "join with + to train several together")
-    p.add_argument("--layers", default="all", help="all, 7, 0-3,11, first:2, last:4")
-    p.add_argument("--model", default=None, help="the embedded all-MiniLM-L6-v2 (default), a Hub id or a local path")
-    p.add_argument("--no-head", action="store_true", help="keep the classifier head frozen")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: per module family)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-seq-len", type=int, default=128)
-    p.add_argument("--warmup-ratio", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-train", type=int, default=None, help="train on a seeded, stratified sample of N examples")
-    p.add_argument("--max-eval", type=int, default=None, help="evaluate on a seeded sample of N examples")
-    p.add_argument("--eval-every", type=int, default=None, help="also evaluate every N steps")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--glue-dir", default=None, help="a local GLUE folder (default: MODULETUNE_GLUE_DIR, else the Hub)")
-    p.add_argument("--prefix-cache", default="auto", choices=["auto", "on", "off"],
-                   help="reuse the frozen layers' output: auto = only where that changes nothing (no dropout)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--no-cuda-graphs", action="store_true", help="on a GPU, run every step eagerly")
-    p.add_argument("--lr-search", action="store_true",
-                   help="search the learning rate first: successive halving over the family's grid (about 1.5x "
-                        "one run), chosen on a held-out slice of the training rows, then train at the chosen lr")
-    p.add_argument("--lr-selection", default="holdout", choices=["holdout", "eval"],
-                   help="where the search scores candidates: holdout (a slice of the training rows, the honest "
-                        "default) or eval (the reported evaluation set: optimistic)")
-    p.add_argument("--lr-grid", default=None, type=_floats,
-                   help="comma-separated learning rates to search (default: the family's log-spaced grid)")
-    p.add_argument("--holdout-fraction", type=float, default=0.1,
-                   help="share of the training rows held out to choose the lr (default 0.1)")
+    """The flags that describe one run (shared by run, submit and sweep), one per RunConfig setting."""
+    for _name, flag, options in run_flags():
+        p.add_argument(flag, **options)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -59,15 +54,9 @@ def config_from_args(args, **overrides):
     """A validated RunConfig from parsed flags."""
     from tuning.config import DEFAULT_MODEL, RunConfig
 
-    return RunConfig(
-        task=args.task, modules=args.modules, layers=args.layers, model=args.model or DEFAULT_MODEL,
-        train_head=not args.no_head, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        max_seq_len=args.max_seq_len, warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
-        seed=args.seed, max_train=args.max_train, max_eval=args.max_eval, eval_every=args.eval_every,
-        device=args.device, precision=args.precision, glue_dir=args.glue_dir, prefix_cache=args.prefix_cache,
-        compile=args.compile, cuda_graphs=not args.no_cuda_graphs, lr_search=args.lr_search,
-        lr_selection=args.lr_selection, lr_grid=args.lr_grid, holdout_fraction=args.holdout_fraction, **overrides,
-    )
+    values = {name: getattr(args, name) for name, _flag, _options in run_flags()}
+    values["model"] = values["model"] or DEFAULT_MODEL
+    return RunConfig(**{**values, **overrides})
 
 
 def cmd_run(args) -> int:
@@ -148,13 +137,14 @@ def run_search(config, quiet: bool = False):
 
 def cmd_count(args) -> int:
     from tuning import glue, modules
+    from tuning.config import DEFAULT_MODEL
     from tuning.models import build_from_config, load_config
 
-    config = load_config(args.model or "all-MiniLM-L6-v2")
+    config = load_config(args.model or DEFAULT_MODEL)
     num_labels = glue.get_task(args.task).num_labels
     model = build_from_config(config, num_labels=num_labels, on_meta=True)
     sel = modules.select_parameters(model, args.modules, args.layers, not args.no_head, args.seed)
-    out = {"model": args.model or "all-MiniLM-L6-v2", "modules": list(modules.parse_families(args.modules)),
+    out = {"model": args.model or DEFAULT_MODEL, "modules": list(modules.parse_families(args.modules)),
            "layers": list(modules.parse_layers(args.layers, modules.num_hidden_layers(config))),
            "num_layers": modules.num_hidden_layers(config), **sel.counts()}
     if args.json:
@@ -168,13 +158,14 @@ def cmd_count(args) -> int:
 
 def cmd_magnitudes(args) -> int:
     from tuning import magnitudes
+    from tuning.config import DEFAULT_MODEL
     from tuning.models import load_classifier
 
-    model = load_classifier(args.model or "all-MiniLM-L6-v2", 2)
+    model = load_classifier(args.model or DEFAULT_MODEL, 2)
     rows = magnitudes.magnitude_stats(model)
     summary = {kind: magnitudes.family_summary(rows, kind) for kind in ("weight", "bias")}
     if args.json:
-        print(json.dumps({"model": args.model or "all-MiniLM-L6-v2", "hist_edges": magnitudes.HIST_EDGES.tolist(),
+        print(json.dumps({"model": args.model or DEFAULT_MODEL, "hist_edges": magnitudes.HIST_EDGES.tolist(),
                           "summary": summary, "rows": rows}))
     else:
         print(f"{'family':<18}{'mean |w| (weights)':>20}{'mean |b| (biases)':>20}")
@@ -190,8 +181,6 @@ SWEEP_LIMIT = 100  # sweeps larger than this need --yes
 
 def add_queue_flags(p: argparse.ArgumentParser) -> None:
     """Flags of queued runs beyond the run flags (shared by submit and sweep)."""
-    p.add_argument("--checkpoint-every", type=int, default=None,
-                   help="also checkpoint every N steps (default: each epoch), so a dead worker loses less")
     p.add_argument("--submitter", default=None, help="who submitted it (default: the OS user)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -199,7 +188,7 @@ def add_queue_flags(p: argparse.ArgumentParser) -> None:
 def cmd_submit(args) -> int:
     from tasks.registry import Registry
 
-    config = config_from_args(args, checkpoint_every=args.checkpoint_every)
+    config = config_from_args(args)
     if config.lr_search:
         config = config.replace(extra={**config.extra, "final_seeds": [config.seed]})
     run_id = Registry().submit(config, submitter=args.submitter)
@@ -216,6 +205,7 @@ def sweep_configs(args) -> list:
 
     from app.experiment import parse_seeds, search_configs, sweep_points
     from tuning import modules
+    from tuning.config import DEFAULT_MODEL
     from tuning.models import load_config
 
     split = lambda text: [part.strip() for part in str(text).split(",") if part.strip()]  # noqa: E731
@@ -225,13 +215,13 @@ def sweep_configs(args) -> list:
     if not task_names or not module_sets:
         raise ValueError("a sweep needs at least one task, one module set and one seed")
     each = args.layers.strip().lower() == "each"
-    num_layers = modules.num_hidden_layers(load_config(args.model or "all-MiniLM-L6-v2")) if each else None
+    num_layers = modules.num_hidden_layers(load_config(args.model or DEFAULT_MODEL)) if each else None
     specs = [str(i) for i in range(num_layers)] if each else [args.layers]
     configs = []
     for point in sweep_points(task_names, module_sets, specs, seeds):
         ns = copy.copy(args)
         ns.task, ns.modules, ns.layers, ns.seed = point.task, "+".join(point.modules), point.layers, point.seed
-        configs.append(config_from_args(ns, checkpoint_every=args.checkpoint_every))
+        configs.append(config_from_args(ns))
     return search_configs(configs)  # with --lr-search: one search per setting, over every seed
 
 

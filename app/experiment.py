@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from app import public
 from tuning import glue, modules
-from tuning.config import DEFAULT_LR, DEFAULT_MODEL, ConfigError, RunConfig, default_lr
+from tuning.config import DEFAULT_LR, DEFAULT_MODEL, KNOBS, ConfigError, RunConfig, default_lr
 
 TASK_NAMES = tuple(glue.TASKS)
 FAMILY_LABELS = {f.name: f.label for f in modules.FAMILY_TABLE}  # the checkboxes, in the paper's order
@@ -64,6 +64,7 @@ class Form:
     train_head: bool = True
     prefix_cache: str = "auto"  # the frozen-prefix cache: auto, on or off (tuning/prefix.py)
     lr_search: bool = False  # search each run's lr first (successive halving on a held-out slice), then train
+    advanced: dict = field(default_factory=dict)  # Advanced settings: RunConfig field -> value (blank: its default)
 
 
 # What each form value may be, checked before anything is computed from it: a wrong type or an oversize
@@ -73,6 +74,8 @@ MAX_TEXT_CHARS = {"model": 300, "layer_spec": 200, "seeds": 500, "lr": 40, "max_
                   "epochs": 20, "batch_size": 20}
 FLAGS = ("together", "random_control", "each_layer", "train_head", "lr_search")
 PREFIX_CHOICES = ("auto", "on", "off")
+# The settings the form's Advanced section sets, each an input made from its Knob (tuning/config.py).
+ADVANCED = tuple(name for name, k in KNOBS.items() if k.form == "advanced")
 FIELD_LABELS = {"tasks": "tasks", "model": "model", "families": "families", "layers": "layers",
                 "layer_spec": "layers", "seeds": "seeds", "lr": "lr"}
 
@@ -98,6 +101,12 @@ def checked(form: Form) -> Form:
         if not isinstance(getattr(form, name), bool):
             raise FormError("settings", f"{name.replace('_', ' ')} must be true or false, got "
                                         f"{_clip(getattr(form, name))}")
+    extra = form.advanced
+    if not isinstance(extra, dict) or len(extra) > len(ADVANCED) or not all(
+            k in ADVANCED and (v is None or isinstance(v, (str, int, float, bool)) and len(str(v)) <= 1000)
+            for k, v in extra.items()):
+        raise FormError("settings", f"advanced settings are a mapping of {', '.join(ADVANCED)} to numbers or short "
+                                    f"text, got {_clip(extra)}")
     if form.prefix_cache not in PREFIX_CHOICES:
         raise FormError("settings", f"prefix cache must be one of {', '.join(PREFIX_CHOICES)}, "
                                     f"got {_clip(form.prefix_cache)}")
@@ -377,6 +386,34 @@ def _optional_count(value, label: str) -> int | None:
     return _whole(value, f"{label} (0 = the whole split)", 0, 10**9, 0) or None
 
 
+def advanced_settings(form: Form) -> dict:
+    """The Advanced section as RunConfig values (a blank keeps the default); FormError('settings') otherwise.
+
+    Only the conversions a form needs happen here (a number box gives 2.0 for 2, a text box '1e-3,1e-2');
+    the ranges are the RunConfig's own, checked when the configs are built."""
+    out = {}
+    for name, value in (form.advanced or {}).items():
+        k = KNOBS[name]
+        label = k.label or name.replace("_", " ")
+        if value is None or isinstance(value, str) and not value.strip():
+            continue
+        if k.kind == "int":
+            value = _whole(value, label, *k.bounds, None)
+        elif k.kind == "number":
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise FormError("settings", f"{label} must be {k.allowed[1]}, got {_clip(value)}") from None
+        elif k.kind == "floats":
+            try:
+                value = tuple(float(v) for v in str(value).split(",") if v.strip())
+            except ValueError:
+                raise FormError("settings", f"{label}: comma-separated numbers such as 1e-4,1e-3,1e-2, got "
+                                            f"{_clip(value)}") from None
+        out[name] = value
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- the sweep
 
 @dataclass(frozen=True)
@@ -463,8 +500,9 @@ def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
     lr = None if form.lr_search else resolve_lr(form.lr, _families(form))
     max_train = _optional_count(form.max_train, "training examples")
     max_eval = _optional_count(form.max_eval, "evaluation examples")
-    epochs = _whole(form.epochs, "epochs", 1, 1000, 1)
-    batch_size = _whole(form.batch_size, "batch size", 1, 4096, 32)
+    epochs = _whole(form.epochs, "epochs", *KNOBS["epochs"].bounds, 1)
+    batch_size = _whole(form.batch_size, "batch size", *KNOBS["batch_size"].bounds, 32)
+    advanced = advanced_settings(form)
     out = []
     for p in planned:
         try:
@@ -472,7 +510,7 @@ def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
                 task=p.task, modules=p.modules, layers=p.layers, model=model_name(form.model),
                 train_head=form.train_head, epochs=epochs, lr=lr,
                 batch_size=batch_size, seed=p.seed, max_train=max_train, max_eval=max_eval,
-                prefix_cache=form.prefix_cache or "auto", lr_search=bool(form.lr_search)))
+                prefix_cache=form.prefix_cache or "auto", lr_search=bool(form.lr_search), **advanced))
         except ConfigError as err:
             raise FormError(_field_of(str(err)), str(err)) from None
         except (TypeError, ValueError) as err:

@@ -55,6 +55,64 @@ TIMER_SECONDS = 2.0
 FORM_FIELDS = ("tasks", "model", "families", "together", "random_control", "layers", "layer_spec", "each_layer",
                "lr", "seeds", "max_train", "max_eval", "epochs", "batch_size", "train_head", "prefix_cache",
                "lr_search")
+# Every value the form sends, by name: the main controls, then the Advanced settings made from their Knobs.
+FORM_PARAMS = FORM_FIELDS + ex.ADVANCED
+
+
+def form_of(values: dict) -> "ex.Form":
+    """The Form for a mapping of form parameter names to values."""
+    main = {name: values[name] for name in FORM_FIELDS if name in values}
+    return ex.Form(**main, advanced={name: values[name] for name in ex.ADVANCED if name in values})
+
+
+def form_handler(body, before: tuple[str, ...] = (), identity: bool = False):
+    """A Gradio handler over the whole form: one named parameter per form value (what the API and
+    gradio_client see), and body(*before_values, form[, request, profile]) receiving one Form.
+
+    With identity, Gradio fills in the request and the OAuth profile (by their annotations) after the form."""
+    import inspect
+
+    import gradio as gr
+
+    names = (*before, *FORM_PARAMS)
+
+    def handler(*args):
+        values = dict(zip(names, args))
+        rest = args[len(names):]
+        return body(*(values[n] for n in before), form_of(values), *rest)
+
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for n in names]
+    handler.__annotations__ = {}
+    if identity:
+        params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
+                   for n in ("request", "profile")]
+        handler.__annotations__ = {"request": gr.Request, "profile": gr.OAuthProfile | None}
+    handler.__signature__ = inspect.Signature(params)
+    handler.__name__ = handler.__qualname__ = body.__name__
+    handler.__doc__ = body.__doc__
+    return handler
+
+
+def knob_input(name: str):
+    """The form input for one Advanced setting, made from its Knob: label, help, bounds, choices, default."""
+    import gradio as gr
+
+    from tuning.config import KNOBS, RunConfig
+
+    k = KNOBS[name]
+    default = RunConfig.__dataclass_fields__[name].default
+    label = (k.label or name.replace("_", " ")).capitalize()
+    common = dict(label=label, info=k.help, elem_id="adv-" + name.replace("_", "-"))
+    if k.kind == "int":
+        return gr.Number(default, precision=0, minimum=k.bounds[0], maximum=k.bounds[1], **common)
+    if k.kind == "number":
+        return gr.Number(default, **common)
+    if k.kind == "choice":
+        return gr.Dropdown(list(k.choices), value=default, **common)
+    if k.kind == "bool":
+        return gr.Checkbox(default, **common)
+    return gr.Textbox("" if default is None else str(default), placeholder="default" if default is None else None,
+                      **common)
 
 
 def theme():
@@ -113,9 +171,6 @@ def build_app(registry=None, worker_status=None, public=None):
     tasks = list(ex.TASK_NAMES)
     defaults = ex.Form()
     private = dict(api_visibility="private")
-
-    def form_of(*values) -> ex.Form:
-        return ex.Form(**dict(zip(FORM_FIELDS, values)))
 
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(HEADER)
@@ -196,6 +251,9 @@ def build_app(registry=None, worker_status=None, public=None):
                                 info="on: the frozen layers below the lowest trainable one run once, without "
                                      "dropout, and are reused across epochs and runs (a layer-wise sweep pays for "
                                      "them once); auto: only where that changes nothing; off: never")
+                            gr.Markdown("**Advanced settings** (blank = the default; `moduletune run --help` says "
+                                        "the same)", elem_classes="help")
+                            advanced = [knob_input(name) for name in ex.ADVANCED]
                     with gr.Column(scale=6):
                         preview = gr.Markdown("Counting parameters…", elem_id="preview")
                         submit = gr.Button("Queue runs", variant="primary", elem_id="submit")
@@ -334,19 +392,18 @@ def build_app(registry=None, worker_status=None, public=None):
                     play_base = gr.Label(label="Untuned base model", elem_id="play-base", num_top_classes=3)
 
         form_inputs = [task, model, families, together, random_control, layers, layer_spec, each_layer, lr, seeds,
-                       max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search]
+                       max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search, *advanced]
 
         # ---------------------------------------------------------------------- Experiment wiring
-        def on_preview(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr, seeds,
-                       max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search=False):
+        def preview_form(form: ex.Form):
             """Run count and parameter counts of the form's selection (nothing is queued)."""
-            form = form_of(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr,
-                           seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search)
             view = ex.preview(form)
             field = view.get("field")
             layer_text = f"⚠️ {view['error']}" if field == "layers" else ""
             model_text = f"⚠️ {view['error']}" if field == "model" else ""
             return ex.preview_markdown(view), layer_text, model_text
+
+        on_preview = form_handler(preview_form)
 
         # A typed model is looked up on Enter or blur; a picked one (public mode) as soon as it changes.
         model_events = [model.change] if public is not None else [model.submit, model.blur]
@@ -387,17 +444,15 @@ def build_app(registry=None, worker_status=None, public=None):
 
         families.change(on_families, families, lr, **private)
 
-        def on_submit(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr, seeds,
-                      max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search=False,
-                      request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+        def submit_form(form: ex.Form, request=None, profile=None):
             """Validate the form and queue its runs: (message, layers message, model message, queued ids)."""
-            form = form_of(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr,
-                           seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search)
             try:
                 out = ex.submit_form(registry, form, who(request, profile))
             except visitors.LoginRequired as err:
                 out = ex.error_outcome(err)
             return out.message, out.layers_message, out.model_message, out.ids
+
+        on_submit = form_handler(submit_form, identity=True)
 
         submit.click(on_submit, form_inputs, [submit_msg, layers_msg, model_msg, queued_ids], api_name="submit",
                      concurrency_limit=1, preprocess=False)
@@ -411,26 +466,26 @@ def build_app(registry=None, worker_status=None, public=None):
             return text, gr.Button(f"Yes, queue {n} searches", visible=True), gr.Button(visible=True), True
 
         paper_targets = [paper_msg, paper_confirm, paper_cancel, paper_open]
-        paper.click(lambda *values: paper_offer(form_of(*values)), form_inputs, paper_targets, **private)
+        paper.click(form_handler(paper_offer), form_inputs, paper_targets, **private)
 
-        def on_form_change(is_open, *values):
+        def follow_form(is_open, form: ex.Form):
             """An open offer follows the form, so the count confirmed is the count queued."""
-            return paper_offer(form_of(*values)) if is_open else (gr.skip(),) * len(paper_targets)
+            return paper_offer(form) if is_open else (gr.skip(),) * len(paper_targets)
+
+        on_form_change = form_handler(follow_form, before=("is_open",))
 
         gr.on(preview_triggers, on_form_change, [paper_open, *form_inputs], paper_targets,
               trigger_mode="always_last", show_progress="hidden", **private)
 
-        # Named parameters, not *values: Gradio fills a gr.Request only into a parameter it can see.
-        def on_paper_confirm(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr,
-                             seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search,
-                             request: gr.Request, profile: gr.OAuthProfile | None = None):
-            form = form_of(tasks, model, families, together, random_control, layers, layer_spec, each_layer, lr,
-                           seeds, max_train, max_eval, epochs, batch_size, train_head, prefix_cache, lr_search)
+        # form_handler(identity=True): Gradio fills in the request only for a parameter it can see.
+        def confirm_preset(form: ex.Form, request=None, profile=None):
             try:
                 out = ex.submit_preset(registry, form, who(request, profile))
             except visitors.LoginRequired as err:
                 out = ex.error_outcome(err)
             return out.message, "", gr.Button(visible=False), gr.Button(visible=False), False
+
+        on_paper_confirm = form_handler(confirm_preset, identity=True)
 
         paper_confirm.click(on_paper_confirm, form_inputs, [submit_msg, *paper_targets],
                             concurrency_limit=1, **private)

@@ -289,13 +289,9 @@ def _model_config(name: str, load_config):
 
 def family_label(families) -> str:
     """The paper's short names joined by '+': ('layernorm',) -> 'LN', ('random:query',) -> 'random:Q'."""
-    from tuning.modules import SHORT_NAMES
+    from tuning.modules import short_label
 
-    out = []
-    for fam in families:
-        prefix, _, base = fam.rpartition(":")
-        out.append((prefix + ":" if prefix else "") + SHORT_NAMES.get(base, base))
-    return "+".join(out)
+    return short_label(families)
 
 
 def _row_values(config, submitter, sweep_id, retry_of, kind: str | None = None, parent_id: int | None = None) -> dict:

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from tuning import glue, modules
+from tuning.modules import MAX_LAYER_SPEC_CHARS
 
 
 class ConfigError(ValueError):
@@ -25,7 +26,6 @@ LR_SELECTION = ("holdout", "eval")
 DEVICES = r"auto|cpu|cuda(:\d+)?"
 PRECISIONS = ("auto", "fp32", "bf16")
 PREFIX_CACHE = ("auto", "on", "off")
-MAX_SEED = 2**31 - 1
 MAX_FAMILIES = 16  # module families trained together in one run (there are 12)
 MAX_GRID = 20  # learning rates one search may try
 MAX_NAME_CHARS = 300  # a model name, Hub id or path (the registry's column holds 300)
@@ -64,46 +64,118 @@ def _half_decades(lo: float, hi: float) -> tuple[float, ...]:
     return tuple(p for p in points if lo * (1 - 1e-9) <= p <= hi * (1 + 1e-9))
 
 
+@dataclass(frozen=True)
+class Knob:
+    """What a setting is, beyond its default: how it is checked, named on the command line and shown in a form.
+
+    kind: int | number | choice | bool | text (checked generically from bounds/allowed/choices/limit) or a
+    kind validate() checks itself (task, families, layers, model, floats, mapping). bounds: (lo, hi) for
+    int. allowed: a predicate and its words for number. optional: None is allowed (it means the default
+    described in help). flag: the CLI flag, None for none; a bool defaulting to True is turned off by its
+    flag (--no-head). form: the Experiment form's field that sets it, or "advanced" (an input made from this
+    Knob in the form's Advanced settings), None for nowhere.
+    internal: set by moduletune itself, never by a person (no flag, no form entry)."""
+
+    kind: str
+    help: str
+    label: str = ""
+    bounds: tuple | None = None
+    allowed: tuple | None = None  # (predicate, "a number in (0, 1]")
+    choices: tuple | None = None
+    limit: int | None = None
+    optional: bool = False
+    flag: str | None = ""  # "": --<name with dashes>
+    form: str | None = "advanced"
+    internal: bool = False
+
+
+def setting(default, kind: str, help: str, **knob):
+    """A RunConfig field whose Knob (its checks, flag, form entry and help) rides in the field's metadata."""
+    meta = {"knob": Knob(kind, help, **knob)}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def knob(name: str) -> Knob:
+    """The Knob of a RunConfig field."""
+    return KNOBS[name]
+
+
+def _in(lo, hi, lo_open=False, hi_open=False):
+    ok = lambda v: (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)  # noqa: E731
+    return ok, f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+
 @dataclass
 class RunConfig:
-    """One run: which model, task, modules and layers, and how to train them."""
+    """One run: which model, task, modules and layers, and how to train them (each field's Knob says how
+    it is checked, which CLI flag sets it and where the form shows it)."""
 
-    task: str = "sst2"
-    modules: tuple[str, ...] = ("layernorm",)
-    layers: str = "all"
-    model: str = DEFAULT_MODEL
-    train_head: bool = True
-    epochs: int = 1
-    lr: float | None = None  # None: the per-family default (see DEFAULT_LR)
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    max_seq_len: int = 128
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    seed: int = 0
-    max_train: int | None = None
-    max_eval: int | None = None
-    eval_every: int | None = None  # steps; None evaluates at the end of each epoch only
-    checkpoint_every: int | None = None  # steps; None checkpoints at the end of each epoch only
-    device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    glue_dir: str | None = None  # None: MODULETUNE_GLUE_DIR, else the Hub
+    task: str = setting("sst2", "task", "GLUE task: cola sst2 mrpc stsb qqp mnli qnli rte wnli", limit=32,
+                        form="tasks")
+    modules: tuple[str, ...] = setting(
+        ("layernorm",), "families", "module family (query key value attention_output ffn_intermediate ffn_output "
+        "layernorm bias embeddings classifier full random:<family>; aliases Q K V AO FI FO LN); join with + to "
+        "train several together", form="families")
+    layers: str = setting("all", "layers", "all, 7, 0-3,11, first:2, last:4", limit=MAX_LAYER_SPEC_CHARS,
+                          form="layers")
+    model: str = setting(DEFAULT_MODEL, "model", "the embedded all-MiniLM-L6-v2 (default), a Hub id or a local path",
+                         limit=300, form="model")
+    train_head: bool = setting(True, "bool", "train the classifier head too (--no-head keeps it frozen)",
+                               label="train the classifier head", flag="--no-head", form="train_head")
+    epochs: int = setting(1, "int", "passes over the training rows", bounds=(1, 1000), form="epochs")
+    lr: float | None = setting(None, "number", "learning rate (default: per module family)", label="learning rate",
+                               allowed=_in(0, 1, lo_open=True), optional=True, form="lr")
+    batch_size: int = setting(32, "int", "training batch size", label="batch size", bounds=(1, 4096), form="batch_size")
+    eval_batch_size: int = setting(128, "int", "evaluation batch size", label="eval batch size", bounds=(1, 8192))
+    max_seq_len: int = setting(128, "int", "tokens per example (longer ones are truncated)",
+                               label="max sequence length", bounds=(8, 4096))
+    warmup_ratio: float = setting(0.1, "number", "share of the steps spent warming the lr up",
+                                  allowed=_in(0, 1, hi_open=True))
+    weight_decay: float = setting(0.01, "number", "AdamW weight decay", allowed=_in(0, 1, hi_open=True))
+    # Seeds fit a 32-bit signed integer: what every registry column and every RNG accepts.
+    seed: int = setting(0, "int", "the run's seed (data order, head init, dropout, subsamples)",
+                        bounds=(0, 2**31 - 1), form="seeds")
+    max_train: int | None = setting(None, "int", "train on a seeded, stratified sample of N examples",
+                                    bounds=(1, 10**9), optional=True, form="max_train")
+    max_eval: int | None = setting(None, "int", "evaluate on a seeded sample of N examples", bounds=(1, 10**9),
+                                   optional=True, form="max_eval")
+    eval_every: int | None = setting(None, "int", "also evaluate every N steps (default: each epoch's end)",
+                                     bounds=(1, 10**9), optional=True)
+    checkpoint_every: int | None = setting(
+        None, "int", "also checkpoint every N steps (default: each epoch), so a dead worker loses less",
+        bounds=(1, 10**9), optional=True)
+    device: str = setting("auto", "text", "auto, cpu, cuda, cuda:N", limit=20)
+    precision: str = setting("auto", "choice", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=PRECISIONS)
+    glue_dir: str | None = setting(None, "text", "a local GLUE folder (default: MODULETUNE_GLUE_DIR, else the Hub)",
+                                   label="GLUE folder", limit=1000, optional=True)
     # Frozen-prefix cache: the layers below the lowest trainable one run once (without dropout) and
     # their output is reused across epochs and runs. auto = only where that changes nothing, i.e.
     # the frozen prefix has no dropout anyway; on = always (frozen layers then run without dropout).
-    prefix_cache: str = "auto"
-    compile: bool = False  # torch.compile the model (pays a warm-up; helps long GPU runs)
+    prefix_cache: str = setting("auto", "choice", "reuse the frozen layers' output: auto = only where that changes "
+                                "nothing (no dropout)", choices=PREFIX_CACHE, form="prefix_cache")
+    compile: bool = setting(False, "bool", "torch.compile the model (pays a warm-up; helps long GPU runs)")
     # On a GPU, replay each batch shape's forward+backward as CUDA graphs (see tuning/graphs.py).
-    cuda_graphs: bool = True
+    cuda_graphs: bool = setting(True, "bool", "on a GPU, replay each step as CUDA graphs (--no-cuda-graphs: eagerly)",
+                                label="CUDA graphs")
     # Where evaluation happens: the task's validation split(s), or a seeded stratified slice of
     # holdout_fraction of the (subsampled) training rows, held out from training.
-    eval_on: str = "validation"
-    holdout_fraction: float = 0.1
+    eval_on: str = setting("validation", "choice", "evaluate on the task's validation split(s) or on a held-out "
+                           "slice of the training rows", choices=EVAL_ON)
+    holdout_fraction: float = setting(0.1, "number", "share of the training rows held out to choose the lr "
+                                      "(default 0.1)", allowed=_in(0, 0.5, lo_open=True))
     # Search the learning rate first (tuning/search.py: successive halving over lr_grid), then train at it.
-    lr_search: bool = False
-    lr_selection: str = "holdout"  # holdout (honest) or eval (selects on the reported set: optimistic)
-    lr_grid: tuple[float, ...] | None = None  # None: the family grid (config.lr_grid)
-    extra: dict = field(default_factory=dict)  # free-form notes kept with the run
+    lr_search: bool = setting(False, "bool", "search the learning rate first: successive halving over the family's "
+                              "grid (about 1.5x one run), chosen on a held-out slice of the training rows, then "
+                              "train at the chosen lr", form="lr_search")
+    lr_selection: str = setting("holdout", "choice", "where the search scores candidates: holdout (a slice of the "
+                                "training rows, the honest default) or eval (the reported evaluation set: "
+                                "optimistic)", choices=LR_SELECTION)
+    lr_grid: tuple[float, ...] | None = setting(None, "floats", "comma-separated learning rates to search (default: "
+                                                "the family's log-spaced grid)", optional=True)
+    extra: dict = setting({}, "mapping", "notes moduletune keeps with the run (a search's final seeds, its choice)",
+                          internal=True, flag=None, form=None)
 
     def __post_init__(self):
         self.validate()
@@ -121,10 +193,9 @@ class RunConfig:
         """Normalise names and refuse anything out of range or of the wrong type, with what is allowed."""
         _text(self, "task", "task", 32)
         _text(self, "layers", "layer spec", modules.MAX_LAYER_SPEC_CHARS, also=(int,))
-        if isinstance(self.modules, str):
-            self.modules = (self.modules,)
-        if (not isinstance(self.modules, (list, tuple)) or not 1 <= len(self.modules) <= MAX_FAMILIES
-                or not all(isinstance(m, str) and len(m) <= 64 for m in self.modules)):
+        names = self.modules.replace("+", ",").split(",") if isinstance(self.modules, str) else self.modules
+        if (not isinstance(names, (list, tuple)) or not 1 <= len(names) <= MAX_FAMILIES
+                or not all(isinstance(m, str) and len(m) <= 64 for m in names)):
             raise ConfigError(f"modules must be 1 to {MAX_FAMILIES} family names such as layernorm, query or LN, "
                               f"got {_clip(self.modules)}")
         try:
@@ -135,48 +206,21 @@ class RunConfig:
         except ValueError as err:
             raise ConfigError(str(err)) from None
         self.layers = str(self.layers).strip().lower().replace(" ", "")
-        _positive_int(self, "epochs", "epochs", 1, 1000)
-        _positive_int(self, "batch_size", "batch size", 1, 4096)
-        _positive_int(self, "eval_batch_size", "eval batch size", 1, 8192)
-        _positive_int(self, "max_seq_len", "max sequence length", 8, 4096)
-        for name in ("max_train", "max_eval", "eval_every", "checkpoint_every"):
-            if getattr(self, name) is not None:
-                _positive_int(self, name, name.replace("_", " "), 1, 10**9)
-        # Seeds fit a 32-bit signed integer: what every registry column and every RNG accepts.
-        _positive_int(self, "seed", "seed", 0, MAX_SEED)
-        if self.lr is not None and not (_number(self.lr) and 0 < self.lr <= 1):
-            raise ConfigError(f"learning rate must be a number in (0, 1], got {_clip(self.lr)}")
-        if not (_number(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
-            raise ConfigError(f"warmup ratio must be a number in [0, 1), got {_clip(self.warmup_ratio)}")
-        if not (_number(self.weight_decay) and 0 <= self.weight_decay < 1):
-            raise ConfigError(f"weight decay must be a number in [0, 1), got {_clip(self.weight_decay)}")
-        if not isinstance(self.device, str) or not re.fullmatch(DEVICES, self.device):
+        for name, k in KNOBS.items():
+            _check(self, name, k)
+        if not re.fullmatch(DEVICES, self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {_clip(self.device)}")
-        for name, allowed in (("precision", PRECISIONS), ("prefix_cache", PREFIX_CACHE), ("eval_on", EVAL_ON)):
-            if not isinstance(getattr(self, name), str) or getattr(self, name) not in allowed:
-                raise ConfigError(f"{name.replace('_', ' ')} must be one of {', '.join(allowed)}, "
-                                  f"got {_clip(getattr(self, name))}")
-        if not (_number(self.holdout_fraction) and 0 < self.holdout_fraction <= 0.5):
-            raise ConfigError(f"holdout fraction must be a number in (0, 0.5], got {_clip(self.holdout_fraction)}")
-        if not isinstance(self.lr_selection, str) or self.lr_selection not in LR_SELECTION:
-            raise ConfigError(f"lr selection must be one of {', '.join(LR_SELECTION)} (holdout: a slice of the "
-                              f"training rows; eval: the reported set, optimistic), got {_clip(self.lr_selection)}")
         if self.lr_grid is not None:
             grid = self.lr_grid if isinstance(self.lr_grid, (list, tuple)) else [self.lr_grid]
             bad = [v for v in grid if not (_number(v) and 0 < v <= 1)]
             if bad or not 2 <= len(set(grid)) <= MAX_GRID:
-                raise ConfigError(f"lr grid must hold at least 2 distinct (at most {MAX_GRID}) learning rates, each a number in "
-                                  f"(0, 1]; got {_clip(self.lr_grid)}")
+                raise ConfigError(f"lr grid must hold at least 2 distinct (at most {MAX_GRID}) learning rates, each a "
+                                  f"number in (0, 1]; got {_clip(self.lr_grid)}")
             self.lr_grid = tuple(sorted({float(v) for v in grid}))
-        for name in ("compile", "cuda_graphs", "train_head", "lr_search"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name.replace('_', ' ')} must be true or false, got {_clip(getattr(self, name))}")
         if not isinstance(self.model, str) or not self.model.strip() or len(self.model) > MAX_NAME_CHARS:
             raise ConfigError(f"model must be the embedded default, a Hub id or a local path of at most "
                               f"{MAX_NAME_CHARS} characters, got {_clip(self.model)}")
         self.model = self.model.strip()
-        if self.glue_dir is not None:
-            _text(self, "glue_dir", "GLUE folder", 1000)
         if not isinstance(self.extra, dict) or len(json.dumps(self.extra, default=str)) > MAX_EXTRA_CHARS:
             raise ConfigError(f"extra must be a mapping of at most {MAX_EXTRA_CHARS:,} characters as JSON")
         return self
@@ -208,10 +252,32 @@ class RunConfig:
         return RunConfig.from_dict({**self.to_dict(), **changes})
 
 
-def _positive_int(cfg, attr: str, label: str, lo: int, hi: int) -> None:
-    value = getattr(cfg, attr)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(f"{label} must be an integer from {lo:,} to {hi:,}, got {_clip(value)}")
+KNOBS = {f.name: f.metadata["knob"] for f in dataclasses.fields(RunConfig)}
+MAX_SEED = KNOBS["seed"].bounds[1]
+
+
+def _check(cfg, name: str, k: Knob) -> None:
+    """One setting against its Knob (the generic kinds; the others are checked in validate)."""
+    value = getattr(cfg, name)
+    label = k.label or name.replace("_", " ")
+    if value is None and k.optional or k.kind not in ("int", "number", "choice", "bool", "text"):
+        return
+    if k.kind == "int":
+        lo, hi = k.bounds
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ConfigError(f"{label} must be an integer from {lo:,} to {hi:,}, got {_clip(value)}")
+    elif k.kind == "number":
+        ok, words = k.allowed
+        if not (_number(value) and ok(value)):
+            raise ConfigError(f"{label} must be {words}, got {_clip(value)}")
+    elif k.kind == "choice":
+        if not isinstance(value, str) or value not in k.choices:
+            raise ConfigError(f"{label} must be one of {', '.join(k.choices)}, got {_clip(value)}")
+    elif k.kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{label} must be true or false, got {_clip(value)}")
+    elif isinstance(value, bool) or not isinstance(value, str) or len(value) > k.limit:
+        raise ConfigError(f"{label} must be text of at most {k.limit:,} characters, got {_clip(value)}")
 
 
 def _number(value) -> bool:
