@@ -203,7 +203,8 @@ def sweep_configs(args) -> list:
     --layers each means one run per layer (families that ignore layers get one run)."""
     import copy
 
-    from app.experiment import parse_seeds, search_configs, sweep_points
+    from app.form import parse_seeds
+    from app.plan import search_configs, sweep_points
     from tuning import modules
     from tuning.config import DEFAULT_MODEL
     from tuning.models import load_config
@@ -240,7 +241,7 @@ def cmd_sweep(args) -> int:
     if args.json:
         print(json.dumps({"sweep_id": sweep_id, "queued": len(ids), "ids": ids, "searches": searches}))
     elif searches:
-        from app.experiment import final_run_count
+        from app.plan import final_run_count
 
         print(f"queued {len(ids)} lr searches (sweep {sweep_id}, ids {ids[0]}-{ids[-1]}); each queues its runs at "
               f"the chosen lr ({final_run_count(configs)} in all)")

@@ -14,7 +14,7 @@ MAX_MESSAGE_CHARS = 500  # a refusal quoted back to a visitor; longer ones are c
 
 def refusal_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
     """(errors whose messages are written for people, their subclasses that are not), imported late."""
-    from app.experiment import FormError
+    from app.form import FormError
     from app.public import LimitError
     from app.visitors import LoginRequired
     from tasks.registry import RegistryError, RegistryUnavailable
@@ -45,7 +45,7 @@ def visitor_message(err: BaseException, action: str = "do this", detail: bool | 
         return _clip(one_line(err))
     log.error("could not %s", action, exc_info=(type(err), err, err.__traceback__))
     if detail is None:
-        from app.experiment import public_limits
+        from app.public import public_limits
 
         detail = public_limits() is None
     why = f": {_clip(one_line(err))}" if detail else f" ({type(err).__name__})"

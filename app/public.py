@@ -16,13 +16,19 @@ Every limit is an environment variable with a default that suits a free CPU Spac
 
 Beyond the numbers, public mode means: only allow-listed models (never a typed Hub id or a local path),
 the GLUE data come from the server's own MODULETUNE_GLUE_DIR (never from a visitor), cancel and retry
-act on a visitor's own runs only, and no visitor sees who submitted a run. `check` is pure apart from
+act on a visitor's own runs only, and no visitor sees who submitted a run. The checks are pure apart from
 reading the registry; it raises LimitError (a ValueError whose message says what the limit is) and
 never queues anything itself.
+
+The gate: public mode is process-wide (one server serves one app): `set_public(limits, registry)` turns it
+on, `set_public(None)` off. Every submission, cancel and retry passes `allow` (the quotas: who, what, how
+many) and `vet` (what the action touches: caps, the model allow-list, whose run it is), under `gate()`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass, field
 
 from tuning.config import DEFAULT_MODEL
@@ -141,17 +147,6 @@ def active_runs(registry, submitter: str | None) -> int:
                if r["submitter"] == submitter)
 
 
-def check(limits: PublicLimits, registry, configs, submitter: str | None) -> None:
-    """Refuse (LimitError) a submission of `configs` by `submitter` that any public limit forbids; else None.
-
-    Per run: the model allow-list, no data folder, epochs, training/evaluation examples, sequence length and
-    batch size. Then the quotas: the visitor's queued + running runs, and the shared queue's length."""
-    configs = list(configs)
-    for config in configs:
-        check_config(limits, config)
-    check_quota(limits, registry, submitter, len(configs))
-
-
 def check_quota(limits: PublicLimits, registry, submitter: str | None, n: int = 1) -> None:
     """Refuse (LimitError) n more runs for `submitter` beyond their quota or the shared queue's length."""
     mine = active_runs(registry, submitter)
@@ -204,3 +199,79 @@ def _scrub(text: str, record: dict) -> str:
         text = text.replace(str(record["worker"]), "a worker")
     text = text.replace(str(home()), "<home>")
     return re.sub(r"(?<![\w<])/(?:[\w.+-]+/)+[\w.+-]*", "<path>", text)
+
+
+# ---------------------------------------------------------------------------------------------- the gate
+
+@dataclass(frozen=True)
+class PublicMode:
+    """Public mode's limits and the registry whose queue its quotas count."""
+
+    limits: "PublicLimits"
+    registry: object
+
+
+_PUBLIC: PublicMode | None = None  # set by build_app (serve --public); None: an open lab
+_GATE = threading.Lock()  # public mode: check a visitor's quota and queue the runs as one step
+
+
+def set_public(limits: "PublicLimits | None", registry=None) -> None:
+    """Public mode on (these limits, quotas counted in `registry`, default Registry()) or off (None)."""
+    global _PUBLIC
+    if limits is None:
+        _PUBLIC = None
+        return
+    if registry is None:
+        from tasks.registry import Registry
+
+        registry = Registry()
+    _PUBLIC = PublicMode(limits, registry)
+
+
+def public_limits() -> "PublicLimits | None":
+    """The limits in force, or None outside public mode."""
+    return _PUBLIC.limits if _PUBLIC is not None else None
+
+
+def guard_model(name) -> None:
+    """In public mode, refuse a model that is not allow-listed before anything reads it (FormError('model'))."""
+    limits = public_limits()
+    if limits is None:
+        return
+    from app.form import FormError
+
+    try:
+        check_model(limits, name)
+    except LimitError as err:
+        raise FormError("model", str(err)) from None
+
+
+
+def allow(action: str, submitter: str | None, count: int = 1) -> None:
+    """The one place the per-visitor quotas apply; raises ValueError (public.LimitError) to refuse.
+
+    Open outside public mode. In public mode, `count` more runs (a submission or a retry) must fit the
+    visitor's queued + running runs and the shared queue's length; a cancel is never over quota."""
+    mode = _PUBLIC
+    if mode is None or action == "cancel":
+        return
+    check_quota(mode.limits, mode.registry, submitter, count)
+
+
+def vet(registry, submitter: str | None, configs=(), run_id=None, action: str = "submit") -> None:
+    """Public mode's rules on what an action touches (allow counts, this looks): each config's caps
+    (allow-listed model, no data folder, epochs, examples, length, batch), and for cancel/retry that the
+    run is the visitor's own (a retry's config is vetted too). A no-op outside public mode."""
+    mode = _PUBLIC
+    if mode is None:
+        return
+    if run_id is not None:
+        run = check_owner(registry, run_id, submitter, action)
+        configs = [run["config"]] if action == "retry" else []
+    for config in configs:
+        check_config(mode.limits, config)
+
+
+def gate():
+    """In public mode, one check-then-queue at a time, so two quick clicks cannot both pass a quota."""
+    return _GATE if _PUBLIC is not None else contextlib.nullcontext()

@@ -69,7 +69,7 @@ def runs_records(registry, status=ALL, task=ALL, limit: int | None = None, viewe
 
 def run_record(registry, run_id, viewer: str | None = None) -> dict:
     """Everything about one run (the `run` API endpoint); with a viewer, without its submitter, paths or worker."""
-    from app.experiment import run_id_of
+    from app.form import run_id_of
 
     return _json_safe(_for_viewer(registry.get(run_id_of(run_id)), viewer))
 
@@ -349,7 +349,7 @@ def magnitudes(model: str | None = None) -> pd.DataFrame:
     from tuning.config import DEFAULT_MODEL
 
     name = (model or "").strip() or DEFAULT_MODEL
-    from app.experiment import guard_model
+    from app.public import guard_model
 
     guard_model(name)  # public mode: only allow-listed models, never a typed path
     with _LOCK:
@@ -379,7 +379,7 @@ def run_deltas(registry, run_ids) -> pd.DataFrame:
         if cached is None:
             run = registry.get(rid)
             if run["status"] != "succeeded" or not run["artifact_dir"]:
-                from app.experiment import FormError
+                from app.form import FormError
 
                 raise FormError("run", f"run {rid} is {run['status']}; deltas need a succeeded run with an artifact")
             from tuning.magnitudes import run_deltas as compute
@@ -410,7 +410,7 @@ def tuned_model(registry, run_id: int):
     """(model, tokenizer, RunConfig) of a succeeded run, loaded once (a small LRU cache)."""
     run = registry.get(int(run_id))
     if run["status"] != "succeeded" or not run["artifact_dir"]:
-        from app.experiment import FormError
+        from app.form import FormError
 
         raise FormError("run", f"run {run_id} is {run['status']}; pick a succeeded run")
     from tuning.artifacts import load_tuned
@@ -452,7 +452,7 @@ def predict(registry, run_id, text_a: str, text_b: str | None = None) -> dict:
     from tuning import glue
     from tuning.artifacts import predict as run_predict
 
-    from app.experiment import FormError, run_id_of
+    from app.form import FormError, run_id_of
 
     if run_id in (None, ""):
         raise FormError("run", "pick a finished run first")

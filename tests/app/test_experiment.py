@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from app import actions
 from app import experiment as ex
 
 
@@ -218,7 +219,7 @@ def test_a_bad_selection_queues_nothing_and_says_so_beside_the_control(registry)
 
 def test_every_action_goes_through_one_gate(registry, monkeypatch):
     seen = []
-    monkeypatch.setattr(ex, "allow", lambda action, who, n=1: seen.append((action, who, n)))
+    monkeypatch.setattr(actions, "allow", lambda action, who, n=1: seen.append((action, who, n)))
     (run_id,) = ex.submit_runs(registry, ex.build_configs(form()), "web-1")
     assert ex.cancel_run(registry, run_id, "web-1") == "cancelled"
     new_id = ex.retry_run(registry, run_id, "web-1")
@@ -228,7 +229,7 @@ def test_every_action_goes_through_one_gate(registry, monkeypatch):
     def refuse(action, who, n=1):
         raise ValueError(f"{who} has reached the limit of queued runs")
 
-    monkeypatch.setattr(ex, "allow", refuse)
+    monkeypatch.setattr(actions, "allow", refuse)
     out = ex.submit_form(registry, form(), "web-1")
     assert "limit" in out.message and registry.count() == 2
 

@@ -1,0 +1,121 @@
+"""Submit, cancel and retry: every one from the UI comes here, so public mode's gate (app.public) applies.
+
+A bad value queues nothing and says what to fix; an error that is not a refusal is logged and shown in
+one line without internals (app.errors).
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from app.form import Form, FormError, checked, run_id_of
+from app.plan import FORM_LIMIT, build_configs, field_of, final_run_count, shape
+from app.preset import paper_study, preset_searches
+from app.public import allow, gate, vet
+from tuning import modules
+from tuning.config import RunConfig
+
+def submit_runs(registry, configs, submitter: str | None, sweep_id: str | None = None) -> list[int]:
+    """Queue validated configs through the registry (all or nothing); every UI submission comes here."""
+    configs = list(configs)
+    if not configs:
+        raise FormError("settings", "nothing to queue")
+    with gate():
+        vet(registry, submitter, configs)
+        allow("submit", submitter, len(configs))
+        if len(configs) == 1 and sweep_id is None:
+            return [registry.submit(configs[0], submitter=submitter)]
+        return registry.submit_many(configs, submitter=submitter, sweep_id=sweep_id or uuid.uuid4().hex[:12])
+
+
+def cancel_run(registry, run_id, submitter: str | None) -> str:
+    """Cancel a run (queued: never starts; running: stops at its next step); returns the new status."""
+    run_id = run_id_of(run_id)
+    vet(registry, submitter, run_id=run_id, action="cancel")
+    allow("cancel", submitter)
+    return registry.request_cancel(run_id)
+
+
+def retry_run(registry, run_id, submitter: str | None) -> int:
+    """Queue a failed, cancelled or interrupted run again as a new run; returns the new id."""
+    run_id = run_id_of(run_id)
+    with gate():
+        vet(registry, submitter, run_id=run_id, action="retry")
+        allow("retry", submitter)
+        return registry.retry(run_id, submitter=submitter)
+
+
+@dataclass
+class Outcome:
+    """What the form shows after Submit: a message beside the button, one beside the layers, the ids queued."""
+
+    message: str = ""
+    layers_message: str = ""
+    model_message: str = ""
+    ids: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.ids)
+
+
+def error_outcome(err: Exception, action: str = "queue these runs") -> Outcome:
+    """Put an error beside the control it is about (layers and model have their own message slots); an error
+    that is not a refusal is logged and shown as one line without internals (app.errors)."""
+    from app.errors import is_refusal, visitor_message
+
+    fld = (getattr(err, "field", None) or field_of(str(err))) if is_refusal(err) else "settings"
+    text = f"⚠️ {visitor_message(err, action)}"
+    if fld == "layers":
+        return Outcome(message="⚠️ Nothing was queued: fix the layers.", layers_message=text)
+    if fld == "model":
+        return Outcome(message="⚠️ Nothing was queued: fix the model.", model_message=text)
+    return Outcome(message=f"{text}\n\nNothing was queued.")
+
+
+def submit_form(registry, form: Form, submitter: str | None) -> Outcome:
+    """Validate the whole form, then queue its runs; a bad value queues nothing and says what to fix.
+
+    The runs are counted (and, in public mode, held against the visitor's quota) before any is built, so a
+    request for a million runs is refused in microseconds instead of occupying the server."""
+    try:
+        found = shape(form)
+        entries = found.runs // len(found.seeds) if form.lr_search else found.runs  # a search covers its seeds
+        if found.runs <= FORM_LIMIT:
+            allow("submit", submitter, entries)
+        configs = build_configs(form)  # refuses more than FORM_LIMIT runs before listing them
+        ids = submit_runs(registry, configs, submitter)
+    except Exception as err:  # refusals say what to fix; anything else is logged and named in one safe line
+        return error_outcome(err, "queue these runs")
+    return Outcome(message=queued_message(configs, ids), ids=ids)
+
+
+def submit_preset(registry, form: Form, submitter: str | None) -> Outcome:
+    """Queue the paper's study (after the user confirmed the count)."""
+    try:
+        checked(form)
+        allow("submit", submitter, preset_searches(form))  # the quota, before a single config is built
+        configs = paper_study(form)
+        ids = submit_runs(registry, configs, submitter, sweep_id="paper-" + uuid.uuid4().hex[:8])
+    except Exception as err:
+        return error_outcome(err, "queue the study")
+    return Outcome(message=queued_message(configs, ids), ids=ids)
+
+
+def queued_message(configs: list[RunConfig], ids: list[int]) -> str:
+    """'✅ Queued run #12: rte LN @ layer 5, seed 0 ...' or a count with the id range for sweeps."""
+    searches = sum(c.lr_search for c in configs)
+    if searches:
+        runs = final_run_count(configs)
+        where = f"#{ids[0]}" if len(ids) == 1 else f"#{min(ids)}–#{max(ids)}"
+        return (f"✅ Queued **{searches} lr search{'es' if searches != 1 else ''}** ({where}); when it has chosen, "
+                f"each queues its runs at that lr ({runs} run{'s' if runs != 1 else ''} in all). Follow them in the "
+                "**Runs** tab.")
+    if len(ids) == 1:
+        c = configs[0]
+        return (f"✅ Queued run **#{ids[0]}**: {c.task} · {modules.short_label(c.modules)} @ layers {c.layers} · "
+                f"seed {c.seed} · lr {c.learning_rate:g}. Follow it in the **Runs** tab.")
+    return (f"✅ Queued **{len(ids)} runs** (#{min(ids)}–#{max(ids)}). Follow them in the **Runs** tab; "
+            "results appear in **Compare** as they finish.")
+
+

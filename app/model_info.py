@@ -1,0 +1,84 @@
+"""What the form needs to know about a model before any run: its depth, its architecture, exact counts.
+
+Read from the model's config alone and built on the meta device (no weights, no memory); cached per name.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from app.form import FormError
+from app.public import guard_model
+from tuning import glue, modules
+from tuning.config import DEFAULT_MODEL
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    model_type: str
+    num_layers: int
+
+
+_LOCK = threading.Lock()
+_MODEL_INFO: dict[str, ModelInfo] = {}
+_META_MODELS: dict[tuple, object] = {}
+_COUNTS: dict[tuple, dict] = {}
+
+
+def model_name(text) -> str:
+    """The model field's text, or the embedded default when it is blank."""
+    return (str(text).strip() if text else "") or DEFAULT_MODEL
+
+
+def model_info(name) -> ModelInfo:
+    """Depth and architecture of a model from its config alone (cached per name); FormError('model') if unusable."""
+    name = model_name(name)
+    guard_model(name)  # public mode: a typed name or path is refused before it is looked up
+    with _LOCK:
+        if name in _MODEL_INFO:
+            return _MODEL_INFO[name]
+    from tuning.models import load_config
+
+    try:
+        config = load_config(name)
+        arch_type = config.model_type
+        modules.architecture_for(arch_type)
+        info = ModelInfo(name, arch_type, modules.num_hidden_layers(config))
+    except (ValueError, OSError) as err:
+        raise FormError("model", f"{name}: {_one_line(err)}") from None
+    with _LOCK:
+        _MODEL_INFO[name] = info
+    return info
+
+
+def _meta_model(name: str, num_labels: int):
+    """The model built on the meta device (no memory, no weights): enough to count parameters."""
+    key = (name, num_labels)
+    with _LOCK:
+        if key in _META_MODELS:
+            return _META_MODELS[key]
+    from tuning.models import build_from_config, load_config
+
+    model = build_from_config(load_config(name), num_labels=num_labels, on_meta=True)
+    with _LOCK:
+        _META_MODELS[key] = model
+    return model
+
+
+def counts(model: str, task: str, families, layers: str, train_head: bool = True) -> dict:
+    """Exact trainable-parameter counts of one run (module, head, total, percentages); cached."""
+    fams = modules.parse_families(families)
+    key = (model_name(model), glue.get_task(task).num_labels, fams, layers, bool(train_head))
+    with _LOCK:
+        if key in _COUNTS:
+            return _COUNTS[key]
+    meta = _meta_model(key[0], key[1])
+    found = modules.select_parameters(meta, fams, layers, train_head, 0).counts()
+    with _LOCK:
+        _COUNTS[key] = found
+    return found
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
