@@ -274,7 +274,7 @@ def advanced_settings(form: Form) -> dict:
         if value is None or isinstance(value, str) and not value.strip():
             continue
         if k.kind == "int":
-            value = whole(value, label, *k.bounds, None)
+            value = whole(value, label, *k.bounds, None) if not (k.optional and value in (0, "0")) else None
         elif k.kind == "number":
             try:
                 value = float(value)
@@ -304,3 +304,14 @@ def run_id_of(value) -> int:
     return int(number)
 
 
+FORM_FIELDS = ("tasks", "model", "families", "together", "random_control", "layers", "layer_spec", "each_layer",
+               "lr", "seeds", "max_train", "max_eval", "epochs", "batch_size", "train_head", "prefix_cache",
+               "lr_search")
+# Every value the form sends, by name: the main controls, then the Advanced settings made from their Knobs.
+FORM_PARAMS = FORM_FIELDS + ADVANCED
+
+
+def form_of(values: dict) -> Form:
+    """The Form for a mapping of form parameter names to values."""
+    main = {name: values[name] for name in FORM_FIELDS if name in values}
+    return Form(**main, advanced={name: values[name] for name in ADVANCED if name in values})
