@@ -13,9 +13,7 @@ from app.errors import visitor_message
 
 def register(ctx) -> None:
     """Add the endpoints to the Blocks being built."""
-    registry = ctx.registry
-    who = ctx.who
-    viewer_of = ctx.viewer_of
+    registry, who, viewer_of = ctx.registry, ctx.who, ctx.viewer_of
 
     def answered(action: str):
         """An API endpoint's errors as one line a caller can act on: a refusal's own message, anything else

@@ -8,9 +8,7 @@ from app import views
 
 def build(ctx):
     """Lay out the tab and wire its events inside the Blocks being built; returns the Tab."""
-    registry = ctx.registry
-    tasks = ctx.tasks
-    private = ctx.private
+    registry, tasks, private = ctx.registry, ctx.tasks, ctx.private
 
     with gr.Tab("Compare", id="compare", elem_id="tab-compare") as tab_compare:
         with gr.Row():

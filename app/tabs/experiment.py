@@ -64,14 +64,8 @@ def knob_input(name: str):
 
 def build(ctx):
     """Lay out the tab and wire its events inside the Blocks being built; returns the Tab."""
-    registry = ctx.registry
-    public = ctx.public
-    who = ctx.who
-    model_box = ctx.model_box
-    tasks = ctx.tasks
-    defaults = ctx.defaults
-    private = ctx.private
-    demo = ctx.demo
+    (registry, public, who, model_box, tasks, defaults, private, demo) = (
+        ctx.registry, ctx.public, ctx.who, ctx.model_box, ctx.tasks, ctx.defaults, ctx.private, ctx.demo)
 
     with gr.Tab("Experiment", id="experiment", elem_id="tab-experiment") as tab_experiment:
         with gr.Row(equal_height=False):

@@ -6,8 +6,7 @@ from app import views
 
 def build(ctx):
     """Lay out the tab and wire its events inside the Blocks being built; returns the Tab."""
-    registry = ctx.registry
-    private = ctx.private
+    registry, private = ctx.registry, ctx.private
 
     with gr.Tab("Playground", id="playground", elem_id="tab-playground") as tab_play:
         gr.Markdown("Pick a finished run and type a sentence (or a pair): the tuned model's prediction "

@@ -11,12 +11,8 @@ TIMER_SECONDS = 2.0  # the live table's refresh while the tab is open
 
 def build(ctx):
     """Lay out the tab and wire its events inside the Blocks being built; returns the Tab and its timer."""
-    registry = ctx.registry
-    who = ctx.who
-    viewer_of = ctx.viewer_of
-    status_line = ctx.status_line
-    tasks = ctx.tasks
-    private = ctx.private
+    (registry, who, viewer_of, status_line, tasks, private) = (
+        ctx.registry, ctx.who, ctx.viewer_of, ctx.status_line, ctx.tasks, ctx.private)
 
     with gr.Tab("Runs", id="runs", elem_id="tab-runs") as tab_runs:
         with gr.Row():

@@ -7,9 +7,7 @@ from app import experiment as ex
 
 def build(ctx):
     """Lay out the tab and wire its events inside the Blocks being built; returns the Tab."""
-    registry = ctx.registry
-    tasks = ctx.tasks
-    private = ctx.private
+    registry, tasks, private = ctx.registry, ctx.tasks, ctx.private
 
     with gr.Tab("Study", id="study", elem_id="tab-study") as tab_study:
         gr.Markdown("The paper's findings regenerated from every finished run: the table of module families "

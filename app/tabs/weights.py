@@ -6,9 +6,7 @@ from app import charts, views
 
 def build(ctx):
     """Lay out the tab and wire its events inside the Blocks being built; returns the Tab."""
-    registry = ctx.registry
-    model_box = ctx.model_box
-    private = ctx.private
+    registry, model_box, private = ctx.registry, ctx.model_box, ctx.private
 
     with gr.Tab("Weights", id="weights", elem_id="tab-weights") as tab_weights:
         gr.Markdown("How large are the pre-trained weights of each module? The paper ties LayerNorm's "
