@@ -58,6 +58,45 @@ def run_dir(run_id: int) -> Path:
     return home() / "runs" / str(int(run_id))
 
 
+OWNER_FILE = "owner.json"
+
+
+def own_run_dir(run_id: int, owner: dict, config) -> Path:
+    """The run's folder, made sure to be this run's: a folder left by another registry's run of the same id
+    (a reset or switched registry restarts ids at 1), or by a run with other settings, is moved aside first.
+
+    The folder carries owner.json (registry id, run id, settings fingerprint); its checkpoint carries the
+    same fingerprint (tuning.checkpoints), so a copied or stray checkpoint is refused too."""
+    import json
+
+    from tuning.checkpoints import fingerprint, move_aside
+
+    folder = run_dir(run_id)
+    mine = {**owner, "fingerprint": fingerprint(config.to_dict(), owner)}
+    if folder.exists():
+        try:
+            found = json.loads((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            found = None
+        if found != mine:
+            aside = move_aside(folder, "stale")
+            log.warning("run %s: the folder %s belongs to another run (%s); moved aside to %s, starting from step 0",
+                        run_id, folder, found or "no owner recorded", aside.name)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / OWNER_FILE).write_text(json.dumps(mine))
+    except OSError as err:
+        raise OSError(f"cannot write the run folder {folder} ({err.strerror or err}): make it writable, or set "
+                      "MODULETUNE_HOME to a folder that is") from None
+    return folder
+
+
+def _drop_resume_state(run_id: int) -> None:
+    """A cancelled or failed run leaves no checkpoint or search state that anything could resume."""
+    for name in ("checkpoint", "search"):
+        shutil.rmtree(run_dir(run_id) / name, ignore_errors=True)
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -112,12 +151,14 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
 
         config = RunConfig.from_dict(config_dict)
         _share_threads()
-        folder = run_dir(run_id)
+        owner = {"registry": registry.identity(), "run": run_id}
+        folder = own_run_dir(run_id, owner, config)
         on_event = _event_handler(registry, run_id, config, recorder, beat)
         if search:
             result = lr_search(config, on_event, workdir=folder / "search")
         else:
-            result = fine_tune(config, on_event, checkpoint_dir=folder / "checkpoint", output_dir=folder / "artifact")
+            result = fine_tune(config, on_event, checkpoint_dir=folder / "checkpoint", output_dir=folder / "artifact",
+                               owner=owner)
         recorder.flush(force=True)
     except LostRun:
         log.warning("run %s was taken from this worker (declared dead); stopped without recording", run_id)
@@ -129,7 +170,8 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
     except Exception as err:  # the run failed: say why in one line, keep the worker alive
         log.exception("run %s failed", run_id)
         _flush_quietly(recorder)
-        registry.mark_failed(run_id, token, _one_line(err))
+        if registry.mark_failed(run_id, token, _one_line(err)):
+            _drop_resume_state(run_id)  # a retry is a new run: nothing here may ever be resumed
         if CONTEXT.replaceable and spoils_process(err):
             log.error("run %s left this process's GPU state unusable: the worker exits and is replaced", run_id)
             CONTEXT.replace_me = True
@@ -144,7 +186,8 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
 def _record_run(registry: Registry, run_id: int, token: int, config, result, beat) -> str:
     outcome = result.to_dict()
     if result.stopped and beat.cancel.is_set():
-        registry.mark_cancelled(run_id, token, outcome)
+        if registry.mark_cancelled(run_id, token, outcome):
+            _drop_resume_state(run_id)
         log.info("run %s cancelled at step %s; its curves are kept", run_id, result.steps)
         return "cancelled"
     if result.stopped:
@@ -164,7 +207,8 @@ def _record_search(registry: Registry, run_id: int, token: int, config, result, 
     outcome = {**result.to_dict(), "primary_metric_name": result.metric}
     if result.stopped or result.chosen_lr is None:
         if beat.cancel.is_set():
-            registry.mark_cancelled(run_id, token, outcome)
+            if registry.mark_cancelled(run_id, token, outcome):
+                _drop_resume_state(run_id)
             return "cancelled"
         return _requeue(registry, run_id, token, "worker stopped mid-search; re-queued to resume")
     chosen = next(c for c in result.candidates if c["lr"] == result.chosen_lr)

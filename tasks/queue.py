@@ -63,7 +63,8 @@ def build_huey(url: str, name: str):
 
 
 def get_huey(url: str | None = None, name: str | None = None):
-    """The Huey for url (default: settings), built on first use and cached per process."""
+    """The Huey for url (default: settings), built on first use and cached per process; a SQLite queue file
+    deleted or replaced since is reopened, so no process keeps writing to a file nobody reads."""
     url, name = url or queue_url(), name or queue_name()
     key = (url, name, os.getpid())
     with _LOCK:
@@ -74,7 +75,39 @@ def get_huey(url: str | None = None, name: str | None = None):
                 raise
             except Exception as err:  # e.g. an unwritable SQLite file
                 raise QueueError(f"could not open the queue at {describe(url)}: {_one_line(err)}") from None
-        return _HUEYS[key]
+        huey = _HUEYS[key]
+    reopen_if_replaced(huey)
+    return huey
+
+
+def _file_identity(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def reopen_if_replaced(huey) -> bool:
+    """A SQLite queue whose file was deleted or replaced under this process: close the old connection and open
+    (creating, if need be) the file now at the path. True when it reopened; Redis queues never need it.
+
+    Without this a worker kept reading a deleted queue.db while the CLI wrote new messages to its successor."""
+    filename = getattr(huey.storage, "filename", None)
+    if not filename:
+        return False
+    now = _file_identity(filename)
+    opened = getattr(huey.storage, "moduletune_file", None)
+    if opened is None:  # first look: remember the file this storage opened (its schema created it)
+        huey.storage.moduletune_file = now
+        return False
+    if now == opened:
+        return False
+    log.warning("the queue file %s was %s; reopening it", filename, "deleted" if now is None else "replaced")
+    huey.storage.close()
+    huey.storage.initialize_schema()  # creates the file and its tables when it is gone
+    huey.storage.moduletune_file = _file_identity(filename)
+    return True
 
 
 def _run_registry_job(run_id: int) -> str:
@@ -106,6 +139,22 @@ def pending_run_ids(huey=None) -> list[int]:
     """The run ids waiting in the queue, in order."""
     huey = huey or get_huey()
     return [int(task.args[0]) for task in huey.pending()]
+
+
+def requeue_lost(registry, huey=None, missing_before: frozenset = frozenset()) -> tuple[frozenset, list[int]]:
+    """Put back the queued runs that no queue message holds (a Redis restart or FLUSHALL, a deleted queue file).
+
+    A run counts as lost when it was missing at this check and at the one before (missing_before): a message
+    a worker has just taken but not yet claimed is missing only for an instant. A second message for a run is
+    harmless, since a claim is exactly-once. Returns (missing now, for the next check; the ids re-queued)."""
+    huey = huey or get_huey()
+    reopen_if_replaced(huey)
+    missing = frozenset(registry.queued_ids()) - set(pending_run_ids(huey))
+    lost = sorted(missing & missing_before)
+    for run_id in lost:
+        enqueue_run(run_id, huey)
+        log.warning("run %s was queued but no queue held its message; re-queued", run_id)
+    return missing - set(lost), lost
 
 
 def flush(huey=None) -> None:

@@ -345,6 +345,29 @@ class Registry:
         with self.engine.connect() as conn:
             return int(conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar())
 
+    def identity(self) -> str:
+        """This registry's own id (a random uuid stored once in it): a run folder or checkpoint names the
+        registry it belongs to, so a reset or switched registry whose ids restart never resumes another's."""
+        import uuid
+
+        for _ in range(3):
+            with self.engine.connect() as conn:
+                found = conn.execute(select(meta.c.value).where(meta.c.key == "registry_id")).scalar()
+            if found:
+                return found
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(meta).values(key="registry_id", value=uuid.uuid4().hex))
+            except IntegrityError:  # another process stored one first: read it
+                continue
+        raise RegistryError("could not read or store the registry's id")
+
+    def queued_ids(self) -> list[int]:
+        """The ids of every queued run (what the queue should hold a message for), oldest first."""
+        with self.engine.connect() as conn:
+            return [int(i) for i in conn.execute(select(runs.c.id).where(runs.c.status == QUEUED)
+                                                 .order_by(runs.c.id)).scalars()]
+
     # -- people: submit, look, cancel, retry
 
     def submit(self, config, submitter: str | None = None, sweep_id: str | None = None,

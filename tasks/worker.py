@@ -5,7 +5,8 @@
   (`moduletune worker --device cuda:0`, `... --device cuda:1`) is the way to use several GPUs;
   workers on several machines share one Redis queue and one PostgreSQL registry.
 - The scheduler process sweeps the registry at start and every few seconds: running runs whose
-  heartbeat is older than the timeout are marked interrupted and re-queued once to resume.
+  heartbeat is older than the timeout are marked interrupted and re-queued once to resume, and queued runs
+  whose message no queue holds (Redis flushed or restarted empty, a deleted queue file) are re-queued.
 - SIGINT and SIGTERM are both graceful: the running run stops at its next step, checkpoints and
   goes back on the queue; then the worker exits. A worker whose parent dies does the same.
 - A forked worker whose run failed with an error that spoils its GPU state (a failed CUDA-graph
@@ -36,13 +37,21 @@ def sweep_once(timeout: float | None = None, max_resumes: int | None = None) -> 
                                   max_resumes if max_resumes is not None else jobs.max_resumes())
 
 
+def lost_check_every(sweep_every: float) -> float:
+    """Seconds between two looks for queued runs without a queue message: a lost message is re-sent within
+    two of them (20 s by default)."""
+    return min(sweep_every, 10.0)
+
+
 class SweepingScheduler(Scheduler):
-    """Huey's scheduler, which also sweeps stale running runs every `sweep_every` seconds (first at start)."""
+    """Huey's scheduler, which also sweeps stale running runs every `sweep_every` seconds (first at start) and
+    re-sends the messages of queued runs that no queue holds (tasks.queue.requeue_lost)."""
 
     def __init__(self, huey, stop_flag, interval, periodic, sweep_every: float, timeout: float, max_resumes: int):
         super().__init__(huey, stop_flag, interval, periodic)
         self.sweep_every, self.timeout, self.max_resumes = sweep_every, timeout, max_resumes
-        self._next_sweep = time.monotonic()
+        self._next_sweep = self._next_lost_check = time.monotonic()
+        self._missing = frozenset()
 
     def loop(self, now=None):
         if time.monotonic() >= self._next_sweep:
@@ -54,6 +63,15 @@ class SweepingScheduler(Scheduler):
                                 found["interrupted"], found["requeued"])
             except Exception:
                 log.exception("stale-run sweep failed (will try again)")
+        if time.monotonic() >= self._next_lost_check:
+            self._next_lost_check = time.monotonic() + lost_check_every(self.sweep_every)
+            try:
+                from tasks.queue import requeue_lost
+                from tasks.registry import Registry
+
+                self._missing, _lost = requeue_lost(Registry(), self.huey, self._missing)
+            except Exception:
+                log.exception("lost-message check failed (will try again)")
         super().loop(now)
 
 
@@ -80,9 +98,13 @@ class GracefulProcessEnvironment(ProcessEnvironment):
 
 
 class ReplaceableWorker(Worker):
-    """Huey's worker, which exits after a run that spoiled its GPU state; the consumer starts a fresh one."""
+    """Huey's worker, which follows a replaced queue file and exits after a run that spoiled its GPU state (the
+    consumer starts a fresh one)."""
 
     def loop(self, now=None):
+        from tasks.queue import reopen_if_replaced
+
+        reopen_if_replaced(self.huey)  # a deleted or replaced queue file: read the one now at the path
         super().loop(now)
         if jobs.CONTEXT.replace_me:
             raise WorkerRecycle()  # Huey's own way out of a worker process; its health check replaces it

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import platform
 import random
 import time
@@ -14,14 +13,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tuning import batches, chance, glue, graphs, modules, precision, prefix
+from tuning import batches, chance, checkpoints, glue, graphs, modules, precision, prefix
+from tuning.checkpoints import CHECKPOINT_FILE
 from tuning.config import RunConfig
 from tuning.models import load_classifier, load_tokenizer, resolve_model
 
 # on_event gets dicts: {"kind": "step", ...} every step, {"kind": "eval", ...} after each evaluation.
 # Returning True asks the loop to stop at the end of that step (cooperative cancel).
 EventHandler = Callable[[dict], "bool | None"]
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
@@ -172,41 +171,9 @@ def build_optimizer(model, selection: modules.Selection, lr: float, weight_decay
     return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda")
 
 
-def save_checkpoint(path: Path, model, selection, optimizer, scheduler, state: dict) -> None:
-    """Trainable tensors + optimizer + scheduler + loop position, written atomically."""
-    params = dict(model.named_parameters())
-    blob = {
-        "trainable": {n: params[n].detach().cpu() for n in selection.names},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        **state,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")  # two writers never share a temporary file
-    torch.save(blob, tmp)
-    tmp.replace(path)
-
-
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    blob = torch.load(path, weights_only=False, map_location="cpu")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, tensor in blob.pop("trainable").items():
-            params[name].copy_(tensor)
-    optimizer.load_state_dict(blob.pop("optimizer"))
-    scheduler.load_state_dict(blob.pop("scheduler"))
-    torch.set_rng_state(blob.pop("torch_rng"))
-    cuda_rng = blob.pop("cuda_rng")
-    if cuda_rng is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_rng)
-    return blob
-
-
 def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
               checkpoint_dir: str | Path | None = None, output_dir: str | Path | None = None,
-              stop_at_step: int | None = None) -> RunResult:
+              stop_at_step: int | None = None, owner: dict | None = None) -> RunResult:
     """Fine-tune only config.modules in config.layers (plus the head) and report honest GLUE metrics.
 
     With checkpoint_dir, the trainable tensors and optimizer state are saved each epoch (and every
@@ -215,6 +182,8 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     With stop_at_step, the run evaluates, checkpoints and returns (stopped=True) once it has taken that
     many steps; the schedule is still the one for config.epochs, so a later call with the same
     checkpoint_dir and a larger stop_at_step (or None) carries on as if never interrupted.
+    A checkpoint is resumed only by the run it was made for: the same settings and the same owner (a worker
+    passes its registry and run id); any other is moved aside and the run starts from step 0.
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -279,8 +248,11 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     # last_eval: the latest evaluation's {split: (predictions, labels)}, kept for the chance verdict.
     state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "history": [], "train_seconds": 0.0,
              "eval_seconds": 0.0, "examples_seen": 0, "resumed_from_step": None, "last_eval": None}
-    if ckpt_path is not None and ckpt_path.is_file():
-        state.update(load_checkpoint(ckpt_path, model, optimizer, scheduler))
+    stamp = checkpoints.fingerprint(config.to_dict(), owner)
+    found = (checkpoints.load(ckpt_path, model, optimizer, scheduler, stamp)
+             if ckpt_path is not None and ckpt_path.is_file() else None)
+    if found is not None:
+        state.update(found)
         state["resumed_from_step"] = state["step"]
         emit({"kind": "resumed", "step": state["step"], "epoch": state["epoch"]})
     # Computing the prefix is part of the run's cost (zero when another run already paid for it).
@@ -294,7 +266,7 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
         if ckpt_path is not None:
             # Announced first, so a recorder can flush every event up to this point before it is saved.
             emit({"kind": "checkpoint", "step": state["step"], "epoch": state["step"] / steps_per_epoch})
-            save_checkpoint(ckpt_path, model, selection, optimizer, scheduler, state)
+            checkpoints.save(ckpt_path, model, selection, optimizer, scheduler, state, stamp)
             _saved_step = state["step"]
 
     primary = glue.primary_metric(task, evals)
