@@ -157,8 +157,7 @@ class RunConfig:
                                 "nothing (no dropout)", choices=PREFIX_CACHE, form="prefix_cache")
     compile: bool = setting(False, "bool", "torch.compile the model (pays a warm-up; helps long GPU runs)")
     # On a GPU, replay each batch shape's forward+backward as CUDA graphs (see tuning/graphs.py).
-    cuda_graphs: bool = setting(True, "bool", "on a GPU, replay each step as CUDA graphs (--no-cuda-graphs: eagerly)",
-                                label="CUDA graphs")
+    cuda_graphs: bool = setting(True, "bool", "on a GPU, replay each step as CUDA graphs (--no-cuda-graphs: eagerly)")
     # Where evaluation happens: the task's validation split(s), or a seeded stratified slice of
     # holdout_fraction of the (subsampled) training rows, held out from training.
     eval_on: str = setting("validation", "choice", "evaluate on the task's validation split(s) or on a held-out "

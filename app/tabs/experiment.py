@@ -43,7 +43,7 @@ def knob_input(name: str):
 
     k = KNOBS[name]
     default = RunConfig.__dataclass_fields__[name].default
-    label = k.label or name.replace("_", " ").replace("lr ", "LR ")
+    label = k.label or name.replace("_", " ").replace("lr ", "LR ").replace("cuda ", "CUDA ")
     label = label[0].upper() + label[1:]
     common = dict(label=label, info=k.help, elem_id="adv-" + name.replace("_", "-"))
     if k.kind == "int":
