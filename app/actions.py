@@ -8,12 +8,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from app.form import Form, FormError, checked, run_id_of
-from app.plan import FORM_LIMIT, build_configs, field_of, final_run_count, shape
-from app.preset import paper_study, preset_searches
-from app.public import allow, gate, vet
-from tuning import modules
-from tuning.config import RunConfig
+from moduletune.app.form import Form, FormError, checked, run_id_of
+from moduletune.app.plan import FORM_LIMIT, build_configs, field_of, final_run_count, shape
+from moduletune.app.preset import paper_study, preset_searches
+from moduletune.app.public import allow, gate, vet
+from moduletune.tuning import modules
+from moduletune.tuning.config import RunConfig
 
 def submit_runs(registry, configs, submitter: str | None, sweep_id: str | None = None) -> list[int]:
     """Queue validated configs through the registry (all or nothing); every UI submission comes here."""
@@ -62,7 +62,7 @@ class Outcome:
 def error_outcome(err: Exception, action: str = "queue these runs") -> Outcome:
     """Put an error beside the control it is about (layers and model have their own message slots); an error
     that is not a refusal is logged and shown as one line without internals (app.errors)."""
-    from app.errors import is_refusal, visitor_message
+    from moduletune.app.errors import is_refusal, visitor_message
 
     fld = (getattr(err, "field", None) or field_of(str(err))) if is_refusal(err) else "settings"
     text = f"⚠️ {visitor_message(err, action)}"

@@ -6,9 +6,9 @@ import functools
 
 import gradio as gr
 
-from app import experiment as ex
-from app import views
-from app.errors import visitor_message
+from moduletune.app import experiment as ex
+from moduletune.app import views
+from moduletune.app.errors import visitor_message
 
 
 def register(ctx) -> None:

@@ -17,14 +17,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from app import pooling
-from tuning.modules import FAMILY_TABLE
-from app.labels import (FAMILY_ORDER, GLUE_ORDER, SHORT, canonical_modules, cell as _cell, family_sort_key,  # noqa: F401
+from moduletune.app import pooling
+from moduletune.tuning.modules import FAMILY_TABLE
+from moduletune.app.labels import (FAMILY_ORDER, GLUE_ORDER, SHORT, canonical_modules, cell as _cell, family_sort_key,  # noqa: F401
                         format_count as _format_count, format_pct, humanize_age, humanize_seconds, id_key as _id_key,
                         layer_label as _layer_label, layer_sort_key as _layer_sort_key, short_name,
                         task_sort_key as _task_sort_key)
-from app.pooling import finished_runs, frame as _frame, metric_name as _metric_name, module_keys as _module_keys  # noqa: F401
-from app.pooling import str_col as _str_col  # noqa: F401
+from moduletune.app.pooling import finished_runs, frame as _frame, metric_name as _metric_name, module_keys as _module_keys  # noqa: F401
+from moduletune.app.pooling import str_col as _str_col  # noqa: F401
 
 NO_RUNS = "No finished runs yet — submit one in the Experiment tab"
 NO_EVENTS = "No training progress yet — submit a run in the Experiment tab"

@@ -11,7 +11,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
 def run_flags() -> list[tuple[str, str, dict]]:
     """(field, flag, argparse options) for every RunConfig setting a person sets, read from its Knob (as
     nanoGPT's configurator derives its overrides from the config): one place says what a setting is."""
-    from tuning.config import KNOBS, RunConfig
+    from moduletune.tuning.config import KNOBS, RunConfig
 
     defaults = RunConfig.__dataclass_fields__
     types = {"int": int, "number": float, "floats": _floats}
@@ -52,7 +52,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def config_from_args(args, **overrides):
     """A validated RunConfig from parsed flags."""
-    from tuning.config import DEFAULT_MODEL, RunConfig
+    from moduletune.tuning.config import DEFAULT_MODEL, RunConfig
 
     values = {name: getattr(args, name) for name, _flag, _options in run_flags()}
     values["model"] = values["model"] or DEFAULT_MODEL
@@ -60,14 +60,14 @@ def config_from_args(args, **overrides):
 
 
 def cmd_run(args) -> int:
-    from tuning.models import check_against_model
-    from tuning.train import fine_tune
+    from moduletune.tuning.models import check_against_model
+    from moduletune.tuning.train import fine_tune
 
     config = config_from_args(args)
     check_against_model(config)  # before anything heavy is loaded
     search = None
     if config.lr_search:  # before the run's own bar, so the two bars never interleave
-        from tuning.search import final_config
+        from moduletune.tuning.search import final_config
 
         search = run_search(config, quiet=args.quiet)
         config = final_config(config, search)
@@ -117,7 +117,7 @@ def step_bar(desc: str, quiet: bool = False):
 
 def run_search(config, quiet: bool = False):
     """An lr search in this process with a progress bar; prints each candidate's held-out scores."""
-    from tuning.search import lr_search
+    from moduletune.tuning.search import lr_search
 
     bar = step_bar(f"lr search {'+'.join(config.modules)}@{config.layers}", quiet)
 
@@ -136,9 +136,9 @@ def run_search(config, quiet: bool = False):
 
 
 def cmd_count(args) -> int:
-    from tuning import glue, modules
-    from tuning.config import DEFAULT_MODEL
-    from tuning.models import build_from_config, load_config
+    from moduletune.tuning import glue, modules
+    from moduletune.tuning.config import DEFAULT_MODEL
+    from moduletune.tuning.models import build_from_config, load_config
 
     config = load_config(args.model or DEFAULT_MODEL)
     num_labels = glue.get_task(args.task).num_labels
@@ -157,9 +157,9 @@ def cmd_count(args) -> int:
 
 
 def cmd_magnitudes(args) -> int:
-    from tuning import magnitudes
-    from tuning.config import DEFAULT_MODEL
-    from tuning.models import load_classifier
+    from moduletune.tuning import magnitudes
+    from moduletune.tuning.config import DEFAULT_MODEL
+    from moduletune.tuning.models import load_classifier
 
     model = load_classifier(args.model or DEFAULT_MODEL, 2)
     rows = magnitudes.magnitude_stats(model)
@@ -186,7 +186,7 @@ def add_queue_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_submit(args) -> int:
-    from tasks.registry import Registry
+    from moduletune.tasks.registry import Registry
 
     config = config_from_args(args)
     if config.lr_search:
@@ -203,11 +203,11 @@ def sweep_configs(args) -> list:
     --layers each means one run per layer (families that ignore layers get one run)."""
     import copy
 
-    from app.form import parse_seeds
-    from app.plan import search_configs, sweep_points
-    from tuning import modules
-    from tuning.config import DEFAULT_MODEL
-    from tuning.models import load_config
+    from moduletune.app.form import parse_seeds
+    from moduletune.app.plan import search_configs, sweep_points
+    from moduletune.tuning import modules
+    from moduletune.tuning.config import DEFAULT_MODEL
+    from moduletune.tuning.models import load_config
 
     split = lambda text: [part.strip() for part in str(text).split(",") if part.strip()]  # noqa: E731
     task_names = split(args.tasks or args.task)
@@ -229,7 +229,7 @@ def sweep_configs(args) -> list:
 def cmd_sweep(args) -> int:
     import uuid
 
-    from tasks.registry import Registry
+    from moduletune.tasks.registry import Registry
 
     configs = sweep_configs(args)  # submit_many checks every run before it queues any
     if len(configs) > SWEEP_LIMIT and not args.yes:
@@ -241,7 +241,7 @@ def cmd_sweep(args) -> int:
     if args.json:
         print(json.dumps({"sweep_id": sweep_id, "queued": len(ids), "ids": ids, "searches": searches}))
     elif searches:
-        from app.plan import final_run_count
+        from moduletune.app.plan import final_run_count
 
         print(f"queued {len(ids)} lr searches (sweep {sweep_id}, ids {ids[0]}-{ids[-1]}); each queues its runs at "
               f"the chosen lr ({final_run_count(configs)} in all)")
@@ -272,7 +272,7 @@ def _table_cell(run: dict, key: str) -> str:
 
 
 def cmd_runs(args) -> int:
-    from tasks.registry import Registry
+    from moduletune.tasks.registry import Registry
 
     rows = Registry().list_runs(status=args.status, task=args.task, sweep_id=args.sweep, limit=args.limit)
     if args.json:
@@ -285,7 +285,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from tasks.registry import Registry
+    from moduletune.tasks.registry import Registry
 
     run = Registry().get(args.id)
     if args.json:
@@ -302,7 +302,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from tasks.registry import Registry
+    from moduletune.tasks.registry import Registry
 
     status = Registry().request_cancel(args.id)
     print(json.dumps({"id": args.id, "status": status}) if args.json else f"run {args.id}: {status}")
@@ -310,7 +310,7 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_retry(args) -> int:
-    from tasks.registry import Registry
+    from moduletune.tasks.registry import Registry
 
     new_id = Registry().retry(args.id, submitter=args.submitter)
     print(json.dumps({"id": new_id, "status": "queued", "retry_of": args.id}) if args.json else new_id)
@@ -320,7 +320,7 @@ def cmd_retry(args) -> int:
 def cmd_worker(args) -> int:
     import logging
 
-    from tasks.worker import run_worker
+    from moduletune.tasks.worker import run_worker
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s")
@@ -329,16 +329,16 @@ def cmd_worker(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from app import public
-    from app.server import serve
+    from moduletune.app import public
+    from moduletune.app.server import serve
 
     limits = public.PublicLimits.from_env() if args.public or public.enabled() else None
     return serve(host=args.host, port=args.port, worker=not args.no_worker, share=args.share, public=limits) or 0
 
 
 def cmd_report(args) -> int:
-    from app import study
-    from tasks.registry import Registry
+    from moduletune.app import study
+    from moduletune.tasks.registry import Registry
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     report = study.report_from_registry(Registry(), tasks=tasks, model=args.model, layers=args.layers)

@@ -14,13 +14,13 @@ MAX_MESSAGE_CHARS = 500  # a refusal quoted back to a visitor; longer ones are c
 
 def refusal_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
     """(errors whose messages are written for people, their subclasses that are not), imported late."""
-    from app.form import FormError
-    from app.public import LimitError
-    from app.visitors import LoginRequired
-    from tasks.registry import RegistryError, RegistryUnavailable
-    from tuning.config import ConfigError
-    from tuning.glue import GlueError
-    from tuning.modules import ModuleSpecError
+    from moduletune.app.form import FormError
+    from moduletune.app.public import LimitError
+    from moduletune.app.visitors import LoginRequired
+    from moduletune.tasks.registry import RegistryError, RegistryUnavailable
+    from moduletune.tuning.config import ConfigError
+    from moduletune.tuning.glue import GlueError
+    from moduletune.tuning.modules import ModuleSpecError
 
     ours = (FormError, LimitError, LoginRequired, ConfigError, GlueError, ModuleSpecError, RegistryError)
     return ours, (RegistryUnavailable,)
@@ -45,7 +45,7 @@ def visitor_message(err: BaseException, action: str = "do this", detail: bool | 
         return _clip(one_line(err))
     log.error("could not %s", action, exc_info=(type(err), err, err.__traceback__))
     if detail is None:
-        from app.public import public_limits
+        from moduletune.app.public import public_limits
 
         detail = public_limits() is None
     why = f": {_clip(one_line(err))}" if detail else f" ({type(err).__name__})"

@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from tuning import glue, modules
-from tuning.config import DEFAULT_LR, DEFAULT_MODEL, KNOBS, default_lr
+from moduletune.tuning import glue, modules
+from moduletune.tuning.config import DEFAULT_LR, DEFAULT_MODEL, KNOBS, default_lr
 
 TASK_NAMES = tuple(glue.TASKS)
 FAMILY_LABELS = {f.name: f.label for f in modules.FAMILY_TABLE}  # the checkboxes, in the paper's order
@@ -184,7 +184,7 @@ def parse_seeds(text) -> list[int]:
     parts = [p.strip() for p in str(text if text is not None else "").replace(";", ",").split(",") if p.strip()]
     if not parts:
         raise FormError("seeds", "give at least one seed, e.g. 0 or 0,1,2")
-    from tuning.config import MAX_SEED
+    from moduletune.tuning.config import MAX_SEED
 
     seeds = []
     for p in parts:

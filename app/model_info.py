@@ -7,10 +7,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from app.form import FormError
-from app.public import guard_model
-from tuning import glue, modules
-from tuning.config import DEFAULT_MODEL
+from moduletune.app.form import FormError
+from moduletune.app.public import guard_model
+from moduletune.tuning import glue, modules
+from moduletune.tuning.config import DEFAULT_MODEL
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -37,7 +37,7 @@ def model_info(name) -> ModelInfo:
     with _LOCK:
         if name in _MODEL_INFO:
             return _MODEL_INFO[name]
-    from tuning.models import load_config
+    from moduletune.tuning.models import load_config
 
     try:
         config = load_config(name)
@@ -57,7 +57,7 @@ def _meta_model(name: str, num_labels: int):
     with _LOCK:
         if key in _META_MODELS:
             return _META_MODELS[key]
-    from tuning.models import build_from_config, load_config
+    from moduletune.tuning.models import build_from_config, load_config
 
     model = build_from_config(load_config(name), num_labels=num_labels, on_meta=True)
     with _LOCK:

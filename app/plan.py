@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.form import (Form, FormError, advanced_settings, checked, chosen_layers, compact_spec, form_families, form_tasks,
+from moduletune.app.form import (Form, FormError, advanced_settings, checked, chosen_layers, compact_spec, form_families, form_tasks,
                       optional_count, parse_seeds, resolve_lr, whole)
-from app.model_info import model_info, model_name
-from tuning import modules
-from tuning.config import KNOBS, ConfigError, RunConfig
+from moduletune.app.model_info import model_info, model_name
+from moduletune.tuning import modules
+from moduletune.tuning.config import KNOBS, ConfigError, RunConfig
 
 FORM_LIMIT = 200  # runs one click of Submit may queue; larger studies go through the preset
 

@@ -13,8 +13,8 @@ import math
 
 import pandas as pd
 
-from app.labels import canonical_modules, family_sort_key, layer_sort_key, task_sort_key
-from tuning.replicates import differing_settings
+from moduletune.app.labels import canonical_modules, family_sort_key, layer_sort_key, task_sort_key
+from moduletune.tuning.replicates import differing_settings
 
 # Metrics whose chance level is 0 whatever the labels (no registry value needed).
 ZERO_CHANCE = ("matthews_correlation", "pearson", "spearman")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from app.form import Form, FormError, checked, form_tasks, parse_seeds
-from app.model_info import model_info
-from app.plan import final_run_count, plan, search_configs, shape, to_configs
-from app.public import public_limits
-from tuning.config import RunConfig
+from moduletune.app.form import Form, FormError, checked, form_tasks, parse_seeds
+from moduletune.app.model_info import model_info
+from moduletune.app.plan import final_run_count, plan, search_configs, shape, to_configs
+from moduletune.app.public import public_limits
+from moduletune.tuning.config import RunConfig
 
 PAPER_FAMILIES = ("query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm")
 PRESET_LIMIT = 5000  # the paper-study preset, after its confirmation
@@ -83,7 +83,7 @@ def paper_study_message(form: Form, registry=None) -> tuple[str, int]:
     controls = " + random controls" if form.random_control else ""
     rate = measured_throughput(registry, info.name)
     if rate:
-        from app.labels import humanize_seconds
+        from moduletune.app.labels import humanize_seconds
 
         eta = (f"About **{humanize_seconds(estimated_seconds(configs, rate))}** of training on one worker "
                f"(this lab's median {rate:.0f} examples/s on {info.name}).")

@@ -1,11 +1,11 @@
 """What Submit would queue, shown before anything is queued: the run count and each run's parameter counts."""
 from __future__ import annotations
 
-from app.form import Form, form_families, resolve_lr, sci
-from app.model_info import counts, model_info
-from app.plan import FORM_LIMIT, layer_wise, plan, sweep_shape, to_configs
-from tuning import modules
-from tuning.config import default_lr
+from moduletune.app.form import Form, form_families, resolve_lr, sci
+from moduletune.app.model_info import counts, model_info
+from moduletune.app.plan import FORM_LIMIT, layer_wise, plan, sweep_shape, to_configs
+from moduletune.tuning import modules
+from moduletune.tuning.config import default_lr
 
 def preview(form: Form) -> dict:
     """What Submit would queue, before anything is queued: run count and per-run parameter counts.
@@ -16,7 +16,7 @@ def preview(form: Form) -> dict:
         planned = plan(form)
         to_configs(form, planned[:1])  # settings errors show in the preview too
     except Exception as err:  # a refusal beside its field; anything else in one line without internals
-        from app.errors import is_refusal, visitor_message
+        from moduletune.app.errors import is_refusal, visitor_message
 
         return {"error": visitor_message(err, "preview this selection"),
                 "field": getattr(err, "field", "settings") if is_refusal(err) else "settings", "runs": 0, "rows": []}
@@ -40,7 +40,7 @@ def preview(form: Form) -> dict:
 
 def run_lr_text(form: Form, module_set) -> str:
     """The lr a planned run trains at: the typed one, its family's default, or the grid a search tries."""
-    from tuning.config import lr_grid
+    from moduletune.tuning.config import lr_grid
 
     if form.lr_search:
         grid = lr_grid(module_set)

@@ -31,7 +31,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-from tuning.config import DEFAULT_MODEL
+from moduletune.tuning.config import DEFAULT_MODEL
 
 ENV_PREFIX = "MODULETUNE_PUBLIC"
 TRUE = ("1", "true", "yes", "on")
@@ -193,7 +193,7 @@ def _scrub(text: str, record: dict) -> str:
     """An error message without the worker's host:pid and without paths under the server's folders."""
     import re
 
-    from tuning.settings import home
+    from moduletune.tuning.settings import home
 
     if record.get("worker"):
         text = text.replace(str(record["worker"]), "a worker")
@@ -222,7 +222,7 @@ def set_public(limits: "PublicLimits | None", registry=None) -> None:
         _PUBLIC = None
         return
     if registry is None:
-        from tasks.registry import Registry
+        from moduletune.tasks.registry import Registry
 
         registry = Registry()
     _PUBLIC = PublicMode(limits, registry)
@@ -238,7 +238,7 @@ def guard_model(name) -> None:
     limits = public_limits()
     if limits is None:
         return
-    from app.form import FormError
+    from moduletune.app.form import FormError
 
     try:
         check_model(limits, name)

@@ -1,6 +1,6 @@
 """`moduletune serve`: the Gradio app, with an embedded worker as a child process by default.
 
-The worker is `python -m app.cli worker --workers 1` in its own process group: the UI never trains
+The worker is `python -m moduletune.app.cli worker --workers 1` in its own process group: the UI never trains
 in its own process, a worker crash never takes the UI down (it is restarted, and the Runs tab shows
 its status), and when the server stops the worker gets SIGTERM — its run stops at the next step,
 checkpoints and goes back on the queue — and is waited for. On Linux the worker also gets SIGTERM
@@ -58,7 +58,7 @@ class EmbeddedWorker:
         self._watcher: threading.Thread | None = None
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "app.cli", "worker", *self.args]
+        return [sys.executable, "-m", "moduletune.app.cli", "worker", *self.args]
 
     def start(self) -> "EmbeddedWorker":
         """Start the worker and a watcher thread that restarts it when it dies."""
@@ -171,7 +171,7 @@ def launch_kwargs(host: str, port: int, share: bool, public: bool = False) -> di
 
     In public mode an unexpected error reaches a visitor as Gradio's bare "Error", never its text (which can
     quote SQL or paths); the handlers themselves turn every refusal into a one-line message (app.errors)."""
-    from app.ui import CSS, theme
+    from moduletune.app.ui import CSS, theme
 
     return dict(server_name=host, server_port=int(port), share=share, theme=theme(), css=CSS,
                 ssr_mode=False, show_error=not public, footer_links=["api"], quiet=False, run_history=False,
@@ -193,7 +193,7 @@ def check_port(host: str, port: int) -> None:
 
 def _warm_up() -> None:
     """Load the default model's config and count its parameters once, so the first page shows its preview fast."""
-    from app import experiment
+    from moduletune.app import experiment
 
     try:
         experiment.preview(experiment.Form())
@@ -207,9 +207,9 @@ def serve(host: str = "127.0.0.1", port: int = 7860, worker: bool = True, share:
 
     public=PublicLimits(...) serves the public demo (app.public). With block=False returns
     (blocks, embedded_worker) with the server running in the background."""
-    from app import visitors
-    from app.ui import build_app
-    from tasks.registry import Registry
+    from moduletune.app import visitors
+    from moduletune.app.ui import build_app
+    from moduletune.tasks.registry import Registry
 
     registry = registry or Registry()
     registry.count()  # fail fast, naming the URL, if the registry is unreachable; creates the schema

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app import charts, pooling
-from app.labels import short_name, task_sort_key
+from moduletune.app import charts, pooling
+from moduletune.app.labels import short_name, task_sort_key
 
 PAPER = ('Akbar-Tajari, Rajaee & Pilehvar, "An Empirical Study on the Transferability of Transformer Modules in '
          'Parameter-Efficient Fine-Tuning" (EMNLP 2022, arXiv 2302.00378)')
@@ -143,7 +143,7 @@ def family_mean_abs(magnitudes, family: str, layers: str = "all") -> float:
     if m.empty:
         return math.nan
     if family != "embeddings" and str(layers) != "all":
-        from tuning.modules import parse_layers
+        from moduletune.tuning.modules import parse_layers
 
         try:
             keep = parse_layers(layers, int(pd.to_numeric(_weights(magnitudes)["layer"]).max()) + 1)
@@ -434,7 +434,7 @@ def write_report(report: Report, fmt: str, path) -> Path:
 
 def model_magnitudes(name: str) -> pd.DataFrame:
     """A model's magnitude rows (the Weights tab's, computed once per model and shared with it)."""
-    from app.views import magnitudes
+    from moduletune.app.views import magnitudes
 
     return magnitudes(name).copy()
 
@@ -442,7 +442,7 @@ def model_magnitudes(name: str) -> pd.DataFrame:
 def report_from_registry(registry, tasks=None, model: str | None = None, layers: str | None = None) -> Report:
     """The study of every finished run in a registry (optionally some tasks or one model), with the magnitudes
     of each model the runs used; a model that cannot be loaded leaves its correlation out and says why."""
-    from tuning.models import ModelError
+    from moduletune.tuning.models import ModelError
 
     runs = registry.runs_frame()
     d = pooling.finished_runs(_of_tasks(runs, tasks), None, model)

@@ -8,8 +8,8 @@ the limits shown on the page, cancel/retry on a visitor's own runs, no submitter
 """
 from dataclasses import dataclass
 
-from app import visitors
-from app.form import FORM_FIELDS, FORM_PARAMS  # noqa: F401  (the form's values by name)
+from moduletune.app import visitors
+from moduletune.app.form import FORM_FIELDS, FORM_PARAMS  # noqa: F401  (the form's values by name)
 
 TITLE = "moduletune"
 HEADER = """# moduletune
@@ -70,11 +70,11 @@ def build_app(registry=None, worker_status=None, public=None):
     Public mode is process-wide (app.experiment's gate enforces it): building an app sets it on or off."""
     import gradio as gr
 
-    from app import api
-    from app import experiment as ex
-    from app.tabs import compare, experiment, playground, runs, study, weights
-    from tasks.registry import Registry
-    from tuning.config import DEFAULT_MODEL
+    from moduletune.app import api
+    from moduletune.app import experiment as ex
+    from moduletune.app.tabs import compare, experiment, playground, runs, study, weights
+    from moduletune.tasks.registry import Registry
+    from moduletune.tuning.config import DEFAULT_MODEL
 
     registry = registry or Registry()
     ex.set_public(public, registry)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from app import charts
+from moduletune.app import charts
 
 ALL = "all"
 STATUS_CHOICES = [ALL, "queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
@@ -69,13 +69,13 @@ def runs_records(registry, status=ALL, task=ALL, limit: int | None = None, viewe
 
 def run_record(registry, run_id, viewer: str | None = None) -> dict:
     """Everything about one run (the `run` API endpoint); with a viewer, without its submitter, paths or worker."""
-    from app.form import run_id_of
+    from moduletune.app.form import run_id_of
 
     return _json_safe(_for_viewer(registry.get(run_id_of(run_id)), viewer))
 
 
 def _for_viewer(record: dict, viewer: str | None) -> dict:
-    from app.public import redact
+    from moduletune.app.public import redact
 
     return record if viewer is None else redact(record, viewer)
 
@@ -115,7 +115,7 @@ def detail_key(registry, run_id) -> tuple:
     """What changes while a run trains (status, step, events written): cheap, for the live timer."""
     if run_id in (None, ""):
         return ()
-    from tasks.registry import RegistryError
+    from moduletune.tasks.registry import RegistryError
 
     try:
         run = registry.get(int(run_id))
@@ -128,7 +128,7 @@ def run_detail(registry, run_id, viewer: str | None = None) -> RunDetail:
     """A run's summary line, config, result and live curves (training loss and eval metric).
 
     With a viewer (a public-mode visitor) Cancel and Retry are offered on the viewer's own runs only."""
-    from tasks.registry import RETRYABLE, RegistryError
+    from moduletune.tasks.registry import RETRYABLE, RegistryError
 
     if run_id in (None, ""):
         return RunDetail(None, NO_RUN, curves=charts.training_curves(None))
@@ -269,7 +269,7 @@ COMPARE_COLUMNS = ["id", "task", "model", "modules", "family", "layers", "seed",
 
 def compare_records(registry, task: str | None = None) -> list[dict]:
     """The succeeded runs (of a task) the Compare charts plot: one JSON-ready dict per point."""
-    from tuning.glue import get_task
+    from moduletune.tuning.glue import get_task
 
     task = _filter(task)
     task = get_task(task).name if task else None  # an unknown name is refused with the allowed ones
@@ -303,7 +303,7 @@ def study(registry, tasks=None):
     """The Study tab's report (app.study) and its four exports, written under names no other request shares."""
     import uuid
 
-    from app import study as st
+    from moduletune.app import study as st
 
     report = st.report_from_registry(registry, tasks=tasks)
     folder = downloads_dir() / f"study-{uuid.uuid4().hex[:8]}"
@@ -323,7 +323,7 @@ def study_figures(report, task: str) -> dict:
 
 def study_summary(report) -> str:
     """What the report rests on and what it finds, as Markdown."""
-    from app import study as st
+    from moduletune.app import study as st
 
     if not report.n_runs:
         return charts.NO_RUNS + "."
@@ -346,10 +346,10 @@ NO_DELTAS = "Pick succeeded runs above and press Show deltas"
 
 def magnitudes(model: str | None = None) -> pd.DataFrame:
     """Weight-magnitude statistics of a pre-trained model per (family, layer, kind); computed once per model."""
-    from tuning.config import DEFAULT_MODEL
+    from moduletune.tuning.config import DEFAULT_MODEL
 
     name = (model or "").strip() or DEFAULT_MODEL
-    from app.public import guard_model
+    from moduletune.app.public import guard_model
 
     guard_model(name)  # public mode: only allow-listed models, never a typed path
     with _LOCK:
@@ -360,8 +360,8 @@ def magnitudes(model: str | None = None) -> pd.DataFrame:
         with _LOCK:
             if name in _MAGNITUDES:
                 return _MAGNITUDES[name]
-        from tuning import magnitudes as mags
-        from tuning.models import load_classifier
+        from moduletune.tuning import magnitudes as mags
+        from moduletune.tuning.models import load_classifier
 
         rows = mags.magnitude_stats(load_classifier(name, 2))
         frame = pd.DataFrame([{k: v for k, v in r.items() if k != "hist"} for r in rows])
@@ -379,10 +379,10 @@ def run_deltas(registry, run_ids) -> pd.DataFrame:
         if cached is None:
             run = registry.get(rid)
             if run["status"] != "succeeded" or not run["artifact_dir"]:
-                from app.form import FormError
+                from moduletune.app.form import FormError
 
                 raise FormError("run", f"run {rid} is {run['status']}; deltas need a succeeded run with an artifact")
-            from tuning.magnitudes import run_deltas as compute
+            from moduletune.tuning.magnitudes import run_deltas as compute
 
             cached = pd.DataFrame(compute(run["artifact_dir"])).assign(run_id=rid)
             with _LOCK:
@@ -410,10 +410,10 @@ def tuned_model(registry, run_id: int):
     """(model, tokenizer, RunConfig) of a succeeded run, loaded once (a small LRU cache)."""
     run = registry.get(int(run_id))
     if run["status"] != "succeeded" or not run["artifact_dir"]:
-        from app.form import FormError
+        from moduletune.app.form import FormError
 
         raise FormError("run", f"run {run_id} is {run['status']}; pick a succeeded run")
-    from tuning.artifacts import load_tuned
+    from moduletune.tuning.artifacts import load_tuned
 
     return _cached_model(("tuned", int(run_id)), lambda: load_tuned(run["artifact_dir"]))
 
@@ -422,8 +422,8 @@ def base_model(model: str, task: str, seed: int = 0):
     """The untuned model: the pre-trained encoder with a freshly initialised (seeded) task head."""
     import torch
 
-    from tuning import glue
-    from tuning.models import load_classifier, load_tokenizer
+    from moduletune.tuning import glue
+    from moduletune.tuning.models import load_classifier, load_tokenizer
 
     def load():
         torch.manual_seed(seed)
@@ -434,7 +434,7 @@ def base_model(model: str, task: str, seed: int = 0):
 
 def task_inputs(registry, run_id) -> dict:
     """The text boxes a run's task needs: {'task', 'columns', 'pair'}."""
-    from tuning import glue
+    from moduletune.tuning import glue
 
     if run_id in (None, ""):
         return {"task": None, "columns": ("sentence",), "pair": False}
@@ -449,10 +449,10 @@ def predict(registry, run_id, text_a: str, text_b: str | None = None) -> dict:
     """The tuned run's prediction and the untuned base model's, for one text (or pair).
 
     {'task', 'tuned': {label: prob} or {'score': x}, 'base': ..., 'label', 'base_label'}"""
-    from tuning import glue
-    from tuning.artifacts import predict as run_predict
+    from moduletune.tuning import glue
+    from moduletune.tuning.artifacts import predict as run_predict
 
-    from app.form import FormError, run_id_of
+    from moduletune.app.form import FormError, run_id_of
 
     if run_id in (None, ""):
         raise FormError("run", "pick a finished run first")

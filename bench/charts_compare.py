@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from app import charts
+from moduletune.app import charts
 
 FAMILIES = ("query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm",
             "bias", "embeddings", "classifier", "full", "random:layernorm", "query+value")

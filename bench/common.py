@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tuning import modules
+from moduletune.tuning import modules
 
 CONFIG_PREFIX = "config:"
 # transformers' BertConfig() defaults are bert-base-uncased; larger shapes are spelled out here.
@@ -71,7 +71,7 @@ def materialize_model(name: str, num_labels: int, workdir: Path, seed: int = 0,
         return name, True
     from transformers import BertConfig
 
-    from tuning.models import build_from_config
+    from moduletune.tuning.models import build_from_config
 
     base = name[len(CONFIG_PREFIX):].strip()
     if base not in CONFIG_SHAPES:
@@ -92,7 +92,7 @@ def _load_tokenizer(name: str):
     """The embedded MiniLM's tokenizer by name, or any tokenizer folder / Hub id."""
     from transformers import AutoTokenizer
 
-    from tuning.models import EMBEDDED_NAMES, load_tokenizer
+    from moduletune.tuning.models import EMBEDDED_NAMES, load_tokenizer
 
     if name.lower() in EMBEDDED_NAMES:
         try:
@@ -109,7 +109,7 @@ def _load_tokenizer(name: str):
 def clear_prefix_cache() -> None:
     """Empty fine_tune's in-process prefix cache, so a run starts as in a fresh worker process."""
     try:
-        from tuning import prefix
+        from moduletune.tuning import prefix
     except ImportError:  # a tuning without a prefix cache
         return
     cache = prefix.shared_cache()
@@ -120,7 +120,7 @@ def clear_prefix_cache() -> None:
 def prefix_cache_stats() -> dict | None:
     """Hits and misses of fine_tune's in-process prefix cache so far (None without one)."""
     try:
-        from tuning import prefix
+        from moduletune.tuning import prefix
     except ImportError:
         return None
     cache = prefix.shared_cache()
@@ -197,7 +197,7 @@ def _psutil():
 
 
 def resolve_device(name: str) -> torch.device:
-    from tuning.train import resolve_device as resolve
+    from moduletune.tuning.train import resolve_device as resolve
 
     return resolve(name)
 

@@ -18,8 +18,8 @@ import time
 def _worker(device: str, threads: int, jobs, results) -> None:
     import torch
 
-    from tuning.config import RunConfig
-    from tuning.train import fine_tune
+    from moduletune.tuning.config import RunConfig
+    from moduletune.tuning.train import fine_tune
 
     torch.set_num_threads(threads)
     while True:

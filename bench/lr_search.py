@@ -14,9 +14,9 @@ import os
 import tempfile
 import time
 
-from tuning.config import RunConfig
-from tuning.search import candidate_config, lr_search, rank
-from tuning.train import fine_tune
+from moduletune.tuning.config import RunConfig
+from moduletune.tuning.search import candidate_config, lr_search, rank
+from moduletune.tuning.train import fine_tune
 
 
 def plain_grid(config: RunConfig) -> dict:

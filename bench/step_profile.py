@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from bench.common import environment, json_line, materialize_model, parse_variants, resolve_device, table
-from tuning import glue
+from moduletune.tuning import glue
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -107,8 +107,8 @@ def summarize(window: StepWindow, top: int) -> dict:
 def main(argv=None) -> int:
     from transformers.utils import logging as hf_logging
 
-    from tuning.config import RunConfig
-    from tuning.train import fine_tune
+    from moduletune.tuning.config import RunConfig
+    from moduletune.tuning.train import fine_tune
 
     args = parse_args(argv)
     hf_logging.set_verbosity_error()

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from bench.common import (Stopwatch, clear_prefix_cache, environment, fresh_home, json_line, prefix_cache_stats,
                           release_memory, resolve_device, table)
-from tuning import glue, modules
-from tuning.config import RunConfig
+from moduletune.tuning import glue, modules
+from moduletune.tuning.config import RunConfig
 
 PAPER_FAMILIES = "LN,Q,K,V,AO,FI,FO"
 MODES = ("off", "on")
@@ -46,7 +46,7 @@ def grid(families: str, layers: str, num_layers: int, order: str) -> list[tuple[
 
 
 def run_one(args, families, spec: str, mode: str, home: Path, device) -> dict:
-    from tuning.train import fine_tune
+    from moduletune.tuning.train import fine_tune
 
     config = RunConfig(task=args.task, modules=families, layers=spec, model=args.model, epochs=args.epochs,
                        batch_size=args.batch_size, max_seq_len=args.max_seq_len, max_train=args.max_train,
@@ -162,9 +162,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     from transformers.utils import logging as hf_logging
 
-    from tuning.models import load_config
+    from moduletune.tuning.models import load_config
 
-    import tuning.train  # noqa: F401  (import cost outside the first run's wall time)
+    import moduletune.tuning.train  # noqa: F401  (import cost outside the first run's wall time)
 
     args = parse_args(argv)
     hf_logging.set_verbosity_error()

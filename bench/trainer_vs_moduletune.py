@@ -23,8 +23,8 @@ import numpy as np
 
 from bench.common import (PeakMemory, Stopwatch, Variant, clear_prefix_cache, environment, fresh_home, json_line,
                           materialize_model, parse_variants, release_memory, resolve_device, table)
-from tuning import glue, modules
-from tuning.config import RunConfig, default_lr
+from moduletune.tuning import glue, modules
+from moduletune.tuning.config import RunConfig, default_lr
 
 TRAINER_FULL_LR = 2e-5  # run_glue's README recipe for full fine-tuning
 # The issue's targets: ratios of examples/s to the fp32 Trainer, metric gap, memory vs full.
@@ -58,7 +58,7 @@ def run_trainer(args, task, model_name: str, variant: Variant, bf16: bool, devic
     from transformers import (AutoModelForSequenceClassification, Trainer, TrainingArguments,
                               default_data_collator, set_seed)
 
-    from tuning.models import load_tokenizer, resolve_model
+    from moduletune.tuning.models import load_tokenizer, resolve_model
 
     max_train = args.max_train if max_train is None else max_train
     max_eval = args.max_eval if max_eval is None else max_eval
@@ -113,7 +113,7 @@ def run_trainer(args, task, model_name: str, variant: Variant, bf16: bool, devic
 def run_moduletune(args, task, model_name: str, variant: Variant, device, cache: str = "auto",
                    max_train=None, max_eval=None, graphs: bool = True) -> dict:
     """One fine_tune row with the bench's settings (batch 32, max length 128, precision auto)."""
-    from tuning.train import fine_tune
+    from moduletune.tuning.train import fine_tune
 
     config = RunConfig(task=task.name, modules=variant.families, layers=variant.layers, model=model_name,
                        epochs=args.epochs, batch_size=args.batch_size, max_seq_len=args.max_seq_len,
@@ -287,7 +287,7 @@ def main(argv=None) -> int:
 
     import transformers.trainer  # noqa: F401  (imports outside the rows' wall time and memory)
 
-    import tuning.train  # noqa: F401
+    import moduletune.tuning.train  # noqa: F401
 
     args = parse_args(argv)
     hf_logging.set_verbosity_error()

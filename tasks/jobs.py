@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.registry import QUEUED, Registry, RunNotFound
-from tuning.settings import home
+from moduletune.tasks.registry import QUEUED, Registry, RunNotFound
+from moduletune.tuning.settings import home
 
 HEARTBEAT_TIMEOUT_ENV = "MODULETUNE_HEARTBEAT_TIMEOUT"
 MAX_RESUMES_ENV = "MODULETUNE_MAX_RESUMES"
@@ -69,7 +69,7 @@ def own_run_dir(run_id: int, owner: dict, config) -> Path:
     same fingerprint (tuning.checkpoints), so a copied or stray checkpoint is refused too."""
     import json
 
-    from tuning.checkpoints import fingerprint, move_aside
+    from moduletune.tuning.checkpoints import fingerprint, move_aside
 
     folder = run_dir(run_id)
     mine = {**owner, "fingerprint": fingerprint(config.to_dict(), owner)}
@@ -124,7 +124,7 @@ def run_job(run_id: int, registry: Registry | None = None) -> str:
         return f"skipped ({row['status']})"
     if shutdown_requested():
         # This worker is stopping: hand the message back instead of starting the run.
-        from tasks.queue import enqueue_run
+        from moduletune.tasks.queue import enqueue_run
 
         enqueue_run(run_id)
         return "handed back"
@@ -145,9 +145,9 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
     recorder = _Recorder(registry, run_id, token)
     beat.start()
     try:
-        from tuning.config import RunConfig
-        from tuning.search import lr_search
-        from tuning.train import fine_tune
+        from moduletune.tuning.config import RunConfig
+        from moduletune.tuning.search import lr_search
+        from moduletune.tuning.train import fine_tune
 
         config = RunConfig.from_dict(config_dict)
         _share_threads()
@@ -202,7 +202,7 @@ def _record_run(registry: Registry, run_id: int, token: int, config, result, bea
 def _record_search(registry: Registry, run_id: int, token: int, config, result, beat) -> str:
     """An lr search's outcome: each rung's held-out scores are already its events (split "search", name = the
     lr); a finished search records its candidates and queues one final run per seed at the chosen lr."""
-    from tuning.search import candidate_config, final_config
+    from moduletune.tuning.search import candidate_config, final_config
 
     outcome = {**result.to_dict(), "primary_metric_name": result.metric}
     if result.stopped or result.chosen_lr is None:
@@ -233,7 +233,7 @@ def spoils_process(err: BaseException) -> bool:
     """
     import torch
 
-    from tuning.graphs import GraphCaptureError
+    from moduletune.tuning.graphs import GraphCaptureError
 
     accelerator_error = getattr(torch, "AcceleratorError", None)  # torch >= 2.8
     return isinstance(err, GraphCaptureError) or (accelerator_error is not None and isinstance(err, accelerator_error))
@@ -278,7 +278,7 @@ def _event_handler(registry, run_id, config, recorder, beat):
 
 
 def _requeue(registry: Registry, run_id: int, token: int, reason: str) -> str:
-    from tasks.queue import enqueue_run
+    from moduletune.tasks.queue import enqueue_run
 
     if not registry.mark_requeued(run_id, token, reason):
         return "lost"

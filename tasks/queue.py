@@ -11,7 +11,7 @@ import os
 import threading
 from pathlib import Path
 
-from tuning.settings import home
+from moduletune.tuning.settings import home
 
 QUEUE_URL_ENV = "MODULETUNE_QUEUE_URL"
 QUEUE_NAME_ENV = "MODULETUNE_QUEUE_NAME"
@@ -112,7 +112,7 @@ def reopen_if_replaced(huey) -> bool:
 
 def _run_registry_job(run_id: int) -> str:
     """The Huey task: run one registry run by id (the body lives in tasks.jobs)."""
-    from tasks import jobs
+    from moduletune.tasks import jobs
 
     return jobs.run_job(run_id)
 

@@ -25,7 +25,7 @@ from sqlalchemy import (BigInteger, Boolean, Column, Float, Index, Integer, Meta
                         and_, delete, event, func, insert, or_, select, update)
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
-from tuning.settings import home
+from moduletune.tuning.settings import home
 
 DB_URL_ENV = "MODULETUNE_DB_URL"
 SCHEMA_VERSION = 2  # 2: kind, parent_id, chance_metric, learned (added in place to a version-1 registry)
@@ -270,8 +270,8 @@ def dispose_engines() -> None:
 
 def check_submission(config) -> "RunConfig":
     """A fully validated RunConfig, or the engine's ValueError: settings, model, architecture, layer range."""
-    from tuning.config import RunConfig
-    from tuning.models import check_against_model, load_config
+    from moduletune.tuning.config import RunConfig
+    from moduletune.tuning.models import check_against_model, load_config
 
     config = RunConfig.from_dict(config if isinstance(config, dict) else config.to_dict())
     check_against_model(config, _model_config(config.model, load_config))
@@ -289,7 +289,7 @@ def _model_config(name: str, load_config):
 
 def family_label(families) -> str:
     """The paper's short names joined by '+': ('layernorm',) -> 'LN', ('random:query',) -> 'random:Q'."""
-    from tuning.modules import short_label
+    from moduletune.tuning.modules import short_label
 
     return short_label(families)
 
@@ -332,12 +332,12 @@ class Registry:
         return get_engine(self.url)
 
     def _huey(self):
-        from tasks.queue import get_huey
+        from moduletune.tasks.queue import get_huey
 
         return get_huey(self.queue_url)
 
     def _enqueue(self, run_id: int) -> None:
-        from tasks.queue import enqueue_run
+        from moduletune.tasks.queue import enqueue_run
 
         enqueue_run(run_id, self._huey())
 
@@ -459,7 +459,7 @@ class Registry:
         """A pandas DataFrame with one row per run and the RUN_COLUMNS columns; times as UTC datetimes."""
         import pandas as pd
 
-        from tuning.replicates import comparison_key, replicate_key, replicate_settings
+        from moduletune.tuning.replicates import comparison_key, replicate_key, replicate_settings
 
         found = self._rows(status, task, sweep_id, limit, with_config=True)
         rows = [_flat(r, iso=False) for r in found]
@@ -492,7 +492,7 @@ class Registry:
         if status:
             query = query.where(runs.c.status == status)
         if task:
-            from tuning.glue import get_task
+            from moduletune.tuning.glue import get_task
 
             query = query.where(runs.c.task == get_task(task).name)
         if sweep_id:

@@ -23,7 +23,7 @@ import time
 
 from huey.consumer import Consumer, ProcessEnvironment, Scheduler, Worker, WorkerRecycle
 
-from tasks import jobs
+from moduletune.tasks import jobs
 
 log = logging.getLogger("moduletune.worker")
 WORKER_TYPES = ("process", "thread")
@@ -31,7 +31,7 @@ WORKER_TYPES = ("process", "thread")
 
 def sweep_once(timeout: float | None = None, max_resumes: int | None = None) -> dict:
     """One dead-worker sweep of the registry (what a starting worker and its scheduler do)."""
-    from tasks.registry import Registry
+    from moduletune.tasks.registry import Registry
 
     return Registry().sweep_stale(timeout if timeout is not None else jobs.heartbeat_timeout(),
                                   max_resumes if max_resumes is not None else jobs.max_resumes())
@@ -66,8 +66,8 @@ class SweepingScheduler(Scheduler):
         if time.monotonic() >= self._next_lost_check:
             self._next_lost_check = time.monotonic() + lost_check_every(self.sweep_every)
             try:
-                from tasks.queue import requeue_lost
-                from tasks.registry import Registry
+                from moduletune.tasks.queue import requeue_lost
+                from moduletune.tasks.registry import Registry
 
                 self._missing, _lost = requeue_lost(Registry(), self.huey, self._missing)
             except Exception:
@@ -102,7 +102,7 @@ class ReplaceableWorker(Worker):
     consumer starts a fresh one)."""
 
     def loop(self, now=None):
-        from tasks.queue import reopen_if_replaced
+        from moduletune.tasks.queue import reopen_if_replaced
 
         reopen_if_replaced(self.huey)  # a deleted or replaced queue file: read the one now at the path
         super().loop(now)
@@ -135,8 +135,8 @@ class WorkerConsumer(Consumer):
 def run_worker(device: str | None = None, workers: int = 1, worker_type: str = "process",
                heartbeat_timeout: float | None = None) -> int:
     """Start a consumer on the configured queue and registry; returns when it has stopped (0)."""
-    from tasks.queue import close_all, describe, get_huey, pending_count, queue_url
-    from tasks.registry import Registry, describe as describe_db, dispose_engines
+    from moduletune.tasks.queue import close_all, describe, get_huey, pending_count, queue_url
+    from moduletune.tasks.registry import Registry, describe as describe_db, dispose_engines
 
     if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")

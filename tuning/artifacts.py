@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from tuning import glue
-from tuning.config import RunConfig
+from moduletune.tuning import glue
+from moduletune.tuning.config import RunConfig
 
 TENSORS_FILE = "trained.safetensors"
 CONFIG_FILE = "run_config.json"
@@ -33,7 +33,7 @@ def load_tuned(artifact_dir, device: str = "cpu"):
     """The base model with the artifact's tensors put back: (model, tokenizer, config)."""
     from safetensors.torch import load_file
 
-    from tuning.models import load_classifier, load_tokenizer
+    from moduletune.tuning.models import load_classifier, load_tokenizer
 
     path = Path(artifact_dir)
     if not (path / TENSORS_FILE).is_file():

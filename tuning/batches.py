@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tuning.settings import home
+from moduletune.tuning.settings import home
 
 
 @dataclass

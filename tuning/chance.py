@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tuning import glue
+from moduletune.tuning import glue
 
 # Correlation-type metrics score 0 for any prediction unrelated to the labels.
 ZERO_AT_CHANCE = ("matthews_correlation", "pearson", "spearman")

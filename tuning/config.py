@@ -7,8 +7,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from tuning import glue, modules
-from tuning.modules import MAX_LAYER_SPEC_CHARS
+from moduletune.tuning import glue, modules
+from moduletune.tuning.modules import MAX_LAYER_SPEC_CHARS
 
 
 class ConfigError(ValueError):

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import torch
 
-from tuning import modules
+from moduletune.tuning import modules
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 # Fixed log-spaced bins of |w| so histograms of any two models or modules line up.
@@ -105,8 +105,8 @@ def run_deltas(artifact_dir) -> list[dict]:
     """How far a finished run moved each trained module, from its artifact and the base model."""
     from safetensors.torch import load_file
 
-    from tuning import artifacts, glue
-    from tuning.models import load_classifier
+    from moduletune.tuning import artifacts, glue
+    from moduletune.tuning.models import load_classifier
 
     model, _, config = artifacts.load_tuned(artifact_dir)
     base = load_classifier(config.model, glue.get_task(config.task).num_labels)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tuning.config import DEFAULT_MODEL
+from moduletune.tuning.config import DEFAULT_MODEL
 
 
 class ModelError(ValueError):
@@ -61,7 +61,7 @@ def load_config(name: str, **kwargs):
 
 def check_against_model(config, model_config=None) -> None:
     """Refuse an unsupported architecture or an out-of-range layer spec from the model's config alone."""
-    from tuning import modules
+    from moduletune.tuning import modules
 
     model_config = model_config if model_config is not None else load_config(config.model)
     modules.architecture_for(model_config.model_type)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tuning import batches, modules
+from moduletune.tuning import batches, modules
 
 
 class _PrefixOutput(nn.Module):

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuning.chance import noise_band
-from tuning.config import RunConfig
-from tuning.glue import rank_value
+from moduletune.tuning.chance import noise_band
+from moduletune.tuning.config import RunConfig
+from moduletune.tuning.glue import rank_value
 
 STATE_FILE = "search.json"
 
@@ -126,7 +126,7 @@ def lr_search(config: RunConfig, on_event=None, workdir: str | Path | None = Non
     stops at the end of that step, leaving checkpoints and workdir/search.json to resume from (without a
     workdir, a temporary folder is used, kept only when stopped: result.workdir names it).
     """
-    from tuning.train import fine_tune, planned_steps
+    from moduletune.tuning.train import fine_tune, planned_steps
 
     config.validate()
     emit = on_event or (lambda event: None)

@@ -13,10 +13,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tuning import batches, chance, checkpoints, glue, graphs, modules, precision, prefix
-from tuning.checkpoints import CHECKPOINT_FILE
-from tuning.config import RunConfig
-from tuning.models import load_classifier, load_tokenizer, resolve_model
+from moduletune.tuning import batches, chance, checkpoints, glue, graphs, modules, precision, prefix
+from moduletune.tuning.checkpoints import CHECKPOINT_FILE
+from moduletune.tuning.config import RunConfig
+from moduletune.tuning.models import load_classifier, load_tokenizer, resolve_model
 
 # on_event gets dicts: {"kind": "step", ...} every step, {"kind": "eval", ...} after each evaluation.
 # Returning True asks the loop to stop at the end of that step (cooperative cancel).
@@ -383,7 +383,7 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
             "learned_note": verdict.learned_note} if verdict else {"learned_note": "not evaluated yet"}),
     )
     if output_dir is not None and not stopped:
-        from tuning.artifacts import save_artifact
+        from moduletune.tuning.artifacts import save_artifact
 
         result.artifact_dir = str(save_artifact(output_dir, model, selection, config, result))
     return result

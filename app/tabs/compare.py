@@ -2,8 +2,8 @@
 the selected runs' curves and config diff, and the paper-style results table."""
 import gradio as gr
 
-from app import experiment as ex
-from app import views
+from moduletune.app import experiment as ex
+from moduletune.app import views
 
 
 def build(ctx):

@@ -2,9 +2,9 @@
 from the RunConfig's Knobs), its live preview, Submit, and the paper-study preset with its confirmation."""
 import gradio as gr
 
-from app import experiment as ex
-from app import visitors
-from app.form import FORM_PARAMS, form_of
+from moduletune.app import experiment as ex
+from moduletune.app import visitors
+from moduletune.app.form import FORM_PARAMS, form_of
 
 
 def form_handler(body, before: tuple[str, ...] = (), identity: bool = False):
@@ -39,7 +39,7 @@ def knob_input(name: str):
     """The form input for one Advanced setting, made from its Knob: label, help, bounds, choices, default."""
     import gradio as gr
 
-    from tuning.config import KNOBS, RunConfig
+    from moduletune.tuning.config import KNOBS, RunConfig
 
     k = KNOBS[name]
     default = RunConfig.__dataclass_fields__[name].default

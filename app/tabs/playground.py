@@ -1,7 +1,7 @@
 """The Playground tab: a finished run's prediction for a typed sentence (or pair) beside the base model's."""
 import gradio as gr
 
-from app import views
+from moduletune.app import views
 
 
 def build(ctx):

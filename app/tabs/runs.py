@@ -2,9 +2,9 @@
 config and result, Cancel, Retry and the artifact download."""
 import gradio as gr
 
-from app import charts, views
-from app import experiment as ex
-from app.errors import visitor_message
+from moduletune.app import charts, views
+from moduletune.app import experiment as ex
+from moduletune.app.errors import visitor_message
 
 TIMER_SECONDS = 2.0  # the live table's refresh while the tab is open
 

@@ -1,8 +1,8 @@
 """The Study tab: the paper's findings from every finished run (app.study), with its four downloads."""
 import gradio as gr
 
-from app import charts, views
-from app import experiment as ex
+from moduletune.app import charts, views
+from moduletune.app import experiment as ex
 
 
 def build(ctx):

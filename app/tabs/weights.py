@@ -1,7 +1,7 @@
 """The Weights tab: pre-trained weight magnitudes per module, and how far tuning moved each module."""
 import gradio as gr
 
-from app import charts, views
+from moduletune.app import charts, views
 
 
 def build(ctx):

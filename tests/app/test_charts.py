@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import charts
+from moduletune.app import charts
 from bench.charts_compare import synthetic_events, synthetic_runs
 
 NOW = pd.Timestamp("2026-01-01 12:00:00")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from app import actions
-from app import experiment as ex
+from moduletune.app import actions
+from moduletune.app import experiment as ex
 
 
 QUICK = dict(tasks=["rte"], layers=["5"], max_train=256, max_eval=512)  # small runs these tests reason about
@@ -244,7 +244,7 @@ def test_preset_submission_is_one_sweep(registry):
 
 def test_cli_sweep_expands_like_the_form():
     """`moduletune sweep` and the Experiment tab share one expansion: same runs for the same choice."""
-    from app.cli import build_parser, sweep_configs
+    from moduletune.app.cli import build_parser, sweep_configs
 
     args = build_parser().parse_args(["sweep", "--tasks", "rte,mrpc", "--modules", "LN,Q,full", "--layers", "each",
                                       "--seeds", "0,1"])

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from app import cli, ui
-from app import experiment as ex
-from tuning.config import KNOBS, RunConfig
+from moduletune.app import cli, ui
+from moduletune.app import experiment as ex
+from moduletune.tuning.config import KNOBS, RunConfig
 
 
 def test_every_setting_has_a_cli_flag_and_a_form_entry_unless_it_is_internal():

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from app import charts, pooling, views
+from moduletune.app import charts, pooling, views
 from tests.app.test_views import record
-from tuning.config import RunConfig
+from moduletune.tuning.config import RunConfig
 
 BASE = dict(task="sst2", layers="all", max_train=2000, max_eval=872, epochs=1)
 
@@ -80,7 +80,7 @@ def test_a_search_shows_its_choice_and_curve_and_only_its_final_runs_are_reporte
     registry.record_progress(search_id, token, [
         {"step": s, "epoch": None, "split": "search", "name": f"{lr:.6g}", "value": v}
         for s, lr, v in ((5, 1e-4, 0.50), (5, 1e-2, 0.60), (10, 1e-4, 0.52), (10, 1e-2, 0.70))], step=20)
-    from tuning.search import candidate_config
+    from moduletune.tuning.search import candidate_config
 
     candidates = [(candidate_config(config, lr), {"lr": lr, "score": v, "steps": 10, "rungs": []})
                   for lr, v in ((1e-4, 0.52), (1e-2, 0.70))]

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from app import experiment as ex
-from app import public, views
-from app.public import LimitError, PublicLimits
-from tasks.registry import Registry
-from tuning.config import RunConfig
+from moduletune.app import experiment as ex
+from moduletune.app import public, views
+from moduletune.app.public import LimitError, PublicLimits
+from moduletune.tasks.registry import Registry
+from moduletune.tuning.config import RunConfig
 
 LIMITS = PublicLimits(max_active_per_visitor=2, max_queued=3, max_epochs=3, max_train=2000, max_eval=1000,
                       max_seq_len=128, max_batch_size=64)
@@ -24,15 +24,15 @@ def form(**kw) -> ex.Form:
 @pytest.fixture
 def public_mode(monkeypatch, registry):
     """Public mode with LIMITS for one test; no model may be read except the allow-listed embedded one."""
-    import tuning.models
+    from moduletune.tuning import models as tuning_models
 
-    real = tuning.models.load_config
+    real = tuning_models.load_config
 
     def guarded(name, **kw):
         assert ex.model_name(name) in LIMITS.models, f"public mode read a model it should have refused: {name}"
         return real(name, **kw)
 
-    monkeypatch.setattr(tuning.models, "load_config", guarded)
+    monkeypatch.setattr(tuning_models, "load_config", guarded)
     ex.set_public(LIMITS, registry)
     yield LIMITS
     ex.set_public(None)
@@ -202,7 +202,7 @@ def _request(peer: str, forwarded: str | None = None, session: str = "any-sessio
 
 
 def test_a_visitor_is_their_address_not_their_session_hash():
-    from app import ui, visitors
+    from moduletune.app import ui, visitors
 
     a = ui.submitter_of(_request("10.0.0.1", session="s1"))
     # A new connection (a new session hash) from the same address is the same visitor; another address is not.
@@ -221,7 +221,7 @@ def test_a_visitor_is_their_address_not_their_session_hash():
 def test_on_an_oauth_space_the_submitter_is_the_logged_in_user():
     import gradio as gr
 
-    from app import ui, visitors
+    from moduletune.app import ui, visitors
 
     profile = gr.OAuthProfile({"name": "Ada", "preferred_username": "ada", "profile": "", "picture": ""})
     assert ui.submitter_of(_request("10.0.0.1"), profile, oauth=True) == "hf:ada"
@@ -242,7 +242,7 @@ def test_trust_remote_code_is_never_on():
 # ---------------------------------------------------------------------------------------------- the app and the CLI
 
 def test_the_public_blocks_pick_models_from_the_allow_list_and_show_the_limits(home):
-    from app import ui
+    from moduletune.app import ui
 
     try:
         demo = ui.build_app(Registry(), worker_status=lambda: "ok", public=LIMITS)
@@ -266,11 +266,11 @@ def test_the_public_blocks_pick_models_from_the_allow_list_and_show_the_limits(h
 
 
 def test_serve_public_flag_and_environment(monkeypatch):
-    import app.server
-    from app.cli import build_parser, cmd_serve
+    from moduletune.app import server as app_server
+    from moduletune.app.cli import build_parser, cmd_serve
 
     seen = []
-    monkeypatch.setattr(app.server, "serve", lambda **kw: seen.append(kw) or 0)
+    monkeypatch.setattr(app_server, "serve", lambda **kw: seen.append(kw) or 0)
     monkeypatch.delenv("MODULETUNE_PUBLIC", raising=False)
     monkeypatch.setenv("MODULETUNE_PUBLIC_MAX_EPOCHS", "2")
     cmd_serve(build_parser().parse_args(["serve"]))

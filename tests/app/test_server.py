@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from app import server, ui
+from moduletune.app import server, ui
 
 # A stand-in worker: records its pid and each SIGTERM (taking a moment to stop), sleeps until told to stop.
 SLEEPER = """
@@ -79,7 +79,7 @@ def test_a_worker_that_keeps_dying_is_given_up_and_says_so(tmp_path, monkeypatch
 
 def test_the_blocks_have_six_labelled_tabs_stable_ids_and_named_endpoints(tmp_path, monkeypatch):
     monkeypatch.setenv("MODULETUNE_HOME", str(tmp_path / "home"))
-    from tasks.registry import Registry
+    from moduletune.tasks.registry import Registry
 
     demo = ui.build_app(Registry(), worker_status=lambda: "embedded worker running (pid 1)")
     config = demo.get_config_file()
@@ -97,7 +97,7 @@ def test_the_blocks_have_six_labelled_tabs_stable_ids_and_named_endpoints(tmp_pa
 def test_importing_the_ui_builds_nothing():
     import subprocess
 
-    code = ("import sys, app.ui, app.views, app.experiment, app.server; "
+    code = ("import sys, moduletune, moduletune.app.ui, moduletune.app.views, moduletune.app.experiment, moduletune.app.server; "
             "print(all(m not in sys.modules for m in ('gradio', 'torch', 'transformers')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=server.REPO, timeout=120)
     assert out.stdout.strip() == "True", out.stderr
@@ -117,7 +117,7 @@ def test_serve_refuses_a_busy_port_before_starting_anything():
 
 
 def test_the_serve_subcommand():
-    from app.cli import build_parser, cmd_serve
+    from moduletune.app.cli import build_parser, cmd_serve
 
     args = build_parser().parse_args(["serve", "--no-worker", "--port", "7999", "--host", "0.0.0.0"])
     assert (args.func, args.no_worker, args.port, args.host, args.share) == (cmd_serve, True, 7999, "0.0.0.0", False)

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from app import study
+from moduletune.app import study
 from tests.app.test_charts import run
 
 FAMILIES = ("query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm")
@@ -186,7 +186,7 @@ def test_write_report_checks_the_format(report, tmp_path):
 
 def test_report_from_a_registry_with_real_magnitudes(registry):
     from tests.app.test_views import record
-    from tuning.config import RunConfig
+    from moduletune.tuning.config import RunConfig
 
     for fam, metric in (("value", 0.55), ("query", 0.57), ("layernorm", 0.6), ("full", 0.65)):
         record(registry, RunConfig(task="rte", modules=(fam,), layers="all"), metric=metric)

@@ -11,9 +11,9 @@ import zipfile
 import pandas as pd
 import pytest
 
-from app import charts, views
-from tasks.registry import Registry
-from tuning.config import RunConfig
+from moduletune.app import charts, views
+from moduletune.tasks.registry import Registry
+from moduletune.tuning.config import RunConfig
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,8 @@ def module_home(tmp_path_factory):
     for var in ("MODULETUNE_DB_URL", "MODULETUNE_QUEUE_URL"):
         mp.delenv(var, raising=False)
     yield path
-    from tasks.queue import close_all
-    from tasks.registry import dispose_engines
+    from moduletune.tasks.queue import close_all
+    from moduletune.tasks.registry import dispose_engines
 
     dispose_engines()
     close_all()
@@ -64,7 +64,7 @@ def registry(module_home):
 @pytest.fixture(scope="module")
 def tuned(registry, module_home, glue_dir):
     """One real tiny fine-tune (RTE, LayerNorm of the last layer) registered as a succeeded run."""
-    from tuning.train import fine_tune
+    from moduletune.tuning.train import fine_tune
 
     config = RunConfig(task="rte", modules=("layernorm",), layers="5", max_train=16, max_eval=16, batch_size=16,
                        max_seq_len=64, device="cpu", glue_dir=str(glue_dir))
@@ -202,7 +202,7 @@ def test_deltas_are_computed_once_per_run(registry, tuned, study, monkeypatch):
     def never(_):
         raise AssertionError("deltas recomputed")
 
-    monkeypatch.setattr("tuning.magnitudes.run_deltas", never)
+    monkeypatch.setattr("moduletune.tuning.magnitudes.run_deltas", never)
     pd.testing.assert_frame_equal(views.run_deltas(registry, [tuned]), deltas)
     assert views.run_deltas(registry, []).empty
     with pytest.raises(ValueError, match="running"):

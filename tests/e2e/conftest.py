@@ -1,4 +1,4 @@
-"""One launched app for the end-to-end tests: `python -m app.cli serve` on a free port with its embedded worker.
+"""One launched app for the end-to-end tests: `python -m moduletune.app.cli serve` on a free port with its embedded worker.
 
 The server runs in its own process group with a fresh MODULETUNE_HOME (SQLite registry, SqliteHuey
 queue) and the real GLUE files; it is stopped with SIGTERM at the end of the session, which must also
@@ -40,7 +40,7 @@ class App:
         return self.log.read_text(errors="replace")[-tail:]
 
     def registry(self):
-        from tasks.registry import Registry
+        from moduletune.tasks.registry import Registry
 
         return Registry(f"sqlite:///{self.home / 'runs.db'}")
 
@@ -80,8 +80,8 @@ def app_server(tmp_path_factory, glue_dir):
 
 
 def launch(args: list[str], port: int, env: dict, home: Path, log: Path) -> App:
-    """`python -m app.cli <args>` serving on port, in its own process group; fails the test if it never serves."""
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, stdout=log.open("w"),
+    """`python -m moduletune.app.cli <args>` serving on port, in its own process group; fails the test if it never serves."""
+    proc = subprocess.Popen([sys.executable, "-m", "moduletune.app.cli", *args], cwd=REPO, env=env, stdout=log.open("w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     app = App(f"http://127.0.0.1:{port}", home, log, proc)
     deadline = time.monotonic() + START_TIMEOUT

@@ -58,7 +58,7 @@ def lab(request, tmp_path_factory, glue_dir):
     app.db_url = env.get("MODULETUNE_DB_URL") or f"sqlite:///{home / 'runs.db'}"
     yield app
     _stop(app.proc)
-    from tasks.registry import dispose_engines
+    from moduletune.tasks.registry import dispose_engines
 
     dispose_engines()
     if db:
@@ -69,7 +69,7 @@ def lab(request, tmp_path_factory, glue_dir):
 
 
 def registry_of(lab):
-    from tasks.registry import Registry
+    from moduletune.tasks.registry import Registry
 
     return Registry(lab.db_url)
 

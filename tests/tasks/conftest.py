@@ -72,7 +72,7 @@ def pg_url(postgres_server):
     with psycopg.connect(postgres_server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     yield postgres_server.rsplit("/", 1)[0] + "/" + name
-    from tasks.registry import dispose_engines
+    from moduletune.tasks.registry import dispose_engines
 
     dispose_engines()
     with psycopg.connect(postgres_server, autocommit=True) as conn:
@@ -85,7 +85,7 @@ def redis_url(redis_server, monkeypatch):
     name = f"moduletune-test-{uuid.uuid4().hex[:10]}"
     monkeypatch.setenv("MODULETUNE_QUEUE_NAME", name)
     yield redis_server
-    from tasks.queue import build_huey
+    from moduletune.tasks.queue import build_huey
 
     build_huey(redis_server, name).storage.flush_all()
 
@@ -104,7 +104,7 @@ def env(home, glue_dir, monkeypatch):
 
 def cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run `moduletune ...` in a fresh process with this process's environment."""
-    proc = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=REPO, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "moduletune.app.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=dict(os.environ))
     if check and proc.returncode != 0:
         raise AssertionError(f"moduletune {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
@@ -124,7 +124,7 @@ class Workers:
 
     def start(self, *args: str, env: dict | None = None) -> subprocess.Popen:
         log = self.tmp / f"worker{len(self.procs)}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", *args], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", "moduletune.app.cli", "worker", *args], cwd=REPO,
                                 stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, **(env or {})})
         self.procs.append((proc, log))
@@ -185,8 +185,8 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25, pool:
 def _close_connections():
     """Each test's databases and queues are closed with it (per-test files and throwaway databases)."""
     yield
-    from tasks.queue import close_all
-    from tasks.registry import dispose_engines
+    from moduletune.tasks.queue import close_all
+    from moduletune.tasks.registry import dispose_engines
 
     dispose_engines()
     close_all()

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from tasks import queue
-from tasks.jobs import run_dir
-from tasks.registry import Registry
-from tuning.checkpoints import fingerprint
+from moduletune.tasks import queue
+from moduletune.tasks.jobs import run_dir
+from moduletune.tasks.registry import Registry
+from moduletune.tuning.checkpoints import fingerprint
 
 from .conftest import TINY, cli, cli_json, wait_for
 
@@ -141,8 +141,8 @@ def test_a_truncated_checkpoint_fails_naming_it_and_a_retry_succeeds(env, worker
 
 
 def test_the_engine_resumes_only_its_own_checkpoint(tmp_path, glue_dir):
-    from tuning.config import RunConfig
-    from tuning.train import fine_tune
+    from moduletune.tuning.config import RunConfig
+    from moduletune.tuning.train import fine_tune
 
     small = dict(modules=("layernorm",), layers="5", max_train=32, max_eval=16, batch_size=8, max_seq_len=32,
                  device="cpu", glue_dir=str(glue_dir))
@@ -182,9 +182,9 @@ def no_write(tmp_path):
 def test_an_unwritable_checkpoint_folder_is_named(no_write, glue_dir):
     import os
 
-    from tuning.checkpoints import CheckpointError
-    from tuning.config import RunConfig
-    from tuning.train import fine_tune
+    from moduletune.tuning.checkpoints import CheckpointError
+    from moduletune.tuning.config import RunConfig
+    from moduletune.tuning.train import fine_tune
 
     if os.geteuid() == 0:  # root writes anywhere: make the folder a file instead, which nobody can write into
         no_write.chmod(0o700)

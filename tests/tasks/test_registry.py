@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from tasks import queue
-from tasks.registry import (EVENT_COLUMNS, FRAME_COLUMNS, RUN_COLUMNS, SCHEMA_VERSION, Registry, RegistryError, RunNotFound,
+from moduletune.tasks import queue
+from moduletune.tasks.registry import (EVENT_COLUMNS, FRAME_COLUMNS, RUN_COLUMNS, SCHEMA_VERSION, Registry, RegistryError, RunNotFound,
                             normalize_url)
-from tuning.config import ConfigError, RunConfig
+from moduletune.tuning.config import ConfigError, RunConfig
 
 from .conftest import REPO
 
@@ -30,10 +30,11 @@ def registry(request, env, monkeypatch):
 
 def test_importing_tasks_opens_nothing(env, home):
     """Importing the queue, registry, jobs and worker modules touches no database, model or CUDA."""
-    code = ("import sys, tasks.queue, tasks.registry, tasks.jobs, tasks.worker, app.cli\n"
+    code = ("import sys, moduletune.tasks.queue, moduletune.tasks.registry, moduletune.tasks.jobs, "
+            "moduletune.tasks.worker, moduletune.app.cli\n"
             "heavy = [m for m in ('torch', 'transformers', 'pandas') if m in sys.modules]\n"
             "assert not heavy, heavy\n"
-            "from tasks import queue, registry\n"
+            "from moduletune.tasks import queue, registry\n"
             "assert not queue._HUEYS and not registry._ENGINES\n")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, env=dict(env))
     assert not home.exists()
@@ -229,7 +230,7 @@ def test_a_version_1_registry_is_upgraded_in_place(tmp_path):
     """A registry written before kind/parent_id/chance_metric/learned existed opens, keeps its runs, gains the columns."""
     from sqlalchemy import Column, MetaData, Table, create_engine, insert, inspect
 
-    from tasks import registry as reg
+    from moduletune.tasks import registry as reg
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)

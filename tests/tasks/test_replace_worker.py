@@ -10,9 +10,9 @@ import torch
 from huey import SqliteHuey
 from huey.consumer import WorkerRecycle
 
-from tasks import jobs
-from tasks.worker import ReplaceableWorker
-from tuning.graphs import GraphCaptureError
+from moduletune.tasks import jobs
+from moduletune.tasks.worker import ReplaceableWorker
+from moduletune.tuning.graphs import GraphCaptureError
 
 
 def test_which_errors_spoil_the_process():

@@ -5,7 +5,7 @@ import io
 
 import pandas as pd
 
-from tasks.registry import Registry
+from moduletune.tasks.registry import Registry
 
 from .conftest import cli, cli_json, wait_for
 

@@ -1,7 +1,7 @@
 """Fixtures shared by the engine tests."""
 import pytest
 
-from tuning.models import load_classifier, load_tokenizer
+from moduletune.tuning.models import load_classifier, load_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 import numpy as np
 import torch
 
-from tuning import batches, glue
-from tuning.models import load_tokenizer
+from moduletune.tuning import batches, glue
+from moduletune.tuning.models import load_tokenizer
 
 
 def test_tokens_are_cached_and_the_key_follows_tokenizer_data_and_length(glue_dir, home):
@@ -43,9 +43,9 @@ def test_collate_pads_like_the_transformers_collator(glue_dir, home):
     """Our numpy padding gives exactly DataCollatorWithPadding's tensors (pair task, regression labels too)."""
     from transformers import DataCollatorWithPadding
 
-    from tuning.config import RunConfig
-    from tuning.models import load_tokenizer
-    from tuning.train import prepare_data
+    from moduletune.tuning.config import RunConfig
+    from moduletune.tuning.models import load_tokenizer
+    from moduletune.tuning.train import prepare_data
 
     tokenizer = load_tokenizer("all-MiniLM-L6-v2")
     for task_name in ("rte", "stsb"):

@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from tuning import chance
-from tuning.config import RunConfig
-from tuning.train import fine_tune
+from moduletune.tuning import chance
+from moduletune.tuning.config import RunConfig
+from moduletune.tuning.train import fine_tune
 
 
 def test_chance_is_the_majority_class_through_the_tasks_own_metrics():

@@ -9,7 +9,7 @@ import transformers
 
 
 def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "moduletune.app.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ})
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tuning.config import DEFAULT_LR, LR_SEARCH_RANGE, ConfigError, RunConfig, default_lr, lr_grid, lr_search_range
+from moduletune.tuning.config import DEFAULT_LR, LR_SEARCH_RANGE, ConfigError, RunConfig, default_lr, lr_grid, lr_search_range
 
 
 def test_defaults_and_normalisation():

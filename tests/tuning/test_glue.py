@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tuning.glue import (
+from moduletune.tuning.glue import (
     TASKS,
     GlueError,
     compute_metrics,

@@ -14,11 +14,11 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from tuning import artifacts, graphs, prefix
-from tuning.modules import ARCHITECTURES
-from tuning.config import ConfigError, RunConfig
-from tuning.models import load_classifier, load_tokenizer
-from tuning.train import fine_tune
+from moduletune.tuning import artifacts, graphs, prefix
+from moduletune.tuning.modules import ARCHITECTURES
+from moduletune.tuning.config import ConfigError, RunConfig
+from moduletune.tuning.models import load_classifier, load_tokenizer
+from moduletune.tuning.train import fine_tune
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need an NVIDIA GPU")
 
@@ -113,7 +113,7 @@ def test_graphs_exactly_where_the_architecture_says_capture_works(arch, glue_dir
     transformers.AutoModel.from_config(TINY[arch]).save_pretrained(path)
     load_tokenizer("all-MiniLM-L6-v2").save_pretrained(path)
     proc = subprocess.run(
-        [sys.executable, "-m", "app.cli", "run", "--model", str(path), "--task", "sst2", "--modules", "layernorm",
+        [sys.executable, "-m", "moduletune.app.cli", "run", "--model", str(path), "--task", "sst2", "--modules", "layernorm",
          "--layers", "all", "--max-train", "512", "--max-eval", "64", "--glue-dir", str(glue_dir), "--device",
          "cuda", "--json", "--quiet"], capture_output=True, text=True, timeout=300, env={**os.environ})
     assert proc.returncode == 0, proc.stderr[-2000:]

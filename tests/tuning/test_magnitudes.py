@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from tuning import magnitudes
-from tuning.models import load_classifier
+from moduletune.tuning import magnitudes
+from moduletune.tuning.models import load_classifier
 
 DENSE = ("query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output")
 

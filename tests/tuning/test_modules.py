@@ -3,9 +3,9 @@ import pytest
 import torch
 import transformers
 
-from tuning import modules
-from tuning.models import build_from_config, load_classifier
-from tuning.modules import ModuleSpecError, parse_families, parse_layers, select_parameters
+from moduletune.tuning import modules
+from moduletune.tuning.models import build_from_config, load_classifier
+from moduletune.tuning.modules import ModuleSpecError, parse_families, parse_layers, select_parameters
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import torch
 import transformers
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from tuning.config import RunConfig
-from tuning.models import build_from_config
-from tuning.modules import apply_selection, select_parameters
-from tuning.precision import store_frozen_linears
-from tuning.train import fine_tune
+from moduletune.tuning.config import RunConfig
+from moduletune.tuning.models import build_from_config
+from moduletune.tuning.modules import apply_selection, select_parameters
+from moduletune.tuning.precision import store_frozen_linears
+from moduletune.tuning.train import fine_tune
 
 SMALL = dict(num_hidden_layers=2, num_attention_heads=2)
 CONFIGS = [

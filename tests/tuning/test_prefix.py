@@ -2,9 +2,9 @@
 import torch
 from safetensors.torch import load_file
 
-from tuning import artifacts, prefix
-from tuning.config import RunConfig
-from tuning.train import fine_tune
+from moduletune.tuning import artifacts, prefix
+from moduletune.tuning.config import RunConfig
+from moduletune.tuning.train import fine_tune
 
 
 def cfg(glue_dir, **kw):

@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from tuning import search
-from tuning.config import RunConfig
-from tuning.search import Rung, final_config, lr_search, planned_cost, rank, schedule
-from tuning.train import fine_tune
+from moduletune.tuning import search
+from moduletune.tuning.config import RunConfig
+from moduletune.tuning.search import Rung, final_config, lr_search, planned_cost, rank, schedule
+from moduletune.tuning.train import fine_tune
 
 
 def test_five_candidates_take_three_rungs_and_cost_one_and_a_half_runs():

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tuning import artifacts, glue
-from tuning.config import RunConfig
-from tuning.models import load_classifier
-from tuning.train import CHECKPOINT_FILE, fine_tune
+from moduletune.tuning import artifacts, glue
+from moduletune.tuning.config import RunConfig
+from moduletune.tuning.models import load_classifier
+from moduletune.tuning.train import CHECKPOINT_FILE, fine_tune
 
 
 def tiny(glue_dir, **kw):
@@ -22,7 +22,7 @@ def tiny(glue_dir, **kw):
 
 def run_cli(args, env_extra=None, timeout=600):
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "moduletune.app.cli", *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
 
 
@@ -148,7 +148,7 @@ def test_stop_at_step_then_resume_equals_uninterrupted(glue_dir, home, tmp_path)
 
 
 def test_holdout_slice_is_seeded_stratified_and_replaces_validation(glue_dir, home):
-    from tuning.train import load_splits
+    from moduletune.tuning.train import load_splits
 
     cfg = tiny(glue_dir, max_train=200, eval_on="holdout", holdout_fraction=0.2)
     task, train, evals = load_splits(cfg)
