@@ -3,6 +3,7 @@
 A bad value queues nothing and says what to fix; an error that is not a refusal is logged and shown in
 one line without internals (app.errors).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -14,6 +15,7 @@ from moduletune.app.preset import paper_study, preset_searches
 from moduletune.app.public import allow, gate, vet
 from moduletune.tuning import modules
 from moduletune.tuning.config import RunConfig
+
 
 def submit_runs(registry, configs, submitter: str | None, sweep_id: str | None = None) -> list[int]:
     """Queue validated configs through the registry (all or nothing); every UI submission comes here."""
@@ -108,14 +110,18 @@ def queued_message(configs: list[RunConfig], ids: list[int]) -> str:
     if searches:
         runs = final_run_count(configs)
         where = f"#{ids[0]}" if len(ids) == 1 else f"#{min(ids)}–#{max(ids)}"
-        return (f"✅ Queued **{searches} lr search{'es' if searches != 1 else ''}** ({where}); when it has chosen, "
-                f"each queues its runs at that lr ({runs} run{'s' if runs != 1 else ''} in all). Follow them in the "
-                "**Runs** tab.")
+        return (
+            f"✅ Queued **{searches} lr search{'es' if searches != 1 else ''}** ({where}); when it has chosen, "
+            f"each queues its runs at that lr ({runs} run{'s' if runs != 1 else ''} in all). Follow them in the "
+            "**Runs** tab."
+        )
     if len(ids) == 1:
         c = configs[0]
-        return (f"✅ Queued run **#{ids[0]}**: {c.task} · {modules.short_label(c.modules)} @ layers {c.layers} · "
-                f"seed {c.seed} · lr {c.learning_rate:g}. Follow it in the **Runs** tab.")
-    return (f"✅ Queued **{len(ids)} runs** (#{min(ids)}–#{max(ids)}). Follow them in the **Runs** tab; "
-            "results appear in **Compare** as they finish.")
-
-
+        return (
+            f"✅ Queued run **#{ids[0]}**: {c.task} · {modules.short_label(c.modules)} @ layers {c.layers} · "
+            f"seed {c.seed} · lr {c.learning_rate:g}. Follow it in the **Runs** tab."
+        )
+    return (
+        f"✅ Queued **{len(ids)} runs** (#{min(ids)}–#{max(ids)}). Follow them in the **Runs** tab; "
+        "results appear in **Compare** as they finish."
+    )

@@ -2,6 +2,7 @@
 
 Each answers a refusal with its own one-line message and any other error with one line naming no
 internals (app.errors); the form endpoints (preview, submit) live with the Experiment tab."""
+
 import functools
 
 import gradio as gr
@@ -18,6 +19,7 @@ def register(ctx) -> None:
     def answered(action: str):
         """An API endpoint's errors as one line a caller can act on: a refusal's own message, anything else
         logged on the server and named without internals (app.errors)."""
+
         def wrap(fn):
             @functools.wraps(fn)
             def endpoint(*args, **kwargs):
@@ -25,11 +27,15 @@ def register(ctx) -> None:
                     return fn(*args, **kwargs)
                 except Exception as err:
                     raise gr.Error(visitor_message(err, action), print_exception=False) from None
+
             return endpoint
+
         return wrap
 
     @answered("list the runs")
-    def runs(status: str = "all", task: str = "all", request: gr.Request = None, profile: gr.OAuthProfile | None = None) -> list[dict]:
+    def runs(
+        status: str = "all", task: str = "all", request: gr.Request = None, profile: gr.OAuthProfile | None = None
+    ) -> list[dict]:
         """Runs newest first, as the registry lists them (status and task filters; 'all' = no filter)."""
         return views.runs_records(registry, status, task, viewer=viewer_of(request, profile))
 

@@ -1,4 +1,5 @@
 """`moduletune serve | worker | run | submit | sweep | runs | show | cancel | retry | report | count | magnitudes`."""
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,9 @@ def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 1e-4,1e-3,1e-2, got {text!r}") \
-            from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers like 1e-4,1e-3,1e-2, got {text!r}"
+        ) from None
 
 
 def config_from_args(args, **overrides):
@@ -87,11 +89,15 @@ def cmd_run(args) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"{result.task} {'+'.join(result.modules)} layers {result.layer_spec}: "
-              f"{result.primary_metric_name}={result.primary_metric:.4f}  "
-              + "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()))
-        print(f"trainable {result.trainable_params:,} of {result.total_params:,} ({result.trainable_pct:.4f}%); "
-              f"module {result.module_params:,} ({result.module_pct:.4f}% of the encoder), head {result.head_params:,}")
+        print(
+            f"{result.task} {'+'.join(result.modules)} layers {result.layer_spec}: "
+            f"{result.primary_metric_name}={result.primary_metric:.4f}  "
+            + "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
+        )
+        print(
+            f"trainable {result.trainable_params:,} of {result.total_params:,} ({result.trainable_pct:.4f}%); "
+            f"module {result.module_params:,} ({result.module_pct:.4f}% of the encoder), head {result.head_params:,}"
+        )
         print(f"{result.train_seconds:.1f}s training, {result.examples_per_second:.0f} examples/s on {result.device}")
         if result.artifact_dir:
             print(f"artifact: {result.artifact_dir}")
@@ -130,8 +136,11 @@ def run_search(config, quiet: bool = False):
     result = lr_search(config, on_event)
     bar.close()
     where = "held-out slice" if result.selection == "holdout" else "evaluation set (optimistic)"
-    print(f"lr search: chose {result.chosen_lr:g} by {result.metric} on the {where}; cost {result.cost_ratio:.2f}x "
-          f"one run (the plain grid: {result.grid_cost_ratio:.0f}x)", file=sys.stderr)
+    print(
+        f"lr search: chose {result.chosen_lr:g} by {result.metric} on the {where}; cost {result.cost_ratio:.2f}x "
+        f"one run (the plain grid: {result.grid_cost_ratio:.0f}x)",
+        file=sys.stderr,
+    )
     return result
 
 
@@ -144,15 +153,21 @@ def cmd_count(args) -> int:
     num_labels = glue.get_task(args.task).num_labels
     model = build_from_config(config, num_labels=num_labels, on_meta=True)
     sel = modules.select_parameters(model, args.modules, args.layers, not args.no_head, args.seed)
-    out = {"model": args.model or DEFAULT_MODEL, "modules": list(modules.parse_families(args.modules)),
-           "layers": list(modules.parse_layers(args.layers, modules.num_hidden_layers(config))),
-           "num_layers": modules.num_hidden_layers(config), **sel.counts()}
+    out = {
+        "model": args.model or DEFAULT_MODEL,
+        "modules": list(modules.parse_families(args.modules)),
+        "layers": list(modules.parse_layers(args.layers, modules.num_hidden_layers(config))),
+        "num_layers": modules.num_hidden_layers(config),
+        **sel.counts(),
+    }
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"module {out['module_params']:,} ({out['module_pct']:.4f}% of {out['encoder_params']:,}), "
-              f"head {out['head_params']:,}, trainable {out['trainable_params']:,} "
-              f"({out['trainable_pct']:.4f}% of {out['total_params']:,})")
+        print(
+            f"module {out['module_params']:,} ({out['module_pct']:.4f}% of {out['encoder_params']:,}), "
+            f"head {out['head_params']:,}, trainable {out['trainable_params']:,} "
+            f"({out['trainable_pct']:.4f}% of {out['total_params']:,})"
+        )
     return 0
 
 
@@ -165,8 +180,16 @@ def cmd_magnitudes(args) -> int:
     rows = magnitudes.magnitude_stats(model)
     summary = {kind: magnitudes.family_summary(rows, kind) for kind in ("weight", "bias")}
     if args.json:
-        print(json.dumps({"model": args.model or DEFAULT_MODEL, "hist_edges": magnitudes.HIST_EDGES.tolist(),
-                          "summary": summary, "rows": rows}))
+        print(
+            json.dumps(
+                {
+                    "model": args.model or DEFAULT_MODEL,
+                    "hist_edges": magnitudes.HIST_EDGES.tolist(),
+                    "summary": summary,
+                    "rows": rows,
+                }
+            )
+        )
     else:
         print(f"{'family':<18}{'mean |w| (weights)':>20}{'mean |b| (biases)':>20}")
         for family, value in sorted(summary["weight"].items(), key=lambda kv: -kv[1]):
@@ -233,8 +256,10 @@ def cmd_sweep(args) -> int:
 
     configs = sweep_configs(args)  # submit_many checks every run before it queues any
     if len(configs) > SWEEP_LIMIT and not args.yes:
-        raise ValueError(f"this sweep would queue {len(configs)} runs, more than the limit of {SWEEP_LIMIT}; "
-                         "pass --yes to queue them all, or narrow the tasks, modules, layers or seeds")
+        raise ValueError(
+            f"this sweep would queue {len(configs)} runs, more than the limit of {SWEEP_LIMIT}; "
+            "pass --yes to queue them all, or narrow the tasks, modules, layers or seeds"
+        )
     sweep_id = uuid.uuid4().hex[:12]
     ids = Registry().submit_many(configs, submitter=args.submitter, sweep_id=sweep_id)
     searches = sum(c.lr_search for c in configs)
@@ -243,15 +268,29 @@ def cmd_sweep(args) -> int:
     elif searches:
         from moduletune.app.plan import final_run_count
 
-        print(f"queued {len(ids)} lr searches (sweep {sweep_id}, ids {ids[0]}-{ids[-1]}); each queues its runs at "
-              f"the chosen lr ({final_run_count(configs)} in all)")
+        print(
+            f"queued {len(ids)} lr searches (sweep {sweep_id}, ids {ids[0]}-{ids[-1]}); each queues its runs at "
+            f"the chosen lr ({final_run_count(configs)} in all)"
+        )
     else:
         print(f"queued {len(ids)} runs (sweep {sweep_id}, ids {ids[0]}-{ids[-1]})")
     return 0
 
 
-RUNS_TABLE = [("id", 5), ("status", 11), ("task", 5), ("kind", 9), ("family", 9), ("layers", 7), ("seed", 4),
-              ("lr", 8), ("progress", 12), ("metric", 22), ("worker", 20), ("queued_at", 20)]
+RUNS_TABLE = [
+    ("id", 5),
+    ("status", 11),
+    ("task", 5),
+    ("kind", 9),
+    ("family", 9),
+    ("layers", 7),
+    ("seed", 4),
+    ("lr", 8),
+    ("progress", 12),
+    ("metric", 22),
+    ("worker", 20),
+    ("queued_at", 20),
+]
 
 
 def _table_cell(run: dict, key: str) -> str:
@@ -322,10 +361,14 @@ def cmd_worker(args) -> int:
 
     from moduletune.tasks.worker import run_worker
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s")
-    return run_worker(device=args.device, workers=args.workers, worker_type=args.worker_type,
-                      heartbeat_timeout=args.heartbeat_timeout)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s",
+    )
+    return run_worker(
+        device=args.device, workers=args.workers, worker_type=args.worker_type, heartbeat_timeout=args.heartbeat_timeout
+    )
 
 
 def cmd_serve(args) -> int:
@@ -343,8 +386,11 @@ def cmd_report(args) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     report = study.report_from_registry(Registry(), tasks=tasks, model=args.model, layers=args.layers)
     if report.n_runs == 0:
-        raise ValueError("no finished runs to report" + (f" for {', '.join(tasks)}" if tasks else "")
-                         + "; queue some with `moduletune sweep` or the paper preset")
+        raise ValueError(
+            "no finished runs to report"
+            + (f" for {', '.join(tasks)}" if tasks else "")
+            + "; queue some with `moduletune sweep` or the paper preset"
+        )
     path = study.write_report(report, args.format, args.output)
     print(f"wrote {path} ({args.format}, {report.n_runs} runs, tasks {', '.join(report.tasks)})")
     return 0
@@ -394,14 +440,24 @@ def build_parser() -> argparse.ArgumentParser:
         elif action.dest == "layers":
             action.help = "all, each (one run per layer), or a spec like 0-3,11 / last:4"
 
-    p = sub.add_parser("report", help="the paper's findings from the registry: table, layer-wise scores, "
-                                      "efficiency, |w| vs score (Spearman's rho)")
+    p = sub.add_parser(
+        "report",
+        help="the paper's findings from the registry: table, layer-wise scores, "
+        "efficiency, |w| vs score (Spearman's rho)",
+    )
     p.add_argument("--tasks", default=None, help="comma-separated GLUE tasks (default: every task with runs)")
     p.add_argument("--model", default=None, help="only runs of this model")
-    p.add_argument("--layers", default=None,
-                   help="only this layer choice in the table, e.g. all or 5 (default: every choice, each its own row)")
-    p.add_argument("--format", required=True, choices=["md", "tex", "csv", "html"],
-                   help="md (Markdown), tex (a LaTeX booktabs table), csv (numeric), html (one self-contained page)")
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="only this layer choice in the table, e.g. all or 5 (default: every choice, each its own row)",
+    )
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["md", "tex", "csv", "html"],
+        help="md (Markdown), tex (a LaTeX booktabs table), csv (numeric), html (one self-contained page)",
+    )
     p.add_argument("--output", required=True, help="the file to write")
     p.set_defaults(func=cmd_report)
 
@@ -432,24 +488,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="train queued runs (one worker per GPU; many machines may share a queue)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N for runs that say auto (default: auto)")
     p.add_argument("--workers", type=int, default=1, help="runs trained at once on this machine")
-    p.add_argument("--worker-type", default="process", choices=["process", "thread"],
-                   help="process (default: each run in a forked process) or thread")
-    p.add_argument("--heartbeat-timeout", type=float, default=None,
-                   help="seconds without a heartbeat before a running run counts as dead "
-                        "(default: MODULETUNE_HEARTBEAT_TIMEOUT or 60)")
+    p.add_argument(
+        "--worker-type",
+        default="process",
+        choices=["process", "thread"],
+        help="process (default: each run in a forked process) or thread",
+    )
+    p.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=None,
+        help="seconds without a heartbeat before a running run counts as dead "
+        "(default: MODULETUNE_HEARTBEAT_TIMEOUT or 60)",
+    )
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("serve", help="the web app (Gradio), with an embedded worker unless --no-worker")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--no-worker", action="store_true",
-                   help="serve only the UI; runs wait for separate `moduletune worker` processes")
+    p.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="serve only the UI; runs wait for separate `moduletune worker` processes",
+    )
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    p.add_argument("--public", action="store_true",
-                   help="the public demo (also MODULETUNE_PUBLIC=1): allow-listed models only, per-visitor and "
-                        "queue quotas, capped epochs/examples/length (MODULETUNE_PUBLIC_* variables, see "
-                        "app/public.py), cancel/retry on a visitor's own runs, no submitter shown")
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="the public demo (also MODULETUNE_PUBLIC=1): allow-listed models only, per-visitor and "
+        "queue quotas, capped epochs/examples/length (MODULETUNE_PUBLIC_* variables, see "
+        "app/public.py), cancel/retry on a visitor's own runs, no submitter shown",
+    )
     p.set_defaults(func=cmd_serve)
 
     return parser

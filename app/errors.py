@@ -4,6 +4,7 @@ A refusal (a bad value, a limit, a run in the wrong state) is a ValueError we ra
 for people. Anything else (a database error quoting its SQL, an OverflowError, a bug) is logged in full on
 the server and shown as a one-line notice that names no internals.
 """
+
 from __future__ import annotations
 
 import logging

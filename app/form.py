@@ -3,6 +3,7 @@
 A value of the wrong type or size (an API caller can send anything) is refused beside its field by
 `checked`, before anything is computed from it. No Gradio here: app/ui.py wires these to widgets.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,14 +61,29 @@ class Form:
 # What each form value may be, checked before anything is computed from it: a wrong type or an oversize
 # value (an API caller can send anything) is refused beside its field, never reaching int() or a database.
 MAX_LIST_ITEMS = {"tasks": 20, "families": 32, "layers": 1000}
-MAX_TEXT_CHARS = {"model": 300, "layer_spec": 200, "seeds": 500, "lr": 40, "max_train": 20, "max_eval": 20,
-                  "epochs": 20, "batch_size": 20}
+MAX_TEXT_CHARS = {
+    "model": 300,
+    "layer_spec": 200,
+    "seeds": 500,
+    "lr": 40,
+    "max_train": 20,
+    "max_eval": 20,
+    "epochs": 20,
+    "batch_size": 20,
+}
 FLAGS = ("together", "random_control", "each_layer", "train_head", "lr_search")
 PREFIX_CHOICES = ("auto", "on", "off")
 # The settings the form's Advanced section sets, each an input made from its Knob (tuning/config.py).
 ADVANCED = tuple(name for name, k in KNOBS.items() if k.form == "advanced")
-FIELD_LABELS = {"tasks": "tasks", "model": "model", "families": "families", "layers": "layers",
-                "layer_spec": "layers", "seeds": "seeds", "lr": "lr"}
+FIELD_LABELS = {
+    "tasks": "tasks",
+    "model": "model",
+    "families": "families",
+    "layers": "layers",
+    "layer_spec": "layers",
+    "seeds": "seeds",
+    "lr": "lr",
+}
 
 
 def checked(form: Form) -> Form:
@@ -76,30 +92,46 @@ def checked(form: Form) -> Form:
         value = getattr(form, name)
         if value is None or isinstance(value, str) and name == "tasks":
             continue
-        if not isinstance(value, (list, tuple)) or len(value) > limit or not all(
-                isinstance(v, (str, int)) and not isinstance(v, bool) and len(str(v)) <= 64 for v in value):
-            raise FormError(FIELD_LABELS.get(name, "settings"),
-                            f"{name.replace('_', ' ')} must be a list of at most {limit} names, got {clip(value)}")
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) > limit
+            or not all(isinstance(v, (str, int)) and not isinstance(v, bool) and len(str(v)) <= 64 for v in value)
+        ):
+            raise FormError(
+                FIELD_LABELS.get(name, "settings"),
+                f"{name.replace('_', ' ')} must be a list of at most {limit} names, got {clip(value)}",
+            )
     for name, limit in MAX_TEXT_CHARS.items():
         value = getattr(form, name)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (str, int, float)) or len(str(value)) > limit:
-            raise FormError(FIELD_LABELS.get(name, "settings"), f"{name.replace('_', ' ')} must be a number or text "
-                                                                f"of at most {limit} characters, got {clip(value)}")
+            raise FormError(
+                FIELD_LABELS.get(name, "settings"),
+                f"{name.replace('_', ' ')} must be a number or text of at most {limit} characters, got {clip(value)}",
+            )
     for name in FLAGS:
         if not isinstance(getattr(form, name), bool):
-            raise FormError("settings", f"{name.replace('_', ' ')} must be true or false, got "
-                                        f"{clip(getattr(form, name))}")
+            raise FormError(
+                "settings", f"{name.replace('_', ' ')} must be true or false, got {clip(getattr(form, name))}"
+            )
     extra = form.advanced
-    if not isinstance(extra, dict) or len(extra) > len(ADVANCED) or not all(
+    if (
+        not isinstance(extra, dict)
+        or len(extra) > len(ADVANCED)
+        or not all(
             k in ADVANCED and (v is None or isinstance(v, (str, int, float, bool)) and len(str(v)) <= 1000)
-            for k, v in extra.items()):
-        raise FormError("settings", f"advanced settings are a mapping of {', '.join(ADVANCED)} to numbers or short "
-                                    f"text, got {clip(extra)}")
+            for k, v in extra.items()
+        )
+    ):
+        raise FormError(
+            "settings",
+            f"advanced settings are a mapping of {', '.join(ADVANCED)} to numbers or short text, got {clip(extra)}",
+        )
     if form.prefix_cache not in PREFIX_CHOICES:
-        raise FormError("settings", f"prefix cache must be one of {', '.join(PREFIX_CHOICES)}, "
-                                    f"got {clip(form.prefix_cache)}")
+        raise FormError(
+            "settings", f"prefix cache must be one of {', '.join(PREFIX_CHOICES)}, got {clip(form.prefix_cache)}"
+        )
     return form
 
 
@@ -174,8 +206,11 @@ def chosen_layers(form: Form, num_layers: int) -> tuple[tuple[int, ...], bool]:
         if bad:
             raise FormError("layers", f"layer {bad[0]} is out of range: this model has layers 0-{num_layers - 1}")
     if not ids:
-        raise FormError("layers", f"Pick at least one layer (this model has layers 0-{num_layers - 1}), "
-                                  "or type a spec such as all, 5, 0-2 or last:2")
+        raise FormError(
+            "layers",
+            f"Pick at least one layer (this model has layers 0-{num_layers - 1}), "
+            "or type a spec such as all, 5, 0-2 or last:2",
+        )
     return ids, each
 
 
@@ -189,8 +224,9 @@ def parse_seeds(text) -> list[int]:
     seeds = []
     for p in parts:
         if not p.isdigit() or int(p) > MAX_SEED:
-            raise FormError("seeds", f"seeds are whole numbers from 0 to {MAX_SEED:,} separated by commas, "
-                                     f"got {clip(p)}")
+            raise FormError(
+                "seeds", f"seeds are whole numbers from 0 to {MAX_SEED:,} separated by commas, got {clip(p)}"
+            )
         seeds.append(int(p))
     return list(dict.fromkeys(seeds))
 
@@ -228,8 +264,11 @@ def lr_hint(families) -> str:
     if not fams:
         return "Learning rate; small modules need larger steps (default for LN: 1e-2, Q: 3e-4, full: 5e-5)"
     parts = [f"{modules.SHORT_NAMES[f]}: {sci(DEFAULT_LR[f])}" for f in fams]
-    tail = " (each run uses its own family's default unless you change this)" if len(set(
-        DEFAULT_LR[f] for f in fams)) > 1 else ""
+    tail = (
+        " (each run uses its own family's default unless you change this)"
+        if len(set(DEFAULT_LR[f] for f in fams)) > 1
+        else ""
+    )
     return "default for " + ", ".join(parts) + tail
 
 
@@ -284,8 +323,9 @@ def advanced_settings(form: Form) -> dict:
             try:
                 value = tuple(float(v) for v in str(value).split(",") if v.strip())
             except ValueError:
-                raise FormError("settings", f"{label}: comma-separated numbers such as 1e-4,1e-3,1e-2, got "
-                                            f"{clip(value)}") from None
+                raise FormError(
+                    "settings", f"{label}: comma-separated numbers such as 1e-4,1e-3,1e-2, got {clip(value)}"
+                ) from None
         out[name] = value
     return out
 
@@ -304,9 +344,25 @@ def run_id_of(value) -> int:
     return int(number)
 
 
-FORM_FIELDS = ("tasks", "model", "families", "together", "random_control", "layers", "layer_spec", "each_layer",
-               "lr", "seeds", "max_train", "max_eval", "epochs", "batch_size", "train_head", "prefix_cache",
-               "lr_search")
+FORM_FIELDS = (
+    "tasks",
+    "model",
+    "families",
+    "together",
+    "random_control",
+    "layers",
+    "layer_spec",
+    "each_layer",
+    "lr",
+    "seeds",
+    "max_train",
+    "max_eval",
+    "epochs",
+    "batch_size",
+    "train_head",
+    "prefix_cache",
+    "lr_search",
+)
 # Every value the form sends, by name: the main controls, then the Advanced settings made from their Knobs.
 FORM_PARAMS = FORM_FIELDS + ADVANCED
 

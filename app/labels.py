@@ -2,6 +2,7 @@
 
 Plain functions shared by the charts, the tables and the Runs tab (no Plotly, no database).
 """
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,6 @@ def family_sort_key(modules) -> tuple:
     return (1, _family_rank(key.split("+")[0]), key)
 
 
-
 def layer_sort_key(spec) -> tuple:
     """Layer specs in a readable order: all, single layers by number, then the rest alphabetically."""
     spec = str(spec)
@@ -80,8 +80,6 @@ def id_key(run_id) -> tuple:
 def layer_label(layer: int) -> str:
     """Axis label of a magnitudes layer index (-1 holds the embeddings)."""
     return "emb" if int(layer) < 0 else str(int(layer))
-
-
 
 
 def humanize_seconds(seconds) -> str:

@@ -2,6 +2,7 @@
 
 Read from the model's config alone and built on the meta device (no weights, no memory); cached per name.
 """
+
 from __future__ import annotations
 
 import threading
@@ -11,6 +12,7 @@ from moduletune.app.form import FormError
 from moduletune.app.public import guard_model
 from moduletune.tuning import glue, modules
 from moduletune.tuning.config import DEFAULT_MODEL
+
 
 @dataclass(frozen=True)
 class ModelInfo:

@@ -1,16 +1,30 @@
 """A sweep from the form: tasks x module sets x layer choices x seeds, counted before it is listed, then
 validated RunConfigs (an lr search is one config per setting over every seed)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moduletune.app.form import (Form, FormError, advanced_settings, checked, chosen_layers, compact_spec, form_families, form_tasks,
-                      optional_count, parse_seeds, resolve_lr, whole)
+from moduletune.app.form import (
+    Form,
+    FormError,
+    advanced_settings,
+    checked,
+    chosen_layers,
+    compact_spec,
+    form_families,
+    form_tasks,
+    optional_count,
+    parse_seeds,
+    resolve_lr,
+    whole,
+)
 from moduletune.app.model_info import model_info, model_name
 from moduletune.tuning import modules
 from moduletune.tuning.config import KNOBS, ConfigError, RunConfig
 
 FORM_LIMIT = 200  # runs one click of Submit may queue; larger studies go through the preset
+
 
 @dataclass(frozen=True)
 class PlannedRun:
@@ -77,16 +91,23 @@ def plan(form: Form, limit: int | None = FORM_LIMIT) -> list[PlannedRun]:
 def too_many(n: int, limit: int) -> str:
     """The refusal of a selection that is too large, with the way out."""
     if limit == FORM_LIMIT:
-        return (f"this selection would queue {n:,} runs, more than {FORM_LIMIT}; narrow the tasks, families, "
-                "layers or seeds, or use the paper-study preset")
+        return (
+            f"this selection would queue {n:,} runs, more than {FORM_LIMIT}; narrow the tasks, families, "
+            "layers or seeds, or use the paper-study preset"
+        )
     return f"this would queue {n:,} runs, more than {limit:,}; choose fewer tasks or seeds"
 
 
 def sweep_points(tasks, sets, specs, seeds) -> list[PlannedRun]:
     """tasks x module sets x layer specs x seeds, for the UI and the CLI alike; a set whose families
     ignore layers (embeddings, classifier, full) gets one run over "all" instead of one per spec."""
-    return [PlannedRun(task, tuple(s), spec, seed)
-            for task in tasks for s in sets for spec in (specs if layer_wise(s) else ["all"]) for seed in seeds]
+    return [
+        PlannedRun(task, tuple(s), spec, seed)
+        for task in tasks
+        for s in sets
+        for spec in (specs if layer_wise(s) else ["all"])
+        for seed in seeds
+    ]
 
 
 def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
@@ -102,11 +123,24 @@ def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
     out = []
     for p in planned:
         try:
-            out.append(RunConfig(
-                task=p.task, modules=p.modules, layers=p.layers, model=model_name(form.model),
-                train_head=form.train_head, epochs=epochs, lr=lr,
-                batch_size=batch_size, seed=p.seed, max_train=max_train, max_eval=max_eval,
-                prefix_cache=form.prefix_cache or "auto", lr_search=bool(form.lr_search), **advanced))
+            out.append(
+                RunConfig(
+                    task=p.task,
+                    modules=p.modules,
+                    layers=p.layers,
+                    model=model_name(form.model),
+                    train_head=form.train_head,
+                    epochs=epochs,
+                    lr=lr,
+                    batch_size=batch_size,
+                    seed=p.seed,
+                    max_train=max_train,
+                    max_eval=max_eval,
+                    prefix_cache=form.prefix_cache or "auto",
+                    lr_search=bool(form.lr_search),
+                    **advanced,
+                )
+            )
         except ConfigError as err:
             raise FormError(field_of(str(err)), str(err)) from None
         except (TypeError, ValueError) as err:
@@ -126,8 +160,10 @@ def search_configs(configs: list[RunConfig]) -> list[RunConfig]:
     groups: dict[object, list[RunConfig]] = {}
     for c in configs:
         groups.setdefault(c.replace(seed=0).to_json() if c.lr_search else id(c), []).append(c)
-    return [g[0].replace(extra={**g[0].extra, "final_seeds": [c.seed for c in g]}) if g[0].lr_search else g[0]
-            for g in groups.values()]
+    return [
+        g[0].replace(extra={**g[0].extra, "final_seeds": [c.seed for c in g]}) if g[0].lr_search else g[0]
+        for g in groups.values()
+    ]
 
 
 def final_run_count(configs: list[RunConfig]) -> int:
@@ -137,8 +173,15 @@ def final_run_count(configs: list[RunConfig]) -> int:
 
 def field_of(message: str) -> str:
     text = message.lower()
-    for key, fld in (("learning rate", "lr"), ("seed", "seeds"), ("layer", "layers"), ("task", "tasks"),
-                     ("module", "families"), ("famil", "families"), ("model", "model")):
+    for key, fld in (
+        ("learning rate", "lr"),
+        ("seed", "seeds"),
+        ("layer", "layers"),
+        ("task", "tasks"),
+        ("module", "families"),
+        ("famil", "families"),
+        ("model", "model"),
+    ):
         if key in text:
             return fld
     return "settings"
@@ -146,13 +189,21 @@ def field_of(message: str) -> str:
 
 def sweep_shape(form: Form, planned: list[PlannedRun]) -> str:
     """'2 module sets × 6 layers × 3 seeds × 1 task' (what multiplies into the run count)."""
+
     def n(label, values):
         k = len(set(values))
         return f"{k} {label}{'' if k == 1 else 's'}"
+
     if not planned:
         return "nothing"
-    return " × ".join([n("task", [p.task for p in planned]), n("module set", [p.modules for p in planned]),
-                       n("layer choice", [p.layers for p in planned]), n("seed", [p.seed for p in planned])])
+    return " × ".join(
+        [
+            n("task", [p.task for p in planned]),
+            n("module set", [p.modules for p in planned]),
+            n("layer choice", [p.layers for p in planned]),
+            n("seed", [p.seed for p in planned]),
+        ]
+    )
 
 
 def _one_line(err: BaseException) -> str:

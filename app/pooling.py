@@ -6,6 +6,7 @@ a layer choice and every other setting (tuning.replicates' settings_key); only t
 of the evaluation set; 0 for MCC and Pearson) and the full fine-tuning mean at the same settings
 (comparison_key: the same settings less modules, layers and lr), and says when its runs did not learn.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,25 @@ from moduletune.tuning.replicates import differing_settings
 ZERO_CHANCE = ("matthews_correlation", "pearson", "spearman")
 # Settings never named in a variant label: the grouping already shows them.
 SHOWN_ELSEWHERE = ("task", "modules", "layers")
-POOLED_COLUMNS = ["task", "group", "layers", "settings_key", "comparison_key", "variant", "metric", "mean", "std",
-                  "n", "seeds", "ids", "lr", "trainable_pct", "chance", "not_learned", "did_not_learn"]
+POOLED_COLUMNS = [
+    "task",
+    "group",
+    "layers",
+    "settings_key",
+    "comparison_key",
+    "variant",
+    "metric",
+    "mean",
+    "std",
+    "n",
+    "seeds",
+    "ids",
+    "lr",
+    "trainable_pct",
+    "chance",
+    "not_learned",
+    "did_not_learn",
+]
 
 
 # ---------------------------------------------------------------- frame helpers
@@ -63,8 +81,9 @@ def finished_runs(runs, task: str | None = None, model: str | None = None) -> pd
     Adds `group` (module set), `layers` (as text) and the replicate keys (empty when the frame has none)."""
     runs = frame(runs)
     if runs.empty or not {"status", "primary_metric"} <= set(runs.columns):
-        return pd.DataFrame(columns=["id", "task", "group", "layers", "primary_metric", "settings_key",
-                                     "comparison_key"])
+        return pd.DataFrame(
+            columns=["id", "task", "group", "layers", "primary_metric", "settings_key", "comparison_key"]
+        )
     mask = (runs["status"] == "succeeded") & pd.to_numeric(runs["primary_metric"], errors="coerce").notna()
     if "kind" in runs.columns:
         mask &= runs["kind"].fillna("run").astype(str) == "run"
@@ -123,8 +142,7 @@ def variant_labels(d: pd.DataFrame, names: list[str] | None = None) -> pd.Series
     rows = []
     for settings, lr in zip(d["settings"], d["lr"] if "lr" in d.columns else [None] * len(d)):
         settings = settings if isinstance(settings, dict) else {}
-        rows.append(", ".join(f"{k}={_value(lr if k == 'lr' and lr is not None else settings.get(k))}"
-                              for k in names))
+        rows.append(", ".join(f"{k}={_value(lr if k == 'lr' and lr is not None else settings.get(k))}" for k in names))
     return pd.Series(rows, index=d.index, dtype=object)
 
 
@@ -149,29 +167,52 @@ def pool(runs, task: str | None = None, model: str | None = None) -> pd.DataFram
     d = finished_runs(runs, task, model)
     if d.empty:
         return pd.DataFrame(columns=POOLED_COLUMNS)
-    d = d.assign(variant=variant_labels(d), _seed=d["seed"] if "seed" in d.columns else 0,
-                 _metric=str_col(d, "primary_metric_name", "score"))
+    d = d.assign(
+        variant=variant_labels(d),
+        _seed=d["seed"] if "seed" in d.columns else 0,
+        _metric=str_col(d, "primary_metric_name", "score"),
+    )
     rows = []
     for key, g in d.groupby(["task", "group", "layers", "settings_key"], sort=False):
         metric = metric_name(g)
         learned = g["learned"] if "learned" in g.columns else pd.Series(dtype=object)
         not_learned = int((learned.astype(object) == False).sum())  # noqa: E712 (null = unknown, not False)
         scores = g["primary_metric"]
-        rows.append({
-            "task": key[0], "group": key[1], "layers": key[2], "settings_key": key[3],
-            "comparison_key": g["comparison_key"].iloc[0], "variant": g["variant"].iloc[0], "metric": metric,
-            "mean": float(scores.mean()), "std": float(scores.std()) if len(g) > 1 else float("nan"),
-            "n": int(len(g)), "seeds": sorted(int(s) for s in g["_seed"] if pd.notna(s)),
-            "ids": sorted(int(i) for i in g["id"]) if "id" in g.columns else [],
-            "lr": float(pd.to_numeric(g["lr"], errors="coerce").median()) if "lr" in g.columns else float("nan"),
-            "trainable_pct": (float(pd.to_numeric(g["trainable_pct"], errors="coerce").median())
-                              if "trainable_pct" in g.columns else float("nan")),
-            "chance": _chance_of(g, metric), "not_learned": not_learned, "did_not_learn": not_learned * 2 > len(g),
-        })
+        rows.append(
+            {
+                "task": key[0],
+                "group": key[1],
+                "layers": key[2],
+                "settings_key": key[3],
+                "comparison_key": g["comparison_key"].iloc[0],
+                "variant": g["variant"].iloc[0],
+                "metric": metric,
+                "mean": float(scores.mean()),
+                "std": float(scores.std()) if len(g) > 1 else float("nan"),
+                "n": int(len(g)),
+                "seeds": sorted(int(s) for s in g["_seed"] if pd.notna(s)),
+                "ids": sorted(int(i) for i in g["id"]) if "id" in g.columns else [],
+                "lr": float(pd.to_numeric(g["lr"], errors="coerce").median()) if "lr" in g.columns else float("nan"),
+                "trainable_pct": (
+                    float(pd.to_numeric(g["trainable_pct"], errors="coerce").median())
+                    if "trainable_pct" in g.columns
+                    else float("nan")
+                ),
+                "chance": _chance_of(g, metric),
+                "not_learned": not_learned,
+                "did_not_learn": not_learned * 2 > len(g),
+            }
+        )
     out = pd.DataFrame(rows, columns=POOLED_COLUMNS)
-    order = sorted(range(len(out)), key=lambda i: (task_sort_key(out["task"].iloc[i]),
-                                                    family_sort_key(out["group"].iloc[i]),
-                                                    layer_sort_key(out["layers"].iloc[i]), out["variant"].iloc[i]))
+    order = sorted(
+        range(len(out)),
+        key=lambda i: (
+            task_sort_key(out["task"].iloc[i]),
+            family_sort_key(out["group"].iloc[i]),
+            layer_sort_key(out["layers"].iloc[i]),
+            out["variant"].iloc[i],
+        ),
+    )
     return out.iloc[order].reset_index(drop=True)
 
 
@@ -186,11 +227,17 @@ def references(pooled: pd.DataFrame) -> pd.DataFrame:
         chance = g["chance"].dropna()
         full = g[g["group"] == "full"].sort_values("mean", ascending=False)
         best = full.iloc[0] if len(full) else None
-        rows.append({"task": task, "comparison_key": ckey, "chance": float(chance.mean()) if len(chance) else math.nan,
-                     "full_mean": float(best["mean"]) if best is not None else math.nan,
-                     "full_std": float(best["std"]) if best is not None else math.nan,
-                     "full_n": int(best["n"]) if best is not None else 0,
-                     "full_lr": float(best["lr"]) if best is not None else math.nan})
+        rows.append(
+            {
+                "task": task,
+                "comparison_key": ckey,
+                "chance": float(chance.mean()) if len(chance) else math.nan,
+                "full_mean": float(best["mean"]) if best is not None else math.nan,
+                "full_std": float(best["std"]) if best is not None else math.nan,
+                "full_n": int(best["n"]) if best is not None else 0,
+                "full_lr": float(best["lr"]) if best is not None else math.nan,
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -240,4 +287,3 @@ def reference_note(chance: float, full_mean: float, full_std: float, metric: str
     if not math.isnan(full_mean):
         parts.append(f"full FT {full_mean:.3f}" + ("" if math.isnan(full_std) else f" ± {full_std:.3f}"))
     return f"{metric}: " + " · ".join(parts) if parts else ""
-

@@ -1,5 +1,6 @@
 """The paper's study as one preset: every family on all layers and on each layer alone, plus full fine-tuning,
 each setting with its own searched lr; counted, estimated and confirmed before it is queued."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -13,19 +14,29 @@ from moduletune.tuning.config import RunConfig
 PAPER_FAMILIES = ("query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm")
 PRESET_LIMIT = 5000  # the paper-study preset, after its confirmation
 
+
 def paper_study(form: Form, lr_search: bool = True) -> list[RunConfig]:
     """The paper's study on the form's tasks, model, seeds and subsampling: Q K V AO FI FO LN (plus bias when
     ticked, and the random controls when asked) on all layers and on each layer alone, plus full fine-tuning,
     each with its own searched lr (one search per setting, then every seed at the chosen lr)."""
     info = model_info(form.model)
     families = list(PAPER_FAMILIES) + (["bias"] if "bias" in (form.families or []) else [])
-    study = replace(form, families=families, together=False, lr=None, lr_search=lr_search,
-                    layers=[str(i) for i in range(info.num_layers)], layer_spec="", each_layer=False)
+    study = replace(
+        form,
+        families=families,
+        together=False,
+        lr=None,
+        lr_search=lr_search,
+        layers=[str(i) for i in range(info.num_layers)],
+        layer_spec="",
+        each_layer=False,
+    )
     parts = [study, replace(study, each_layer=True), replace(study, families=["full"], random_control=False)]
     runs = sum(shape(p).runs for p in parts)  # counted before anything is listed
     if runs > PRESET_LIMIT:
-        raise FormError("settings", f"the preset would queue {runs:,} runs, more than {PRESET_LIMIT:,}; "
-                                    "choose fewer tasks or seeds")
+        raise FormError(
+            "settings", f"the preset would queue {runs:,} runs, more than {PRESET_LIMIT:,}; choose fewer tasks or seeds"
+        )
     return search_configs(to_configs(study, [r for p in parts for r in plan(p, limit=None)]))
 
 
@@ -38,8 +49,17 @@ def preset_searches(form: Form) -> int:
 
 
 # Training rows per GLUE task (for time estimates when a run uses the whole training set).
-GLUE_TRAIN_ROWS = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846, "mnli": 392702,
-                   "qnli": 104743, "rte": 2490, "wnli": 635}
+GLUE_TRAIN_ROWS = {
+    "cola": 8551,
+    "sst2": 67349,
+    "mrpc": 3668,
+    "stsb": 5749,
+    "qqp": 363846,
+    "mnli": 392702,
+    "qnli": 104743,
+    "rte": 2490,
+    "wnli": 635,
+}
 SEARCH_COST = 1.5  # successive halving over 5 candidates: 5/8 + 3/8 + 2/4 of one run (tuning/search.py)
 
 
@@ -69,31 +89,37 @@ def paper_study_message(form: Form, registry=None) -> tuple[str, int]:
     checked(form)
     limits = public_limits()
     if limits is not None and preset_searches(form) > limits.max_active_per_visitor:  # refused before building
-        raise FormError("settings", f"the preset would queue {preset_searches(form)} searches; this public demo "
-                                    f"allows at most {limits.max_active_per_visitor} queued or running runs per visitor")
+        raise FormError(
+            "settings",
+            f"the preset would queue {preset_searches(form)} searches; this public demo "
+            f"allows at most {limits.max_active_per_visitor} queued or running runs per visitor",
+        )
     configs = paper_study(form)
     n = len(configs)
     runs = final_run_count(configs)
     info = model_info(form.model)
     tasks = form_tasks(form)
     seeds = parse_seeds(form.seeds)
-    subsample = (f"{configs[0].max_train} training examples per run" if configs[0].max_train
-                 else "the full training sets")
+    subsample = (
+        f"{configs[0].max_train} training examples per run" if configs[0].max_train else "the full training sets"
+    )
     families = "Q K V AO FI FO LN" + (" bias" if "bias" in (form.families or []) else "")
     controls = " + random controls" if form.random_control else ""
     rate = measured_throughput(registry, info.name)
     if rate:
         from moduletune.app.labels import humanize_seconds
 
-        eta = (f"About **{humanize_seconds(estimated_seconds(configs, rate))}** of training on one worker "
-               f"(this lab's median {rate:.0f} examples/s on {info.name}).")
+        eta = (
+            f"About **{humanize_seconds(estimated_seconds(configs, rate))}** of training on one worker "
+            f"(this lab's median {rate:.0f} examples/s on {info.name})."
+        )
     else:
         eta = "No time estimate yet: this lab has no finished run on this model to measure its speed."
-    text = (f"**The paper's study: {n} lr searches, then {runs} runs.** {families}{controls} × (all "
-            f"{info.num_layers} layers + each layer alone) + full fine-tuning, × {len(seeds)} seed(s) × "
-            f"{len(tasks)} task(s) ({', '.join(tasks)}), on {info.name} with {subsample}. Each setting first "
-            f"searches its own learning rate (successive halving on a held-out 10% of the training rows), then "
-            f"trains every seed at it. {eta} Queue them?")
+    text = (
+        f"**The paper's study: {n} lr searches, then {runs} runs.** {families}{controls} × (all "
+        f"{info.num_layers} layers + each layer alone) + full fine-tuning, × {len(seeds)} seed(s) × "
+        f"{len(tasks)} task(s) ({', '.join(tasks)}), on {info.name} with {subsample}. Each setting first "
+        f"searches its own learning rate (successive halving on a held-out 10% of the training rows), then "
+        f"trains every seed at it. {eta} Queue them?"
+    )
     return text, n
-
-

@@ -1,4 +1,5 @@
 """What Submit would queue, shown before anything is queued: the run count and each run's parameter counts."""
+
 from __future__ import annotations
 
 from moduletune.app.form import Form, form_families, resolve_lr, sci
@@ -6,6 +7,7 @@ from moduletune.app.model_info import counts, model_info
 from moduletune.app.plan import FORM_LIMIT, layer_wise, plan, sweep_shape, to_configs
 from moduletune.tuning import modules
 from moduletune.tuning.config import default_lr
+
 
 def preview(form: Form) -> dict:
     """What Submit would queue, before anything is queued: run count and per-run parameter counts.
@@ -18,13 +20,18 @@ def preview(form: Form) -> dict:
     except Exception as err:  # a refusal beside its field; anything else in one line without internals
         from moduletune.app.errors import is_refusal, visitor_message
 
-        return {"error": visitor_message(err, "preview this selection"),
-                "field": getattr(err, "field", "settings") if is_refusal(err) else "settings", "runs": 0, "rows": []}
+        return {
+            "error": visitor_message(err, "preview this selection"),
+            "field": getattr(err, "field", "settings") if is_refusal(err) else "settings",
+            "runs": 0,
+            "rows": [],
+        }
     info = model_info(form.model)
     first_task = planned[0].task
     rows, seen = [], set()
     each = len({p.layers for p in planned if layer_wise(p.modules)}) > 1 and (
-        form.each_layer or str(form.layer_spec).strip().lower() == "each")
+        form.each_layer or str(form.layer_spec).strip().lower() == "each"
+    )
     for p in planned:
         key = (p.modules, "each" if each and layer_wise(p.modules) else p.layers)
         if key in seen:
@@ -34,8 +41,16 @@ def preview(form: Form) -> dict:
         shown = key[1] if key[1] != "each" else f"each (e.g. {p.layers})"
         rows.append({"modules": "+".join(p.modules), "layers": shown, "lr": run_lr_text(form, p.modules), **c})
     searches = len({(p.task, p.modules, p.layers) for p in planned}) if form.lr_search else 0
-    return {"error": None, "field": None, "runs": len(planned), "searches": searches,
-            "shape": sweep_shape(form, planned), "model": info, "task": first_task, "rows": rows}
+    return {
+        "error": None,
+        "field": None,
+        "runs": len(planned),
+        "searches": searches,
+        "shape": sweep_shape(form, planned),
+        "model": info,
+        "task": first_task,
+        "rows": rows,
+    }
 
 
 def run_lr_text(form: Form, module_set) -> str:
@@ -54,21 +69,25 @@ def preview_markdown(view: dict) -> str:
     if view.get("error"):
         return f"**Nothing to queue yet.** {view['error']}"
     n, info = view["runs"], view["model"]
-    head = (f"### {n} run{'s' if n != 1 else ''} will be queued\n"
-            f"{view['shape']} · model **{info.name}** ({info.model_type}, {info.num_layers} layers)")
+    head = (
+        f"### {n} run{'s' if n != 1 else ''} will be queued\n"
+        f"{view['shape']} · model **{info.name}** ({info.model_type}, {info.num_layers} layers)"
+    )
     if view.get("searches"):
         k = view["searches"]
-        head += (f"\n\n🔎 First {k} learning-rate search{'es' if k != 1 else ''} (successive halving over each "
-                 "family's grid, chosen on a held-out 10% of the training rows; about 1.5× one run each), then "
-                 "every seed at the chosen lr.")
+        head += (
+            f"\n\n🔎 First {k} learning-rate search{'es' if k != 1 else ''} (successive halving over each "
+            "family's grid, chosen on a held-out 10% of the training rows; about 1.5× one run each), then "
+            "every seed at the chosen lr."
+        )
     if n > FORM_LIMIT:
-        head += (f"\n\n⚠️ More than {FORM_LIMIT} runs: narrow the selection, or use the paper-study preset.")
+        head += f"\n\n⚠️ More than {FORM_LIMIT} runs: narrow the selection, or use the paper-study preset."
     lines = ["| module | layers | lr | module params | trainable (+ head) | % of model |", "|:--|:--|:--|--:|--:|--:|"]
     for r in view["rows"]:
-        lines.append(f"| {modules.short_label(r['modules'])} | {r['layers']} | {r['lr']} | {r['module_params']:,} "
-                     f"| {r['trainable_params']:,} | {r['trainable_pct']:.4g}% |")
+        lines.append(
+            f"| {modules.short_label(r['modules'])} | {r['layers']} | {r['lr']} | {r['module_params']:,} "
+            f"| {r['trainable_params']:,} | {r['trainable_pct']:.4g}% |"
+        )
     total = view["rows"][0]["total_params"] if view["rows"] else 0
     foot = f"\nCounts per run for {view['task']} (of {total:,} parameters in the model)."
     return head + "\n\n" + "\n".join(lines) + "\n" + foot
-
-

@@ -24,6 +24,7 @@ The gate: public mode is process-wide (one server serves one app): `set_public(l
 on, `set_public(None)` off. Every submission, cancel and retry passes `allow` (the quotas: who, what, how
 many) and `vet` (what the action touches: caps, the model allow-list, whose run it is), under `gate()`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,8 +65,15 @@ class PublicLimits:
         env = os.environ if environ is None else environ
         base = cls()
         values = {}
-        for name in ("max_active_per_visitor", "max_queued", "max_epochs", "max_train", "max_eval", "max_seq_len",
-                     "max_batch_size"):
+        for name in (
+            "max_active_per_visitor",
+            "max_queued",
+            "max_epochs",
+            "max_train",
+            "max_eval",
+            "max_seq_len",
+            "max_batch_size",
+        ):
             var = f"{ENV_PREFIX}_{name.upper()}"
             text = str(env.get(var, "")).strip()
             if not text:
@@ -82,12 +90,14 @@ class PublicLimits:
 
     def summary(self) -> str:
         """One Markdown paragraph for the page: every limit, in words."""
-        return (f"**Public demo.** Up to **{self.max_active_per_visitor}** runs queued or running per visitor and "
-                f"**{self.max_queued}** waiting in the shared queue; each run at most **{self.max_epochs}** epochs, "
-                f"**{self.max_train:,}** training and **{self.max_eval:,}** evaluation examples, batch size "
-                f"**{self.max_batch_size}**, sequence length **{self.max_seq_len}**. Models: "
-                f"{', '.join(self.models)}. You can cancel or retry only your own runs; everyone's runs appear in "
-                "Runs (the finished ones in Compare), without who submitted them.")
+        return (
+            f"**Public demo.** Up to **{self.max_active_per_visitor}** runs queued or running per visitor and "
+            f"**{self.max_queued}** waiting in the shared queue; each run at most **{self.max_epochs}** epochs, "
+            f"**{self.max_train:,}** training and **{self.max_eval:,}** evaluation examples, batch size "
+            f"**{self.max_batch_size}**, sequence length **{self.max_seq_len}**. Models: "
+            f"{', '.join(self.models)}. You can cancel or retry only your own runs; everyone's runs appear in "
+            "Runs (the finished ones in Compare), without who submitted them."
+        )
 
 
 def enabled(environ=None) -> bool:
@@ -98,11 +108,11 @@ def enabled(environ=None) -> bool:
 
 # ---------------------------------------------------------------------------------------------- models
 
+
 def looks_like_path(name: str) -> bool:
     """A typed name that points into a file system (judged from the text alone: nothing is read)."""
     text = str(name).strip()
-    return (text.startswith(("/", ".", "~")) or "\\" in text or ".." in text or ":" in text
-            or text.count("/") > 1)
+    return text.startswith(("/", ".", "~")) or "\\" in text or ".." in text or ":" in text or text.count("/") > 1
 
 
 def check_model(limits: PublicLimits, name) -> str:
@@ -113,17 +123,21 @@ def check_model(limits: PublicLimits, name) -> str:
         return allowed[text.lower()]
     choices = ", ".join(limits.models)
     if looks_like_path(text):
-        raise LimitError(f"local paths cannot be used as models in this public demo ({text!r}); "
-                         f"pick one of: {choices}", "model")
+        raise LimitError(
+            f"local paths cannot be used as models in this public demo ({text!r}); pick one of: {choices}", "model"
+        )
     raise LimitError(f"model {text!r} is not available in this public demo; pick one of: {choices}", "model")
 
 
 # ---------------------------------------------------------------------------------------------- the check
 
+
 def _cap(value, cap: int, what: str, zero_means_all: bool = False) -> None:
     if value is None and zero_means_all:
-        raise LimitError(f"{what}: at most {cap:,} per run in this public demo (0 = the whole split is not "
-                         f"available here); set it to {cap:,} or fewer")
+        raise LimitError(
+            f"{what}: at most {cap:,} per run in this public demo (0 = the whole split is not "
+            f"available here); set it to {cap:,} or fewer"
+        )
     if value is not None and int(value) > cap:
         raise LimitError(f"{what}: at most {cap:,} per run in this public demo, you asked for {int(value):,}")
 
@@ -143,8 +157,9 @@ def check_config(limits: PublicLimits, config) -> None:
 
 def active_runs(registry, submitter: str | None) -> int:
     """Queued plus running runs of one visitor."""
-    return sum(1 for status in ("queued", "running") for r in registry.list_runs(status=status)
-               if r["submitter"] == submitter)
+    return sum(
+        1 for status in ("queued", "running") for r in registry.list_runs(status=status) if r["submitter"] == submitter
+    )
 
 
 def check_quota(limits: PublicLimits, registry, submitter: str | None, n: int = 1) -> None:
@@ -152,21 +167,26 @@ def check_quota(limits: PublicLimits, registry, submitter: str | None, n: int = 
     mine = active_runs(registry, submitter)
     if mine + n > limits.max_active_per_visitor:
         have = f"you have {mine} queued or running" if mine else "you have none queued or running"
-        raise LimitError(f"at most {limits.max_active_per_visitor} runs queued or running per visitor in this "
-                         f"public demo: {have}, and this would add {n}. Wait for yours to finish, cancel one, "
-                         "or choose fewer tasks, families, layers or seeds")
+        raise LimitError(
+            f"at most {limits.max_active_per_visitor} runs queued or running per visitor in this "
+            f"public demo: {have}, and this would add {n}. Wait for yours to finish, cancel one, "
+            "or choose fewer tasks, families, layers or seeds"
+        )
     queued = registry.count("queued")
     if queued + n > limits.max_queued:
-        raise LimitError(f"the shared queue is full: at most {limits.max_queued} runs may wait in this public demo, "
-                         f"{queued} are waiting and this would add {n}. Try again when some have started")
+        raise LimitError(
+            f"the shared queue is full: at most {limits.max_queued} runs may wait in this public demo, "
+            f"{queued} are waiting and this would add {n}. Try again when some have started"
+        )
 
 
 def check_owner(registry, run_id, submitter: str | None, action: str) -> dict:
     """The run, if `submitter` submitted it; LimitError otherwise (public visitors act on their own runs only)."""
     run = registry.get(int(run_id))
     if run["submitter"] != submitter:
-        raise LimitError(f"run {int(run_id)} was queued by another visitor: in this public demo you can {action} "
-                         "only your own runs")
+        raise LimitError(
+            f"run {int(run_id)} was queued by another visitor: in this public demo you can {action} only your own runs"
+        )
     return run
 
 
@@ -202,6 +222,7 @@ def _scrub(text: str, record: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the gate
+
 
 @dataclass(frozen=True)
 class PublicMode:
@@ -244,7 +265,6 @@ def guard_model(name) -> None:
         check_model(limits, name)
     except LimitError as err:
         raise FormError("model", str(err)) from None
-
 
 
 def allow(action: str, submitter: str | None, count: int = 1) -> None:

@@ -6,6 +6,7 @@ its status), and when the server stops the worker gets SIGTERM — its run stops
 checkpoints and goes back on the queue — and is waited for. On Linux the worker also gets SIGTERM
 if the server itself is killed (PR_SET_PDEATHSIG), so no orphan keeps training.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,7 @@ def _pdeathsig():
 class EmbeddedWorker:
     """`moduletune worker` as a supervised child: started with the server, restarted if it dies, stopped with it."""
 
-    def __init__(self, args: tuple[str, ...] = ("--workers", "1"), stop_timeout: float = 60.0,
-                 env: dict | None = None):
+    def __init__(self, args: tuple[str, ...] = ("--workers", "1"), stop_timeout: float = 60.0, env: dict | None = None):
         self.args = list(args)
         self.stop_timeout = stop_timeout
         self.env = env
@@ -78,8 +78,9 @@ class EmbeddedWorker:
             if self._stopping.is_set():  # stop() has already read self.proc: a child started now would be orphaned
                 return
             # Own process group: a terminal's Ctrl-C reaches the server, which then stops the worker in order.
-            self.proc = subprocess.Popen(self.command(), cwd=str(REPO), env=env, start_new_session=True,
-                                         preexec_fn=_pdeathsig())
+            self.proc = subprocess.Popen(
+                self.command(), cwd=str(REPO), env=env, start_new_session=True, preexec_fn=_pdeathsig()
+            )
         log.info("embedded worker started (pid %s)", self.proc.pid)
         print(f"moduletune serve: embedded worker started (pid {self.proc.pid})", file=sys.stderr, flush=True)
 
@@ -101,13 +102,19 @@ class EmbeddedWorker:
                     self.last_exit = self.proc.returncode
                     now = time.monotonic()
                     self.deaths = [t for t in self.deaths if now - t < RESTART_WINDOW] + [now]
-                    print(f"moduletune serve: embedded worker exited with code {self.last_exit}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"moduletune serve: embedded worker exited with code {self.last_exit}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     if len(self.deaths) > MAX_RESTARTS:
                         self.gave_up = True
-                        print("moduletune serve: the embedded worker keeps dying; not restarting it "
-                              "(the UI keeps running; start `moduletune worker` to train runs)",
-                              file=sys.stderr, flush=True)
+                        print(
+                            "moduletune serve: the embedded worker keeps dying; not restarting it "
+                            "(the UI keeps running; start `moduletune worker` to train runs)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                         return
                     if self._stopping.wait(min(30.0, 2.0 ** len(self.deaths))):
                         return
@@ -125,8 +132,10 @@ class EmbeddedWorker:
         """One line for the UI: running (pid), restarting, or stopped and why."""
         proc = self.proc
         if self.gave_up:
-            return (f"⚠️ embedded worker stopped (exit code {self.last_exit}) after {len(self.deaths)} restarts; "
-                    "runs stay queued until a worker runs")
+            return (
+                f"⚠️ embedded worker stopped (exit code {self.last_exit}) after {len(self.deaths)} restarts; "
+                "runs stay queued until a worker runs"
+            )
         if proc is None:
             return "embedded worker starting…"
         if proc.poll() is None:
@@ -147,8 +156,11 @@ class EmbeddedWorker:
                 proc.send_signal(signal.SIGTERM)
                 return proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                print(f"moduletune serve: the worker did not stop within {timeout:.0f}s; killing it",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"moduletune serve: the worker did not stop within {timeout:.0f}s; killing it",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -173,9 +185,19 @@ def launch_kwargs(host: str, port: int, share: bool, public: bool = False) -> di
     quote SQL or paths); the handlers themselves turn every refusal into a one-line message (app.errors)."""
     from moduletune.app.ui import CSS, theme
 
-    return dict(server_name=host, server_port=int(port), share=share, theme=theme(), css=CSS,
-                ssr_mode=False, show_error=not public, footer_links=["api"], quiet=False, run_history=False,
-                max_file_size=MAX_UPLOAD)
+    return dict(
+        server_name=host,
+        server_port=int(port),
+        share=share,
+        theme=theme(),
+        css=CSS,
+        ssr_mode=False,
+        show_error=not public,
+        footer_links=["api"],
+        quiet=False,
+        run_history=False,
+        max_file_size=MAX_UPLOAD,
+    )
 
 
 def check_port(host: str, port: int) -> None:
@@ -187,8 +209,10 @@ def check_port(host: str, port: int) -> None:
         try:
             s.bind((host, int(port)))
         except OSError as err:
-            raise ValueError(f"cannot serve on {host}:{port}: {err.strerror or err} "
-                             "(is moduletune already running? choose another port with --port)") from None
+            raise ValueError(
+                f"cannot serve on {host}:{port}: {err.strerror or err} "
+                "(is moduletune already running? choose another port with --port)"
+            ) from None
 
 
 def _warm_up() -> None:
@@ -201,8 +225,16 @@ def _warm_up() -> None:
         log.warning("warm-up failed: %s", err)
 
 
-def serve(host: str = "127.0.0.1", port: int = 7860, worker: bool = True, share: bool = False,
-          registry=None, worker_args: tuple[str, ...] = ("--workers", "1"), block: bool = True, public=None):
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    worker: bool = True,
+    share: bool = False,
+    registry=None,
+    worker_args: tuple[str, ...] = ("--workers", "1"),
+    block: bool = True,
+    public=None,
+):
     """Launch the app (and, with worker=True, an embedded worker child); blocks until Ctrl-C or SIGTERM.
 
     public=PublicLimits(...) serves the public demo (app.public). With block=False returns
@@ -216,8 +248,11 @@ def serve(host: str = "127.0.0.1", port: int = 7860, worker: bool = True, share:
     check_port(host, port)  # ... and before a worker is started for nothing
     embedded = EmbeddedWorker(worker_args).start() if worker else None
     threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
-    status = embedded.status if embedded else (lambda: "no embedded worker (started with --no-worker): "
-                                                        "runs wait for `moduletune worker`")
+    status = (
+        embedded.status
+        if embedded
+        else (lambda: "no embedded worker (started with --no-worker): runs wait for `moduletune worker`")
+    )
     if public is not None:
         print(f"moduletune serve: public mode: {public}", file=sys.stderr, flush=True)
     visitors.trust_no_proxy_by_default()  # a visitor is their address, not a header they typed (app.visitors)
@@ -240,8 +275,9 @@ def serve(host: str = "127.0.0.1", port: int = 7860, worker: bool = True, share:
     except KeyboardInterrupt:
         pass
     except OSError as err:  # the port is taken, or the address is not ours
-        raise ValueError(f"could not serve on {host}:{port}: {str(err).splitlines()[0]} "
-                         "(choose another with --port)") from None
+        raise ValueError(
+            f"could not serve on {host}:{port}: {str(err).splitlines()[0]} (choose another with --port)"
+        ) from None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -5,6 +5,7 @@ Pure functions of DataFrames (the registry's runs frame, tuning.magnitudes rows 
 app.pooling and app.charts, so the study is unit tested on hand-built frames; only report_from_registry
 reads a registry and loads models. Akbar-Tajari, Rajaee & Pilehvar, EMNLP 2022, arXiv 2302.00378.
 """
+
 from __future__ import annotations
 
 import html
@@ -23,25 +24,32 @@ import plotly.graph_objects as go
 from moduletune.app import charts, pooling
 from moduletune.app.labels import short_name, task_sort_key
 
-PAPER = ('Akbar-Tajari, Rajaee & Pilehvar, "An Empirical Study on the Transferability of Transformer Modules in '
-         'Parameter-Efficient Fine-Tuning" (EMNLP 2022, arXiv 2302.00378)')
+PAPER = (
+    'Akbar-Tajari, Rajaee & Pilehvar, "An Empirical Study on the Transferability of Transformer Modules in '
+    'Parameter-Efficient Fine-Tuning" (EMNLP 2022, arXiv 2302.00378)'
+)
 PAPER_URL = "https://arxiv.org/abs/2302.00378"
 TITLE = "Module tuning study"
-INTRO = ("Each module family of the encoder fine-tuned alone, the rest frozen, reproducing " + PAPER + ". "
-         "The paper finds that every module tuned alone comes close to full fine-tuning, that LayerNorms do best "
-         "per trained parameter, and ties that to LayerNorms' far larger weight magnitudes.")
-POOLING_NOTE = ("Runs are pooled over seeds only: each cell is mean ± std (n seeds) of runs whose settings differ "
-                "in the seed alone; ✗ marks replicate sets that did not learn (constant predictions or within noise "
-                "of chance). Chance is the majority class of the evaluation set (0 for MCC and correlations).")
+INTRO = (
+    "Each module family of the encoder fine-tuned alone, the rest frozen, reproducing " + PAPER + ". "
+    "The paper finds that every module tuned alone comes close to full fine-tuning, that LayerNorms do best "
+    "per trained parameter, and ties that to LayerNorms' far larger weight magnitudes."
+)
+POOLING_NOTE = (
+    "Runs are pooled over seeds only: each cell is mean ± std (n seeds) of runs whose settings differ "
+    "in the seed alone; ✗ marks replicate sets that did not learn (constant predictions or within noise "
+    "of chance). Chance is the majority class of the evaluation set (0 for MCC and correlations)."
+)
 FORMATS = ("csv", "md", "tex", "html")
 FIGURES = ("layerwise", "efficiency", "magnitude")
-NO_SINGLE_LAYER = ("No finished single-layer runs yet — submit some (layers = one number, or a sweep over each "
-                   "layer) in the Experiment tab")
+NO_SINGLE_LAYER = (
+    "No finished single-layer runs yet — submit some (layers = one number, or a sweep over each "
+    "layer) in the Experiment tab"
+)
 NO_MAGNITUDES = "No weight-magnitude statistics for this task's model"
 NO_PAIRS = "No module family has both finished runs and weight-magnitude statistics"
 SINGLE_LAYER = r"\d+"
 EXACT_MAX = 8  # families up to which the p-value is exact (8! pairings)
-
 
 
 # ---------------------------------------------------------------- selection
@@ -100,21 +108,32 @@ def layerwise_figure(runs, task: str, model: str | None = None) -> go.Figure:
         name = _row_name(group, variant)
         std = s["std"].fillna(0.0).to_numpy()
         flags = [pooling.learn_flag(f, k, n) for f, k, n in zip(s["did_not_learn"], s["not_learned"], s["n"])]
-        fig.add_trace(go.Scatter(
-            x=s["_layer"].to_numpy(), y=s["mean"].to_numpy(), mode="lines+markers", name=name,
-            error_y=dict(type="data", array=std, visible=True, thickness=1.2),
-            line=dict(color=charts.family_color(group), dash="dot" if charts._is_random(group) else "solid"),
-            marker=charts._scatter_marker(group),
-            customdata=np.column_stack([std, s["n"].to_numpy(), [charts._hover_lr(x) for x in s["lr"]], flags]),
-            hovertemplate=(f"<b>{name}</b> @ layer %{{x}}<br>{metric} %{{y:.4f}} ± %{{customdata[0]:.4f}}"
-                           "<br>n = %{customdata[1]} · lr %{customdata[2]}<br>%{customdata[3]}<extra></extra>"),
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=s["_layer"].to_numpy(),
+                y=s["mean"].to_numpy(),
+                mode="lines+markers",
+                name=name,
+                error_y=dict(type="data", array=std, visible=True, thickness=1.2),
+                line=dict(color=charts.family_color(group), dash="dot" if charts._is_random(group) else "solid"),
+                marker=charts._scatter_marker(group),
+                customdata=np.column_stack([std, s["n"].to_numpy(), [charts._hover_lr(x) for x in s["lr"]], flags]),
+                hovertemplate=(
+                    f"<b>{name}</b> @ layer %{{x}}<br>{metric} %{{y:.4f}} ± %{{customdata[0]:.4f}}"
+                    "<br>n = %{customdata[1]} · lr %{customdata[2]}<br>%{customdata[3]}<extra></extra>"
+                ),
+            )
+        )
     charts._add_references(fig, chance, full_mean, full_std)
     layers = sorted(int(x) for x in pooled["layers"].unique())
     fig.update_xaxes(title_text="layer trained (all others frozen)", tickmode="array", tickvals=layers)
     spread = pooled["std"].fillna(0)
-    fig.update_yaxes(title_text=metric, range=charts._score_range(
-        (pooled["mean"] + spread).tolist() + (pooled["mean"] - spread).tolist(), chance, full_mean))
+    fig.update_yaxes(
+        title_text=metric,
+        range=charts._score_range(
+            (pooled["mean"] + spread).tolist() + (pooled["mean"] - spread).tolist(), chance, full_mean
+        ),
+    )
     if mixed:
         title += " (references: the most common settings)"
     return charts._layout(fig, title, legend_title_text="module")
@@ -150,8 +169,11 @@ def family_mean_abs(magnitudes, family: str, layers: str = "all") -> float:
         except ValueError:
             return math.nan
         m = m[m["layer"].astype(int).isin(keep)]
-    count = (pd.to_numeric(m["count"], errors="coerce").fillna(1.0) if "count" in m.columns
-             else pd.Series(1.0, index=m.index))
+    count = (
+        pd.to_numeric(m["count"], errors="coerce").fillna(1.0)
+        if "count" in m.columns
+        else pd.Series(1.0, index=m.index)
+    )
     total = float(count.sum())
     return float((m["mean_abs"].astype(float) * count).sum() / total) if total > 0 else math.nan
 
@@ -172,7 +194,8 @@ def magnitude_points(runs, magnitudes, task: str, layers: str = "all", model: st
     p = p.sort_values("mean", ascending=False, kind="stable").drop_duplicates("group")
     out = p.rename(columns={"group": "family"}).assign(
         module=lambda d: d["family"].map(short_name),
-        mean_abs=lambda d: [family_mean_abs(magnitudes, f, lay) for f, lay in zip(d["family"], d["layers"])])
+        mean_abs=lambda d: [family_mean_abs(magnitudes, f, lay) for f, lay in zip(d["family"], d["layers"])],
+    )
     out = out[out["mean_abs"].notna()]
     order = sorted(range(len(out)), key=lambda i: charts.family_sort_key(out["family"].iloc[i]))
     return out.iloc[order][columns].reset_index(drop=True)
@@ -216,8 +239,9 @@ def rho_text(stats: dict) -> str:
     return f"Spearman ρ = {stats['rho']:.2f} (p {'< 0.001' if p < 1e-3 else f'= {p:.3g}'}, {n} families)"
 
 
-def magnitude_vs_score(runs, magnitudes, task: str, layers: str = "all",
-                       model: str | None = None) -> tuple[go.Figure, dict]:
+def magnitude_vs_score(
+    runs, magnitudes, task: str, layers: str = "all", model: str | None = None
+) -> tuple[go.Figure, dict]:
     """Each family's mean |w| (log x) against its seed-mean score on the task, with Spearman's rho across
     families in the title: the paper's link between LayerNorm's large weights and its transfer."""
     points = magnitude_points(runs, magnitudes, task, layers, model)
@@ -228,22 +252,33 @@ def magnitude_vs_score(runs, magnitudes, task: str, layers: str = "all",
     fig = go.Figure()
     for row in points.itertuples(index=False):
         std = 0.0 if pd.isna(row.std) else float(row.std)
-        fig.add_trace(go.Scatter(
-            x=[max(float(row.mean_abs), charts.LOG_FLOOR)], y=[row.mean], mode="markers+text", name=row.module,
-            text=[row.module + (" ✗" if row.did_not_learn else "")], textposition="top center",
-            error_y=dict(type="data", array=[std], visible=True, thickness=1.2),
-            marker=charts._scatter_marker(row.family),
-            hovertemplate=(f"<b>{row.module}</b><br>mean |w| %{{x:.3g}}<br>score %{{y:.4f}} ± {std:.4f} "
-                           f"(n = {row.n})<extra></extra>"),
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=[max(float(row.mean_abs), charts.LOG_FLOOR)],
+                y=[row.mean],
+                mode="markers+text",
+                name=row.module,
+                text=[row.module + (" ✗" if row.did_not_learn else "")],
+                textposition="top center",
+                error_y=dict(type="data", array=[std], visible=True, thickness=1.2),
+                marker=charts._scatter_marker(row.family),
+                hovertemplate=(
+                    f"<b>{row.module}</b><br>mean |w| %{{x:.3g}}<br>score %{{y:.4f}} ± {std:.4f} "
+                    f"(n = {row.n})<extra></extra>"
+                ),
+            )
+        )
     pooled = pooling.pool(pooling.finished_runs(runs, task, model))
     chance, full_mean, full_std, _ = pooling.task_references(pooled, task)
     charts._add_references(fig, chance, full_mean, full_std)
     fig.update_xaxes(type="log", title_text="mean |w| of the weights trained (log)")
     spread = points["std"].fillna(0)
-    fig.update_yaxes(title_text=pooling.metric_name(pooling.finished_runs(runs, task, model)),
-                     range=charts._score_range((points["mean"] + spread).tolist() + (points["mean"] - spread).tolist(),
-                                               chance, full_mean))
+    fig.update_yaxes(
+        title_text=pooling.metric_name(pooling.finished_runs(runs, task, model)),
+        range=charts._score_range(
+            (points["mean"] + spread).tolist() + (points["mean"] - spread).tolist(), chance, full_mean
+        ),
+    )
     return charts._layout(fig, title, showlegend=False), stats
 
 
@@ -275,8 +310,13 @@ def _magnitude_model(d: pd.DataFrame, task: str, available, model: str | None) -
     return next((m for m in used if m in available), None)
 
 
-def build_report(runs, magnitudes_by_model: dict[str, pd.DataFrame] | None = None, tasks=None,
-                 layers: str | None = "all", model: str | None = None) -> Report:
+def build_report(
+    runs,
+    magnitudes_by_model: dict[str, pd.DataFrame] | None = None,
+    tasks=None,
+    layers: str | None = "all",
+    model: str | None = None,
+) -> Report:
     """The whole study from a runs frame and per-model magnitude rows: table, per-task figures and rho.
 
     layers is the table's layer choice (None: every choice, each its own row); |w| vs score always compares
@@ -291,15 +331,25 @@ def build_report(runs, magnitudes_by_model: dict[str, pd.DataFrame] | None = Non
         used = _magnitude_model(d, t, mags, model)
         magnitudes = mags.get(used) if used else None
         fig, stats = magnitude_vs_score(runs, magnitudes, t, layers, model=used or model)
-        figures[t] = {"layerwise": layerwise_figure(runs, t, model), "efficiency": efficiency_figure(runs, t, model),
-                      "magnitude": fig}
+        figures[t] = {
+            "layerwise": layerwise_figure(runs, t, model),
+            "efficiency": efficiency_figure(runs, t, model),
+            "magnitude": fig,
+        }
         rho[t] = {**stats, "model": used}
         points[t] = magnitude_points(runs, magnitudes, t, layers, used or model)
     return Report(
-        table=study_table(runs, None, table_layers, model), numeric=study_numeric(runs, None, table_layers, model),
-        tasks=task_names, figures=figures, rho=rho, points=points, mixed_settings=pooling.mixed_settings(d),
-        n_runs=len(d), generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        layers=table_layers or "every layer choice, each its own row")
+        table=study_table(runs, None, table_layers, model),
+        numeric=study_numeric(runs, None, table_layers, model),
+        tasks=task_names,
+        figures=figures,
+        rho=rho,
+        points=points,
+        mixed_settings=pooling.mixed_settings(d),
+        n_runs=len(d),
+        generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        layers=table_layers or "every layer choice, each its own row",
+    )
 
 
 # ---------------------------------------------------------------- 6. exports
@@ -308,10 +358,13 @@ def build_report(runs, magnitudes_by_model: dict[str, pd.DataFrame] | None = Non
 def summary_lines(report: Report) -> list[str]:
     """The lines every export states beside the numbers: source, pooling, layers and what was mixed."""
     mixed = ", ".join(report.mixed_settings) or "nothing (every row at the same settings)"
-    return [f"Generated {report.generated_at} from {report.n_runs} finished runs on "
-            f"{', '.join(report.tasks) or 'no tasks'}.",
-            f"Layers: {report.layers} (embeddings, classifier and full fine-tuning ignore the layer choice).",
-            f"Settings that differ between rows (each variant is its own row): {mixed}.", *report.notes]
+    return [
+        f"Generated {report.generated_at} from {report.n_runs} finished runs on "
+        f"{', '.join(report.tasks) or 'no tasks'}.",
+        f"Layers: {report.layers} (embeddings, classifier and full fine-tuning ignore the layer choice).",
+        f"Settings that differ between rows (each variant is its own row): {mixed}.",
+        *report.notes,
+    ]
 
 
 def findings(report: Report) -> list[str]:
@@ -342,15 +395,35 @@ def _pipe_table(df: pd.DataFrame) -> str:
 
 def to_markdown(report: Report) -> str:
     """The study as Markdown: title, the paper, the table and the magnitude findings."""
-    parts = [f"# {TITLE}", INTRO, "\n".join(f"- {line}" for line in summary_lines(report)),
-             "## Results", POOLING_NOTE, _pipe_table(report.table),
-             "## Weight magnitude vs score", "\n".join(f"- {line}" for line in findings(report))]
+    parts = [
+        f"# {TITLE}",
+        INTRO,
+        "\n".join(f"- {line}" for line in summary_lines(report)),
+        "## Results",
+        POOLING_NOTE,
+        _pipe_table(report.table),
+        "## Weight magnitude vs score",
+        "\n".join(f"- {line}" for line in findings(report)),
+    ]
     return "\n\n".join(parts) + "\n"
 
 
-_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "✗": r"$\times$",
-          "—": "---", "·": r"$\cdot$"}
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "✗": r"$\times$",
+    "—": "---",
+    "·": r"$\cdot$",
+}
 _LATEX_RE = re.compile("|".join(re.escape(k) for k in _LATEX))
 
 
@@ -363,8 +436,11 @@ def to_latex(report: Report) -> str:
     """The table as a booktabs tabular (needs \\usepackage{booktabs}), with the source as comment lines."""
     table = report.table.map(_latex_escape).rename(columns=_latex_escape)
     body = table.to_latex(index=False, escape=False, column_format="l" + "r" * (table.shape[1] - 1))
-    comments = [f"% {TITLE}: {PAPER}", *(f"% {line}" for line in summary_lines(report)),
-                r"% mean $\pm$ std (n seeds); $\times$: did not learn. Needs \usepackage{booktabs}."]
+    comments = [
+        f"% {TITLE}: {PAPER}",
+        *(f"% {line}" for line in summary_lines(report)),
+        r"% mean $\pm$ std (n seeds); $\times$: did not learn. Needs \usepackage{booktabs}.",
+    ]
     return "\n".join(comments) + "\n" + body
 
 
@@ -384,8 +460,9 @@ table.study th:first-child,table.study td:first-child{text-align:left}.note{colo
 
 def _figure_html(fig: go.Figure) -> str:
     """One figure as a div that uses the page's single inlined plotly.js."""
-    return fig.to_html(full_html=False, include_plotlyjs=False, default_width="100%",
-                       config={"displaylogo": False, "responsive": True})
+    return fig.to_html(
+        full_html=False, include_plotlyjs=False, default_width="100%", config={"displaylogo": False, "responsive": True}
+    )
 
 
 def to_html(report: Report) -> str:
@@ -397,16 +474,25 @@ def to_html(report: Report) -> str:
     for t in report.tasks:
         figs = report.figures.get(t, {})
         sections.append(f"<h2>{esc(t)}</h2>" + "".join(_figure_html(figs[k]) for k in FIGURES if k in figs))
-    return "\n".join([
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(TITLE)}</title><style>{STYLE}</style>",
-        "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>",
-        f'<script type="text/javascript">{_plotly_js()}</script></head><body>',
-        f"<h1>{esc(TITLE)}</h1>", f"<p>{esc(INTRO)} <a href=\"{PAPER_URL}\">arXiv 2302.00378</a></p>",
-        items(summary_lines(report)), "<h2>Results</h2>", f'<p class="note">{esc(POOLING_NOTE)}</p>',
-        report.table.to_html(index=False, classes="study", border=0, na_rep=""),
-        "<h2>Weight magnitude vs score</h2>", items(findings(report)), *sections, "</body></html>",
-    ])
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{esc(TITLE)}</title><style>{STYLE}</style>",
+            "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>",
+            f'<script type="text/javascript">{_plotly_js()}</script></head><body>',
+            f"<h1>{esc(TITLE)}</h1>",
+            f'<p>{esc(INTRO)} <a href="{PAPER_URL}">arXiv 2302.00378</a></p>',
+            items(summary_lines(report)),
+            "<h2>Results</h2>",
+            f'<p class="note">{esc(POOLING_NOTE)}</p>',
+            report.table.to_html(index=False, classes="study", border=0, na_rep=""),
+            "<h2>Weight magnitude vs score</h2>",
+            items(findings(report)),
+            *sections,
+            "</body></html>",
+        ]
+    )
 
 
 RENDERERS = {"csv": to_csv, "md": to_markdown, "tex": to_latex, "html": to_html}

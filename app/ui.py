@@ -6,6 +6,7 @@ preview, runs, run, cancel, retry, compare_data, predict) are what gradio_client
 build_app(registry, public=PublicLimits(...)) is the public demo (app.public): models from an allow-list,
 the limits shown on the page, cancel/retry on a visitor's own runs, no submitter shown to anyone.
 """
+
 from dataclasses import dataclass
 
 from moduletune.app import visitors
@@ -32,30 +33,108 @@ CSS = """
 
 ELEM_IDS = {
     "tabs": ["tabs", "tab-experiment", "tab-runs", "tab-compare", "tab-study", "tab-weights", "tab-playground"],
-    "experiment": ["task", "model", "model-msg", "families", "together", "random-control", "layers", "layers-all",
-                   "layers-none", "layers-k", "layers-first", "layers-last", "layer-spec", "each-layer",
-                   "layers-msg", "lr", "seeds", "max-train", "max-eval", "epochs", "batch-size", "train-head",
-                   "prefix-cache", "preview", "submit", "submit-msg", "paper-study", "paper-msg", "paper-confirm",
-                   "paper-cancel"],
-    "runs": ["runs-status", "runs-task", "runs-refresh", "worker-status", "runs-table", "run-select",
-             "run-summary", "cancel", "retry", "download", "run-action-msg", "run-curves", "run-config",
-             "run-result"],
-    "compare": ["compare-task", "compare-layers", "compare-refresh", "chart-score", "chart-frontier",
-                "chart-heatmap", "chart-lr-search", "compare-runs", "only-diff", "chart-curves", "config-diff", "results-table",
-                "results-note", "results-csv"],
-    "study": ["study-tasks", "study-task", "study-go", "study-summary", "study-table", "chart-layerwise",
-              "chart-study-frontier", "chart-magnitude-score", "study-files"],
-    "weights": ["weights-model", "weights-kind", "weights-by-layer", "weights-go", "chart-magnitudes",
-                "chart-magnitude-heatmap", "weights-runs", "deltas-go", "chart-deltas", "weights-msg"],
+    "experiment": [
+        "task",
+        "model",
+        "model-msg",
+        "families",
+        "together",
+        "random-control",
+        "layers",
+        "layers-all",
+        "layers-none",
+        "layers-k",
+        "layers-first",
+        "layers-last",
+        "layer-spec",
+        "each-layer",
+        "layers-msg",
+        "lr",
+        "seeds",
+        "max-train",
+        "max-eval",
+        "epochs",
+        "batch-size",
+        "train-head",
+        "prefix-cache",
+        "preview",
+        "submit",
+        "submit-msg",
+        "paper-study",
+        "paper-msg",
+        "paper-confirm",
+        "paper-cancel",
+    ],
+    "runs": [
+        "runs-status",
+        "runs-task",
+        "runs-refresh",
+        "worker-status",
+        "runs-table",
+        "run-select",
+        "run-summary",
+        "cancel",
+        "retry",
+        "download",
+        "run-action-msg",
+        "run-curves",
+        "run-config",
+        "run-result",
+    ],
+    "compare": [
+        "compare-task",
+        "compare-layers",
+        "compare-refresh",
+        "chart-score",
+        "chart-frontier",
+        "chart-heatmap",
+        "chart-lr-search",
+        "compare-runs",
+        "only-diff",
+        "chart-curves",
+        "config-diff",
+        "results-table",
+        "results-note",
+        "results-csv",
+    ],
+    "study": [
+        "study-tasks",
+        "study-task",
+        "study-go",
+        "study-summary",
+        "study-table",
+        "chart-layerwise",
+        "chart-study-frontier",
+        "chart-magnitude-score",
+        "study-files",
+    ],
+    "weights": [
+        "weights-model",
+        "weights-kind",
+        "weights-by-layer",
+        "weights-go",
+        "chart-magnitudes",
+        "chart-magnitude-heatmap",
+        "weights-runs",
+        "deltas-go",
+        "chart-deltas",
+        "weights-msg",
+    ],
     "playground": ["play-run", "play-text-a", "play-text-b", "play-go", "play-tuned", "play-base", "play-msg"],
 }
+
+
 def theme():
     """A quiet theme with system fonts (no web-font downloads: the app works offline)."""
     import gradio as gr
 
     system = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"]
-    return gr.themes.Soft(primary_hue="indigo", secondary_hue="orange", font=system,
-                          font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"])
+    return gr.themes.Soft(
+        primary_hue="indigo",
+        secondary_hue="orange",
+        font=system,
+        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"],
+    )
 
 
 def submitter_of(request, profile=None, oauth: bool = False) -> str:
@@ -100,9 +179,16 @@ def build_app(registry=None, worker_status=None, public=None):
         models = list(public.models)
         # allow_custom_value: anything else typed (or sent through the API) reaches the gate, which refuses it
         # beside the box with the allowed list, instead of Gradio's bare "not in the list of choices".
-        return gr.Dropdown(models, value=DEFAULT_MODEL if DEFAULT_MODEL in models else models[0], label="Model",
-                           elem_id=elem_id, scale=scale, allow_custom_value=True,
-                           info="the models of this public demo (others are refused)")
+        return gr.Dropdown(
+            models,
+            value=DEFAULT_MODEL if DEFAULT_MODEL in models else models[0],
+            label="Model",
+            elem_id=elem_id,
+            scale=scale,
+            allow_custom_value=True,
+            info="the models of this public demo (others are refused)",
+        )
+
     status_line = worker_status or (lambda: "worker status unknown (not started by `moduletune serve`)")
 
     with gr.Blocks(title=TITLE) as demo:
@@ -111,8 +197,19 @@ def build_app(registry=None, worker_status=None, public=None):
             gr.Markdown(public.summary(), elem_id="public-limits")
         if oauth:
             gr.LoginButton(elem_id="login")
-        ctx = TabContext(registry, public, oauth, who, viewer_of, model_box, status_line, list(ex.TASK_NAMES),
-                         ex.Form(), dict(api_visibility="private"), demo)
+        ctx = TabContext(
+            registry,
+            public,
+            oauth,
+            who,
+            viewer_of,
+            model_box,
+            status_line,
+            list(ex.TASK_NAMES),
+            ex.Form(),
+            dict(api_visibility="private"),
+            demo,
+        )
         with gr.Tabs(elem_id="tabs"):
             tab_experiment = experiment.build(ctx)
             tab_runs, timer = runs.build(ctx)

@@ -4,6 +4,7 @@ Plain functions of a Registry (and small in-process caches), so the UI stays a t
 tests call these directly. Heavy things — weight magnitudes, run deltas, loaded models — are computed
 once per model or run and reused; a timer tick only ever runs a registry query and a chart function.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,6 +50,7 @@ def downloads_dir() -> Path:
 
 # ---------------------------------------------------------------------------------------------- runs
 
+
 def runs_frame(registry, status=None, task=None, limit: int | None = None) -> pd.DataFrame:
     """The registry's runs frame with 'all' filters ignored."""
     return registry.runs_frame(status=_filter(status), task=_filter(task), limit=limit)
@@ -82,14 +84,18 @@ def _for_viewer(record: dict, viewer: str | None) -> dict:
 
 def run_label(run: dict) -> str:
     """'#12 rte LN@5 seed 0 · succeeded' (a dropdown label)."""
-    return (f"#{run['id']} {run['task']} {charts.short_name(run['modules'])}@{run['layers']} "
-            f"seed {run['seed']} · {run['status']}")
+    return (
+        f"#{run['id']} {run['task']} {charts.short_name(run['modules'])}@{run['layers']} "
+        f"seed {run['seed']} · {run['status']}"
+    )
 
 
 def run_choices(registry, status=None, task=None, limit: int = TABLE_LIMIT) -> list[tuple[str, int]]:
     """(label, id) pairs for run dropdowns, newest first."""
-    return [(run_label(r), int(r["id"])) for r in registry.list_runs(status=_filter(status), task=_filter(task),
-                                                                     limit=limit)]
+    return [
+        (run_label(r), int(r["id"]))
+        for r in registry.list_runs(status=_filter(status), task=_filter(task), limit=limit)
+    ]
 
 
 @dataclass
@@ -143,24 +149,38 @@ def run_detail(registry, run_id, viewer: str | None = None) -> RunDetail:
         curves = charts.lr_search_curves(search_points(registry, [rid]), f"Run #{rid}: held-out score vs lr")
     else:
         events = registry.events_frame([rid])
-        curves = charts.training_curves(events, [rid], pd.DataFrame([{k: run[k] for k in (
-            "id", "modules", "layers", "primary_metric_name")}]))
+        curves = charts.training_curves(
+            events, [rid], pd.DataFrame([{k: run[k] for k in ("id", "modules", "layers", "primary_metric_name")}])
+        )
     return RunDetail(
-        run_id=rid, summary=summary_markdown(run), config=run["config"], result=run["result"], curves=curves,
-        status=run["status"], key=detail_key(registry, rid),
+        run_id=rid,
+        summary=summary_markdown(run),
+        config=run["config"],
+        result=run["result"],
+        curves=curves,
+        status=run["status"],
+        key=detail_key(registry, rid),
         can_cancel=own and run["status"] in ("queued", "running", "interrupted") and not run["cancel_requested"],
-        can_retry=own and run["status"] in RETRYABLE, artifact_dir=run.get("artifact_dir"))
+        can_retry=own and run["status"] in RETRYABLE,
+        artifact_dir=run.get("artifact_dir"),
+    )
 
 
 def summary_markdown(run: dict) -> str:
     """One paragraph about a run: what it is, where it is, its result or its error."""
     kind = run.get("kind") or "run"
     what = {"search": "**lr search #{id}**", "candidate": "**Candidate #{id}** of search #{parent_id}"}.get(
-        kind, "**Run #{id}**").format(id=run["id"], parent_id=run.get("parent_id"))
-    lr = ("searching" if kind == "search" and run["status"] != "succeeded" else f"{run['lr']:g}"
-          ) if run["lr"] is not None else "?"
-    head = (f"{what} · {run['task']} · {charts.short_name(run['modules'])} @ layers {run['layers']}"
-            f" · seed {run['seed']} · lr {lr} · {run['model']}")
+        kind, "**Run #{id}**"
+    ).format(id=run["id"], parent_id=run.get("parent_id"))
+    lr = (
+        ("searching" if kind == "search" and run["status"] != "succeeded" else f"{run['lr']:g}")
+        if run["lr"] is not None
+        else "?"
+    )
+    head = (
+        f"{what} · {run['task']} · {charts.short_name(run['modules'])} @ layers {run['layers']}"
+        f" · seed {run['seed']} · lr {lr} · {run['model']}"
+    )
     status = run["status"]
     parts = [f"**{status}**" + (" (cancel requested)" if run["cancel_requested"] and status == "running" else "")]
     if run["total_steps"]:
@@ -175,20 +195,32 @@ def summary_markdown(run: dict) -> str:
     lines = [head, " · ".join(parts)]
     result = run.get("result") or {}
     if kind == "search" and result.get("chosen_lr") is not None:
-        where = "a held-out slice of the training rows" if result.get("selection") == "holdout" else \
-            "the evaluation set (optimistic: it is also the reported set)"
+        where = (
+            "a held-out slice of the training rows"
+            if result.get("selection") == "holdout"
+            else "the evaluation set (optimistic: it is also the reported set)"
+        )
         grid = result.get("grid") or []
-        lines.append(f"**chose lr {result['chosen_lr']:g}** by {result.get('metric')} on {where} · grid "
-                     f"{', '.join(f'{g:g}' for g in grid)} · cost {result.get('cost_ratio', 0):.2f}× one run "
-                     f"(the plain grid: {result.get('grid_cost_ratio', 0):.0f}×)")
+        lines.append(
+            f"**chose lr {result['chosen_lr']:g}** by {result.get('metric')} on {where} · grid "
+            f"{', '.join(f'{g:g}' for g in grid)} · cost {result.get('cost_ratio', 0):.2f}× one run "
+            f"(the plain grid: {result.get('grid_cost_ratio', 0):.0f}×)"
+        )
     elif run["primary_metric"] is not None:
         chance = run.get("chance_metric")
-        verdict = "" if run.get("learned") is not False else \
-            f" · ✗ **did not learn** ({result.get('learned_note') or 'at chance'})"
-        lines.append(f"**{run['primary_metric_name']} = {run['primary_metric']:.4f}**"
-                     + (f" (chance {chance:.3f})" if chance is not None else "") + verdict + " · trainable "
-                     f"{run['trainable_params'] or 0:,} parameters ({charts.format_pct(run['trainable_pct'])} of the "
-                     "model)" + (f" · {run['train_seconds']:.1f}s training" if run["train_seconds"] else ""))
+        verdict = (
+            ""
+            if run.get("learned") is not False
+            else f" · ✗ **did not learn** ({result.get('learned_note') or 'at chance'})"
+        )
+        lines.append(
+            f"**{run['primary_metric_name']} = {run['primary_metric']:.4f}**"
+            + (f" (chance {chance:.3f})" if chance is not None else "")
+            + verdict
+            + " · trainable "
+            f"{run['trainable_params'] or 0:,} parameters ({charts.format_pct(run['trainable_pct'])} of the "
+            "model)" + (f" · {run['train_seconds']:.1f}s training" if run["train_seconds"] else "")
+        )
     note = (run.get("config") or {}).get("extra", {}).get("lr_search")
     if kind == "run" and note:
         lines.append(f"lr {note['chosen_lr']:g} chosen by search #{run.get('parent_id')} ({note['selection']})")
@@ -210,12 +242,18 @@ def search_points(registry, search_ids) -> pd.DataFrame:
     if ev.empty:
         return pd.DataFrame(columns=columns)
     runs = {i: registry.get(i) for i in ev["run_id"].unique()}
-    return pd.DataFrame({
-        "search_id": ev["run_id"], "lr": ev["name"].astype(float), "score": ev["value"], "step": ev["step"],
-        "label": [f"#{i} {charts.short_name(runs[i]['modules'])}@{runs[i]['layers']}" for i in ev["run_id"]],
-        "metric": [runs[i]["primary_metric_name"] for i in ev["run_id"]],
-        "chosen_lr": [runs[i]["lr"] if runs[i]["status"] == "succeeded" else float("nan") for i in ev["run_id"]],
-    }, columns=columns)
+    return pd.DataFrame(
+        {
+            "search_id": ev["run_id"],
+            "lr": ev["name"].astype(float),
+            "score": ev["value"],
+            "step": ev["step"],
+            "label": [f"#{i} {charts.short_name(runs[i]['modules'])}@{runs[i]['layers']}" for i in ev["run_id"]],
+            "metric": [runs[i]["primary_metric_name"] for i in ev["run_id"]],
+            "chosen_lr": [runs[i]["lr"] if runs[i]["status"] == "succeeded" else float("nan") for i in ev["run_id"]],
+        },
+        columns=columns,
+    )
 
 
 def task_searches(registry, task: str, limit: int = 12) -> list[int]:
@@ -240,6 +278,7 @@ def artifact_download(run: dict | None) -> str | None:
 
 # ---------------------------------------------------------------------------------------------- compare
 
+
 def default_curve_runs(runs: pd.DataFrame, task: str, limit: int = 5) -> list[int]:
     """The task's most recent succeeded runs (what the curves show before the user picks)."""
     done = charts.finished_runs(runs, task)
@@ -257,14 +296,29 @@ def compare(registry, task: str, layers: str | None = ALL, run_ids=None, only_di
         selected = selected.iloc[sorted(range(len(selected)), key=lambda i: ids.index(int(selected["id"].iloc[i])))]
         selected["config"] = [registry.get(int(i))["config"] for i in selected["id"]]
     view["config_diff"] = charts.config_diff(selected, only_differences=only_differences)
-    view["lr_searches"] = charts.lr_search_curves(search_points(registry, task_searches(registry, task)),
-                                                  f"{task}: learning-rate searches (held-out score vs lr)")
+    view["lr_searches"] = charts.lr_search_curves(
+        search_points(registry, task_searches(registry, task)), f"{task}: learning-rate searches (held-out score vs lr)"
+    )
     view["run_ids"] = ids
     return view
 
 
-COMPARE_COLUMNS = ["id", "task", "model", "modules", "family", "layers", "seed", "lr", "primary_metric_name",
-                   "primary_metric", "trainable_pct", "module_pct", "trainable_params", "module_params"]
+COMPARE_COLUMNS = [
+    "id",
+    "task",
+    "model",
+    "modules",
+    "family",
+    "layers",
+    "seed",
+    "lr",
+    "primary_metric_name",
+    "primary_metric",
+    "trainable_pct",
+    "module_pct",
+    "trainable_params",
+    "module_params",
+]
 
 
 def compare_records(registry, task: str | None = None) -> list[dict]:
@@ -290,12 +344,17 @@ def results_csv_file(registry, layers: str | None = ALL) -> str:
 def results_note(table: pd.DataFrame, layers: str | None, choices: list[str]) -> str:
     """Why the results table is empty, and what to pick instead (or nothing when it has rows)."""
     if table is not None and len(table):
-        return (f"Runs with layer choice **{layers or ALL}** (families that ignore layers — embeddings, head, full — "
-                "count under every choice). Each cell: mean ± std over seeds (number of runs).")
+        return (
+            f"Runs with layer choice **{layers or ALL}** (families that ignore layers — embeddings, head, full — "
+            "count under every choice). Each cell: mean ± std over seeds (number of runs)."
+        )
     others = [c for c in choices if c != (layers or ALL)]
     if others:
-        return (f"No succeeded runs with layer choice **{layers or ALL}** yet; try "
-                + ", ".join(f"**{c}**" for c in others[:6]) + " in *Layer choice*.")
+        return (
+            f"No succeeded runs with layer choice **{layers or ALL}** yet; try "
+            + ", ".join(f"**{c}**" for c in others[:6])
+            + " in *Layer choice*."
+        )
     return charts.NO_RUNS + "."
 
 
@@ -327,8 +386,12 @@ def study_summary(report) -> str:
 
     if not report.n_runs:
         return charts.NO_RUNS + "."
-    lines = [f"**{report.n_runs} finished runs** · tasks {', '.join(report.tasks)} · generated {report.generated_at}",
-             st.POOLING_NOTE, *st.summary_lines(report)[1:], *(f"- {line}" for line in st.findings(report))]
+    lines = [
+        f"**{report.n_runs} finished runs** · tasks {', '.join(report.tasks)} · generated {report.generated_at}",
+        st.POOLING_NOTE,
+        *st.summary_lines(report)[1:],
+        *(f"- {line}" for line in st.findings(report)),
+    ]
     return "\n\n".join(lines)
 
 
@@ -343,6 +406,7 @@ def layer_filter_choices(registry) -> list[str]:
 
 DELTAS_TITLE = "How far tuning moved each module"
 NO_DELTAS = "Pick succeeded runs above and press Show deltas"
+
 
 def magnitudes(model: str | None = None) -> pd.DataFrame:
     """Weight-magnitude statistics of a pre-trained model per (family, layer, kind); computed once per model."""
@@ -392,6 +456,7 @@ def run_deltas(registry, run_ids) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------- playground
+
 
 def _cached_model(key: tuple, load):
     with _LOCK:
@@ -473,11 +538,17 @@ def predict(registry, run_id, text_a: str, text_b: str | None = None) -> dict:
     tuned = run_predict(model, tokenizer, task, [text])[0]
     base_m, base_tok, _ = base_model(config.model, task.name, config.seed)
     base = run_predict(base_m, base_tok, task, [text])[0]
-    return {"task": task.name, "tuned": tuned.get("probabilities", tuned), "base": base.get("probabilities", base),
-            "label": tuned.get("label", tuned.get("score")), "base_label": base.get("label", base.get("score"))}
+    return {
+        "task": task.name,
+        "tuned": tuned.get("probabilities", tuned),
+        "base": base.get("probabilities", base),
+        "label": tuned.get("label", tuned.get("score")),
+        "base_label": base.get("label", base.get("score")),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
 
 def _json_safe(value):
     """Registry rows for JSON: NaN/NaT/inf -> None, numpy and pandas scalars -> Python, times -> ISO."""

@@ -9,6 +9,7 @@ Never the Gradio session hash: a client chooses it and a new connection gets a f
   can send) is honoured only from the proxy addresses the operator lists in FORWARDED_ALLOW_IPS, uvicorn's
   own setting, which `moduletune serve` defaults to none (uvicorn's default trusts any local process).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,7 +52,9 @@ def visitor(request, profile=None, oauth: bool = False) -> str:
     if username:
         return f"hf:{username}"
     if oauth:
-        raise LoginRequired("log in with Hugging Face (the button at the top of the page) to queue, cancel or "
-                            "retry runs in this public Space; browsing needs no login")
+        raise LoginRequired(
+            "log in with Hugging Face (the button at the top of the page) to queue, cancel or "
+            "retry runs in this public Space; browsing needs no login"
+        )
     address = client_address(request)
     return f"web-{hashlib.sha256(address.encode()).hexdigest()[:12]}" if address else "web"

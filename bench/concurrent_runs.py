@@ -6,6 +6,7 @@ sweep's throughput. Usage:
 
     python -m bench.concurrent_runs --device cuda --k 1,2,4 --runs 12 --max-train 2000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,14 @@ def _worker(device: str, threads: int, jobs, results) -> None:
             return
         t0 = time.perf_counter()
         result = fine_tune(RunConfig.from_dict({**item, "device": device}))
-        results.put({"seconds": time.perf_counter() - t0, "metric": result.primary_metric,
-                     "modules": result.modules, "layers": result.layer_spec})
+        results.put(
+            {
+                "seconds": time.perf_counter() - t0,
+                "metric": result.primary_metric,
+                "modules": result.modules,
+                "layers": result.layer_spec,
+            }
+        )
 
 
 def sweep_configs(args) -> list[dict]:
@@ -37,9 +44,18 @@ def sweep_configs(args) -> list[dict]:
     families = ["query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm"]
     configs = []
     for i in range(args.runs):
-        configs.append({"task": args.task, "model": args.model, "modules": [families[i % len(families)]],
-                        "layers": str(i % args.layers), "max_train": args.max_train, "max_eval": args.max_eval,
-                        "seed": i // len(families), "glue_dir": args.glue_dir})
+        configs.append(
+            {
+                "task": args.task,
+                "model": args.model,
+                "modules": [families[i % len(families)]],
+                "layers": str(i % args.layers),
+                "max_train": args.max_train,
+                "max_eval": args.max_eval,
+                "seed": i // len(families),
+                "glue_dir": args.glue_dir,
+            }
+        )
     return configs
 
 
@@ -60,8 +76,13 @@ def run_sweep(configs: list[dict], k: int, device: str) -> dict:
     for p in procs:
         p.join()
     wall = time.perf_counter() - t0
-    return {"k": k, "runs": len(done), "wall_seconds": wall, "runs_per_hour": 3600 * len(done) / wall,
-            "mean_run_seconds": sum(d["seconds"] for d in done) / len(done)}
+    return {
+        "k": k,
+        "runs": len(done),
+        "wall_seconds": wall,
+        "runs_per_hour": 3600 * len(done) / wall,
+        "mean_run_seconds": sum(d["seconds"] for d in done) / len(done),
+    }
 
 
 def main(argv=None) -> int:
@@ -82,8 +103,10 @@ def main(argv=None) -> int:
     base = rows[0]["runs_per_hour"]
     print(f"{'k':>3} {'runs':>5} {'wall s':>8} {'runs/hour':>10} {'mean run s':>11} {'vs k=' + str(rows[0]['k']):>8}")
     for r in rows:
-        print(f"{r['k']:>3} {r['runs']:>5} {r['wall_seconds']:>8.1f} {r['runs_per_hour']:>10.0f} "
-              f"{r['mean_run_seconds']:>11.1f} {r['runs_per_hour'] / base:>7.2f}x")
+        print(
+            f"{r['k']:>3} {r['runs']:>5} {r['wall_seconds']:>8.1f} {r['runs_per_hour']:>10.0f} "
+            f"{r['mean_run_seconds']:>11.1f} {r['runs_per_hour'] / base:>7.2f}x"
+        )
     if args.json:
         print(json.dumps({"device": args.device, "model": args.model, "rows": rows}))
     return 0

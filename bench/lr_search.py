@@ -5,6 +5,7 @@ full run and keeps the best held-out score; halving is tuning.search.lr_search. 
 
     python -m bench.lr_search --task stsb --modules query --max-train 2000 --epochs 3 [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,11 +28,19 @@ def plain_grid(config: RunConfig) -> dict:
         result = fine_tune(candidate_config(config, lr))
         scores[lr] = result.primary_metric
         steps += result.steps
-        print(f"  grid lr {lr:g}: held-out {result.primary_metric_name} {result.primary_metric:.4f} "
-              f"({result.steps} steps)", flush=True)
+        print(
+            f"  grid lr {lr:g}: held-out {result.primary_metric_name} {result.primary_metric:.4f} "
+            f"({result.steps} steps)",
+            flush=True,
+        )
     chosen = rank(scores)[0]
-    return {"chosen_lr": chosen, "score": scores[chosen], "scores": scores, "steps": steps,
-            "seconds": time.perf_counter() - t0}
+    return {
+        "chosen_lr": chosen,
+        "score": scores[chosen],
+        "scores": scores,
+        "steps": steps,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def main(argv=None) -> dict:
@@ -47,13 +56,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", action="store_true", help="end with one JSON object")
     args = parser.parse_args(argv)
 
-    config = RunConfig(task=args.task, modules=tuple(args.modules.split(",")), layers=args.layers,
-                       max_train=args.max_train, epochs=args.epochs, seed=args.seed, device=args.device,
-                       lr_grid=tuple(float(v) for v in args.grid.split(",")) if args.grid else None,
-                       glue_dir=os.environ.get("MODULETUNE_GLUE_DIR"))
-    print(f"{config.task} {'+'.join(config.modules)}@{config.layers}, {config.max_train} rows, {config.epochs} "
-          f"epochs, seed {config.seed}; grid {', '.join(f'{v:g}' for v in config.search_grid)}; "
-          f"load {os.getloadavg()[0]:.1f}", flush=True)
+    config = RunConfig(
+        task=args.task,
+        modules=tuple(args.modules.split(",")),
+        layers=args.layers,
+        max_train=args.max_train,
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        lr_grid=tuple(float(v) for v in args.grid.split(",")) if args.grid else None,
+        glue_dir=os.environ.get("MODULETUNE_GLUE_DIR"),
+    )
+    print(
+        f"{config.task} {'+'.join(config.modules)}@{config.layers}, {config.max_train} rows, {config.epochs} "
+        f"epochs, seed {config.seed}; grid {', '.join(f'{v:g}' for v in config.search_grid)}; "
+        f"load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     grid = plain_grid(config)
     with tempfile.TemporaryDirectory() as work:
         halving = lr_search(config, workdir=work)
@@ -62,26 +81,42 @@ def main(argv=None) -> dict:
     picked = next(c for c in halving.candidates if c["lr"] == halving.chosen_lr)
     one_run = halving.full_steps
     out = {
-        "config": config.to_dict(), "metric": halving.metric, "full_steps": one_run,
+        "config": config.to_dict(),
+        "metric": halving.metric,
+        "full_steps": one_run,
         "grid": {**grid, "scores": {f"{k:g}": v for k, v in grid["scores"].items()}},
-        "halving": {"chosen_lr": halving.chosen_lr, "score_at_last_rung": picked["score"],
-                    "score_full_run": halving_full, "steps": halving.cost_steps, "seconds": halving.seconds,
-                    "rungs": halving.rungs, "candidates": halving.candidates},
-        "ratios": {"halving_over_grid_steps": halving.cost_steps / grid["steps"],
-                   "halving_over_grid_seconds": halving.seconds / grid["seconds"],
-                   "halving_over_one_run_steps": halving.cost_ratio,
-                   "grid_over_one_run_steps": grid["steps"] / one_run},
+        "halving": {
+            "chosen_lr": halving.chosen_lr,
+            "score_at_last_rung": picked["score"],
+            "score_full_run": halving_full,
+            "steps": halving.cost_steps,
+            "seconds": halving.seconds,
+            "rungs": halving.rungs,
+            "candidates": halving.candidates,
+        },
+        "ratios": {
+            "halving_over_grid_steps": halving.cost_steps / grid["steps"],
+            "halving_over_grid_seconds": halving.seconds / grid["seconds"],
+            "halving_over_one_run_steps": halving.cost_ratio,
+            "grid_over_one_run_steps": grid["steps"] / one_run,
+        },
     }
     m = halving.metric
-    print(f"grid:    chose lr {grid['chosen_lr']:g}, held-out {m} {grid['score']:.4f}, "
-          f"{grid['steps']} steps, {grid['seconds']:.0f} s")
-    print(f"halving: chose lr {halving.chosen_lr:g}, held-out {m} {picked['score']:.4f} at step "
-          f"{picked['steps']} ({halving_full:.4f} after the full run), {halving.cost_steps} steps, "
-          f"{halving.seconds:.0f} s")
+    print(
+        f"grid:    chose lr {grid['chosen_lr']:g}, held-out {m} {grid['score']:.4f}, "
+        f"{grid['steps']} steps, {grid['seconds']:.0f} s"
+    )
+    print(
+        f"halving: chose lr {halving.chosen_lr:g}, held-out {m} {picked['score']:.4f} at step "
+        f"{picked['steps']} ({halving_full:.4f} after the full run), {halving.cost_steps} steps, "
+        f"{halving.seconds:.0f} s"
+    )
     r = out["ratios"]
-    print(f"ratios:  halving/grid {r['halving_over_grid_steps']:.2f} in steps, {r['halving_over_grid_seconds']:.2f} "
-          f"in seconds; halving/one run {r['halving_over_one_run_steps']:.2f} (grid/one run "
-          f"{r['grid_over_one_run_steps']:.0f}); load {os.getloadavg()[0]:.1f}")
+    print(
+        f"ratios:  halving/grid {r['halving_over_grid_steps']:.2f} in steps, {r['halving_over_grid_seconds']:.2f} "
+        f"in seconds; halving/one run {r['halving_over_one_run_steps']:.2f} (grid/one run "
+        f"{r['grid_over_one_run_steps']:.0f}); load {os.getloadavg()[0]:.1f}"
+    )
     if not math.isclose(halving_full, grid["score"]) and halving.chosen_lr != grid["chosen_lr"]:
         print(f"         after a full run, halving's pick scores {grid['score'] - halving_full:.4f} below the grid's")
     if args.json:

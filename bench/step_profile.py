@@ -11,6 +11,7 @@ where its time goes. The profiler adds host time of its own, so the window's wal
 shown beside the whole run's unprofiled mean; and where it cannot see the kernels inside CUDA-graph
 replays, busy time undercounts (compare a --cuda-graphs off run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,11 @@ from moduletune.tuning import glue
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.step_profile", description=__doc__.split("\n")[0])
     p.add_argument("--task", default="sst2")
-    p.add_argument("--model", default="all-MiniLM-L6-v2",
-                   help="the embedded MiniLM, a Hub id, a folder, or config:bert-base-uncased (random weights)")
+    p.add_argument(
+        "--model",
+        default="all-MiniLM-L6-v2",
+        help="the embedded MiniLM, a Hub id, a folder, or config:bert-base-uncased (random weights)",
+    )
     p.add_argument("--tokenizer", default="all-MiniLM-L6-v2", help="tokenizer folder for config: models")
     p.add_argument("--modules", default="layernorm@last", help="one variant, e.g. full or layernorm@last")
     p.add_argument("--max-train", type=int, default=4000)
@@ -95,12 +99,22 @@ def summarize(window: StepWindow, top: int) -> dict:
     busy_ms = sum(by_kernel.values()) / 1000 / steps if kernels else None
     wall_ms = window.seconds * 1000 / steps
     return {
-        "steps": window.steps, "wall_ms_per_step": wall_ms, "busy_ms_per_step": busy_ms,
+        "steps": window.steps,
+        "wall_ms_per_step": wall_ms,
+        "busy_ms_per_step": busy_ms,
         "busy_fraction": busy_ms / wall_ms if busy_ms is not None and wall_ms else None,
-        "host_ops": [{"name": e.key, "calls_per_step": e.count / steps,
-                      "self_cpu_ms_per_step": e.self_cpu_time_total / 1000 / steps} for e in host[:top]],
-        "kernels": [{"name": name, "ms_per_step": us / 1000 / steps}
-                    for name, us in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:top]],
+        "host_ops": [
+            {
+                "name": e.key,
+                "calls_per_step": e.count / steps,
+                "self_cpu_ms_per_step": e.self_cpu_time_total / 1000 / steps,
+            }
+            for e in host[:top]
+        ],
+        "kernels": [
+            {"name": name, "ms_per_step": us / 1000 / steps}
+            for name, us in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:top]
+        ],
     }
 
 
@@ -119,23 +133,37 @@ def main(argv=None) -> int:
     env = environment(device)
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         model, _ = materialize_model(args.model, task.num_labels, Path(tmp), tokenizer=args.tokenizer)
-        config = RunConfig(task=task.name, modules=variant.families, layers=variant.layers, model=model,
-                           max_train=args.max_train or None, max_eval=128, batch_size=args.batch_size,
-                           device=str(device), glue_dir=args.glue_dir, cuda_graphs=args.cuda_graphs == "on")
+        config = RunConfig(
+            task=task.name,
+            modules=variant.families,
+            layers=variant.layers,
+            model=model,
+            max_train=args.max_train or None,
+            max_eval=128,
+            batch_size=args.batch_size,
+            device=str(device),
+            glue_dir=args.glue_dir,
+            cuda_graphs=args.cuda_graphs == "on",
+        )
         window = StepWindow(device, args.warm_steps, args.steps)
         result = fine_tune(config, window)
     if not window.steps:
-        print(f"the run had {result.steps} steps, fewer than --warm-steps {args.warm_steps} + 1: "
-              "raise --max-train or lower --warm-steps", file=sys.stderr)
+        print(
+            f"the run had {result.steps} steps, fewer than --warm-steps {args.warm_steps} + 1: "
+            "raise --max-train or lower --warm-steps",
+            file=sys.stderr,
+        )
         return 2
     out = summarize(window, args.top)
-    out.update(run_examples_per_second=result.examples_per_second,
-               run_ms_per_step=1000 * result.train_seconds / max(result.steps, 1),
-               cuda_graphs=result.cuda_graphs, precision=result.precision)
+    out.update(
+        run_examples_per_second=result.examples_per_second,
+        run_ms_per_step=1000 * result.train_seconds / max(result.steps, 1),
+        cuda_graphs=result.cuda_graphs,
+        precision=result.precision,
+    )
     print(render(args, variant.label, out, env))
     if args.json:
-        print(json_line({"model": args.model, "modules": variant.label, "task": task.name, **out,
-                         "environment": env}))
+        print(json_line({"model": args.model, "modules": variant.label, "task": task.name, **out, "environment": env}))
     return 0
 
 
@@ -148,12 +176,17 @@ def render(args, label: str, out: dict, env: dict) -> str:
         f"window: {out['steps']} steps after step {args.warm_steps}: {out['wall_ms_per_step']:.2f} ms/step wall "
         f"(profiled); the whole run: {out['run_ms_per_step']:.2f} ms/step, "
         f"{out['run_examples_per_second']:.1f} ex/s (unprofiled)",
-        (f"GPU busy {busy:.2f} ms/step = {out['busy_fraction']:.0%} of wall: "
-         + ("the GPU is the bottleneck" if out["busy_fraction"] > 0.8 else "the host is the bottleneck"))
-        if busy is not None else "no GPU kernels (CPU run)",
+        (
+            f"GPU busy {busy:.2f} ms/step = {out['busy_fraction']:.0%} of wall: "
+            + ("the GPU is the bottleneck" if out["busy_fraction"] > 0.8 else "the host is the bottleneck")
+        )
+        if busy is not None
+        else "no GPU kernels (CPU run)",
         "",
-        table(["host operation", "calls/step", "self CPU ms/step"],
-              [[o["name"][:70], o["calls_per_step"], o["self_cpu_ms_per_step"]] for o in out["host_ops"]]),
+        table(
+            ["host operation", "calls/step", "self CPU ms/step"],
+            [[o["name"][:70], o["calls_per_step"], o["self_cpu_ms_per_step"]] for o in out["host_ops"]],
+        ),
     ]
     if out["kernels"]:
         lines += ["", table(["kernel", "ms/step"], [[k["name"][:90], k["ms_per_step"]] for k in out["kernels"]])]

@@ -10,6 +10,7 @@ tokenization and its own cache fills. Prints the total wall time of each mode, t
 far the primary metric moved between the modes (the cache runs frozen layers without dropout, so
 small differences are expected). A benchmark, not a test; with --json a last line of JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import (Stopwatch, clear_prefix_cache, environment, fresh_home, json_line, prefix_cache_stats,
-                          release_memory, resolve_device, table)
+from bench.common import (
+    Stopwatch,
+    clear_prefix_cache,
+    environment,
+    fresh_home,
+    json_line,
+    prefix_cache_stats,
+    release_memory,
+    resolve_device,
+    table,
+)
 from moduletune.tuning import glue, modules
 from moduletune.tuning.config import RunConfig
 
@@ -48,43 +58,71 @@ def grid(families: str, layers: str, num_layers: int, order: str) -> list[tuple[
 def run_one(args, families, spec: str, mode: str, home: Path, device) -> dict:
     from moduletune.tuning.train import fine_tune
 
-    config = RunConfig(task=args.task, modules=families, layers=spec, model=args.model, epochs=args.epochs,
-                       batch_size=args.batch_size, max_seq_len=args.max_seq_len, max_train=args.max_train,
-                       max_eval=args.max_eval, seed=args.seed, device=args.device, glue_dir=args.glue_dir,
-                       prefix_cache=mode)
+    config = RunConfig(
+        task=args.task,
+        modules=families,
+        layers=spec,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_seq_len=args.max_seq_len,
+        max_train=args.max_train,
+        max_eval=args.max_eval,
+        seed=args.seed,
+        device=args.device,
+        glue_dir=args.glue_dir,
+        prefix_cache=mode,
+    )
     if args.per_run_cache:
         clear_prefix_cache()
     with fresh_home(str(home)), Stopwatch(device) as wall:
         result = fine_tune(config)
     release_memory()
     cache_info = getattr(result, "prefix_cache", None)  # what fine_tune reports it cached, if anything
-    return {"modules": "+".join(modules.SHORT_NAMES.get(f, f) for f in families), "layers": spec, "mode": mode,
-            "wall_seconds": wall.seconds, "train_seconds": result.train_seconds,
-            "eval_seconds": result.eval_seconds, "examples_per_second": result.examples_per_second,
-            "metric": result.primary_metric, "precision": result.precision,
-            "prefix_cache": cache_info if isinstance(cache_info, dict) else None}
-
-
+    return {
+        "modules": "+".join(modules.SHORT_NAMES.get(f, f) for f in families),
+        "layers": spec,
+        "mode": mode,
+        "wall_seconds": wall.seconds,
+        "train_seconds": result.train_seconds,
+        "eval_seconds": result.eval_seconds,
+        "examples_per_second": result.examples_per_second,
+        "metric": result.primary_metric,
+        "precision": result.precision,
+        "prefix_cache": cache_info if isinstance(cache_info, dict) else None,
+    }
 
 
 def summarize(runs: list[dict]) -> dict:
     by_mode = {m: [r for r in runs if r["mode"] == m] for m in MODES}
-    totals = {m: {"runs": len(rs), "wall_seconds": sum(r["wall_seconds"] for r in rs),
-                  "train_seconds": sum(r["train_seconds"] for r in rs),
-                  "eval_seconds": sum(r["eval_seconds"] for r in rs),
-                  "mean_metric": statistics.fmean(r["metric"] for r in rs) if rs else None}
-              for m, rs in by_mode.items()}
+    totals = {
+        m: {
+            "runs": len(rs),
+            "wall_seconds": sum(r["wall_seconds"] for r in rs),
+            "train_seconds": sum(r["train_seconds"] for r in rs),
+            "eval_seconds": sum(r["eval_seconds"] for r in rs),
+            "mean_metric": statistics.fmean(r["metric"] for r in rs) if rs else None,
+        }
+        for m, rs in by_mode.items()
+    }
     off = {(r["modules"], r["layers"]): r for r in by_mode["off"]}
-    diffs = [abs(r["metric"] - off[(r["modules"], r["layers"])]["metric"]) for r in by_mode["on"]
-             if (r["modules"], r["layers"]) in off]
+    diffs = [
+        abs(r["metric"] - off[(r["modules"], r["layers"])]["metric"])
+        for r in by_mode["on"]
+        if (r["modules"], r["layers"]) in off
+    ]
     wall_on, wall_off = totals["on"]["wall_seconds"], totals["off"]["wall_seconds"]
     return {
         "modes": totals,
         "speedup": wall_off / wall_on if wall_on else None,
-        "train_speedup": (totals["off"]["train_seconds"] / totals["on"]["train_seconds"]
-                          if totals["on"]["train_seconds"] else None),
-        "metric_diff": {"mean_abs": statistics.fmean(diffs) if diffs else None,
-                        "max_abs": max(diffs) if diffs else None, "pairs": len(diffs)},
+        "train_speedup": (
+            totals["off"]["train_seconds"] / totals["on"]["train_seconds"] if totals["on"]["train_seconds"] else None
+        ),
+        "metric_diff": {
+            "mean_abs": statistics.fmean(diffs) if diffs else None,
+            "max_abs": max(diffs) if diffs else None,
+            "pairs": len(diffs),
+        },
     }
 
 
@@ -93,11 +131,30 @@ def render(runs, summary, args, task, env, n_layers: int) -> str:
     body = []
     for r in (r for r in runs if r["mode"] == "on"):
         o = off.get((r["modules"], r["layers"]))
-        body.append([r["modules"], r["layers"], o["wall_seconds"] if o else None, r["wall_seconds"],
-                     o["train_seconds"] if o else None, r["train_seconds"], o["metric"] if o else None, r["metric"],
-                     f"{100 * (r['metric'] - o['metric']):+.2f}" if o else None])
-    headers = ["modules", "layers", "wall off", "wall on", "train off", "train on",
-               f"{task.primary_metric} off", f"{task.primary_metric} on", "diff pts"]
+        body.append(
+            [
+                r["modules"],
+                r["layers"],
+                o["wall_seconds"] if o else None,
+                r["wall_seconds"],
+                o["train_seconds"] if o else None,
+                r["train_seconds"],
+                o["metric"] if o else None,
+                r["metric"],
+                f"{100 * (r['metric'] - o['metric']):+.2f}" if o else None,
+            ]
+        )
+    headers = [
+        "modules",
+        "layers",
+        "wall off",
+        "wall on",
+        "train off",
+        "train on",
+        f"{task.primary_metric} off",
+        f"{task.primary_metric} on",
+        "diff pts",
+    ]
     m, d = summary["modes"], summary["metric_diff"]
     lines = [
         f"module grid with and without the prefix cache -- {task.name}, model {args.model}, "
@@ -132,10 +189,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.sweep_prefix_cache", description=__doc__.split("\n")[0])
     p.add_argument("--task", default="rte")
     p.add_argument("--model", default="all-MiniLM-L6-v2")
-    p.add_argument("--families", default=PAPER_FAMILIES,
-                   help=f"comma list of families, one run each ('+' trains several together); default {PAPER_FAMILIES}")
-    p.add_argument("--layers", default="each",
-                   help="each (one run per layer, default), all, or a spec like 0-3 / last:2")
+    p.add_argument(
+        "--families",
+        default=PAPER_FAMILIES,
+        help=f"comma list of families, one run each ('+' trains several together); default {PAPER_FAMILIES}",
+    )
+    p.add_argument(
+        "--layers", default="each", help="each (one run per layer, default), all, or a spec like 0-3 / last:2"
+    )
     p.add_argument("--max-train", type=int, default=256, help="training rows per run (default 256; 0 = all)")
     p.add_argument("--max-eval", type=int, default=None, help="eval rows per run (default: the full dev set)")
     p.add_argument("--epochs", type=int, default=1)
@@ -143,15 +204,25 @@ def parse_args(argv=None):
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--grid-order", default="family", choices=("family", "layer"),
-                   help="family: every layer of one family, then the next (as `moduletune sweep` queues them); "
-                        "layer: every family at one layer, then the next")
-    p.add_argument("--per-run-cache", action="store_true",
-                   help="empty the in-process prefix cache before every run, as a worker that forks a process "
-                        "per run sees it (default: one process keeps it across runs)")
+    p.add_argument(
+        "--grid-order",
+        default="family",
+        choices=("family", "layer"),
+        help="family: every layer of one family, then the next (as `moduletune sweep` queues them); "
+        "layer: every family at one layer, then the next",
+    )
+    p.add_argument(
+        "--per-run-cache",
+        action="store_true",
+        help="empty the in-process prefix cache before every run, as a worker that forks a process "
+        "per run sees it (default: one process keeps it across runs)",
+    )
     p.add_argument("--glue-dir", default=None)
-    p.add_argument("--home", default=None,
-                   help="a folder for the two MODULETUNE_HOMEs (off/ and on/ inside; default a fresh temp folder)")
+    p.add_argument(
+        "--home",
+        default=None,
+        help="a folder for the two MODULETUNE_HOMEs (off/ and on/ inside; default a fresh temp folder)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = p.parse_args(argv)
     if args.max_train == 0:
@@ -183,16 +254,32 @@ def main(argv=None) -> int:
             for mode in order:
                 row = run_one(args, families, spec, mode, homes[mode], device)
                 runs.append(row)
-                log(f"[{len(runs)}/{2 * len(plan)}] {row['modules']}@{spec} cache {mode}: wall "
-                    f"{row['wall_seconds']:.1f} s, train {row['train_seconds']:.1f} s, metric {row['metric']:.4f}")
+                log(
+                    f"[{len(runs)}/{2 * len(plan)}] {row['modules']}@{spec} cache {mode}: wall "
+                    f"{row['wall_seconds']:.1f} s, train {row['train_seconds']:.1f} s, metric {row['metric']:.4f}"
+                )
     env["load_avg_1m_end"] = environment(device).get("load_avg_1m")
     summary = summarize(runs)
     summary["prefix_cache_stats"] = prefix_cache_stats()
     print(render(runs, summary, args, task, env, n_layers))
     if args.json:
-        print(json_line({"task": task.name, "model": args.model, "families": args.families, "layers": args.layers,
-                         "max_train": args.max_train, "max_eval": args.max_eval, "epochs": args.epochs,
-                         "runs_per_mode": len(plan), **summary, "runs": runs, "environment": env}))
+        print(
+            json_line(
+                {
+                    "task": task.name,
+                    "model": args.model,
+                    "families": args.families,
+                    "layers": args.layers,
+                    "max_train": args.max_train,
+                    "max_eval": args.max_eval,
+                    "epochs": args.epochs,
+                    "runs_per_mode": len(plan),
+                    **summary,
+                    "runs": runs,
+                    "environment": env,
+                }
+            )
+        )
     return 0
 
 

@@ -9,6 +9,7 @@ Importing it loads no model, opens no database and touches no CUDA: each name be
 first use. The packages are moduletune.tuning (the science), moduletune.tasks (queue, jobs, registry)
 and moduletune.app (the web app and the CLI); see ARCHITECTURE.md.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -6,6 +6,7 @@ side thread, stops cooperatively on a cancel request or a worker shutdown, and r
 Checkpoints (trainable tensors + optimizer state) go to <home>/runs/<id>/checkpoint each epoch and
 every config.checkpoint_every steps; a run re-queued after its worker died resumes from there.
 """
+
 from __future__ import annotations
 
 import logging
@@ -80,14 +81,21 @@ def own_run_dir(run_id: int, owner: dict, config) -> Path:
             found = None
         if found != mine:
             aside = move_aside(folder, "stale")
-            log.warning("run %s: the folder %s belongs to another run (%s); moved aside to %s, starting from step 0",
-                        run_id, folder, found or "no owner recorded", aside.name)
+            log.warning(
+                "run %s: the folder %s belongs to another run (%s); moved aside to %s, starting from step 0",
+                run_id,
+                folder,
+                found or "no owner recorded",
+                aside.name,
+            )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / OWNER_FILE).write_text(json.dumps(mine))
     except OSError as err:
-        raise OSError(f"cannot write the run folder {folder} ({err.strerror or err}): make it writable, or set "
-                      "MODULETUNE_HOME to a folder that is") from None
+        raise OSError(
+            f"cannot write the run folder {folder} ({err.strerror or err}): make it writable, or set "
+            "MODULETUNE_HOME to a folder that is"
+        ) from None
     return folder
 
 
@@ -157,8 +165,9 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
         if search:
             result = lr_search(config, on_event, workdir=folder / "search")
         else:
-            result = fine_tune(config, on_event, checkpoint_dir=folder / "checkpoint", output_dir=folder / "artifact",
-                               owner=owner)
+            result = fine_tune(
+                config, on_event, checkpoint_dir=folder / "checkpoint", output_dir=folder / "artifact", owner=owner
+            )
         recorder.flush(force=True)
     except LostRun:
         log.warning("run %s was taken from this worker (declared dead); stopped without recording", run_id)
@@ -213,8 +222,9 @@ def _record_search(registry: Registry, run_id: int, token: int, config, result, 
         return _requeue(registry, run_id, token, "worker stopped mid-search; re-queued to resume")
     chosen = next(c for c in result.candidates if c["lr"] == result.chosen_lr)
     outcome["primary_metric"] = chosen["score"]  # the held-out score that chose it, never the reported one
-    finals = [final_config(config, result).replace(seed=int(seed))
-              for seed in config.extra.get("final_seeds", [config.seed])]
+    finals = [
+        final_config(config, result).replace(seed=int(seed)) for seed in config.extra.get("final_seeds", [config.seed])
+    ]
     candidates = [(candidate_config(config, c["lr"]), c) for c in result.candidates]
     ids = registry.complete_search(run_id, token, outcome, candidates, finals)
     if ids is None:
@@ -246,9 +256,20 @@ def _event_handler(registry, run_id, config, recorder, beat):
         kind, now = event["kind"], time.time()
         if kind == "step":
             step = event["step"]
-            recorder.add([{"step": step, "epoch": event["epoch"], "split": "train", "name": name,
-                           "value": event[name], "t": now} for name in ("loss", "lr")],
-                         progress=(step, event["total_steps"], event.get("eta_seconds")))
+            recorder.add(
+                [
+                    {
+                        "step": step,
+                        "epoch": event["epoch"],
+                        "split": "train",
+                        "name": name,
+                        "value": event[name],
+                        "t": now,
+                    }
+                    for name in ("loss", "lr")
+                ],
+                progress=(step, event["total_steps"], event.get("eta_seconds")),
+            )
             recorder.flush()
         elif kind == "start":
             recorder.add([], progress=(event["step"], event["total_steps"], None))  # total known before step 1
@@ -258,18 +279,43 @@ def _event_handler(registry, run_id, config, recorder, beat):
             # first, so a resumed run has each step exactly once.
             recorder.flush(force=True)
         elif kind == "rung":  # an lr search's held-out score of one candidate at one budget
-            recorder.add([{"step": event["step"], "epoch": None, "split": "search", "name": f"{event['lr']:.6g}",
-                           "value": event["score"], "t": now}])
+            recorder.add(
+                [
+                    {
+                        "step": event["step"],
+                        "epoch": None,
+                        "split": "search",
+                        "name": f"{event['lr']:.6g}",
+                        "value": event["score"],
+                        "t": now,
+                    }
+                ]
+            )
             recorder.flush(force=True)
         elif kind == "eval":
-            recorder.add([{"step": event["step"], "epoch": event["epoch"], "split": "eval", "name": name,
-                           "value": value, "t": now} for name, value in event["metrics"].items()])
+            recorder.add(
+                [
+                    {
+                        "step": event["step"],
+                        "epoch": event["epoch"],
+                        "split": "eval",
+                        "name": name,
+                        "value": value,
+                        "t": now,
+                    }
+                    for name, value in event["metrics"].items()
+                ]
+            )
             recorder.flush(force=True)
         elif kind == "resumed":
             recorder.flush(force=True)
             dropped = registry.record_resume(run_id, recorder.token, event["step"])
-            log.info("run %s resumed from its checkpoint at step %s (%s later events dropped)",
-                     run_id, event["step"], dropped)
+            log.info(
+                "run %s resumed from its checkpoint at step %s (%s later events dropped)",
+                run_id,
+                event["step"],
+                dropped,
+            )
         if beat.lost.is_set() or recorder.lost:
             raise LostRun(run_id)
         return beat.cancel.is_set() or shutdown_requested()

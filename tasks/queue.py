@@ -4,6 +4,7 @@ Built lazily and cached per URL (and per process, so a forked worker never share
 connection): importing this module opens nothing. The queue carries only run ids; everything
 else about a run lives in the registry (tasks.registry), which is the source of truth.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,12 +53,14 @@ def build_huey(url: str, name: str):
         # Blocking reads with a short timeout: idle workers cost Redis nothing and still see a stop quickly.
         huey = RedisHuey(name, url=url, results=False, blocking=True, read_timeout=1)
     elif url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):]).expanduser()
+        path = Path(url[len("sqlite:///") :]).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         huey = SqliteHuey(name, filename=str(path), results=False, timeout=30)
     else:
-        raise QueueError(f"unsupported queue URL {describe(url)!r}; use sqlite:///path/to/queue.db "
-                         f"or redis://host:port/db (set {QUEUE_URL_ENV})")
+        raise QueueError(
+            f"unsupported queue URL {describe(url)!r}; use sqlite:///path/to/queue.db "
+            f"or redis://host:port/db (set {QUEUE_URL_ENV})"
+        )
     huey.moduletune_run = huey.task(name=TASK_NAME)(_run_registry_job)
     return huey
 

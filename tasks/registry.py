@@ -8,6 +8,7 @@ Every status change is one conditional UPDATE (... WHERE status = <expected>), s
 never both claim a run, and a worker that lost its run (declared dead, run handed to another) can
 never record over it: worker-side writes also match the claim number the worker got.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -21,8 +22,26 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import (BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text,
-                        and_, delete, event, func, insert, or_, select, update)
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from moduletune.tuning.settings import home
@@ -31,7 +50,13 @@ DB_URL_ENV = "MODULETUNE_DB_URL"
 SCHEMA_VERSION = 2  # 2: kind, parent_id, chance_metric, learned (added in place to a version-1 registry)
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
-    "queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "interrupted",
+)
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 RETRYABLE = (FAILED, CANCELLED, INTERRUPTED)
@@ -54,7 +79,8 @@ class RegistryUnavailable(RegistryError):
 metadata = MetaData()
 
 runs = Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("status", String(16), nullable=False, index=True),
     # What the run is: the full RunConfig as JSON, plus the columns people filter and group by.
@@ -108,7 +134,8 @@ runs = Table(
 )
 
 events = Table(
-    "events", metadata,
+    "events",
+    metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("run_id", Integer, nullable=False),
     Column("step", Integer, nullable=False),
@@ -121,25 +148,81 @@ events = Table(
 )
 
 meta = Table(
-    "moduletune_meta", metadata,
+    "moduletune_meta",
+    metadata,
     Column("key", String(64), primary_key=True),
     Column("value", String(200), nullable=False),
 )
 
 # The columns of runs_frame() and of each list_runs() row, in order.
 RUN_COLUMNS = [
-    "id", "status", "task", "model", "modules", "family", "layers", "seed", "lr",
-    "primary_metric_name", "primary_metric", "chance_metric", "learned", "kind", "parent_id", "trainable_pct", "module_pct", "module_params", "head_params",
-    "trainable_params", "total_params", "step", "total_steps", "progress", "eta_seconds", "worker", "device",
-    "submitter", "sweep_id", "queued_at", "started_at", "heartbeat_at", "finished_at", "error", "artifact_dir",
-    "retry_of", "resumed", "resumed_from_step", "resume_count", "claims", "completions", "cancel_requested",
-    "train_seconds", "examples_per_second",
+    "id",
+    "status",
+    "task",
+    "model",
+    "modules",
+    "family",
+    "layers",
+    "seed",
+    "lr",
+    "primary_metric_name",
+    "primary_metric",
+    "chance_metric",
+    "learned",
+    "kind",
+    "parent_id",
+    "trainable_pct",
+    "module_pct",
+    "module_params",
+    "head_params",
+    "trainable_params",
+    "total_params",
+    "step",
+    "total_steps",
+    "progress",
+    "eta_seconds",
+    "worker",
+    "device",
+    "submitter",
+    "sweep_id",
+    "queued_at",
+    "started_at",
+    "heartbeat_at",
+    "finished_at",
+    "error",
+    "artifact_dir",
+    "retry_of",
+    "resumed",
+    "resumed_from_step",
+    "resume_count",
+    "claims",
+    "completions",
+    "cancel_requested",
+    "train_seconds",
+    "examples_per_second",
 ]
-FLOAT_COLUMNS = ("lr", "primary_metric", "chance_metric", "trainable_pct", "module_pct", "progress", "eta_seconds",
-                 "train_seconds", "examples_per_second")
+FLOAT_COLUMNS = (
+    "lr",
+    "primary_metric",
+    "chance_metric",
+    "trainable_pct",
+    "module_pct",
+    "progress",
+    "eta_seconds",
+    "train_seconds",
+    "examples_per_second",
+)
 INT_COLUMNS = ("id", "seed", "step", "resume_count", "claims", "completions")  # never null: int64
-NULLABLE_INT_COLUMNS = ("module_params", "head_params", "trainable_params", "total_params", "total_steps",
-                        "retry_of", "resumed_from_step", "parent_id")  # null until known: pandas Int64
+NULLABLE_INT_COLUMNS = (
+    "module_params",
+    "head_params",
+    "trainable_params",
+    "total_params",
+    "total_steps",
+    "retry_of",
+    "resumed_from_step",
+    "parent_id",
+)  # null until known: pandas Int64
 # runs_frame() adds what each run's config says about replicates (tuning.replicates).
 FRAME_COLUMNS = RUN_COLUMNS + ["settings", "settings_key", "comparison_key"]
 EVENT_COLUMNS = ["run_id", "step", "epoch", "split", "name", "value"]
@@ -152,6 +235,7 @@ _ENGINE_LOCK = threading.Lock()
 
 # ---------------------------------------------------------------------------------------------- settings
 
+
 def db_url() -> str:
     """MODULETUNE_DB_URL, else a SQLite file in MODULETUNE_HOME."""
     return os.environ.get(DB_URL_ENV) or f"sqlite:///{home() / 'runs.db'}"
@@ -161,7 +245,7 @@ def normalize_url(url: str) -> str:
     """postgresql:// and postgres:// -> postgresql+psycopg:// (psycopg 3); other URLs unchanged."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -182,8 +266,9 @@ def get_engine(url: str | None = None):
                 ensure_schema(engine)
             except (OperationalError, ProgrammingError, DBAPIError) as err:
                 engine.dispose()
-                raise RegistryUnavailable(f"could not open the run registry at {describe(url)}: "
-                                    f"{_one_line(err.orig or err)}") from None
+                raise RegistryUnavailable(
+                    f"could not open the run registry at {describe(url)}: {_one_line(err.orig or err)}"
+                ) from None
             _ENGINES[key] = engine
         return engine
 
@@ -209,8 +294,10 @@ def _create_engine(url: str):
         return engine
     if url.startswith("postgresql"):
         return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
-    raise RegistryError(f"unsupported registry URL {describe(url)!r}; use sqlite:///path/to/runs.db "
-                        f"or postgresql://user@host/db (set {DB_URL_ENV})")
+    raise RegistryError(
+        f"unsupported registry URL {describe(url)!r}; use sqlite:///path/to/runs.db "
+        f"or postgresql://user@host/db (set {DB_URL_ENV})"
+    )
 
 
 def ensure_schema(engine) -> int:
@@ -230,8 +317,10 @@ def ensure_schema(engine) -> int:
                 raise
             time.sleep(0.1 * (attempt + 1))
     if int(found) > SCHEMA_VERSION:
-        raise RegistryError(f"the run registry has schema version {found}, newer than this moduletune "
-                            f"understands ({SCHEMA_VERSION}); upgrade moduletune")
+        raise RegistryError(
+            f"the run registry has schema version {found}, newer than this moduletune "
+            f"understands ({SCHEMA_VERSION}); upgrade moduletune"
+        )
     if int(found) < SCHEMA_VERSION:
         _add_missing_columns(engine)
         with engine.begin() as conn:
@@ -268,6 +357,7 @@ def dispose_engines() -> None:
 
 # ---------------------------------------------------------------------------------------------- submission
 
+
 def check_submission(config) -> "RunConfig":
     """A fully validated RunConfig, or the engine's ValueError: settings, model, architecture, layer range."""
     from moduletune.tuning.config import RunConfig
@@ -302,11 +392,27 @@ def _row_values(config, submitter, sweep_id, retry_of, kind: str | None = None, 
         # The family default made explicit: the config (and so every diff and tooltip) shows the lr used.
         config = config.replace(lr=config.learning_rate)
     return dict(
-        status=QUEUED, task=config.task, model=config.model, modules="+".join(config.modules),
-        family=family_label(config.modules), layers=config.layers, seed=config.seed, lr=config.learning_rate,
-        config=config.to_json(), submitter=submitter or default_submitter(), sweep_id=sweep_id, retry_of=retry_of,
-        kind=kind or "run", parent_id=parent_id, queued_at=time.time(), step=0, cancel_requested=False, claims=0,
-        completions=0, resume_count=0)
+        status=QUEUED,
+        task=config.task,
+        model=config.model,
+        modules="+".join(config.modules),
+        family=family_label(config.modules),
+        layers=config.layers,
+        seed=config.seed,
+        lr=config.learning_rate,
+        config=config.to_json(),
+        submitter=submitter or default_submitter(),
+        sweep_id=sweep_id,
+        retry_of=retry_of,
+        kind=kind or "run",
+        parent_id=parent_id,
+        queued_at=time.time(),
+        step=0,
+        cancel_requested=False,
+        claims=0,
+        completions=0,
+        resume_count=0,
+    )
 
 
 def default_submitter() -> str:
@@ -317,6 +423,7 @@ def default_submitter() -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the registry
+
 
 class Registry:
     """Runs and their events in one database; a small plain API that the CLI, the UI and workers share."""
@@ -365,13 +472,16 @@ class Registry:
     def queued_ids(self) -> list[int]:
         """The ids of every queued run (what the queue should hold a message for), oldest first."""
         with self.engine.connect() as conn:
-            return [int(i) for i in conn.execute(select(runs.c.id).where(runs.c.status == QUEUED)
-                                                 .order_by(runs.c.id)).scalars()]
+            return [
+                int(i)
+                for i in conn.execute(select(runs.c.id).where(runs.c.status == QUEUED).order_by(runs.c.id)).scalars()
+            ]
 
     # -- people: submit, look, cancel, retry
 
-    def submit(self, config, submitter: str | None = None, sweep_id: str | None = None,
-               retry_of: int | None = None) -> int:
+    def submit(
+        self, config, submitter: str | None = None, sweep_id: str | None = None, retry_of: int | None = None
+    ) -> int:
         """Validate fully, record the run as queued, enqueue it; returns its id. Nothing is left half-made."""
         config = check_submission(config)
         return self._insert_and_enqueue(config, submitter, sweep_id, retry_of)
@@ -391,19 +501,33 @@ class Registry:
             with self.engine.begin() as conn:  # nothing half-made: no row without a queue message
                 conn.execute(delete(runs).where(runs.c.id == run_id))
             raise
-        log.info("run %s queued: %s %s %s@%s seed %s", run_id, values["kind"], config.task, values["family"],
-                 config.layers, config.seed)
+        log.info(
+            "run %s queued: %s %s %s@%s seed %s",
+            run_id,
+            values["kind"],
+            config.task,
+            values["family"],
+            config.layers,
+            config.seed,
+        )
         return run_id
 
-    def complete_search(self, run_id: int, token: int, outcome: dict, candidates: list[tuple],
-                        finals: list) -> list[int] | None:
+    def complete_search(
+        self, run_id: int, token: int, outcome: dict, candidates: list[tuple], finals: list
+    ) -> list[int] | None:
         """An lr search finished: in one transaction the search succeeds (its chosen lr in `lr`), its candidates
         are recorded as its children (config, score) and its final runs (one per seed, at the chosen lr) are
         queued as children too. None, and nothing written, when this claim no longer holds the search."""
         parent = self.get(run_id)
         now = time.time()
-        values = {"status": SUCCEEDED, "finished_at": now, "error": None, "eta_seconds": None,
-                  "completions": runs.c.completions + 1, **_result_columns(outcome)}
+        values = {
+            "status": SUCCEEDED,
+            "finished_at": now,
+            "error": None,
+            "eta_seconds": None,
+            "completions": runs.c.completions + 1,
+            **_result_columns(outcome),
+        }
         values.pop("step", None)  # the search's step count stays the cumulative one it reported
         if outcome.get("chosen_lr") is not None:
             values["lr"] = float(outcome["chosen_lr"])
@@ -413,15 +537,39 @@ class Registry:
             for config, cand in candidates:
                 score = _finite(cand.get("score"))
                 steps = int(cand.get("steps") or 0)
-                conn.execute(insert(runs).values({
-                    **_row_values(config, parent["submitter"], parent["sweep_id"], None, kind="candidate",
-                                  parent_id=run_id),
-                    "status": SUCCEEDED, "started_at": now, "finished_at": now, "step": steps, "total_steps": steps,
-                    "completions": 1, "primary_metric_name": outcome.get("primary_metric_name"),
-                    "primary_metric": score, "result": json.dumps(_json_safe(cand))}))
-            ids = [int(conn.execute(insert(runs).values(**_row_values(
-                config, parent["submitter"], parent["sweep_id"], None, parent_id=run_id))).inserted_primary_key[0])
-                for config in finals]
+                conn.execute(
+                    insert(runs).values(
+                        {
+                            **_row_values(
+                                config,
+                                parent["submitter"],
+                                parent["sweep_id"],
+                                None,
+                                kind="candidate",
+                                parent_id=run_id,
+                            ),
+                            "status": SUCCEEDED,
+                            "started_at": now,
+                            "finished_at": now,
+                            "step": steps,
+                            "total_steps": steps,
+                            "completions": 1,
+                            "primary_metric_name": outcome.get("primary_metric_name"),
+                            "primary_metric": score,
+                            "result": json.dumps(_json_safe(cand)),
+                        }
+                    )
+                )
+            ids = [
+                int(
+                    conn.execute(
+                        insert(runs).values(
+                            **_row_values(config, parent["submitter"], parent["sweep_id"], None, parent_id=run_id)
+                        )
+                    ).inserted_primary_key[0]
+                )
+                for config in finals
+            ]
         for new_id in ids:
             try:
                 self._enqueue(new_id)
@@ -449,13 +597,15 @@ class Registry:
         out["result"] = json.loads(row["result"]) if row["result"] else None
         return out
 
-    def list_runs(self, status: str | None = None, task: str | None = None, sweep_id: str | None = None,
-                  limit: int | None = None) -> list[dict]:
+    def list_runs(
+        self, status: str | None = None, task: str | None = None, sweep_id: str | None = None, limit: int | None = None
+    ) -> list[dict]:
         """Runs newest first as flat dicts (the RUN_COLUMNS keys; times as ISO-8601 UTC strings)."""
         return [_flat(r) for r in self._rows(status, task, sweep_id, limit)]
 
-    def runs_frame(self, status: str | None = None, task: str | None = None, sweep_id: str | None = None,
-                   limit: int | None = None):
+    def runs_frame(
+        self, status: str | None = None, task: str | None = None, sweep_id: str | None = None, limit: int | None = None
+    ):
         """A pandas DataFrame with one row per run and the RUN_COLUMNS columns; times as UTC datetimes."""
         import pandas as pd
 
@@ -466,8 +616,9 @@ class Registry:
         frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
         configs = [json.loads(r["config"]) for r in found]
         # What makes runs replicates (pooled over seeds) and comparable (the same full-FT reference).
-        frame["settings"] = pd.Series([replicate_settings(c, r["lr"]) for c, r in zip(configs, found)],
-                                      index=frame.index, dtype=object)
+        frame["settings"] = pd.Series(
+            [replicate_settings(c, r["lr"]) for c, r in zip(configs, found)], index=frame.index, dtype=object
+        )
         frame["settings_key"] = [replicate_key(c, r["lr"]) for c, r in zip(configs, found)]
         frame["comparison_key"] = [comparison_key(c, r["lr"]) for c, r in zip(configs, found)]
         for col in FLOAT_COLUMNS:
@@ -514,8 +665,11 @@ class Registry:
         import pandas as pd
 
         ids = [int(run_ids)] if isinstance(run_ids, (int, str)) else [int(i) for i in run_ids]
-        query = (select(*(events.c[c] for c in EVENT_COLUMNS)).where(events.c.run_id.in_(ids))
-                 .order_by(events.c.run_id, events.c.step, events.c.id))
+        query = (
+            select(*(events.c[c] for c in EVENT_COLUMNS))
+            .where(events.c.run_id.in_(ids))
+            .order_by(events.c.run_id, events.c.step, events.c.id)
+        )
         if names:
             query = query.where(events.c.name.in_([names] if isinstance(names, str) else list(names)))
         with self.engine.connect() as conn:
@@ -531,8 +685,9 @@ class Registry:
         for _ in range(5):  # a run can move between our read and our write; look again
             status = self.get(run_id)["status"]
             if status in (QUEUED, INTERRUPTED):
-                if self._transition(run_id, status, CANCELLED, finished_at=time.time(),
-                                    error=f"cancelled while {status}"):
+                if self._transition(
+                    run_id, status, CANCELLED, finished_at=time.time(), error=f"cancelled while {status}"
+                ):
                     return CANCELLED
             elif status == RUNNING:
                 if self._transition(run_id, RUNNING, RUNNING, cancel_requested=True):
@@ -555,9 +710,19 @@ class Registry:
         now = time.time()
         with self.engine.begin() as conn:
             done = conn.execute(
-                update(runs).where(runs.c.id == int(run_id), runs.c.status == QUEUED)
-                .values(status=RUNNING, claims=runs.c.claims + 1, worker=worker, device=device, error=None,
-                        started_at=func.coalesce(runs.c.started_at, now), heartbeat_at=now, eta_seconds=None))
+                update(runs)
+                .where(runs.c.id == int(run_id), runs.c.status == QUEUED)
+                .values(
+                    status=RUNNING,
+                    claims=runs.c.claims + 1,
+                    worker=worker,
+                    device=device,
+                    error=None,
+                    started_at=func.coalesce(runs.c.started_at, now),
+                    heartbeat_at=now,
+                    eta_seconds=None,
+                )
+            )
             if done.rowcount != 1:
                 return None
             return int(conn.execute(select(runs.c.claims).where(runs.c.id == int(run_id))).scalar())
@@ -568,13 +733,22 @@ class Registry:
     def heartbeat(self, run_id: int, token: int) -> tuple[bool, bool]:
         """(still ours, cancel requested): refreshes heartbeat_at only while this claim holds the run."""
         with self.engine.begin() as conn:
-            alive = conn.execute(update(runs).where(self._mine(run_id, token))
-                                 .values(heartbeat_at=time.time())).rowcount == 1
+            alive = (
+                conn.execute(update(runs).where(self._mine(run_id, token)).values(heartbeat_at=time.time())).rowcount
+                == 1
+            )
             cancel = bool(conn.execute(select(runs.c.cancel_requested).where(runs.c.id == int(run_id))).scalar())
         return alive, cancel
 
-    def record_progress(self, run_id: int, token: int, rows: list[dict], step: int | None = None,
-                        total_steps: int | None = None, eta_seconds: float | None = None) -> bool:
+    def record_progress(
+        self,
+        run_id: int,
+        token: int,
+        rows: list[dict],
+        step: int | None = None,
+        total_steps: int | None = None,
+        eta_seconds: float | None = None,
+    ) -> bool:
         """Append event rows and progress in one transaction; False (and nothing written) if the run is not ours."""
         values = {"heartbeat_at": time.time()}
         if step is not None:
@@ -591,11 +765,16 @@ class Registry:
         """A run resumed from its checkpoint at `step`: note it, and forget the events recorded past that step
         (they are recorded again, so each step appears once). Returns how many events were dropped."""
         with self.engine.begin() as conn:
-            if conn.execute(update(runs).where(self._mine(run_id, token))
-                            .values(resumed_from_step=int(step), step=int(step))).rowcount != 1:
+            if (
+                conn.execute(
+                    update(runs).where(self._mine(run_id, token)).values(resumed_from_step=int(step), step=int(step))
+                ).rowcount
+                != 1
+            ):
                 return 0
-            return conn.execute(delete(events).where(events.c.run_id == int(run_id),
-                                                     events.c.step > int(step))).rowcount
+            return conn.execute(
+                delete(events).where(events.c.run_id == int(run_id), events.c.step > int(step))
+            ).rowcount
 
     def mark_succeeded(self, run_id: int, token: int, result: dict) -> bool:
         return self._finish(run_id, token, SUCCEEDED, result=result)
@@ -609,13 +788,25 @@ class Registry:
     def mark_requeued(self, run_id: int, token: int, reason: str = "worker stopped; re-queued") -> bool:
         """running -> queued (a graceful worker stop): the run resumes from its checkpoint on the next worker."""
         with self.engine.begin() as conn:
-            return conn.execute(update(runs).where(self._mine(run_id, token)).values(
-                status=QUEUED, heartbeat_at=None, eta_seconds=None, error=reason)).rowcount == 1
+            return (
+                conn.execute(
+                    update(runs)
+                    .where(self._mine(run_id, token))
+                    .values(status=QUEUED, heartbeat_at=None, eta_seconds=None, error=reason)
+                ).rowcount
+                == 1
+            )
 
     def mark_interrupted(self, run_id: int, token: int, error: str) -> bool:
         with self.engine.begin() as conn:
-            return conn.execute(update(runs).where(self._mine(run_id, token)).values(
-                status=INTERRUPTED, error=error, eta_seconds=None)).rowcount == 1
+            return (
+                conn.execute(
+                    update(runs)
+                    .where(self._mine(run_id, token))
+                    .values(status=INTERRUPTED, error=error, eta_seconds=None)
+                ).rowcount
+                == 1
+            )
 
     def _finish(self, run_id, token, status, result=None, error=None) -> bool:
         values = {"status": status, "finished_at": time.time(), "error": error, "eta_seconds": None}
@@ -628,8 +819,12 @@ class Registry:
 
     def _transition(self, run_id: int, old: str, new: str, **values) -> bool:
         with self.engine.begin() as conn:
-            return conn.execute(update(runs).where(runs.c.id == int(run_id), runs.c.status == old)
-                                .values(status=new, **values)).rowcount == 1
+            return (
+                conn.execute(
+                    update(runs).where(runs.c.id == int(run_id), runs.c.status == old).values(status=new, **values)
+                ).rowcount
+                == 1
+            )
 
     # -- the dead-worker sweep
 
@@ -642,35 +837,56 @@ class Registry:
         cutoff = now - float(timeout)
         stale = or_(runs.c.heartbeat_at < cutoff, runs.c.heartbeat_at.is_(None))
         with self.engine.connect() as conn:
-            found = conn.execute(select(runs.c.id, runs.c.worker, runs.c.heartbeat_at)
-                                 .where(runs.c.status == RUNNING, stale)).all()
+            found = conn.execute(
+                select(runs.c.id, runs.c.worker, runs.c.heartbeat_at).where(runs.c.status == RUNNING, stale)
+            ).all()
         interrupted, requeued = [], []
         for run_id, worker, beat in found:
             age = now - beat if beat else float("inf")
             error = f"worker {worker} stopped heartbeating ({age:.0f}s without a heartbeat)"
             with self.engine.begin() as conn:
-                if conn.execute(update(runs).where(runs.c.id == run_id, runs.c.status == RUNNING, stale)
-                                .values(status=INTERRUPTED, error=error, eta_seconds=None)).rowcount != 1:
+                if (
+                    conn.execute(
+                        update(runs)
+                        .where(runs.c.id == run_id, runs.c.status == RUNNING, stale)
+                        .values(status=INTERRUPTED, error=error, eta_seconds=None)
+                    ).rowcount
+                    != 1
+                ):
                     continue
             interrupted.append(run_id)
             log.warning("run %s interrupted: %s", run_id, error)
             if not enqueue:
                 continue
             with self.engine.begin() as conn:
-                again = conn.execute(
-                    update(runs).where(runs.c.id == run_id, runs.c.status == INTERRUPTED,
-                                       runs.c.resume_count < int(max_resumes), runs.c.cancel_requested.is_(False))
-                    .values(status=QUEUED, resume_count=runs.c.resume_count + 1,
-                            error=error + "; re-queued to resume from its checkpoint")).rowcount == 1
+                again = (
+                    conn.execute(
+                        update(runs)
+                        .where(
+                            runs.c.id == run_id,
+                            runs.c.status == INTERRUPTED,
+                            runs.c.resume_count < int(max_resumes),
+                            runs.c.cancel_requested.is_(False),
+                        )
+                        .values(
+                            status=QUEUED,
+                            resume_count=runs.c.resume_count + 1,
+                            error=error + "; re-queued to resume from its checkpoint",
+                        )
+                    ).rowcount
+                    == 1
+                )
             if not again:
                 # A cancel asked of a run whose worker died ends it here; otherwise a person may retry it.
                 with self.engine.begin() as conn:
-                    conn.execute(update(runs).where(runs.c.id == run_id, runs.c.status == INTERRUPTED,
-                                                    runs.c.cancel_requested.is_(True))
-                                 .values(status=CANCELLED, finished_at=time.time(),
-                                         error=error + "; cancelled as asked"))
-                self._transition(run_id, INTERRUPTED, INTERRUPTED,
-                                 error=error + "; not resumed again (retry it to start over)")
+                    conn.execute(
+                        update(runs)
+                        .where(runs.c.id == run_id, runs.c.status == INTERRUPTED, runs.c.cancel_requested.is_(True))
+                        .values(status=CANCELLED, finished_at=time.time(), error=error + "; cancelled as asked")
+                    )
+                self._transition(
+                    run_id, INTERRUPTED, INTERRUPTED, error=error + "; not resumed again (retry it to start over)"
+                )
                 continue
             try:
                 self._enqueue(run_id)
@@ -689,12 +905,23 @@ class Registry:
 
 # ---------------------------------------------------------------------------------------------- helpers
 
+
 def _result_columns(result: dict) -> dict:
     """The flat columns of a RunResult dict (non-finite metrics become NULL) plus the whole JSON."""
-    out = {k: result.get(k) for k in ("primary_metric_name", "module_params", "head_params", "trainable_params",
-                                      "encoder_params", "total_params", "artifact_dir", "resumed_from_step")}
-    for k in ("primary_metric", "chance_metric", "module_pct", "trainable_pct", "train_seconds",
-              "examples_per_second"):
+    out = {
+        k: result.get(k)
+        for k in (
+            "primary_metric_name",
+            "module_params",
+            "head_params",
+            "trainable_params",
+            "encoder_params",
+            "total_params",
+            "artifact_dir",
+            "resumed_from_step",
+        )
+    }
+    for k in ("primary_metric", "chance_metric", "module_pct", "trainable_pct", "train_seconds", "examples_per_second"):
         out[k] = _finite(result.get(k))
     if result.get("learned") is not None:
         out["learned"] = bool(result["learned"])

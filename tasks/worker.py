@@ -12,6 +12,7 @@
 - A forked worker whose run failed with an error that spoils its GPU state (a failed CUDA-graph
   capture, a CUDA error) exits after recording the failure, and the consumer starts a fresh one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,10 @@ def sweep_once(timeout: float | None = None, max_resumes: int | None = None) -> 
     """One dead-worker sweep of the registry (what a starting worker and its scheduler do)."""
     from moduletune.tasks.registry import Registry
 
-    return Registry().sweep_stale(timeout if timeout is not None else jobs.heartbeat_timeout(),
-                                  max_resumes if max_resumes is not None else jobs.max_resumes())
+    return Registry().sweep_stale(
+        timeout if timeout is not None else jobs.heartbeat_timeout(),
+        max_resumes if max_resumes is not None else jobs.max_resumes(),
+    )
 
 
 def lost_check_every(sweep_every: float) -> float:
@@ -59,8 +62,9 @@ class SweepingScheduler(Scheduler):
             try:
                 found = sweep_once(self.timeout, self.max_resumes)
                 if found["interrupted"]:
-                    log.warning("stale runs interrupted: %s; re-queued to resume: %s",
-                                found["interrupted"], found["requeued"])
+                    log.warning(
+                        "stale runs interrupted: %s; re-queued to resume: %s", found["interrupted"], found["requeued"]
+                    )
             except Exception:
                 log.exception("stale-run sweep failed (will try again)")
         if time.monotonic() >= self._next_lost_check:
@@ -128,12 +132,14 @@ class WorkerConsumer(Consumer):
 
     def _create_scheduler(self):
         every, timeout, resumes = self._sweep
-        return SweepingScheduler(self.huey, self.stop_flag, self.scheduler_interval, self.periodic,
-                                 every, timeout, resumes)
+        return SweepingScheduler(
+            self.huey, self.stop_flag, self.scheduler_interval, self.periodic, every, timeout, resumes
+        )
 
 
-def run_worker(device: str | None = None, workers: int = 1, worker_type: str = "process",
-               heartbeat_timeout: float | None = None) -> int:
+def run_worker(
+    device: str | None = None, workers: int = 1, worker_type: str = "process", heartbeat_timeout: float | None = None
+) -> int:
     """Start a consumer on the configured queue and registry; returns when it has stopped (0)."""
     from moduletune.tasks.queue import close_all, describe, get_huey, pending_count, queue_url
     from moduletune.tasks.registry import Registry, describe as describe_db, dispose_engines
@@ -159,13 +165,26 @@ def run_worker(device: str | None = None, workers: int = 1, worker_type: str = "
     if device and device.startswith("cuda") and workers > 1 and worker_type == "process":
         log.warning("%d workers will share %s; one worker per GPU is usually faster", workers, device)
     consumer = WorkerConsumer(
-        huey, sweep_every=max(1.0, min(30.0, timeout / 2)), heartbeat_timeout=timeout,
-        max_resumes=jobs.max_resumes(), workers=workers, worker_type=worker_type, periodic=False,
-        check_worker_health=True, health_check_interval=5, initial_delay=0.1, max_delay=1.0)
+        huey,
+        sweep_every=max(1.0, min(30.0, timeout / 2)),
+        heartbeat_timeout=timeout,
+        max_resumes=jobs.max_resumes(),
+        workers=workers,
+        worker_type=worker_type,
+        periodic=False,
+        check_worker_health=True,
+        health_check_interval=5,
+        initial_delay=0.1,
+        max_delay=1.0,
+    )
     jobs.CONTEXT.stop_flag = consumer.stop_flag
-    print(f"moduletune worker: {workers} {worker_type} worker(s), device {device or 'auto'}, "
-          f"queue {describe(queue_url())}, registry {describe_db(registry.url)}, "
-          f"heartbeat timeout {timeout:g}s (pid {os.getpid()})", file=sys.stderr, flush=True)
+    print(
+        f"moduletune worker: {workers} {worker_type} worker(s), device {device or 'auto'}, "
+        f"queue {describe(queue_url())}, registry {describe_db(registry.url)}, "
+        f"heartbeat timeout {timeout:g}s (pid {os.getpid()})",
+        file=sys.stderr,
+        flush=True,
+    )
     # Forked children must not inherit pooled database or queue connections.
     dispose_engines()
     close_all()

@@ -1,4 +1,5 @@
 """Shared fixtures: the real GLUE folder beside the checkout and an isolated MODULETUNE_HOME."""
+
 import os
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Waiting on real processes: poll until a condition holds, or fail saying what never happened."""
+
 import time
 from typing import Callable
 

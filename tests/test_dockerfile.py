@@ -1,6 +1,7 @@
 """The Space's image without a Docker engine: what the Dockerfile copies exists, it runs as uid 1000 on
 port 7860 with SIGINT as its stop signal, the entrypoint is there and executable, the README's front
 matter is a Docker Space's, and hadolint/shellcheck find nothing (when installed)."""
+
 from __future__ import annotations
 
 import os
@@ -112,8 +113,7 @@ def test_the_compose_file_wires_redis_postgres_the_ui_and_gpu_workers():
     assert {"redis", "postgres", "ui"} <= set(services)
     assert services["ui"]["command"] == ["--no-worker"]
     workers = [s for name, s in services.items() if name.startswith("worker")]
-    assert workers and all(w["command"][:2] == ["--device", "cuda:0"] and "worker" in w["entrypoint"]
-                           for w in workers)
+    assert workers and all(w["command"][:2] == ["--device", "cuda:0"] and "worker" in w["entrypoint"] for w in workers)
     for s in [services["ui"], *workers]:
         assert s["environment"]["MODULETUNE_DB_URL"].startswith("postgresql://")
         assert s["environment"]["MODULETUNE_QUEUE_URL"].startswith("redis://")

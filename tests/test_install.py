@@ -5,6 +5,7 @@ with --no-deps (the dependencies come from this test's environment): what lands 
 listed, and `import moduletune` and `moduletune serve` run from a folder that has its own app.py and
 tasks.py (the usual layout of a Gradio Space), which the old top-level packages clashed with.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,14 @@ DEPS = sysconfig.get_paths()["purelib"]  # this environment's packages (gradio, 
 def pip(*args: str, python: str | None = None) -> None:
     into = ["--python", python] if python else []  # pip's own option: install into that interpreter
     # Built with this environment's setuptools (found through PYTHONPATH by the interpreter pip installs into).
-    out = subprocess.run([sys.executable, "-m", "pip", *into, "install", "-q", "--no-deps", "--no-build-isolation",
-                          *args], cwd=REPO, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": DEPS})
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", *into, "install", "-q", "--no-deps", "--no-build-isolation", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": DEPS},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
 
 
@@ -43,8 +49,10 @@ def user_project(tmp_path) -> Path:
 
 
 def imports_from(python: str, folder: Path, env: dict) -> str:
-    code = ("import moduletune, moduletune.app.cli, moduletune.tasks.registry, moduletune.tuning.config; "
-            "print(moduletune.app.cli.__file__)")
+    code = (
+        "import moduletune, moduletune.app.cli, moduletune.tasks.registry, moduletune.tuning.config; "
+        "print(moduletune.app.cli.__file__)"
+    )
     out = subprocess.run([python, "-c", code], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
@@ -55,7 +63,10 @@ def test_a_wheel_install_adds_only_moduletune_and_works_beside_app_py(tmp_path, 
     pip("--target", str(target), ".")
     assert {p.name for p in target.iterdir()} == {"moduletune", "moduletune-0.1.0.dist-info", "bin"}
     assert sorted(p.name for p in (target / "moduletune").iterdir() if p.is_dir() and p.name != "__pycache__") == [
-        "app", "tasks", "tuning"]
+        "app",
+        "tasks",
+        "tuning",
+    ]
     assert not (target / "moduletune" / "bench").exists()
     env = {**os.environ, "PYTHONPATH": str(target)}
     assert imports_from(sys.executable, user_project, env).startswith(str(target))
@@ -66,13 +77,22 @@ def test_an_editable_install_adds_only_moduletune_and_its_finder(tmp_path, user_
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
-    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     before = {p.name for p in site.iterdir()}
     pip("-e", ".", python=python)
     added = {p.name for p in site.iterdir()} - before - {"__pycache__"}  # the finder's bytecode
-    assert added == {"moduletune-0.1.0.dist-info", "__editable__.moduletune-0.1.0.pth",
-                     "__editable___moduletune_0_1_0_finder.py"}, added
+    assert added == {
+        "moduletune-0.1.0.dist-info",
+        "__editable__.moduletune-0.1.0.pth",
+        "__editable___moduletune_0_1_0_finder.py",
+    }, added
     # The dependencies from this environment: PYTHONPATH, whose .pth files are not read, so `moduletune` can
     # only come from the fresh environment's editable install.
     env = {**os.environ, "PYTHONPATH": DEPS}
@@ -85,8 +105,14 @@ def serve(script: Path, folder: Path, env: dict) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = folder / "serve.log"
-    proc = subprocess.Popen([str(script), "serve", "--no-worker", "--port", str(port)], cwd=folder, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(script), "serve", "--no-worker", "--port", str(port)],
+        cwd=folder,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:

@@ -1,4 +1,5 @@
 """A run's artifact: only the trained tensors (safetensors) plus its config; rebuild and predict from it."""
+
 from __future__ import annotations
 
 import json
@@ -54,11 +55,14 @@ def predict(model, tokenizer, task, texts: list[tuple[str, ...]] | list[str], ma
     rows = [(t,) if isinstance(t, str) else tuple(t) for t in texts]
     columns = list(zip(*rows))
     device = next(model.parameters()).device
-    enc = tokenizer(*[list(c) for c in columns], truncation=True, max_length=max_len,
-                    padding=True, return_tensors="pt").to(device)
+    enc = tokenizer(
+        *[list(c) for c in columns], truncation=True, max_length=max_len, padding=True, return_tensors="pt"
+    ).to(device)
     logits = model(**enc).logits.float().cpu()
     if task.is_regression:
         return [{"score": float(v)} for v in logits.squeeze(-1)]
     probs = logits.softmax(-1)
-    return [{"label": task.label_names[int(p.argmax())],
-             "probabilities": dict(zip(task.label_names, map(float, p)))} for p in probs]
+    return [
+        {"label": task.label_names[int(p.argmax())], "probabilities": dict(zip(task.label_names, map(float, p)))}
+        for p in probs
+    ]

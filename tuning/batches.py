@@ -1,4 +1,5 @@
 """Tokenize a GLUE split once (cached on disk) and cut it into length-grouped, dynamically padded batches."""
+
 from __future__ import annotations
 
 import hashlib
@@ -59,8 +60,7 @@ def encode(tokenizer, dataset, text_columns, max_len: int, use_cache: bool = Tru
         except Exception:  # a torn cache file is rebuilt, never trusted
             path.unlink(missing_ok=True)
     out = tokenizer(*columns, truncation=True, max_length=max_len, padding=False)
-    enc = Encoded(list(out["input_ids"]), list(out["token_type_ids"]) if "token_type_ids" in out else None,
-                  labels, key)
+    enc = Encoded(list(out["input_ids"]), list(out["token_type_ids"]) if "token_type_ids" in out else None, labels, key)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{np.random.randint(1 << 30)}")
@@ -69,8 +69,9 @@ def encode(tokenizer, dataset, text_columns, max_len: int, use_cache: bool = Tru
     return enc
 
 
-def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
-                           group_batches: int = 50) -> list[np.ndarray]:
+def length_grouped_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group_batches: int = 50
+) -> list[np.ndarray]:
     """Shuffled batches whose members have similar lengths, so padding stays small.
 
     Like transformers' group_by_length: shuffle, sort within mega-batches of
@@ -80,16 +81,16 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.
     mega = batch_size * group_batches
     batches = []
     for start in range(0, len(order), mega):
-        chunk = order[start:start + mega]
+        chunk = order[start : start + mega]
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Evaluation batches sorted by length (order does not matter for metrics)."""
     order = np.argsort(-lengths, kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:

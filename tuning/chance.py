@@ -1,4 +1,5 @@
 """Chance level of a finished evaluation, and whether a run learned anything beyond it."""
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,9 @@ def chance_metrics(task: str | glue.GlueTask, labels_per_split: Mapping[str, np.
     for split, labels in labels_per_split.items():
         labels = np.asarray(labels)
         # Regression has no class to repeat; the metrics are correlations and a constant gives nan, so use 0.
-        const = (np.zeros(len(labels), np.float32) if task.is_regression
-                 else np.full(len(labels), majority_class(labels)))
+        const = (
+            np.zeros(len(labels), np.float32) if task.is_regression else np.full(len(labels), majority_class(labels))
+        )
         per_split[split] = (const, labels)
     metrics = glue.evaluate_splits(task, per_split)
     return {k: 0.0 if k.startswith(ZERO_AT_CHANCE) else v for k, v in metrics.items()}
@@ -78,8 +80,9 @@ def constant_value(task: str | glue.GlueTask, predictions) -> float | int | None
     return int(preds[0]) if np.all(preds == preds[0]) else None
 
 
-def judge(task: str | glue.GlueTask, per_split: Mapping[str, tuple], metrics: Mapping[str, float],
-          primary: str | None = None) -> Verdict:
+def judge(
+    task: str | glue.GlueTask, per_split: Mapping[str, tuple], metrics: Mapping[str, float], primary: str | None = None
+) -> Verdict:
     """Chance metrics, constant-prediction check and the learned call for one evaluation.
 
     per_split maps each evaluated split to (predictions, labels), as glue.evaluate_splits takes them.
@@ -105,8 +108,14 @@ def judge(task: str | glue.GlueTask, per_split: Mapping[str, tuple], metrics: Ma
         learned, note = False, f"below chance ({band})"
     else:
         learned, note = False, f"within noise of chance ({band})"
-    return Verdict(chance_metrics=chance, chance_metric=chance[primary], noise=noise,
-                   constant_predictions=const is not None, learned=learned, learned_note=note)
+    return Verdict(
+        chance_metrics=chance,
+        chance_metric=chance[primary],
+        noise=noise,
+        constant_predictions=const is not None,
+        learned=learned,
+        learned_note=note,
+    )
 
 
 def _primary_split_size(task: glue.GlueTask, per_split: Mapping[str, tuple], primary: str) -> int:

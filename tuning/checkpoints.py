@@ -5,6 +5,7 @@ registry and run it was made for). One that belongs to something else is moved a
 new run whose id or folder an old one used starts from step 0 instead of reporting another run's training.
 An unreadable or unwritable checkpoint fails with a message naming the file or folder and what to do.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,7 @@ import torch
 CHECKPOINT_FILE = "checkpoint.pt"
 # Settings that change where or how fast a run goes, not what it computes: a run resumed on another worker
 # (another device, another eval batch size) is still the same run.
-NOT_FINGERPRINTED = ("device", "eval_batch_size", "checkpoint_every", "compile", "cuda_graphs", "precision",
-                     "glue_dir")
+NOT_FINGERPRINTED = ("device", "eval_batch_size", "checkpoint_every", "compile", "cuda_graphs", "precision", "glue_dir")
 
 log = logging.getLogger("moduletune.checkpoints")
 
@@ -65,8 +65,10 @@ def save(path: Path, model, selection, optimizer, scheduler, state: dict, owner:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0]
-        raise CheckpointError(f"cannot write the checkpoint in {path.parent} ({reason}): make that folder writable "
-                              "and free some space, or set MODULETUNE_HOME to a folder that is") from None
+        raise CheckpointError(
+            f"cannot write the checkpoint in {path.parent} ({reason}): make that folder writable "
+            "and free some space, or set MODULETUNE_HOME to a folder that is"
+        ) from None
 
 
 def load(path: Path, model, optimizer, scheduler, owner: str) -> dict | None:
@@ -79,12 +81,20 @@ def load(path: Path, model, optimizer, scheduler, owner: str) -> dict | None:
     except Exception as err:  # truncated, corrupt, or not ours: torch raises many kinds
         aside = move_aside(path, "corrupt")
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {path} is unreadable ({reason}): it was moved aside to {aside.name}; "
-                              "retry the run to start from step 0") from None
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({reason}): it was moved aside to {aside.name}; "
+            "retry the run to start from step 0"
+        ) from None
     if blob.get("fingerprint") != owner:
         aside = move_aside(path, "stale")
-        log.warning("refused the checkpoint %s: it was made for another run or registry (fingerprint %s, this run "
-                    "%s); moved aside to %s, starting from step 0", path, blob.get("fingerprint"), owner, aside.name)
+        log.warning(
+            "refused the checkpoint %s: it was made for another run or registry (fingerprint %s, this run "
+            "%s); moved aside to %s, starting from step 0",
+            path,
+            blob.get("fingerprint"),
+            owner,
+            aside.name,
+        )
         return None
     params = dict(model.named_parameters())
     with torch.no_grad():

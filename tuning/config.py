@@ -1,4 +1,5 @@
 """RunConfig: every knob of one fine-tuning run in one validated dataclass (nanoGPT-style)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,8 +60,9 @@ def lr_grid(families) -> tuple[float, ...]:
 
 def _half_decades(lo: float, hi: float) -> tuple[float, ...]:
     """Every 1eN and 3eN from lo to hi inclusive, as clean floats (3e-4, not 0.00030000000000000003)."""
-    points = (float(f"{m}e{e}") for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
-              for m in (1, 3))
+    points = (
+        float(f"{m}e{e}") for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1) for m in (1, 3)
+    )
     return tuple(p for p in points if lo * (1 - 1e-9) <= p <= hi * (1 + 1e-9))
 
 
@@ -112,69 +114,143 @@ class RunConfig:
     """One run: which model, task, modules and layers, and how to train them (each field's Knob says how
     it is checked, which CLI flag sets it and where the form shows it)."""
 
-    task: str = setting("sst2", "task", "GLUE task: cola sst2 mrpc stsb qqp mnli qnli rte wnli", limit=32,
-                        form="tasks")
+    task: str = setting("sst2", "task", "GLUE task: cola sst2 mrpc stsb qqp mnli qnli rte wnli", limit=32, form="tasks")
     modules: tuple[str, ...] = setting(
-        ("layernorm",), "families", "module family (query key value attention_output ffn_intermediate ffn_output "
+        ("layernorm",),
+        "families",
+        "module family (query key value attention_output ffn_intermediate ffn_output "
         "layernorm bias embeddings classifier full random:<family>; aliases Q K V AO FI FO LN); join with + to "
-        "train several together", form="families")
-    layers: str = setting("all", "layers", "all, 7, 0-3,11, first:2, last:4", limit=MAX_LAYER_SPEC_CHARS,
-                          form="layers")
-    model: str = setting(DEFAULT_MODEL, "model", "the embedded all-MiniLM-L6-v2 (default), a Hub id or a local path",
-                         limit=300, form="model")
-    train_head: bool = setting(True, "bool", "train the classifier head too (--no-head keeps it frozen)",
-                               label="train the classifier head", flag="--no-head", form="train_head")
+        "train several together",
+        form="families",
+    )
+    layers: str = setting("all", "layers", "all, 7, 0-3,11, first:2, last:4", limit=MAX_LAYER_SPEC_CHARS, form="layers")
+    model: str = setting(
+        DEFAULT_MODEL,
+        "model",
+        "the embedded all-MiniLM-L6-v2 (default), a Hub id or a local path",
+        limit=300,
+        form="model",
+    )
+    train_head: bool = setting(
+        True,
+        "bool",
+        "train the classifier head too (--no-head keeps it frozen)",
+        label="train the classifier head",
+        flag="--no-head",
+        form="train_head",
+    )
     epochs: int = setting(1, "int", "passes over the training rows", bounds=(1, 1000), form="epochs")
-    lr: float | None = setting(None, "number", "learning rate (default: per module family)", label="learning rate",
-                               allowed=_in(0, 1, lo_open=True), optional=True, form="lr")
+    lr: float | None = setting(
+        None,
+        "number",
+        "learning rate (default: per module family)",
+        label="learning rate",
+        allowed=_in(0, 1, lo_open=True),
+        optional=True,
+        form="lr",
+    )
     batch_size: int = setting(32, "int", "training batch size", label="batch size", bounds=(1, 4096), form="batch_size")
     eval_batch_size: int = setting(128, "int", "evaluation batch size", label="eval batch size", bounds=(1, 8192))
-    max_seq_len: int = setting(128, "int", "tokens per example (longer ones are truncated)",
-                               label="max sequence length", bounds=(8, 4096))
-    warmup_ratio: float = setting(0.1, "number", "share of the steps spent warming the lr up",
-                                  allowed=_in(0, 1, hi_open=True))
+    max_seq_len: int = setting(
+        128, "int", "tokens per example (longer ones are truncated)", label="max sequence length", bounds=(8, 4096)
+    )
+    warmup_ratio: float = setting(
+        0.1, "number", "share of the steps spent warming the lr up", allowed=_in(0, 1, hi_open=True)
+    )
     weight_decay: float = setting(0.01, "number", "AdamW weight decay", allowed=_in(0, 1, hi_open=True))
     # Seeds fit a 32-bit signed integer: what every registry column and every RNG accepts.
-    seed: int = setting(0, "int", "the run's seed (data order, head init, dropout, subsamples)",
-                        bounds=(0, 2**31 - 1), form="seeds")
-    max_train: int | None = setting(None, "int", "train on a seeded, stratified sample of N examples",
-                                    bounds=(1, 10**9), optional=True, form="max_train")
-    max_eval: int | None = setting(None, "int", "evaluate on a seeded sample of N examples", bounds=(1, 10**9),
-                                   optional=True, form="max_eval")
-    eval_every: int | None = setting(None, "int", "also evaluate every N steps (default: each epoch's end)",
-                                     bounds=(1, 10**9), optional=True)
+    seed: int = setting(
+        0, "int", "the run's seed (data order, head init, dropout, subsamples)", bounds=(0, 2**31 - 1), form="seeds"
+    )
+    max_train: int | None = setting(
+        None,
+        "int",
+        "train on a seeded, stratified sample of N examples",
+        bounds=(1, 10**9),
+        optional=True,
+        form="max_train",
+    )
+    max_eval: int | None = setting(
+        None, "int", "evaluate on a seeded sample of N examples", bounds=(1, 10**9), optional=True, form="max_eval"
+    )
+    eval_every: int | None = setting(
+        None, "int", "also evaluate every N steps (default: each epoch's end)", bounds=(1, 10**9), optional=True
+    )
     checkpoint_every: int | None = setting(
-        None, "int", "also checkpoint every N steps (default: each epoch), so a dead worker loses less",
-        bounds=(1, 10**9), optional=True)
+        None,
+        "int",
+        "also checkpoint every N steps (default: each epoch), so a dead worker loses less",
+        bounds=(1, 10**9),
+        optional=True,
+    )
     device: str = setting("auto", "text", "auto, cpu, cuda, cuda:N", limit=20)
     precision: str = setting("auto", "choice", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=PRECISIONS)
-    glue_dir: str | None = setting(None, "text", "a local GLUE folder (default: MODULETUNE_GLUE_DIR, else the Hub)",
-                                   label="GLUE folder", limit=1000, optional=True)
+    glue_dir: str | None = setting(
+        None,
+        "text",
+        "a local GLUE folder (default: MODULETUNE_GLUE_DIR, else the Hub)",
+        label="GLUE folder",
+        limit=1000,
+        optional=True,
+    )
     # Frozen-prefix cache: the layers below the lowest trainable one run once (without dropout) and
     # their output is reused across epochs and runs. auto = only where that changes nothing, i.e.
     # the frozen prefix has no dropout anyway; on = always (frozen layers then run without dropout).
-    prefix_cache: str = setting("auto", "choice", "reuse the frozen layers' output: auto = only where that changes "
-                                "nothing (no dropout)", choices=PREFIX_CACHE, form="prefix_cache")
+    prefix_cache: str = setting(
+        "auto",
+        "choice",
+        "reuse the frozen layers' output: auto = only where that changes nothing (no dropout)",
+        choices=PREFIX_CACHE,
+        form="prefix_cache",
+    )
     compile: bool = setting(False, "bool", "torch.compile the model (pays a warm-up; helps long GPU runs)")
     # On a GPU, replay each batch shape's forward+backward as CUDA graphs (see tuning/graphs.py).
     cuda_graphs: bool = setting(True, "bool", "on a GPU, replay each step as CUDA graphs (--no-cuda-graphs: eagerly)")
     # Where evaluation happens: the task's validation split(s), or a seeded stratified slice of
     # holdout_fraction of the (subsampled) training rows, held out from training.
-    eval_on: str = setting("validation", "choice", "evaluate on the task's validation split(s) or on a held-out "
-                           "slice of the training rows", choices=EVAL_ON)
-    holdout_fraction: float = setting(0.1, "number", "share of the training rows held out to choose the lr "
-                                      "(default 0.1)", allowed=_in(0, 0.5, lo_open=True))
+    eval_on: str = setting(
+        "validation",
+        "choice",
+        "evaluate on the task's validation split(s) or on a held-out slice of the training rows",
+        choices=EVAL_ON,
+    )
+    holdout_fraction: float = setting(
+        0.1,
+        "number",
+        "share of the training rows held out to choose the lr (default 0.1)",
+        allowed=_in(0, 0.5, lo_open=True),
+    )
     # Search the learning rate first (tuning/search.py: successive halving over lr_grid), then train at it.
-    lr_search: bool = setting(False, "bool", "search the learning rate first: successive halving over the family's "
-                              "grid (about 1.5x one run), chosen on a held-out slice of the training rows, then "
-                              "train at the chosen lr", form="lr_search")
-    lr_selection: str = setting("holdout", "choice", "where the search scores candidates: holdout (a slice of the "
-                                "training rows, the honest default) or eval (the reported evaluation set: "
-                                "optimistic)", choices=LR_SELECTION)
-    lr_grid: tuple[float, ...] | None = setting(None, "floats", "comma-separated learning rates to search (default: "
-                                                "the family's log-spaced grid)", optional=True)
-    extra: dict = setting({}, "mapping", "notes moduletune keeps with the run (a search's final seeds, its choice)",
-                          internal=True, flag=None, form=None)
+    lr_search: bool = setting(
+        False,
+        "bool",
+        "search the learning rate first: successive halving over the family's "
+        "grid (about 1.5x one run), chosen on a held-out slice of the training rows, then "
+        "train at the chosen lr",
+        form="lr_search",
+    )
+    lr_selection: str = setting(
+        "holdout",
+        "choice",
+        "where the search scores candidates: holdout (a slice of the "
+        "training rows, the honest default) or eval (the reported evaluation set: "
+        "optimistic)",
+        choices=LR_SELECTION,
+    )
+    lr_grid: tuple[float, ...] | None = setting(
+        None,
+        "floats",
+        "comma-separated learning rates to search (default: the family's log-spaced grid)",
+        optional=True,
+    )
+    extra: dict = setting(
+        {},
+        "mapping",
+        "notes moduletune keeps with the run (a search's final seeds, its choice)",
+        internal=True,
+        flag=None,
+        form=None,
+    )
 
     def __post_init__(self):
         self.validate()
@@ -193,10 +269,15 @@ class RunConfig:
         _text(self, "task", "task", 32)
         _text(self, "layers", "layer spec", modules.MAX_LAYER_SPEC_CHARS, also=(int,))
         names = self.modules.replace("+", ",").split(",") if isinstance(self.modules, str) else self.modules
-        if (not isinstance(names, (list, tuple)) or not 1 <= len(names) <= MAX_FAMILIES
-                or not all(isinstance(m, str) and len(m) <= 64 for m in names)):
-            raise ConfigError(f"modules must be 1 to {MAX_FAMILIES} family names such as layernorm, query or LN, "
-                              f"got {_clip(self.modules)}")
+        if (
+            not isinstance(names, (list, tuple))
+            or not 1 <= len(names) <= MAX_FAMILIES
+            or not all(isinstance(m, str) and len(m) <= 64 for m in names)
+        ):
+            raise ConfigError(
+                f"modules must be 1 to {MAX_FAMILIES} family names such as layernorm, query or LN, "
+                f"got {_clip(self.modules)}"
+            )
         try:
             self.task = glue.get_task(self.task).name
             self.modules = modules.parse_families(self.modules)
@@ -213,12 +294,16 @@ class RunConfig:
             grid = self.lr_grid if isinstance(self.lr_grid, (list, tuple)) else [self.lr_grid]
             bad = [v for v in grid if not (_number(v) and 0 < v <= 1)]
             if bad or not 2 <= len(set(grid)) <= MAX_GRID:
-                raise ConfigError(f"lr grid must hold at least 2 distinct (at most {MAX_GRID}) learning rates, each a "
-                                  f"number in (0, 1]; got {_clip(self.lr_grid)}")
+                raise ConfigError(
+                    f"lr grid must hold at least 2 distinct (at most {MAX_GRID}) learning rates, each a "
+                    f"number in (0, 1]; got {_clip(self.lr_grid)}"
+                )
             self.lr_grid = tuple(sorted({float(v) for v in grid}))
         if not isinstance(self.model, str) or not self.model.strip() or len(self.model) > MAX_NAME_CHARS:
-            raise ConfigError(f"model must be the embedded default, a Hub id or a local path of at most "
-                              f"{MAX_NAME_CHARS} characters, got {_clip(self.model)}")
+            raise ConfigError(
+                f"model must be the embedded default, a Hub id or a local path of at most "
+                f"{MAX_NAME_CHARS} characters, got {_clip(self.model)}"
+            )
         self.model = self.model.strip()
         if not isinstance(self.extra, dict) or len(json.dumps(self.extra, default=str)) > MAX_EXTRA_CHARS:
             raise ConfigError(f"extra must be a mapping of at most {MAX_EXTRA_CHARS:,} characters as JSON")

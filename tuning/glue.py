@@ -1,4 +1,5 @@
 """The nine GLUE tasks: columns, labels, metrics, and loading from the Hub or a local GLUE folder."""
+
 from __future__ import annotations
 
 import csv
@@ -54,16 +55,27 @@ _NLI = ("entailment", "not_entailment")
 TASKS: dict[str, GlueTask] = {
     t.name: t
     for t in (
-        GlueTask("cola", "CoLA", ("sentence",), ("unacceptable", "acceptable"),
-                 ("matthews_correlation",), "matthews_correlation"),
+        GlueTask(
+            "cola",
+            "CoLA",
+            ("sentence",),
+            ("unacceptable", "acceptable"),
+            ("matthews_correlation",),
+            "matthews_correlation",
+        ),
         GlueTask("sst2", "SST-2", ("sentence",), ("negative", "positive"), ("accuracy",), "accuracy"),
         GlueTask("mrpc", "MRPC", _PAIR, ("not_equivalent", "equivalent"), ("f1", "accuracy"), "f1"),
         GlueTask("stsb", "STS-B", _PAIR, (), ("pearson", "spearman"), "pearson"),
-        GlueTask("qqp", "QQP", ("question1", "question2"), ("not_duplicate", "duplicate"),
-                 ("f1", "accuracy"), "f1"),
-        GlueTask("mnli", "MNLI", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
-                 ("accuracy_matched", "accuracy_mismatched"), "accuracy_matched",
-                 ("validation_matched", "validation_mismatched")),
+        GlueTask("qqp", "QQP", ("question1", "question2"), ("not_duplicate", "duplicate"), ("f1", "accuracy"), "f1"),
+        GlueTask(
+            "mnli",
+            "MNLI",
+            ("premise", "hypothesis"),
+            ("entailment", "neutral", "contradiction"),
+            ("accuracy_matched", "accuracy_mismatched"),
+            "accuracy_matched",
+            ("validation_matched", "validation_mismatched"),
+        ),
         GlueTask("qnli", "QNLI", ("question", "sentence"), _NLI, ("accuracy",), "accuracy"),
         GlueTask("rte", "RTE", _PAIR, _NLI, ("accuracy",), "accuracy"),
         GlueTask("wnli", "WNLI", _PAIR, ("not_entailment", "entailment"), ("accuracy",), "accuracy"),
@@ -90,9 +102,14 @@ _LAYOUTS: dict[str, _Layout] = {
     "stsb": _Layout(_TRAIN_DEV, ("sentence1", "sentence2"), "score"),
     "qqp": _Layout(_TRAIN_DEV, ("question1", "question2"), "is_duplicate"),
     "mnli": _Layout(
-        (("train", "train.tsv"), ("validation_matched", "dev_matched.tsv"),
-         ("validation_mismatched", "dev_mismatched.tsv")),
-        ("sentence1", "sentence2"), "gold_label"),
+        (
+            ("train", "train.tsv"),
+            ("validation_matched", "dev_matched.tsv"),
+            ("validation_mismatched", "dev_mismatched.tsv"),
+        ),
+        ("sentence1", "sentence2"),
+        "gold_label",
+    ),
     "qnli": _Layout(_TRAIN_DEV, ("question", "sentence"), "label"),
     "rte": _Layout(_TRAIN_DEV, ("sentence1", "sentence2"), "label"),
     "wnli": _Layout(_TRAIN_DEV, ("sentence1", "sentence2"), "label"),
@@ -133,8 +150,9 @@ def load_glue(task: str | GlueTask, glue_dir: str | Path | None = None) -> "data
     return _load_local(task, root)
 
 
-def require_split(dsd: Mapping, split: str, task: str | GlueTask,
-                  glue_dir: str | Path | None = None) -> "datasets.Dataset":
+def require_split(
+    dsd: Mapping, split: str, task: str | GlueTask, glue_dir: str | Path | None = None
+) -> "datasets.Dataset":
     """Return one split of a loaded task, or a GlueError naming the file that would have held it."""
     task = get_task(task)
     if split in dsd:
@@ -171,16 +189,21 @@ def _load_local(task: GlueTask, root: Path) -> "datasets.DatasetDict":
     if not any(split in present for split in task.eval_splits):
         wanted = " or ".join(str(folder / name) for split, name in layout.files if split in task.eval_splits)
         raise GlueError(f"No evaluation file for {task.name}: looked for {wanted} (expected {_expected(task)})")
-    features = datasets.Features({
-        **{column: datasets.Value("string") for column in task.text_columns},
-        "label": datasets.Value("float32") if task.is_regression
-        else datasets.ClassLabel(names=list(task.label_names)),
-        "idx": datasets.Value("int32"),
-    })
-    return datasets.DatasetDict({
-        split: datasets.Dataset.from_dict(_read_tsv(path, task, layout), features=features)
-        for split, path in present.items()
-    })
+    features = datasets.Features(
+        {
+            **{column: datasets.Value("string") for column in task.text_columns},
+            "label": datasets.Value("float32")
+            if task.is_regression
+            else datasets.ClassLabel(names=list(task.label_names)),
+            "idx": datasets.Value("int32"),
+        }
+    )
+    return datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_dict(_read_tsv(path, task, layout), features=features)
+            for split, path in present.items()
+        }
+    )
 
 
 def _read_tsv(path: Path, task: GlueTask, layout: _Layout) -> dict[str, list]:
@@ -229,8 +252,9 @@ def _parse_label(task: GlueTask, raw: str, where: str) -> int | float:
     raise GlueError(f"{where}: label {value!r} for {task.name} is not one of {allowed}")
 
 
-def subsample(dataset: "datasets.Dataset", n: int | None, seed: int,
-              stratify_by: str | None = "label") -> "datasets.Dataset":
+def subsample(
+    dataset: "datasets.Dataset", n: int | None, seed: int, stratify_by: str | None = "label"
+) -> "datasets.Dataset":
     """A seeded n-row sample, stratified by class, in original order: small runs that still see every class."""
     if n is None or n >= len(dataset):
         return dataset
@@ -256,18 +280,21 @@ def _stratified(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndar
     take = np.floor(quota).astype(int)
     leftover = n - take.sum()
     take[np.argsort(-(quota - take), kind="stable")[:leftover]] += 1
-    return np.concatenate([
-        rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, take)
-    ])
+    return np.concatenate(
+        [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, take)]
+    )
 
 
-def split_holdout(dataset: "datasets.Dataset", fraction: float, seed: int,
-                  stratify_by: str | None = "label") -> tuple["datasets.Dataset", "datasets.Dataset"]:
+def split_holdout(
+    dataset: "datasets.Dataset", fraction: float, seed: int, stratify_by: str | None = "label"
+) -> tuple["datasets.Dataset", "datasets.Dataset"]:
     """(rest, holdout): a seeded, class-stratified slice of `fraction` of the rows, both in original order."""
     n_hold = round(fraction * len(dataset))
     if not 0 < n_hold < len(dataset):
-        raise GlueError(f"Cannot hold out {fraction:g} of {len(dataset)} training rows: need at least one row "
-                        f"on each side; use more training rows (max_train) or another holdout fraction")
+        raise GlueError(
+            f"Cannot hold out {fraction:g} of {len(dataset)} training rows: need at least one row "
+            f"on each side; use more training rows (max_train) or another holdout fraction"
+        )
     # Its own stream, so the slice does not depend on how the rows were subsampled.
     rng = np.random.default_rng([seed, 7919])
     labels = np.asarray(dataset.with_format("numpy")[stratify_by][:]) if stratify_by is not None else None
@@ -294,15 +321,19 @@ def compute_metrics(task: str | GlueTask, predictions, labels) -> dict[str, floa
     elif predictions.ndim == 2:  # logits slipped through: take the class, as the caller would
         predictions = predictions.argmax(-1)
     if len(predictions) != len(labels) or len(labels) == 0:
-        raise GlueError(f"Need as many predictions as labels, and at least one; "
-                        f"got {len(predictions)} predictions and {len(labels)} labels")
+        raise GlueError(
+            f"Need as many predictions as labels, and at least one; "
+            f"got {len(predictions)} predictions and {len(labels)} labels"
+        )
     if task.is_regression:
         from scipy.stats import ConstantInputWarning, pearsonr, spearmanr
 
         with warnings.catch_warnings():  # constant predictions early in training: nan, not a log flood
             warnings.simplefilter("ignore", ConstantInputWarning)
-            return {"pearson": float(pearsonr(predictions, labels)[0]),
-                    "spearman": float(spearmanr(predictions, labels)[0])}
+            return {
+                "pearson": float(pearsonr(predictions, labels)[0]),
+                "spearman": float(spearmanr(predictions, labels)[0]),
+            }
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
     if task.name == "cola":
@@ -331,8 +362,9 @@ def evaluate_splits(task: str | GlueTask, per_split: Mapping[str, tuple]) -> dic
         return compute_metrics(task, *per_split[HOLDOUT])
     unknown = [s for s in per_split if s not in task.eval_splits]
     if unknown or not per_split:
-        raise GlueError(f"{task.name} is evaluated on {', '.join(task.eval_splits)} (or {HOLDOUT} alone); "
-                        f"got {list(per_split)}")
+        raise GlueError(
+            f"{task.name} is evaluated on {', '.join(task.eval_splits)} (or {HOLDOUT} alone); got {list(per_split)}"
+        )
     if len(task.eval_splits) == 1:
         return compute_metrics(task, *per_split[task.eval_splits[0]])
     out: dict[str, float] = {}

@@ -17,6 +17,7 @@ random-number and allocator state mid-capture, so there is no eager fallback: it
 error that names the way out, and graphs are used only for architectures whose capture has been seen
 to work (modules.Architecture).
 """
+
 from __future__ import annotations
 
 import time
@@ -44,8 +45,13 @@ class GraphCaptureError(RuntimeError):
 class LossOf(torch.nn.Module):
     """The model's loss from positional tensors, the form make_graphed_callables takes."""
 
-    def __init__(self, loss_fn: Callable[[dict, torch.Tensor | None], torch.Tensor], keys: tuple[str, ...],
-                 with_hidden: bool, model: torch.nn.Module):
+    def __init__(
+        self,
+        loss_fn: Callable[[dict, torch.Tensor | None], torch.Tensor],
+        keys: tuple[str, ...],
+        with_hidden: bool,
+        model: torch.nn.Module,
+    ):
         super().__init__()
         self.model = model  # registered, so the model's trainable parameters are the graph's parameters
         self.loss_fn = loss_fn
@@ -80,9 +86,13 @@ class GraphedSteps:
         """Plan the captures from the widths of the coming full-size batches (see capture_plan)."""
         self.capture_widths = capture_plan(widths, epochs)
 
-    def loss(self, batch: dict, hidden: torch.Tensor | None,
-             loss_fn: Callable[[dict, torch.Tensor | None], torch.Tensor],
-             graph_loss_fn: Callable[[dict, torch.Tensor | None], torch.Tensor]) -> torch.Tensor:
+    def loss(
+        self,
+        batch: dict,
+        hidden: torch.Tensor | None,
+        loss_fn: Callable[[dict, torch.Tensor | None], torch.Tensor],
+        graph_loss_fn: Callable[[dict, torch.Tensor | None], torch.Tensor],
+    ) -> torch.Tensor:
         """The step's loss (with autograd), replayed from a graph where one exists or is worth making.
 
         loss_fn runs the step eagerly; graph_loss_fn is the same computation in a capturable form
@@ -106,18 +116,24 @@ class GraphedSteps:
         module = LossOf(graph_loss_fn, keys, with_hidden, self.model).train(self.model.training)
         sample = tuple(t.detach().clone() for t in tensors)
         try:
-            graphed = torch.cuda.make_graphed_callables(module, sample, num_warmup_iters=1,
-                                                           allow_unused_input=True, pool=self.pool)
+            graphed = torch.cuda.make_graphed_callables(
+                module, sample, num_warmup_iters=1, allow_unused_input=True, pool=self.pool
+            )
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise GraphCaptureError(
                 f"CUDA graph capture failed for {self.model.config.model_type} ({first}); "
-                "run it again with CUDA graphs off (cuda_graphs=False, CLI --no-cuda-graphs)") from exc
+                "run it again with CUDA graphs off (cuda_graphs=False, CLI --no-cuda-graphs)"
+            ) from exc
         finally:
             self.capture_seconds += time.perf_counter() - t0
         self.graphed[shape] = graphed
         return graphed
 
     def report(self) -> dict:
-        return {"shapes": len(self.graphed), "replays": self.replays, "eager_steps": self.eager_steps,
-                "capture_seconds": round(self.capture_seconds, 3)}
+        return {
+            "shapes": len(self.graphed),
+            "replays": self.replays,
+            "eager_steps": self.eager_steps,
+            "capture_seconds": round(self.capture_seconds, 3),
+        }

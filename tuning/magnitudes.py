@@ -2,6 +2,7 @@
 
 The paper ties LayerNorm's transferability to its far larger |w|; these numbers let a user see it.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,7 +36,7 @@ def named_module_tensors(model):
         kind = "bias" if name.endswith("bias") else "weight"
         m = re.match(arch.layer_pattern, name)
         if m:
-            family = family_of(arch, name[m.end():])
+            family = family_of(arch, name[m.end() :])
             if family is not None:
                 yield family, int(m.group(1)), kind, name, param.detach()
         elif re.match(arch.embeddings, name):
@@ -50,18 +51,33 @@ def magnitude_stats(model) -> list[dict]:
     rows = []
     for (family, layer, kind), tensors in groups.items():
         values = torch.cat(tensors)
-        sample = values if values.numel() <= 2_000_000 else values[torch.randperm(
-            values.numel(), generator=torch.Generator().manual_seed(0))[:2_000_000]]
+        sample = (
+            values
+            if values.numel() <= 2_000_000
+            else values[torch.randperm(values.numel(), generator=torch.Generator().manual_seed(0))[:2_000_000]]
+        )
         qs = torch.quantile(sample, torch.tensor(QUANTILES)).tolist()
         hist, _ = np.histogram(values.numpy(), bins=HIST_EDGES)
-        rows.append({
-            "family": family, "layer": layer, "kind": kind, "count": int(values.numel()),
-            "mean_abs": float(values.mean()), "std_abs": float(values.std()) if values.numel() > 1 else 0.0,
-            "max_abs": float(values.max()),
-            **{f"q{int(q * 100):02d}": v for q, v in zip(QUANTILES, qs)},
-            "hist": hist.tolist(),
-        })
-    rows.sort(key=lambda r: (r["layer"], modules.FAMILIES.index(r["family"]) if r["family"] in modules.FAMILIES else 99, r["kind"]))
+        rows.append(
+            {
+                "family": family,
+                "layer": layer,
+                "kind": kind,
+                "count": int(values.numel()),
+                "mean_abs": float(values.mean()),
+                "std_abs": float(values.std()) if values.numel() > 1 else 0.0,
+                "max_abs": float(values.max()),
+                **{f"q{int(q * 100):02d}": v for q, v in zip(QUANTILES, qs)},
+                "hist": hist.tolist(),
+            }
+        )
+    rows.sort(
+        key=lambda r: (
+            r["layer"],
+            modules.FAMILIES.index(r["family"]) if r["family"] in modules.FAMILIES else 99,
+            r["kind"],
+        )
+    )
     return rows
 
 
@@ -89,8 +105,10 @@ def relative_change(base_model, tuned_model, names=None) -> list[dict]:
         acc = groups.setdefault(key, [0.0, 0.0])
         acc[0] += float((w1.float().cpu() - w0.float().cpu()).pow(2).sum())
         acc[1] += float(w0.float().cpu().pow(2).sum())
-    rows = [{"family": f, "layer": l, "kind": k, "relative_change": (d ** 0.5) / max(b ** 0.5, 1e-12)}
-            for (f, l, k), (d, b) in groups.items()]
+    rows = [
+        {"family": f, "layer": l, "kind": k, "relative_change": (d**0.5) / max(b**0.5, 1e-12)}
+        for (f, l, k), (d, b) in groups.items()
+    ]
     return [r for r in rows if r["relative_change"] > 0 or names is not None]
 
 

@@ -1,4 +1,5 @@
 """Resolve a model name to files: the embedded default, a Hub id, or a local path."""
+
 from __future__ import annotations
 
 import re
@@ -35,8 +36,9 @@ def resolve_model(name: str) -> str:
     if is_local_path(name):
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
-            raise ModelError(f"model path {path} does not exist or has no config.json "
-                             "(expected a folder saved with save_pretrained)")
+            raise ModelError(
+                f"model path {path} does not exist or has no config.json (expected a folder saved with save_pretrained)"
+            )
         return str(path)
     if not HUB_ID.match(name):
         raise ModelError(f"'{name}' is neither a Hub id (owner/name) nor an existing local path")
@@ -86,15 +88,25 @@ def load_classifier(name: str, num_labels: int, attn_implementation: str | None 
     logging.set_verbosity_error()  # the "newly initialized head" warning is the point, not news
     try:
         try:
-            return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, name,
-                                    num_labels=num_labels, problem_type=problem, dtype=torch.float32,
-                                    attn_implementation=attn_implementation)
+            return _from_pretrained(
+                AutoModelForSequenceClassification.from_pretrained,
+                name,
+                num_labels=num_labels,
+                problem_type=problem,
+                dtype=torch.float32,
+                attn_implementation=attn_implementation,
+            )
         except (ValueError, ImportError) as err:
             if attn_implementation is None or "attn" not in str(err).lower() and "sdpa" not in str(err).lower():
                 raise
             # Architectures without SDPA support (e.g. DeBERTa) fall back to their own attention.
-            return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, name,
-                                    num_labels=num_labels, problem_type=problem, dtype=torch.float32)
+            return _from_pretrained(
+                AutoModelForSequenceClassification.from_pretrained,
+                name,
+                num_labels=num_labels,
+                problem_type=problem,
+                dtype=torch.float32,
+            )
     finally:
         logging.set_verbosity(verbosity)
 

@@ -3,6 +3,7 @@
 One small mapping per architecture (as peft maps target modules), so adding an encoder is
 adding one entry, not an if-chain through the code.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,17 +40,33 @@ FAMILY_TABLE = (
     Family("query", "Q", "Q · attention query", ("q",), 3e-4, (1e-4, 1e-2), "layer", "layer", "#1f77b4"),
     Family("key", "K", "K · attention key", ("k",), 3e-4, (1e-4, 1e-2), "layer", "layer", "#17becf"),
     Family("value", "V", "V · attention value", ("v",), 3e-4, (1e-4, 1e-2), "layer", "layer", "#2ca02c"),
-    Family("attention_output", "AO", "AO · attention output", ("ao",), 3e-4, (1e-4, 1e-2), "layer", "layer",
-           "#d62728"),
+    Family("attention_output", "AO", "AO · attention output", ("ao",), 3e-4, (1e-4, 1e-2), "layer", "layer", "#d62728"),
     Family("ffn_intermediate", "FI", "FI · FFN in", ("fi",), 2e-4, (1e-4, 1e-2), "layer", "layer", "#9467bd"),
     Family("ffn_output", "FO", "FO · FFN out", ("fo",), 2e-4, (1e-4, 1e-2), "layer", "layer", "#8c564b"),
     Family("layernorm", "LN", "LN · LayerNorms", ("ln",), 1e-2, (1e-3, 1e-1), "layer", "layer", "#ff7f0e"),
-    Family("bias", "bias", "bias · all biases (BitFit)", ("bitfit",), 1e-3, (1e-4, 3e-2), "layer", "bias",
-           "#bcbd22"),
-    Family("embeddings", "embeddings", "embeddings · token, position and type embeddings", ("emb",), 1e-4,
-           (3e-5, 3e-3), "global", "embeddings", "#e377c2"),
-    Family("classifier", "classifier", "classifier · the head only", ("head", "cls"), 1e-3, (1e-4, 3e-2),
-           "global", "head", "#393b79"),
+    Family("bias", "bias", "bias · all biases (BitFit)", ("bitfit",), 1e-3, (1e-4, 3e-2), "layer", "bias", "#bcbd22"),
+    Family(
+        "embeddings",
+        "embeddings",
+        "embeddings · token, position and type embeddings",
+        ("emb",),
+        1e-4,
+        (3e-5, 3e-3),
+        "global",
+        "embeddings",
+        "#e377c2",
+    ),
+    Family(
+        "classifier",
+        "classifier",
+        "classifier · the head only",
+        ("head", "cls"),
+        1e-3,
+        (1e-4, 3e-2),
+        "global",
+        "head",
+        "#393b79",
+    ),
     Family("full", "full", "full fine-tuning", (), 5e-5, (1e-5, 1e-3), "global", "encoder", "#222222"),
 )
 FAMILY = {f.name: f for f in FAMILY_TABLE}
@@ -103,28 +120,45 @@ ARCHITECTURES = {
     for arch in (
         Architecture("bert", ("bert",), r"^encoder\.layer\.(\d+)\.", _BERT_LIKE),
         Architecture("roberta", ("roberta", "xlm-roberta", "camembert"), r"^encoder\.layer\.(\d+)\.", _BERT_LIKE),
-        Architecture("electra", ("electra",), r"^encoder\.layer\.(\d+)\.", _BERT_LIKE,
-                     embeddings=r"^(embeddings\.|embeddings_project\.)",
-                     embedding_modules=("embeddings", "embeddings_project")),
-        Architecture("distilbert", ("distilbert",), r"^transformer\.layer\.(\d+)\.", {
-            "query": r"^attention\.q_lin\.",
-            "key": r"^attention\.k_lin\.",
-            "value": r"^attention\.v_lin\.",
-            "attention_output": r"^attention\.out_lin\.",
-            "ffn_intermediate": r"^ffn\.lin1\.",
-            "ffn_output": r"^ffn\.lin2\.",
-            "layernorm": r"^(sa_layer_norm|output_layer_norm)\.",
-        }, layers_path="transformer.layer"),
+        Architecture(
+            "electra",
+            ("electra",),
+            r"^encoder\.layer\.(\d+)\.",
+            _BERT_LIKE,
+            embeddings=r"^(embeddings\.|embeddings_project\.)",
+            embedding_modules=("embeddings", "embeddings_project"),
+        ),
+        Architecture(
+            "distilbert",
+            ("distilbert",),
+            r"^transformer\.layer\.(\d+)\.",
+            {
+                "query": r"^attention\.q_lin\.",
+                "key": r"^attention\.k_lin\.",
+                "value": r"^attention\.v_lin\.",
+                "attention_output": r"^attention\.out_lin\.",
+                "ffn_intermediate": r"^ffn\.lin1\.",
+                "ffn_output": r"^ffn\.lin2\.",
+                "layernorm": r"^(sa_layer_norm|output_layer_norm)\.",
+            },
+            layers_path="transformer.layer",
+        ),
         # DeBERTa's position projections (used when share_att_key is off) belong to query/key.
-        Architecture("deberta-v2", ("deberta-v2",), r"^encoder\.layer\.(\d+)\.", {
-            "query": r"^attention\.self\.(query_proj|pos_query_proj)\.",
-            "key": r"^attention\.self\.(key_proj|pos_key_proj)\.",
-            "value": r"^attention\.self\.value_proj\.",
-            "attention_output": r"^attention\.output\.dense\.",
-            "ffn_intermediate": r"^intermediate\.dense\.",
-            "ffn_output": r"^output\.dense\.",
-            "layernorm": r"^(attention\.output\.|output\.)LayerNorm\.",
-        }, embeddings=r"^(embeddings\.|encoder\.rel_embeddings\.|encoder\.LayerNorm\.)"),
+        Architecture(
+            "deberta-v2",
+            ("deberta-v2",),
+            r"^encoder\.layer\.(\d+)\.",
+            {
+                "query": r"^attention\.self\.(query_proj|pos_query_proj)\.",
+                "key": r"^attention\.self\.(key_proj|pos_key_proj)\.",
+                "value": r"^attention\.self\.value_proj\.",
+                "attention_output": r"^attention\.output\.dense\.",
+                "ffn_intermediate": r"^intermediate\.dense\.",
+                "ffn_output": r"^output\.dense\.",
+                "layernorm": r"^(attention\.output\.|output\.)LayerNorm\.",
+            },
+            embeddings=r"^(embeddings\.|encoder\.rel_embeddings\.|encoder\.LayerNorm\.)",
+        ),
     )
 }
 
@@ -145,16 +179,18 @@ def canonical_family(name: str) -> str:
     if key.startswith("random"):
         _, _, base = key.partition(":")
         if not base:
-            raise ModuleSpecError(
-                f"'{raw}': random needs a family to match in size, e.g. random:layernorm or random:Q")
+            raise ModuleSpecError(f"'{raw}': random needs a family to match in size, e.g. random:layernorm or random:Q")
         base = canonical_family(base)
         if base not in LAYER_FAMILIES:
             raise ModuleSpecError(f"'{raw}': random can match one of {', '.join(LAYER_FAMILIES)}")
         return f"random:{base}"
     key = ALIASES.get(key, key)
     if key not in FAMILIES:
-        allowed = ", ".join(FAMILIES[:-1]) + ", random:<family>; aliases " + ", ".join(
-            a.upper() for a in ("q", "k", "v", "ao", "fi", "fo", "ln"))
+        allowed = (
+            ", ".join(FAMILIES[:-1])
+            + ", random:<family>; aliases "
+            + ", ".join(a.upper() for a in ("q", "k", "v", "ao", "fi", "fo", "ln"))
+        )
         raise ModuleSpecError(f"unknown module family '{raw}'; allowed: {allowed}")
     return key
 
@@ -179,8 +215,9 @@ def layer_spec_parts(spec: str | int, allowed: str | None = None) -> tuple[str, 
     text = str(spec).strip().lower().replace(" ", "")
     allowed = allowed or "allowed: all, a layer such as 5, a range like 0-3, a list like 0-3,5, first:K or last:K"
     if len(text) > MAX_LAYER_SPEC_CHARS:
-        raise ModuleSpecError(f"layer spec is {len(text):,} characters long, more than {MAX_LAYER_SPEC_CHARS}; "
-                              f"{allowed}")
+        raise ModuleSpecError(
+            f"layer spec is {len(text):,} characters long, more than {MAX_LAYER_SPEC_CHARS}; {allowed}"
+        )
     if text in ("all", "none"):
         return text, None
     m = re.fullmatch(r"(first|last):(\d{1,6})", text)
@@ -200,8 +237,10 @@ def layer_spec_parts(spec: str | int, allowed: str | None = None) -> tuple[str, 
 
 def parse_layers(spec: str | int, num_layers: int) -> tuple[int, ...]:
     """'all', '7', '0-3,11', 'first:2', 'last:4' -> sorted layer indices within 0..num_layers-1."""
-    allowed = (f"allowed: all, a layer 0-{num_layers - 1}, a range like 0-3, a list like 0-3,5, "
-               f"first:K or last:K (this model has layers 0-{num_layers - 1})")
+    allowed = (
+        f"allowed: all, a layer 0-{num_layers - 1}, a range like 0-3, a list like 0-3,5, "
+        f"first:K or last:K (this model has layers 0-{num_layers - 1})"
+    )
     kind, value = layer_spec_parts(spec, allowed)
     if kind == "all":
         return tuple(range(num_layers))
@@ -258,9 +297,12 @@ class Selection:
 
     def counts(self) -> dict:
         return {
-            "module_params": self.module_params, "head_params": self.head_params,
-            "trainable_params": self.trainable_params, "encoder_params": self.encoder_params,
-            "total_params": self.total_params, "module_pct": self.module_pct,
+            "module_params": self.module_params,
+            "head_params": self.head_params,
+            "trainable_params": self.trainable_params,
+            "encoder_params": self.encoder_params,
+            "total_params": self.total_params,
+            "module_pct": self.module_pct,
             "trainable_pct": self.trainable_pct,
         }
 
@@ -273,7 +315,7 @@ def _layer_family_names(arch: Architecture, encoder_names, family: str, layers) 
         m = re.match(arch.layer_pattern, name)
         if not m or int(m.group(1)) not in wanted:
             continue
-        inner = name[m.end():]
+        inner = name[m.end() :]
         if FAMILY[family].selects == "bias":
             hit = inner.endswith("bias")
         else:
@@ -323,12 +365,16 @@ def select_parameters(model, families, layers="all", train_head: bool = True, se
     module = list(dict.fromkeys(module))
     if not module and families != ("classifier",):
         raise ModuleSpecError(
-            f"{'+'.join(families)} in layers {layers} selects no parameters of this {arch.name} model")
+            f"{'+'.join(families)} in layers {layers} selects no parameters of this {arch.name} model"
+        )
     use_head = train_head or families == ("classifier",)
     head_names = head if use_head else []
     module_params = sum(int(masks[n].sum()) if n in masks else everything[n].numel() for n in module)
     return Selection(
-        module=module, head=head_names, masks=masks, module_params=module_params,
+        module=module,
+        head=head_names,
+        masks=masks,
+        module_params=module_params,
         head_params=sum(everything[n].numel() for n in head_names),
         encoder_params=sum(p.numel() for p in encoder.values()),
         total_params=sum(p.numel() for p in everything.values()),
@@ -374,7 +420,7 @@ def lowest_trainable_layer(model, selection: Selection) -> int | None:
     prefix = model.base_model_prefix + "."
     lowest = num_hidden_layers(model.config) if not selection.module else None
     for name in selection.module:
-        inner = name[len(prefix):]
+        inner = name[len(prefix) :]
         m = re.match(arch.layer_pattern, inner)
         if not m:
             return None

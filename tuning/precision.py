@@ -12,6 +12,7 @@ Only nn.Linear parameters are cast: embeddings and LayerNorms are not autocast o
 under autocast, so storing them in bf16 would change the arithmetic. A tensor that some other
 module also holds (a tied weight) is left alone for the same reason.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,16 +24,21 @@ def store_frozen_linears(model: nn.Module, dtype: torch.dtype = torch.bfloat16) 
 
     Only valid for a model that then runs under autocast to the same dtype.
     """
-    held_elsewhere = {id(p) for m in model.modules() if not isinstance(m, nn.Linear)
-                      for p in m.parameters(recurse=False)}
+    held_elsewhere = {
+        id(p) for m in model.modules() if not isinstance(m, nn.Linear) for p in m.parameters(recurse=False)
+    }
     saved = 0
     for module in model.modules():
         if not isinstance(module, nn.Linear):
             continue
         for param in module.parameters(recurse=False):
             # A tensor shared by two linears is already in dtype when the second one comes.
-            if (param.requires_grad or id(param) in held_elsewhere or not param.is_floating_point()
-                    or param.dtype == dtype):
+            if (
+                param.requires_grad
+                or id(param) in held_elsewhere
+                or not param.is_floating_point()
+                or param.dtype == dtype
+            ):
                 continue
             before = param.numel() * param.element_size()
             param.data = param.data.to(dtype)

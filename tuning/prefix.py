@@ -5,6 +5,7 @@ what the model computes anyway. For training it is exact only when the frozen pr
 dropout; otherwise "on" trades the frozen layers' dropout noise for speed (measured in
 bench/sweep_prefix_cache.py), and "auto" leaves training uncached.
 """
+
 from __future__ import annotations
 
 import os
@@ -110,27 +111,31 @@ def prefix_has_dropout(model, first_trainable: int) -> bool:
     parts = [getattr(base, n) for n in arch.embedding_modules if hasattr(base, n)]
     parts += list(getattr(owner, attr))[:first_trainable]
     probs = [m.p for part in parts for m in part.modules() if isinstance(m, nn.Dropout)]
-    config_probs = [getattr(model.config, k, 0.0) or 0.0 for k in
-                    ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")]
+    config_probs = [
+        getattr(model.config, k, 0.0) or 0.0
+        for k in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
+    ]
     return any(p > 0 for p in probs + config_probs)
 
 
 @torch.inference_mode()
-def compute_states(model, enc: batches.Encoded, first_trainable: int, padding: batches.Padding, device,
-                   autocast, batch_size: int = 256) -> PrefixStates:
+def compute_states(
+    model, enc: batches.Encoded, first_trainable: int, padding: batches.Padding, device, autocast, batch_size: int = 256
+) -> PrefixStates:
     """Run embeddings + layers[:first_trainable] once over every row, in eval mode."""
     was_training = model.training
     model.eval()
     chunks: list[torch.Tensor | None] = [None] * len(enc)
     with layers_only(model, slice(0, first_trainable)):
         for idx in batches.sorted_batches(enc.lengths, batch_size):
-            batch = batches.to_device({k: v for k, v in batches.collate(enc, idx, padding).items() if k != "labels"},
-                                      device)
+            batch = batches.to_device(
+                {k: v for k, v in batches.collate(enc, idx, padding).items() if k != "labels"}, device
+            )
             with autocast():
                 hidden = model.base_model(**batch).last_hidden_state
             lengths = batch["attention_mask"].sum(-1).tolist()
             for row, i in enumerate(idx):
-                chunks[i] = hidden[row, :lengths[row]].float()
+                chunks[i] = hidden[row, : lengths[row]].float()
     model.train(was_training)
     offsets = np.zeros(len(enc) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([c.shape[0] for c in chunks])

@@ -5,6 +5,7 @@ replicate_key (every setting except the seed and the knobs that only change how 
 not what it computes) and by comparison_key (the same, less what a comparison varies on purpose:
 modules, layers and the learning rate) to find the full fine-tuning reference at the same settings.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,16 @@ from collections.abc import Mapping
 
 # How a run executes, not what it computes: evaluating more often, checkpointing, compiling, CUDA
 # graphs, where the GLUE files lie and free-form notes leave the trained weights the same.
-EXECUTION_ONLY = ("seed", "eval_batch_size", "eval_every", "checkpoint_every", "compile", "cuda_graphs",
-                  "glue_dir", "extra")
+EXECUTION_ONLY = (
+    "seed",
+    "eval_batch_size",
+    "eval_every",
+    "checkpoint_every",
+    "compile",
+    "cuda_graphs",
+    "glue_dir",
+    "extra",
+)
 # What a comparison varies on purpose (full fine-tuning's reference is found across these).
 COMPARED = ("modules", "layers", "lr", "lr_grid", "lr_search")
 
@@ -51,6 +60,16 @@ def differing_settings(settings: list[Mapping], ignore=("task",)) -> list[str]:
     """The setting names whose values differ among these runs (what a chart that mixes them must say)."""
     keys = sorted({k for s in settings for k in s} - set(ignore))
     missing = object()
-    return [k for k in keys
-            if len({json.dumps(s.get(k, missing) if s.get(k, missing) is not missing else "<unset>",
-                               sort_keys=True, default=str) for s in settings}) > 1]
+    return [
+        k
+        for k in keys
+        if len(
+            {
+                json.dumps(
+                    s.get(k, missing) if s.get(k, missing) is not missing else "<unset>", sort_keys=True, default=str
+                )
+                for s in settings
+            }
+        )
+        > 1
+    ]

@@ -4,6 +4,7 @@ With n candidates and a full run of R steps, k = ceil(log2 n) rungs train the su
 R/2 steps (each resumed from its own checkpoint, on the full run's schedule) and keep the better half
 after each rung. For 5 candidates that costs 1.5 full runs where trying every one costs 5.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -78,7 +79,7 @@ def planned_cost(rungs: list[Rung]) -> int:
 def remaining_cost(rungs: list[Rung], index: int, kept: int) -> int:
     """Steps still to take after rung `index` when `kept` candidates go on (halving from there on)."""
     cost, count, prev = 0, kept, rungs[index].step
-    for r in rungs[index + 1:]:
+    for r in rungs[index + 1 :]:
         cost += count * (r.step - prev)
         prev, count = r.step, math.ceil(count / 2)
     return cost
@@ -97,16 +98,17 @@ def survivors(order: list[float], scores: dict[float, float], noise: float) -> l
     the lr that wins later. Keeping what cannot be told apart costs at most every candidate to the last rung
     (5 candidates: 2.5 runs instead of 1.5), and only when the scores really are too close to call.
     """
-    half = order[:math.ceil(len(order) / 2)]
+    half = order[: math.ceil(len(order) / 2)]
     cutoff = rank_value(scores[half[-1]])
-    close = [lr for lr in order[len(half):] if rank_value(scores[lr]) >= cutoff - noise]
+    close = [lr for lr in order[len(half) :] if rank_value(scores[lr]) >= cutoff - noise]
     return half + close
 
 
 def candidate_config(config: RunConfig, lr: float) -> RunConfig:
     """The run one candidate is: the config at that lr, scored on the selection set."""
-    return config.replace(lr=lr, lr_search=False,
-                          eval_on="holdout" if config.lr_selection == "holdout" else "validation")
+    return config.replace(
+        lr=lr, lr_search=False, eval_on="holdout" if config.lr_selection == "holdout" else "validation"
+    )
 
 
 def final_config(config: RunConfig, result: SearchResult) -> RunConfig:
@@ -114,8 +116,9 @@ def final_config(config: RunConfig, result: SearchResult) -> RunConfig:
     if result.chosen_lr is None:
         raise SearchError("the search has not finished (it was stopped); run it again with the same workdir")
     note = {"chosen_lr": result.chosen_lr, "selection": result.selection, "grid": list(result.grid)}
-    return config.replace(lr=result.chosen_lr, lr_search=False, eval_on="validation",
-                          extra={**config.extra, "lr_search": note})
+    return config.replace(
+        lr=result.chosen_lr, lr_search=False, eval_on="validation", extra={**config.extra, "lr_search": note}
+    )
 
 
 def lr_search(config: RunConfig, on_event=None, workdir: str | Path | None = None) -> SearchResult:
@@ -152,15 +155,28 @@ def lr_search(config: RunConfig, on_event=None, workdir: str | Path | None = Non
             step = before + event["step"]
             done_here = step - steps_at_start
             rate = done_here / max(time.perf_counter() - started, 1e-9)
-            stop = emit({"kind": "step", "step": step, "total_steps": max(total, step), "loss": event["loss"],
-                         "lr": event["lr"], "examples_per_second": event["examples_per_second"],
-                         "eta_seconds": (total - step) / rate if rate > 0 else event["eta_seconds"],
-                         "epoch": event["epoch"], "candidate_lr": cand["lr"]})
+            stop = emit(
+                {
+                    "kind": "step",
+                    "step": step,
+                    "total_steps": max(total, step),
+                    "loss": event["loss"],
+                    "lr": event["lr"],
+                    "examples_per_second": event["examples_per_second"],
+                    "eta_seconds": (total - step) / rate if rate > 0 else event["eta_seconds"],
+                    "epoch": event["epoch"],
+                    "candidate_lr": cand["lr"],
+                }
+            )
             interrupted = interrupted or bool(stop)
             return stop
 
-        result = fine_tune(candidate_config(config, cand["lr"]), forward,
-                           checkpoint_dir=root / _folder(cand["lr"]), stop_at_step=rung.step)
+        result = fine_tune(
+            candidate_config(config, cand["lr"]),
+            forward,
+            checkpoint_dir=root / _folder(cand["lr"]),
+            stop_at_step=rung.step,
+        )
         cand["steps"] = result.steps
         state["metric"] = result.primary_metric_name
         if result.chance_metric is not None:  # how far apart two scores must be to tell them apart
@@ -168,8 +184,16 @@ def lr_search(config: RunConfig, on_event=None, workdir: str | Path | None = Non
         if result.steps >= rung.step:  # reached the rung (a stop asked for at that very step still evaluates)
             score = result.primary_metric
             cand["rungs"].append({"step": rung.step, "score": None if score is None or math.isnan(score) else score})
-            emit({"kind": "rung", "lr": cand["lr"], "step": rung.step, "score": score,
-                  "metric": result.primary_metric_name, "rung": rung.index})
+            emit(
+                {
+                    "kind": "rung",
+                    "lr": cand["lr"],
+                    "step": rung.step,
+                    "score": score,
+                    "metric": result.primary_metric_name,
+                    "rung": rung.index,
+                }
+            )
 
     try:
         for rung in rungs if state["chosen_lr"] is None else ():
@@ -188,7 +212,7 @@ def lr_search(config: RunConfig, on_event=None, workdir: str | Path | None = Non
                 break
             kept = survivors(order, {c["lr"]: _score(c, rung.index) for c in ins}, state.get("noise", 0.0))
             total = _steps(state) + remaining_cost(rungs, rung.index, len(kept))
-            for lr in order[len(kept):]:
+            for lr in order[len(kept) :]:
                 if by_lr[lr]["pruned_at_step"] is None:
                     by_lr[lr]["pruned_at_step"] = rung.step
                     emit({"kind": "pruned", "lr": lr, "rung": rung.index})
@@ -229,9 +253,15 @@ def _identity(config: RunConfig, grid: list[float]) -> dict:
 
 
 def _new_state(config: RunConfig, grid: list[float]) -> dict:
-    return {"version": 1, "identity": _identity(config, grid), "selection": config.lr_selection,
-            "metric": None, "chosen_lr": None, "seconds": 0.0,
-            "candidates": [{"lr": lr, "rungs": [], "pruned_at_step": None, "steps": 0} for lr in grid]}
+    return {
+        "version": 1,
+        "identity": _identity(config, grid),
+        "selection": config.lr_selection,
+        "metric": None,
+        "chosen_lr": None,
+        "seconds": 0.0,
+        "candidates": [{"lr": lr, "rungs": [], "pruned_at_step": None, "steps": 0} for lr in grid],
+    }
 
 
 def _load_state(root: Path, config: RunConfig, grid: list[float]) -> dict | None:
@@ -258,8 +288,17 @@ def _result(state: dict, rungs: list[Rung], full_steps: int, root: Path) -> Sear
     cost = _steps(state)
     candidates = [{**c, "score": c["rungs"][-1]["score"] if c["rungs"] else None} for c in state["candidates"]]
     return SearchResult(
-        chosen_lr=state["chosen_lr"], metric=state["metric"] or "", selection=state["selection"],
-        grid=[c["lr"] for c in state["candidates"]], rungs=[dataclasses.asdict(r) for r in rungs],
-        candidates=candidates, cost_steps=cost, full_steps=full_steps, cost_ratio=cost / full_steps,
-        grid_cost_ratio=float(len(state["candidates"])), seconds=state["seconds"],
-        stopped=state["chosen_lr"] is None, workdir=str(root))
+        chosen_lr=state["chosen_lr"],
+        metric=state["metric"] or "",
+        selection=state["selection"],
+        grid=[c["lr"] for c in state["candidates"]],
+        rungs=[dataclasses.asdict(r) for r in rungs],
+        candidates=candidates,
+        cost_steps=cost,
+        full_steps=full_steps,
+        cost_ratio=cost / full_steps,
+        grid_cost_ratio=float(len(state["candidates"])),
+        seconds=state["seconds"],
+        stopped=state["chosen_lr"] is None,
+        workdir=str(root),
+    )

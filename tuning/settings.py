@@ -1,4 +1,5 @@
 """Where moduletune keeps its files: MODULETUNE_HOME (default ~/.moduletune)."""
+
 from __future__ import annotations
 
 import os

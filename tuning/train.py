@@ -1,4 +1,5 @@
 """fine_tune(config, on_event) -> RunResult: train only the chosen modules, in a loop you can read in one go."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -86,8 +87,12 @@ def resolve_device(name: str = "auto") -> torch.device:
 def versions() -> dict[str, str]:
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "numpy": np.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def seed_everything(seed: int) -> None:
@@ -105,14 +110,17 @@ def load_splits(config: RunConfig):
     task = glue.get_task(config.task)
     data = glue.load_glue(task, config.glue_dir)
     stratify = None if task.is_regression else "label"
-    train = glue.subsample(glue.require_split(data, "train", task, config.glue_dir),
-                           config.max_train, config.seed, stratify)
+    train = glue.subsample(
+        glue.require_split(data, "train", task, config.glue_dir), config.max_train, config.seed, stratify
+    )
     if config.eval_on == "holdout":
         train, held = glue.split_holdout(train, config.holdout_fraction, config.seed, stratify)
         return task, train, {glue.HOLDOUT: held}
     # Eval samples use a fixed seed so every run of a study is scored on the same examples.
-    evals = {s: glue.subsample(glue.require_split(data, s, task, config.glue_dir), config.max_eval, 0, stratify)
-             for s in task.eval_splits}
+    evals = {
+        s: glue.subsample(glue.require_split(data, s, task, config.glue_dir), config.max_eval, 0, stratify)
+        for s in task.eval_splits
+    }
     return task, train, evals
 
 
@@ -130,16 +138,35 @@ def planned_steps(config: RunConfig) -> tuple[int, int]:
     return per_epoch, per_epoch * config.epochs
 
 
-def evaluate(model, task, evals: dict, padding: batches.Padding, device, autocast, batch_size: int,
-             states: dict | None = None, first_trainable: int | None = None) -> dict[str, float]:
+def evaluate(
+    model,
+    task,
+    evals: dict,
+    padding: batches.Padding,
+    device,
+    autocast,
+    batch_size: int,
+    states: dict | None = None,
+    first_trainable: int | None = None,
+) -> dict[str, float]:
     """Metrics on every eval split, in large length-sorted batches without autograd."""
-    return glue.evaluate_splits(task, predict(model, task, evals, padding, device, autocast, batch_size,
-                                              states, first_trainable))
+    return glue.evaluate_splits(
+        task, predict(model, task, evals, padding, device, autocast, batch_size, states, first_trainable)
+    )
 
 
 @torch.inference_mode()
-def predict(model, task, evals: dict, padding: batches.Padding, device, autocast, batch_size: int,
-            states: dict | None = None, first_trainable: int | None = None) -> dict[str, tuple]:
+def predict(
+    model,
+    task,
+    evals: dict,
+    padding: batches.Padding,
+    device,
+    autocast,
+    batch_size: int,
+    states: dict | None = None,
+    first_trainable: int | None = None,
+) -> dict[str, tuple]:
     """{split: (predictions, labels)} on every eval split: class ids, or scores for regression."""
     was_training = model.training
     model.eval()
@@ -148,8 +175,9 @@ def predict(model, task, evals: dict, padding: batches.Padding, device, autocast
         preds = np.empty(len(enc), dtype=np.float32 if task.is_regression else np.int64)
         split_states = (states or {}).get(split)
         for idx in batches.sorted_batches(enc.lengths, batch_size):
-            batch = batches.to_device({k: v for k, v in batches.collate(enc, idx, padding).items() if k != "labels"},
-                                      device)
+            batch = batches.to_device(
+                {k: v for k, v in batches.collate(enc, idx, padding).items() if k != "labels"}, device
+            )
             hidden = split_states.batch(idx, batch["input_ids"].shape[1], device) if split_states else None
             with autocast():
                 logits = prefix.forward(model, batch, hidden, first_trainable).logits.float()
@@ -171,9 +199,14 @@ def build_optimizer(model, selection: modules.Selection, lr: float, weight_decay
     return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda")
 
 
-def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
-              checkpoint_dir: str | Path | None = None, output_dir: str | Path | None = None,
-              stop_at_step: int | None = None, owner: dict | None = None) -> RunResult:
+def fine_tune(
+    config: RunConfig,
+    on_event: EventHandler | None = None,
+    checkpoint_dir: str | Path | None = None,
+    output_dir: str | Path | None = None,
+    stop_at_step: int | None = None,
+    owner: dict | None = None,
+) -> RunResult:
     """Fine-tune only config.modules in config.layers (plus the head) and report honest GLUE metrics.
 
     With checkpoint_dir, the trainable tensors and optimizer state are saved each epoch (and every
@@ -192,8 +225,12 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     device = resolve_device(config.device)
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     # cache=False for CUDA graphs: a capture cannot hold autocast's per-forward weight cache.
-    autocast = lambda cache=True: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16,  # noqa: E731
-                                                 cache_enabled=cache)
+    autocast = lambda cache=True: torch.autocast(
+        device.type,
+        dtype=torch.bfloat16,
+        enabled=use_bf16,  # noqa: E731
+        cache_enabled=cache,
+    )
     seed_everything(config.seed)
 
     tokenizer = load_tokenizer(config.model)
@@ -203,9 +240,11 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     use_graphs = device.type == "cuda" and config.cuda_graphs and arch.cuda_graphs and not config.compile
     # On a GPU, lengths rounded up keep tensor cores busy and the number of distinct shapes (each a
     # first-use kernel load, and with CUDA graphs a capture) small; on the CPU every padded token is pure cost.
-    padding = batches.Padding(tokenizer.pad_token_id or 0,
-                               multiple=(16 if use_graphs else 8) if device.type == "cuda" else None,
-                               max_len=config.max_seq_len)
+    padding = batches.Padding(
+        tokenizer.pad_token_id or 0,
+        multiple=(16 if use_graphs else 8) if device.type == "cuda" else None,
+        max_len=config.max_seq_len,
+    )
     selection = modules.select_parameters(model, config.modules, config.layers, config.train_head, config.seed)
     model.to(device).train()
     modules.apply_selection(model, selection)  # after the move, so random masks live beside their gradients
@@ -223,8 +262,9 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
 
     def prefix_states(enc):
         key = (resolve_model(config.model), enc.key, first, str(device), use_bf16)
-        return prefix.shared_cache().get_or_compute(key, lambda: prefix.compute_states(
-            model, enc, first, padding, device, autocast, config.eval_batch_size))
+        return prefix.shared_cache().get_or_compute(
+            key, lambda: prefix.compute_states(model, enc, first, padding, device, autocast, config.eval_batch_size)
+        )
 
     t0 = time.perf_counter()
     train_states = prefix_states(train_enc) if cache_train else None
@@ -246,11 +286,23 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
     # last_eval: the latest evaluation's {split: (predictions, labels)}, kept for the chance verdict.
-    state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "history": [], "train_seconds": 0.0,
-             "eval_seconds": 0.0, "examples_seen": 0, "resumed_from_step": None, "last_eval": None}
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "step_in_epoch": 0,
+        "history": [],
+        "train_seconds": 0.0,
+        "eval_seconds": 0.0,
+        "examples_seen": 0,
+        "resumed_from_step": None,
+        "last_eval": None,
+    }
     stamp = checkpoints.fingerprint(config.to_dict(), owner)
-    found = (checkpoints.load(ckpt_path, model, optimizer, scheduler, stamp)
-             if ckpt_path is not None and ckpt_path.is_file() else None)
+    found = (
+        checkpoints.load(ckpt_path, model, optimizer, scheduler, stamp)
+        if ckpt_path is not None and ckpt_path.is_file()
+        else None
+    )
     if found is not None:
         state.update(found)
         state["resumed_from_step"] = state["step"]
@@ -273,8 +325,7 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
 
     def run_eval():
         t0 = time.perf_counter()
-        per_split = predict(model, task, evals, padding, device, autocast, config.eval_batch_size,
-                            eval_states, first)
+        per_split = predict(model, task, evals, padding, device, autocast, config.eval_batch_size, eval_states, first)
         metrics = glue.evaluate_splits(task, per_split)
         state["eval_seconds"] += time.perf_counter() - t0
         state["last_eval"] = per_split
@@ -290,8 +341,9 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
             checkpoint()
 
     # Data and model are ready; a stop asked for during that (long) preparation is honoured here.
-    stopped = bool(emit({"kind": "start", "step": state["step"], "total_steps": total_steps,
-                         "steps_per_epoch": steps_per_epoch}))
+    stopped = bool(
+        emit({"kind": "start", "step": state["step"], "total_steps": total_steps, "steps_per_epoch": steps_per_epoch})
+    )
     # A stop_at_step at or past the end is no stop: the run simply finishes.
     stop_at = stop_at_step if stop_at_step is not None and stop_at_step < total_steps else None
     if not stopped and stop_at is not None and state["step"] >= stop_at:
@@ -302,10 +354,12 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     while state["epoch"] < config.epochs and not stopped:
         rng = np.random.default_rng([config.seed, state["epoch"]])
         epoch_batches = batches.length_grouped_batches(lengths, config.batch_size, rng)
-        coming = epoch_batches[state["step_in_epoch"]:]
+        coming = epoch_batches[state["step_in_epoch"] :]
         if graphed is not None:
-            graphed.expect((batches.padded_width(lengths[idx], padding) for idx in coming
-                            if len(idx) == config.batch_size), epochs=config.epochs - state["epoch"])
+            graphed.expect(
+                (batches.padded_width(lengths[idx], padding) for idx in coming if len(idx) == config.batch_size),
+                epochs=config.epochs - state["epoch"],
+            )
         for idx in coming:
             t0 = time.perf_counter()
             batch = batches.to_device(batches.collate(train_enc, idx, padding), device)
@@ -332,11 +386,23 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
             rate = state["examples_seen"] / max(state["train_seconds"], 1e-9)
             # train_seconds survives a resume with the step count, so their ratio stays the mean step time.
             remaining = (total_steps - state["step"]) * state["train_seconds"] / state["step"]
-            stop = emit({"kind": "step", "step": state["step"], "total_steps": total_steps,
-                         "epoch": state["step"] / steps_per_epoch, "loss": loss_value,
-                         "lr": scheduler.get_last_lr()[0], "examples_per_second": rate,
-                         "eta_seconds": remaining})
-            if config.eval_every and state["step"] % config.eval_every == 0 and state["step_in_epoch"] < steps_per_epoch:
+            stop = emit(
+                {
+                    "kind": "step",
+                    "step": state["step"],
+                    "total_steps": total_steps,
+                    "epoch": state["step"] / steps_per_epoch,
+                    "loss": loss_value,
+                    "lr": scheduler.get_last_lr()[0],
+                    "examples_per_second": rate,
+                    "eta_seconds": remaining,
+                }
+            )
+            if (
+                config.eval_every
+                and state["step"] % config.eval_every == 0
+                and state["step_in_epoch"] < steps_per_epoch
+            ):
                 run_eval()
             if stop_at is not None and state["step"] >= stop_at and state["step_in_epoch"] < steps_per_epoch:
                 stop_here()  # an epoch's last step is left to the epoch's end below, which evaluates anyway
@@ -346,8 +412,11 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
                 stopped = True
                 checkpoint()
                 break
-            if (config.checkpoint_every and state["step"] % config.checkpoint_every == 0
-                    and state["step_in_epoch"] < steps_per_epoch):  # the epoch's end checkpoints anyway
+            if (
+                config.checkpoint_every
+                and state["step"] % config.checkpoint_every == 0
+                and state["step_in_epoch"] < steps_per_epoch
+            ):  # the epoch's end checkpoints anyway
                 checkpoint()
         else:
             state["epoch"] += 1
@@ -363,24 +432,45 @@ def fine_tune(config: RunConfig, on_event: EventHandler | None = None,
     best = max(history, key=lambda r: glue.rank_value(r["metrics"][primary])) if history else None
     verdict = chance.judge(task, state["last_eval"], final, primary) if state["last_eval"] else None
     result = RunResult(
-        task=task.name, model=config.model, modules=list(config.modules),
+        task=task.name,
+        model=config.model,
+        modules=list(config.modules),
         layers=list(modules.parse_layers(config.layers, modules.num_hidden_layers(model.config))),
-        layer_spec=config.layers, metrics=final, primary_metric_name=primary,
-        primary_metric=final.get(primary), best_metrics=best["metrics"] if best else {},
-        best_step=best["step"] if best else None, **selection.counts(), learning_rate=lr,
-        steps=state["step"], epochs_completed=state["step"] / steps_per_epoch,
-        train_examples=len(train_enc), eval_examples=sum(len(e) for e in evals.values()),
-        train_seconds=state["train_seconds"], eval_seconds=state["eval_seconds"],
+        layer_spec=config.layers,
+        metrics=final,
+        primary_metric_name=primary,
+        primary_metric=final.get(primary),
+        best_metrics=best["metrics"] if best else {},
+        best_step=best["step"] if best else None,
+        **selection.counts(),
+        learning_rate=lr,
+        steps=state["step"],
+        epochs_completed=state["step"] / steps_per_epoch,
+        train_examples=len(train_enc),
+        eval_examples=sum(len(e) for e in evals.values()),
+        train_seconds=state["train_seconds"],
+        eval_seconds=state["eval_seconds"],
         examples_per_second=state["examples_seen"] / max(state["train_seconds"], 1e-9),
         device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-        precision="bf16" if use_bf16 else "fp32", versions=versions(), stopped=stopped,
-        resumed_from_step=state["resumed_from_step"], history=history,
+        precision="bf16" if use_bf16 else "fp32",
+        versions=versions(),
+        stopped=stopped,
+        resumed_from_step=state["resumed_from_step"],
+        history=history,
         prefix_cache={"first_trainable_layer": first, "train": cache_train, "eval": cache_eval},
         cuda_graphs=graphed.report() if graphed is not None else {},
         eval_on=config.eval_on,
-        **({"chance_metric": verdict.chance_metric, "chance_metrics": verdict.chance_metrics,
-            "constant_predictions": verdict.constant_predictions, "learned": verdict.learned,
-            "learned_note": verdict.learned_note} if verdict else {"learned_note": "not evaluated yet"}),
+        **(
+            {
+                "chance_metric": verdict.chance_metric,
+                "chance_metrics": verdict.chance_metrics,
+                "constant_predictions": verdict.constant_predictions,
+                "learned": verdict.learned,
+                "learned_note": verdict.learned_note,
+            }
+            if verdict
+            else {"learned_note": "not evaluated yet"}
+        ),
     )
     if output_dir is not None and not stopped:
         from moduletune.tuning.artifacts import save_artifact

@@ -1,5 +1,6 @@
 """The Compare tab: scores by family, the efficiency frontier, the layer x module heatmap, lr searches,
 the selected runs' curves and config diff, and the paper-style results table."""
+
 import gradio as gr
 
 from moduletune.app import experiment as ex
@@ -13,10 +14,15 @@ def build(ctx):
     with gr.Tab("Compare", id="compare", elem_id="tab-compare") as tab_compare:
         with gr.Row():
             compare_task = gr.Dropdown(tasks, value=ex.DEFAULT_TASKS[0], label="Task", elem_id="compare-task", scale=1)
-            compare_layers = gr.Dropdown([views.ALL], value=views.ALL, label="Layer choice (results table)",
-                                         elem_id="compare-layers", allow_custom_value=True, scale=1)
-            compare_refresh = gr.Button("Refresh", size="sm", elem_id="compare-refresh", scale=0,
-                                        min_width=90)
+            compare_layers = gr.Dropdown(
+                [views.ALL],
+                value=views.ALL,
+                label="Layer choice (results table)",
+                elem_id="compare-layers",
+                allow_custom_value=True,
+                scale=1,
+            )
+            compare_refresh = gr.Button("Refresh", size="sm", elem_id="compare-refresh", scale=0, min_width=90)
         with gr.Row():
             chart_score = gr.Plot(show_label=False, elem_id="chart-score")
             chart_frontier = gr.Plot(show_label=False, elem_id="chart-frontier")
@@ -25,41 +31,75 @@ def build(ctx):
             chart_lr = gr.Plot(show_label=False, elem_id="chart-lr-search")
         gr.Markdown("### Selected runs", elem_classes="help")
         with gr.Row():
-            compare_runs = gr.Dropdown([], value=[], multiselect=True, label="Runs to overlay (default: the "
-                                       "task's latest five)", elem_id="compare-runs", scale=4)
+            compare_runs = gr.Dropdown(
+                [],
+                value=[],
+                multiselect=True,
+                label="Runs to overlay (default: the task's latest five)",
+                elem_id="compare-runs",
+                scale=4,
+            )
             only_diff = gr.Checkbox(True, label="config: only differences", elem_id="only-diff", scale=1)
         chart_curves = gr.Plot(show_label=False, elem_id="chart-curves")
-        config_diff = gr.DataFrame(label="Config of the selected runs", interactive=False,
-                                   elem_id="config-diff", wrap=True)
-        gr.Markdown("### Results table: module families × tasks (mean ± std over seeds (n), trainable %)",
-                    elem_classes="help")
+        config_diff = gr.DataFrame(
+            label="Config of the selected runs", interactive=False, elem_id="config-diff", wrap=True
+        )
+        gr.Markdown(
+            "### Results table: module families × tasks (mean ± std over seeds (n), trainable %)", elem_classes="help"
+        )
         results_table = gr.DataFrame(label="Results", interactive=False, elem_id="results-table", wrap=True)
         results_note = gr.Markdown("", elem_id="results-note", elem_classes="help")
         results_csv = gr.DownloadButton("Download CSV", size="sm", elem_id="results-csv")
-
 
     def refresh_compare(task_name, layer_choice, run_ids, only):
         view = views.compare(registry, task_name, layer_choice, run_ids, only)
         choices = views.run_choices(registry, status="succeeded", task=task_name)
         layer_choices = views.layer_filter_choices(registry)
-        return (view["score_by_family"], view["efficiency_frontier"], view["layer_module_heatmap"],
-                view["lr_searches"], view["training_curves"], view["config_diff"], view["results_table"],
-                views.results_note(view["results_table"], layer_choice, layer_choices),
-                views.results_csv_file(registry, layer_choice),
-                gr.Dropdown(choices=choices, value=[i for i in (run_ids or []) if i in {c[1] for c in choices}]),
-                gr.Dropdown(choices=layer_choices))
+        return (
+            view["score_by_family"],
+            view["efficiency_frontier"],
+            view["layer_module_heatmap"],
+            view["lr_searches"],
+            view["training_curves"],
+            view["config_diff"],
+            view["results_table"],
+            views.results_note(view["results_table"], layer_choice, layer_choices),
+            views.results_csv_file(registry, layer_choice),
+            gr.Dropdown(choices=choices, value=[i for i in (run_ids or []) if i in {c[1] for c in choices}]),
+            gr.Dropdown(choices=layer_choices),
+        )
 
-    compare_outputs = [chart_score, chart_frontier, chart_heatmap, chart_lr, chart_curves, config_diff,
-                       results_table,
-                       results_note, results_csv, compare_runs, compare_layers]
-    gr.on([tab_compare.select, compare_refresh.click, compare_task.change, compare_layers.change], refresh_compare,
-          [compare_task, compare_layers, compare_runs, only_diff], compare_outputs, **private)
+    compare_outputs = [
+        chart_score,
+        chart_frontier,
+        chart_heatmap,
+        chart_lr,
+        chart_curves,
+        config_diff,
+        results_table,
+        results_note,
+        results_csv,
+        compare_runs,
+        compare_layers,
+    ]
+    gr.on(
+        [tab_compare.select, compare_refresh.click, compare_task.change, compare_layers.change],
+        refresh_compare,
+        [compare_task, compare_layers, compare_runs, only_diff],
+        compare_outputs,
+        **private,
+    )
 
     def refresh_selected(task_name, layer_choice, run_ids, only):
         view = views.compare(registry, task_name, layer_choice, run_ids, only)
         return view["training_curves"], view["config_diff"]
 
-    gr.on([compare_runs.change, only_diff.change], refresh_selected,
-          [compare_task, compare_layers, compare_runs, only_diff], [chart_curves, config_diff],
-          trigger_mode="always_last", **private)
+    gr.on(
+        [compare_runs.change, only_diff.change],
+        refresh_selected,
+        [compare_task, compare_layers, compare_runs, only_diff],
+        [chart_curves, config_diff],
+        trigger_mode="always_last",
+        **private,
+    )
     return tab_compare

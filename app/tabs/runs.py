@@ -1,5 +1,6 @@
 """The Runs tab: every run newest first, live (a timer while the tab is open), one run's summary, curves,
 config and result, Cancel, Retry and the artifact download."""
+
 import gradio as gr
 
 from moduletune.app import charts, views
@@ -12,25 +13,38 @@ TIMER_SECONDS = 2.0  # the live table's refresh while the tab is open
 def build(ctx):
     """Lay out the tab and wire its events inside the Blocks being built; returns the Tab and its timer."""
     (registry, who, viewer_of, status_line, tasks, private) = (
-        ctx.registry, ctx.who, ctx.viewer_of, ctx.status_line, ctx.tasks, ctx.private)
+        ctx.registry,
+        ctx.who,
+        ctx.viewer_of,
+        ctx.status_line,
+        ctx.tasks,
+        ctx.private,
+    )
 
     with gr.Tab("Runs", id="runs", elem_id="tab-runs") as tab_runs:
         with gr.Row():
-            runs_status = gr.Dropdown(views.STATUS_CHOICES, value=views.ALL, label="Status",
-                                      elem_id="runs-status", scale=1)
-            runs_task = gr.Dropdown([views.ALL] + tasks, value=views.ALL, label="Task", elem_id="runs-task",
-                                    scale=1)
+            runs_status = gr.Dropdown(
+                views.STATUS_CHOICES, value=views.ALL, label="Status", elem_id="runs-status", scale=1
+            )
+            runs_task = gr.Dropdown([views.ALL] + tasks, value=views.ALL, label="Task", elem_id="runs-task", scale=1)
             runs_refresh = gr.Button("Refresh", size="sm", elem_id="runs-refresh", scale=0, min_width=90)
             worker_md = gr.Markdown(status_line(), elem_id="worker-status")
-        runs_table = gr.DataFrame(charts.runs_table(None), label="Runs (newest first; click a row)",
-                                  interactive=False, elem_id="runs-table", max_height=380, wrap=True)
+        runs_table = gr.DataFrame(
+            charts.runs_table(None),
+            label="Runs (newest first; click a row)",
+            interactive=False,
+            elem_id="runs-table",
+            max_height=380,
+            wrap=True,
+        )
         run_select = gr.Dropdown([], value=None, label="Run", elem_id="run-select", allow_custom_value=False)
         run_summary = gr.Markdown(views.NO_RUN, elem_id="run-summary")
         with gr.Row():
             cancel = gr.Button("Cancel run", variant="stop", size="sm", elem_id="cancel", interactive=False)
             retry = gr.Button("Retry run", size="sm", elem_id="retry", interactive=False)
-            download = gr.DownloadButton("Download artifact (.zip)", value=None, size="sm",
-                                         elem_id="download", visible=False)
+            download = gr.DownloadButton(
+                "Download artifact (.zip)", value=None, size="sm", elem_id="download", visible=False
+            )
         run_action_msg = gr.Markdown("", elem_id="run-action-msg")
         run_curves = gr.Plot(show_label=False, elem_id="run-curves")
         with gr.Row():
@@ -42,17 +56,32 @@ def build(ctx):
         choices_state = gr.State(())
         timer = gr.Timer(TIMER_SECONDS, active=False)
 
-
     def detail_outputs(run_id, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
         d = views.run_detail(registry, run_id, viewer=viewer_of(request, profile))
         run = registry.get(d.run_id) if d.run_id is not None and d.status == "succeeded" else None
         path = views.artifact_download(run) if run else None
-        return (d.summary, d.curves, d.config or None, d.result, gr.Button(interactive=d.can_cancel),
-                gr.Button(interactive=d.can_retry), gr.DownloadButton(value=path, visible=bool(path)), d.key)
+        return (
+            d.summary,
+            d.curves,
+            d.config or None,
+            d.result,
+            gr.Button(interactive=d.can_cancel),
+            gr.Button(interactive=d.can_retry),
+            gr.DownloadButton(value=path, visible=bool(path)),
+            d.key,
+        )
 
     detail_targets = [run_summary, run_curves, run_config, run_result, cancel, retry, download, detail_state]
 
-    def refresh_runs(status, task_filter, run_id, key, choices_key, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+    def refresh_runs(
+        status,
+        task_filter,
+        run_id,
+        key,
+        choices_key,
+        request: gr.Request = None,
+        profile: gr.OAuthProfile | None = None,
+    ):
         table = views.runs_table(registry, status, task_filter)
         choices = views.run_choices(registry)
         ids = tuple(c[1] for c in choices) + tuple(c[0] for c in choices)
@@ -66,11 +95,22 @@ def build(ctx):
         return (table, status_line(), dropdown, ids, *details)
 
     runs_outputs = [runs_table, worker_md, run_select, choices_state, *detail_targets]
-    timer.tick(refresh_runs, [runs_status, runs_task, run_select, detail_state, choices_state], runs_outputs,
-               show_progress="hidden", trigger_mode="always_last", **private)
-    gr.on([runs_refresh.click, runs_status.change, runs_task.change, tab_runs.select], refresh_runs,
-          [runs_status, runs_task, run_select, detail_state, choices_state], runs_outputs,
-          show_progress="hidden", **private)
+    timer.tick(
+        refresh_runs,
+        [runs_status, runs_task, run_select, detail_state, choices_state],
+        runs_outputs,
+        show_progress="hidden",
+        trigger_mode="always_last",
+        **private,
+    )
+    gr.on(
+        [runs_refresh.click, runs_status.change, runs_task.change, tab_runs.select],
+        refresh_runs,
+        [runs_status, runs_task, run_select, detail_state, choices_state],
+        runs_outputs,
+        show_progress="hidden",
+        **private,
+    )
 
     def on_row(evt: gr.SelectData):
         row = evt.row_value or []

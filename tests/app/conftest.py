@@ -1,4 +1,5 @@
 """Fixtures shared by the app tests."""
+
 import pytest
 
 from moduletune.tasks.registry import Registry

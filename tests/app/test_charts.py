@@ -1,4 +1,5 @@
 """Unit tests of app.charts on hand-built frames: grouping, statistics, ordering, axes and empty states."""
+
 from __future__ import annotations
 
 import io
@@ -18,13 +19,34 @@ NOW = pd.Timestamp("2026-01-01 12:00:00")
 def run(id, modules="layernorm", layers="all", seed=0, metric=0.8, status="succeeded", task="rte", **kw):
     """One registry row with sensible defaults; keyword overrides for anything else."""
     row = {
-        "id": id, "status": status, "task": task, "model": "m", "modules": modules, "family": modules,
-        "layers": layers, "seed": seed, "lr": 1e-3, "primary_metric_name": "accuracy",
-        "primary_metric": metric if status == "succeeded" else np.nan, "trainable_pct": 0.01,
-        "module_pct": 0.01, "module_params": 100, "head_params": 10, "trainable_params": 110,
-        "total_params": 1_000_000, "step": 10, "total_steps": 10, "eta_seconds": np.nan, "worker": "w0",
-        "device": "cpu", "submitter": "t", "queued_at": NOW - pd.Timedelta(minutes=5),
-        "started_at": pd.NaT, "finished_at": pd.NaT, "error": None, "train_seconds": 1.0,
+        "id": id,
+        "status": status,
+        "task": task,
+        "model": "m",
+        "modules": modules,
+        "family": modules,
+        "layers": layers,
+        "seed": seed,
+        "lr": 1e-3,
+        "primary_metric_name": "accuracy",
+        "primary_metric": metric if status == "succeeded" else np.nan,
+        "trainable_pct": 0.01,
+        "module_pct": 0.01,
+        "module_params": 100,
+        "head_params": 10,
+        "trainable_params": 110,
+        "total_params": 1_000_000,
+        "step": 10,
+        "total_steps": 10,
+        "eta_seconds": np.nan,
+        "worker": "w0",
+        "device": "cpu",
+        "submitter": "t",
+        "queued_at": NOW - pd.Timedelta(minutes=5),
+        "started_at": pd.NaT,
+        "finished_at": pd.NaT,
+        "error": None,
+        "train_seconds": 1.0,
         "unrelated_extra_column": object(),
     }
     row.update(kw)
@@ -54,8 +76,12 @@ def test_short_names_and_fixed_colours():
     assert charts.short_name("query+value") == "Q+V"
     assert charts.short_name("value+query") == "Q+V"  # canonical order
     assert charts.short_name("random:layernorm") == "random:LN"
-    assert [charts.short_name(f) for f in ("key", "attention_output", "ffn_intermediate", "ffn_output")] == \
-        ["K", "AO", "FI", "FO"]
+    assert [charts.short_name(f) for f in ("key", "attention_output", "ffn_intermediate", "ffn_output")] == [
+        "K",
+        "AO",
+        "FI",
+        "FO",
+    ]
     assert charts.family_color("layernorm") != charts.family_color("query")
     assert charts.family_color("random:query") == charts.family_color("random:layernorm") == charts.RANDOM_COLOR
     assert charts.family_color("value+query") == charts.family_color("query+value")
@@ -71,14 +97,20 @@ def score_runs():
         for layers in ("5", "all"):
             for seed in (0, 1, 2):
                 i += 1
-                m = 0.6 + 0.1 * ("query", "value", "layernorm").index(fam) + (0.05 if layers == "all" else 0) \
-                    + 0.01 * seed ** 2
+                m = (
+                    0.6
+                    + 0.1 * ("query", "value", "layernorm").index(fam)
+                    + (0.05 if layers == "all" else 0)
+                    + 0.01 * seed**2
+                )
                 values.setdefault((fam, layers), []).append(m)
                 rows.append(run(i, fam, layers, seed, m))
     rows += [run(100, "full", "all", 0, 0.9), run(101, "full", "all", 1, 0.94)]
-    rows += [run(200, "query", "all", 3, status="failed", primary_metric=0.0),      # not succeeded
-             run(201, "query", "all", 4, status="running", primary_metric=0.1),
-             run(202, "query", "all", 5, 0.99, task="sst2")]                        # other task
+    rows += [
+        run(200, "query", "all", 3, status="failed", primary_metric=0.0),  # not succeeded
+        run(201, "query", "all", 4, status="running", primary_metric=0.1),
+        run(202, "query", "all", 5, 0.99, task="sst2"),
+    ]  # other task
     return frame(*rows), values
 
 
@@ -119,9 +151,11 @@ def test_score_by_family_reference_line_at_full_fine_tuning_mean():
 
 
 def test_score_by_family_draws_chance_and_flags_runs_that_did_not_learn():
-    runs = frame(run(1, "layernorm", metric=0.80, chance_metric=0.51, learned=True),
-                 run(2, "query", metric=0.51, chance_metric=0.51, learned=False),
-                 run(3, "query", seed=1, metric=0.52, chance_metric=0.51, learned=False))
+    runs = frame(
+        run(1, "layernorm", metric=0.80, chance_metric=0.51, learned=True),
+        run(2, "query", metric=0.51, chance_metric=0.51, learned=False),
+        run(3, "query", seed=1, metric=0.52, chance_metric=0.51, learned=False),
+    )
     fig = charts.score_by_family(runs, "rte")
     chance = [s for s in fig.layout.shapes if s.type == "line"]
     assert len(chance) == 1 and chance[0].y0 == pytest.approx(0.51) and "chance 0.510" in annotation_texts(fig)
@@ -134,8 +168,9 @@ def test_score_by_family_draws_chance_and_flags_runs_that_did_not_learn():
 
 
 def test_score_by_family_without_full_runs_has_no_line_and_hatched_random():
-    runs = frame(run(1, "layernorm"), run(2, "random:layernorm", metric=0.7), run(3, "random:layernorm", seed=1,
-                                                                                   metric=0.72))
+    runs = frame(
+        run(1, "layernorm"), run(2, "random:layernorm", metric=0.7), run(3, "random:layernorm", seed=1, metric=0.72)
+    )
     fig = charts.score_by_family(runs, "rte")
     assert len(fig.layout.shapes) == 0
     r = trace(fig, "random:LN")
@@ -183,10 +218,12 @@ def test_efficiency_frontier_all_tasks_facets_with_one_legend_entry_per_family()
 
 def test_layer_module_heatmap_places_means_by_family_and_layer():
     runs = frame(
-        run(1, "query", "0", metric=0.60), run(2, "query", "0", seed=1, metric=0.64),
-        run(3, "layernorm", "3", metric=0.80), run(4, "layernorm", "0", metric=0.70),
-        run(5, "layernorm", "all", metric=0.99),            # not a single layer
-        run(6, "layernorm", "0-3", metric=0.99),            # not a single layer
+        run(1, "query", "0", metric=0.60),
+        run(2, "query", "0", seed=1, metric=0.64),
+        run(3, "layernorm", "3", metric=0.80),
+        run(4, "layernorm", "0", metric=0.70),
+        run(5, "layernorm", "all", metric=0.99),  # not a single layer
+        run(6, "layernorm", "0-3", metric=0.99),  # not a single layer
         run(7, "query", "3", status="failed"),
     )
     fig = charts.layer_module_heatmap(runs, "rte")
@@ -250,8 +287,11 @@ def test_training_curves_matches_mnli_style_split_metric_and_works_without_runs(
 
 def test_config_diff_keeps_only_differing_settings():
     base = {"task": "rte", "modules": ["layernorm"], "lr": 0.01, "seed": 0, "extra": {"note": "a"}}
-    runs = frame(run(7, config=dict(base)), run(9, config={**base, "lr": 0.001, "seed": 1}),
-                 run(8, config={**base, "seed": 2, "extra": {"note": "b"}}))
+    runs = frame(
+        run(7, config=dict(base)),
+        run(9, config={**base, "lr": 0.001, "seed": 1}),
+        run(8, config={**base, "seed": 2, "extra": {"note": "b"}}),
+    )
     diff = charts.config_diff(runs)
     assert list(diff.columns) == ["setting", "#7", "#9", "#8"]
     assert diff["setting"].tolist() == ["lr", "seed", "extra.note"]
@@ -274,15 +314,19 @@ def test_config_diff_falls_back_to_run_columns():
 
 def results_runs():
     return frame(
-        run(1, "full", metric=0.90, trainable_pct=100.0), run(2, "full", seed=1, metric=0.92, trainable_pct=100.0),
-        run(3, "layernorm", metric=0.80, trainable_pct=0.02), run(4, "layernorm", seed=1, metric=0.84,
-                                                                    trainable_pct=0.04),
+        run(1, "full", metric=0.90, trainable_pct=100.0),
+        run(2, "full", seed=1, metric=0.92, trainable_pct=100.0),
+        run(3, "layernorm", metric=0.80, trainable_pct=0.02),
+        run(4, "layernorm", seed=1, metric=0.84, trainable_pct=0.04),
         run(5, "layernorm", seed=2, metric=0.82, trainable_pct=0.03),
-        run(6, "random:layernorm", metric=0.70), run(7, "query", metric=0.75),
+        run(6, "random:layernorm", metric=0.70),
+        run(7, "query", metric=0.75),
         run(8, "query", task="cola", metric=0.40, primary_metric_name="matthews_correlation"),
-        run(9, "query", "5", metric=0.10),                    # not layers == "all"
-        run(10, "classifier", metric=0.65), run(11, "query", status="failed"),
-        run(12, "query+value", metric=0.77), run(13, "key", metric=0.74),
+        run(9, "query", "5", metric=0.10),  # not layers == "all"
+        run(10, "classifier", metric=0.65),
+        run(11, "query", status="failed"),
+        run(12, "query+value", metric=0.77),
+        run(13, "key", metric=0.74),
     )
 
 
@@ -324,15 +368,45 @@ def mags_frame():
     for layer in (0, 1):
         for fam, scale in (("query", 0.04), ("layernorm", 0.9)):
             q = [scale * f for f in (0.1, 0.5, 1.0, 1.5, 2.5)]
-            rows.append({"family": fam, "layer": layer, "kind": "weight", "count": 100 * (layer + 1),
-                         "mean_abs": scale * (1 + layer), "std_abs": 0.1, "max_abs": scale * 4,
-                         **dict(zip(charts.QUANTILE_COLUMNS, [v * (1 + layer) for v in q])), "hist": [1, 2]})
-    rows.append({"family": "embeddings", "layer": -1, "kind": "weight", "count": 50, "mean_abs": 0.03,
-                 "std_abs": 0.1, "max_abs": 0.3, **dict(zip(charts.QUANTILE_COLUMNS, [0.001, 0.01, 0.02, 0.04,
-                                                                                         0.08])), "hist": [1]})
-    rows.append({"family": "layernorm", "layer": 0, "kind": "bias", "count": 10, "mean_abs": 0.05,
-                 "std_abs": 0.1, "max_abs": 0.3, **dict(zip(charts.QUANTILE_COLUMNS, [0.0, 0.01, 0.02, 0.04,
-                                                                                        0.08])), "hist": [1]})
+            rows.append(
+                {
+                    "family": fam,
+                    "layer": layer,
+                    "kind": "weight",
+                    "count": 100 * (layer + 1),
+                    "mean_abs": scale * (1 + layer),
+                    "std_abs": 0.1,
+                    "max_abs": scale * 4,
+                    **dict(zip(charts.QUANTILE_COLUMNS, [v * (1 + layer) for v in q])),
+                    "hist": [1, 2],
+                }
+            )
+    rows.append(
+        {
+            "family": "embeddings",
+            "layer": -1,
+            "kind": "weight",
+            "count": 50,
+            "mean_abs": 0.03,
+            "std_abs": 0.1,
+            "max_abs": 0.3,
+            **dict(zip(charts.QUANTILE_COLUMNS, [0.001, 0.01, 0.02, 0.04, 0.08])),
+            "hist": [1],
+        }
+    )
+    rows.append(
+        {
+            "family": "layernorm",
+            "layer": 0,
+            "kind": "bias",
+            "count": 10,
+            "mean_abs": 0.05,
+            "std_abs": 0.1,
+            "max_abs": 0.3,
+            **dict(zip(charts.QUANTILE_COLUMNS, [0.0, 0.01, 0.02, 0.04, 0.08])),
+            "hist": [1],
+        }
+    )
     return pd.DataFrame(rows)
 
 
@@ -374,10 +448,15 @@ def test_magnitude_heatmap_log10_mean_by_family_and_layer():
 
 
 def test_delta_by_layer_one_trace_per_run_and_family():
-    deltas = pd.DataFrame([
-        (1, "layernorm", 1, "weight", 0.02), (1, "layernorm", 0, "weight", 0.01),
-        (1, "query", 0, "weight", 0.002), (2, "layernorm", 0, "weight", 0.03),
-    ], columns=["run_id", "family", "layer", "kind", "relative_change"])
+    deltas = pd.DataFrame(
+        [
+            (1, "layernorm", 1, "weight", 0.02),
+            (1, "layernorm", 0, "weight", 0.01),
+            (1, "query", 0, "weight", 0.002),
+            (2, "layernorm", 0, "weight", 0.03),
+        ],
+        columns=["run_id", "family", "layer", "kind", "relative_change"],
+    )
     fig = charts.delta_by_layer(deltas)
     assert [t.name for t in fig.data] == ["#1 Q", "#1 LN", "#2 LN"]
     ln = trace(fig, "#1 LN")
@@ -395,10 +474,20 @@ def test_delta_by_layer_one_trace_per_run_and_family():
 def test_runs_table_humanizes_progress_eta_age_and_metric():
     runs = frame(
         run(1, "layernorm", metric=0.8123, trainable_pct=0.0123, queued_at=NOW - pd.Timedelta(minutes=5)),
-        run(2, "query+value", status="running", step=120, total_steps=500, eta_seconds=200.0,
-            queued_at=NOW - pd.Timedelta(hours=3), worker="w1", device="cuda:0"),
-        run(3, status="queued", step=0, total_steps=0, queued_at=NOW - pd.Timedelta(seconds=3), worker=None,
-            device=None),
+        run(
+            2,
+            "query+value",
+            status="running",
+            step=120,
+            total_steps=500,
+            eta_seconds=200.0,
+            queued_at=NOW - pd.Timedelta(hours=3),
+            worker="w1",
+            device="cuda:0",
+        ),
+        run(
+            3, status="queued", step=0, total_steps=0, queued_at=NOW - pd.Timedelta(seconds=3), worker=None, device=None
+        ),
     )
     table = charts.runs_table(runs, now=NOW)
     assert list(table.columns) == charts.RUNS_TABLE_COLUMNS
@@ -411,7 +500,8 @@ def test_runs_table_humanizes_progress_eta_age_and_metric():
     assert rows.loc[1, "age"] == "5 min ago" and rows.loc[1, "ETA"] == ""
     assert rows.loc[3, "age"] == "just now" and rows.loc[3, "progress"] == "" and rows.loc[3, "worker/device"] == ""
     assert charts.runs_table(frame(run(4, status="running", step=499, total_steps=500)), now=NOW)[
-        "progress"].tolist() == ["499/500 (99%)"]  # not "100%" before it is done
+        "progress"
+    ].tolist() == ["499/500 (99%)"]  # not "100%" before it is done
 
 
 def test_runs_table_accepts_aware_now_and_aware_timestamps():
@@ -421,10 +511,15 @@ def test_runs_table_accepts_aware_now_and_aware_timestamps():
 
 
 def test_humanize_helpers():
-    assert [charts.humanize_seconds(s) for s in (5, 200, 3700, 90000, np.nan)] == ["5s", "3m 20s", "1h 1m",
-                                                                                   "1d 1h", ""]
+    assert [charts.humanize_seconds(s) for s in (5, 200, 3700, 90000, np.nan)] == ["5s", "3m 20s", "1h 1m", "1d 1h", ""]
     assert [charts.humanize_age(s) for s in (2, 45, 300, 7200, 86400, 3 * 86400)] == [
-        "just now", "45 s ago", "5 min ago", "2 h ago", "1 day ago", "3 days ago"]
+        "just now",
+        "45 s ago",
+        "5 min ago",
+        "2 h ago",
+        "1 day ago",
+        "3 days ago",
+    ]
 
 
 # ---------------------------------------------------------------- empty states, every function
@@ -441,14 +536,19 @@ FIGURES = {
     "delta_by_layer": lambda df: charts.delta_by_layer(df),
 }
 TABLES = {
-    "config_diff": charts.config_diff, "results_table": charts.results_table,
-    "results_table_numeric": charts.results_table_numeric, "runs_table": charts.runs_table,
+    "config_diff": charts.config_diff,
+    "results_table": charts.results_table,
+    "results_table_numeric": charts.results_table_numeric,
+    "runs_table": charts.runs_table,
 }
 UNFINISHED = frame(run(1, status="running"), run(2, status="failed"), run(3, status="queued"))
 
 
-@pytest.mark.parametrize("empty", [pd.DataFrame(), None, UNFINISHED.iloc[0:0], UNFINISHED],
-                         ids=["no-columns", "none", "no-rows", "none-finished"])
+@pytest.mark.parametrize(
+    "empty",
+    [pd.DataFrame(), None, UNFINISHED.iloc[0:0], UNFINISHED],
+    ids=["no-columns", "none", "no-rows", "none-finished"],
+)
 @pytest.mark.parametrize("name", list(FIGURES))
 def test_empty_frames_give_an_explanatory_annotation(name, empty):
     fig = FIGURES[name](empty)
@@ -487,8 +587,14 @@ def test_compare_view_on_a_thousand_runs():
     events = synthetic_events(runs, 20, steps=100)
     ids = runs["id"].head(20).tolist()
     view = charts.compare_view(runs, events, "sst2", ids)
-    assert set(view) == {"score_by_family", "efficiency_frontier", "layer_module_heatmap", "training_curves",
-                         "results_table", "config_diff"}
+    assert set(view) == {
+        "score_by_family",
+        "efficiency_frontier",
+        "layer_module_heatmap",
+        "training_curves",
+        "results_table",
+        "config_diff",
+    }
     done = runs[(runs["status"] == "succeeded") & (runs["task"] == "sst2")]
     frontier = view["efficiency_frontier"]
     # One point per replicate set (seed means), not per run.
@@ -508,11 +614,13 @@ def test_compare_view_on_a_thousand_runs():
 
 
 def test_runs_table_shows_lr_search_kinds_and_runs_at_chance():
-    runs = frame(run(1, "layernorm", metric=0.51, learned=False, lr=1e-2),
-                 run(2, "query", kind="search", status="running", lr=3e-4, parent_id=None),
-                 run(3, "query", kind="search", metric=0.55, lr=3e-3),
-                 run(4, "query", kind="candidate", metric=0.40, lr=1e-4, parent_id=3),
-                 run(5, "query", metric=0.6, lr=3e-3, parent_id=3, learned=True))
+    runs = frame(
+        run(1, "layernorm", metric=0.51, learned=False, lr=1e-2),
+        run(2, "query", kind="search", status="running", lr=3e-4, parent_id=None),
+        run(3, "query", kind="search", metric=0.55, lr=3e-3),
+        run(4, "query", kind="candidate", metric=0.40, lr=1e-4, parent_id=3),
+        run(5, "query", metric=0.6, lr=3e-3, parent_id=3, learned=True),
+    )
     rows = charts.runs_table(runs, now=NOW).set_index("id")
     assert rows.loc[1, "metric"] == "accuracy 0.510 ✗ at chance" and rows.loc[1, "lr"] == "0.01"
     assert rows.loc[2, "lr"] == "searching" and rows.loc[3, "lr"] == "chose 0.003"
@@ -522,19 +630,33 @@ def test_runs_table_shows_lr_search_kinds_and_runs_at_chance():
 
 
 def test_results_table_of_every_layer_choice_keeps_each_its_own_row():
-    runs = frame(run(1, "layernorm", "all", metric=0.8), run(2, "layernorm", "5", metric=0.6),
-                 run(3, "layernorm", "5", seed=1, metric=0.62), run(4, "full", metric=0.9))
+    runs = frame(
+        run(1, "layernorm", "all", metric=0.8),
+        run(2, "layernorm", "5", metric=0.6),
+        run(3, "layernorm", "5", seed=1, metric=0.62),
+        run(4, "full", metric=0.9),
+    )
     table = charts.results_table(runs, layers=None).set_index("module")
     assert table.loc["LN @all", "rte"] == "0.800 (1)" and table.loc["LN @5", "rte"] == "0.610 ± 0.014 (2)"
     assert table.loc["full", "rte"] == "0.900 (1)"  # full ignores the layer choice: no suffix
 
 
 def test_lr_search_curves_one_line_per_rung_with_the_chosen_lr_starred():
-    points = pd.DataFrame([
-        {"search_id": 3, "label": "#3 Q@all", "lr": lr, "score": score, "step": step, "metric": "pearson",
-         "chosen_lr": 3e-3}
-        for step, scores in ((21, {1e-4: 0.0, 3e-3: -0.01, 1e-2: 0.08}), (86, {1e-4: 0.0, 3e-3: 0.23, 1e-2: 0.18}))
-        for lr, score in scores.items()])
+    points = pd.DataFrame(
+        [
+            {
+                "search_id": 3,
+                "label": "#3 Q@all",
+                "lr": lr,
+                "score": score,
+                "step": step,
+                "metric": "pearson",
+                "chosen_lr": 3e-3,
+            }
+            for step, scores in ((21, {1e-4: 0.0, 3e-3: -0.01, 1e-2: 0.08}), (86, {1e-4: 0.0, 3e-3: 0.23, 1e-2: 0.18}))
+            for lr, score in scores.items()
+        ]
+    )
     fig = charts.lr_search_curves(points)
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.title.text == "held-out pearson"
     early, last, star = fig.data

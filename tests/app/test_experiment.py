@@ -1,4 +1,5 @@
 """The Experiment tab's logic on the embedded MiniLM: layer specs, the sweep, live counts, the preset, submission."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,10 +19,17 @@ def test_the_defaults_show_the_papers_effect_in_about_a_minute():
     """SST-2, 2,000 examples, 1 epoch, every layer, the whole validation set (RTE at 256 stayed at chance)."""
     (c,) = ex.build_configs(ex.Form())
     assert (c.task, c.modules, c.layers, c.max_train, c.max_eval, c.epochs) == (
-        "sst2", ("layernorm",), "all", 2000, None, 1)
+        "sst2",
+        ("layernorm",),
+        "all",
+        2000,
+        None,
+        1,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- layers
+
 
 def test_layer_toggles_helpers_and_compact_specs():
     assert ex.layer_toggle_choices(3) == [("0", "0"), ("1", "1"), ("2", "2")]
@@ -46,9 +54,19 @@ def two_layer_model(folder) -> str:
     import json
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "bert", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2,
-        "intermediate_size": 128, "vocab_size": 1000, "max_position_embeddings": 128}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "bert",
+                "num_hidden_layers": 2,
+                "hidden_size": 64,
+                "num_attention_heads": 2,
+                "intermediate_size": 128,
+                "vocab_size": 1000,
+                "max_position_embeddings": 128,
+            }
+        )
+    )
     return str(folder)
 
 
@@ -61,12 +79,15 @@ def test_layers_follow_the_chosen_models_depth(tmp_path):
     assert bad["field"] == "layers" and "layers 0-1" in bad["error"]
 
 
-@pytest.mark.parametrize("kw, needle", [
-    (dict(layers=[]), "Pick at least one layer"),
-    (dict(layer_spec="9"), "out of range"),
-    (dict(layer_spec="0-2-4"), "malformed"),
-    (dict(layers=["7"]), "out of range"),
-])
+@pytest.mark.parametrize(
+    "kw, needle",
+    [
+        (dict(layers=[]), "Pick at least one layer"),
+        (dict(layer_spec="9"), "out of range"),
+        (dict(layer_spec="0-2-4"), "malformed"),
+        (dict(layers=["7"]), "out of range"),
+    ],
+)
 def test_bad_layer_selections_are_layer_errors(kw, needle):
     with pytest.raises(ex.FormError) as err:
         ex.plan(form(**kw))
@@ -81,9 +102,15 @@ def test_typed_spec_overrides_toggles_and_each_means_every_layer():
 
 # ---------------------------------------------------------------------------------------------- the sweep
 
+
 def test_sweep_is_families_x_layer_choices_x_seeds_x_tasks():
-    f = form(tasks=["rte", "mrpc"], families=["layernorm", "query", "full"], layers=["4", "5"], each_layer=True,
-             seeds="0, 1, 2")
+    f = form(
+        tasks=["rte", "mrpc"],
+        families=["layernorm", "query", "full"],
+        layers=["4", "5"],
+        each_layer=True,
+        seeds="0, 1, 2",
+    )
     runs = ex.plan(f)
     # layer families: 2 tasks x 2 families x 2 layers x 3 seeds; full ignores layers: 2 tasks x 1 x 3 seeds
     assert len(runs) == 2 * 2 * 2 * 3 + 2 * 3
@@ -99,10 +126,17 @@ def test_together_and_random_controls():
     assert [p.modules for p in controls] == [("layernorm",), ("classifier",), ("random:layernorm",)]
 
 
-@pytest.mark.parametrize("kw, fld", [
-    (dict(families=[]), "families"), (dict(tasks=[]), "tasks"), (dict(seeds="0,x"), "seeds"),
-    (dict(seeds=""), "seeds"), (dict(lr=2.0), "lr"), (dict(max_train=-5), "settings"),
-])
+@pytest.mark.parametrize(
+    "kw, fld",
+    [
+        (dict(families=[]), "families"),
+        (dict(tasks=[]), "tasks"),
+        (dict(seeds="0,x"), "seeds"),
+        (dict(seeds=""), "seeds"),
+        (dict(lr=2.0), "lr"),
+        (dict(max_train=-5), "settings"),
+    ],
+)
 def test_form_errors_name_their_control(kw, fld):
     with pytest.raises(ex.FormError) as err:
         ex.build_configs(form(**kw))
@@ -137,6 +171,7 @@ def test_an_unknown_prefix_cache_setting_says_what_is_allowed():
 
 # ---------------------------------------------------------------------------------------------- the preview
 
+
 def test_preview_counts_match_the_engine_before_anything_is_queued():
     view = ex.preview(form())
     assert view["error"] is None and view["runs"] == 1
@@ -159,6 +194,7 @@ def test_preview_of_a_sweep_and_of_a_bad_selection():
 
 
 # ---------------------------------------------------------------------------------------------- the preset
+
 
 def test_paper_study_is_every_family_all_and_each_layer_plus_full():
     configs = ex.paper_study(form(layers=["2"], lr=0.5))  # the preset ignores those
@@ -192,6 +228,7 @@ def test_the_preset_estimates_time_from_this_labs_throughput(registry):
 
 # ---------------------------------------------------------------------------------------------- submission
 
+
 def test_submit_form_queues_validated_runs_with_the_submitter(registry):
     out = ex.submit_form(registry, form(max_train=32, seeds="0,1"), "web-abc")
     assert out.ok and len(out.ids) == 2 and "Queued **2 runs**" in out.message
@@ -211,8 +248,16 @@ def test_a_bad_selection_queues_nothing_and_says_so_beside_the_control(registry)
     assert "config.json" in out.model_message and not out.layers_message
     out = ex.submit_form(registry, form(seeds="a"), "web-x")
     assert "seeds" in out.message and "Nothing was queued" in out.message
-    too_many = ex.submit_form(registry, form(families=[f for _, f in ex.FAMILY_CHOICES], each_layer=True,
-                                             layers=[str(i) for i in range(6)], seeds="0,1,2,3"), "web-x")
+    too_many = ex.submit_form(
+        registry,
+        form(
+            families=[f for _, f in ex.FAMILY_CHOICES],
+            each_layer=True,
+            layers=[str(i) for i in range(6)],
+            seeds="0,1,2,3",
+        ),
+        "web-x",
+    )
     assert "more than 200" in too_many.message
     assert registry.count() == 0
 
@@ -246,10 +291,20 @@ def test_cli_sweep_expands_like_the_form():
     """`moduletune sweep` and the Experiment tab share one expansion: same runs for the same choice."""
     from moduletune.app.cli import build_parser, sweep_configs
 
-    args = build_parser().parse_args(["sweep", "--tasks", "rte,mrpc", "--modules", "LN,Q,full", "--layers", "each",
-                                      "--seeds", "0,1"])
+    args = build_parser().parse_args(
+        ["sweep", "--tasks", "rte,mrpc", "--modules", "LN,Q,full", "--layers", "each", "--seeds", "0,1"]
+    )
     cli_runs = {(c.task, tuple(c.modules), c.layers, c.seed) for c in sweep_configs(args)}
-    form_runs = {(p.task, p.modules, p.layers, p.seed) for p in ex.plan(form(
-        tasks=["rte", "mrpc"], families=["layernorm", "query", "full"], each_layer=True,
-        layers=[str(i) for i in range(6)], seeds="0,1"))}
+    form_runs = {
+        (p.task, p.modules, p.layers, p.seed)
+        for p in ex.plan(
+            form(
+                tasks=["rte", "mrpc"],
+                families=["layernorm", "query", "full"],
+                each_layer=True,
+                layers=[str(i) for i in range(6)],
+                seeds="0,1",
+            )
+        )
+    }
     assert cli_runs == form_runs and len(cli_runs) == 2 * 2 * 6 * 2 + 2 * 2

@@ -3,6 +3,7 @@
 Runs are recorded the way a worker records them (tests/app/test_views.record), so the settings that
 decide pooling come from the stored configs, exactly as in the app.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -15,9 +16,19 @@ BASE = dict(task="sst2", layers="all", max_train=2000, max_eval=872, epochs=1)
 
 
 def result(metric: float, chance: float = 0.509, learned: bool = True) -> dict:
-    return {"primary_metric_name": "accuracy", "primary_metric": metric, "metrics": {"accuracy": metric},
-            "chance_metric": chance, "learned": learned, "trainable_params": 2306, "total_params": 22713986,
-            "module_pct": 0.01, "trainable_pct": 0.01, "steps": 4, "device": "cpu"}
+    return {
+        "primary_metric_name": "accuracy",
+        "primary_metric": metric,
+        "metrics": {"accuracy": metric},
+        "chance_metric": chance,
+        "learned": learned,
+        "trainable_params": 2306,
+        "total_params": 22713986,
+        "module_pct": 0.01,
+        "trainable_pct": 0.01,
+        "steps": 4,
+        "device": "cpu",
+    }
 
 
 def submit(registry, metric, learned=True, **changes) -> int:
@@ -73,24 +84,43 @@ def test_chance_and_full_fine_tuning_references_at_the_same_settings(registry):
 
 
 def test_a_search_shows_its_choice_and_curve_and_only_its_final_runs_are_reported(registry):
-    config = RunConfig(**{**BASE, "modules": ("query",), "lr_search": True, "lr_grid": (1e-4, 1e-2),
-                          "extra": {"final_seeds": [0, 1]}})
+    config = RunConfig(
+        **{**BASE, "modules": ("query",), "lr_search": True, "lr_grid": (1e-4, 1e-2), "extra": {"final_seeds": [0, 1]}}
+    )
     search_id = registry.submit(config)
     token = registry.claim(search_id, "w", "cpu")
-    registry.record_progress(search_id, token, [
-        {"step": s, "epoch": None, "split": "search", "name": f"{lr:.6g}", "value": v}
-        for s, lr, v in ((5, 1e-4, 0.50), (5, 1e-2, 0.60), (10, 1e-4, 0.52), (10, 1e-2, 0.70))], step=20)
+    registry.record_progress(
+        search_id,
+        token,
+        [
+            {"step": s, "epoch": None, "split": "search", "name": f"{lr:.6g}", "value": v}
+            for s, lr, v in ((5, 1e-4, 0.50), (5, 1e-2, 0.60), (10, 1e-4, 0.52), (10, 1e-2, 0.70))
+        ],
+        step=20,
+    )
     from moduletune.tuning.search import candidate_config
 
-    candidates = [(candidate_config(config, lr), {"lr": lr, "score": v, "steps": 10, "rungs": []})
-                  for lr, v in ((1e-4, 0.52), (1e-2, 0.70))]
+    candidates = [
+        (candidate_config(config, lr), {"lr": lr, "score": v, "steps": 10, "rungs": []})
+        for lr, v in ((1e-4, 0.52), (1e-2, 0.70))
+    ]
     finals = [config.replace(lr=1e-2, lr_search=False, seed=s) for s in (0, 1)]
-    outcome = {"chosen_lr": 1e-2, "selection": "holdout", "grid": [1e-4, 1e-2], "metric": "accuracy",
-               "primary_metric_name": "accuracy", "primary_metric": 0.70, "cost_ratio": 1.5, "grid_cost_ratio": 2}
+    outcome = {
+        "chosen_lr": 1e-2,
+        "selection": "holdout",
+        "grid": [1e-4, 1e-2],
+        "metric": "accuracy",
+        "primary_metric_name": "accuracy",
+        "primary_metric": 0.70,
+        "cost_ratio": 1.5,
+        "grid_cost_ratio": 2,
+    }
     ids = registry.complete_search(search_id, token, outcome, candidates, finals)
     assert len(ids) == 2 and registry.complete_search(search_id, token, outcome, candidates, finals) is None
     detail = views.run_detail(registry, search_id)
-    assert "lr search #" in detail.summary and "chose lr 0.01" in detail.summary and "a held-out slice" in detail.summary
+    assert (
+        "lr search #" in detail.summary and "chose lr 0.01" in detail.summary and "a held-out slice" in detail.summary
+    )
     last = [t for t in detail.curves.data if t.showlegend]
     assert len(last) == 1 and list(last[0].y) == [0.52, 0.70]
     compare = views.compare(registry, "sst2")["lr_searches"]

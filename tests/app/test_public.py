@@ -1,4 +1,5 @@
 """Public mode on a real SQLite registry: every limit refuses with its message and queues nothing."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,15 @@ from moduletune.app.public import LimitError, PublicLimits
 from moduletune.tasks.registry import Registry
 from moduletune.tuning.config import RunConfig
 
-LIMITS = PublicLimits(max_active_per_visitor=2, max_queued=3, max_epochs=3, max_train=2000, max_eval=1000,
-                      max_seq_len=128, max_batch_size=64)
+LIMITS = PublicLimits(
+    max_active_per_visitor=2,
+    max_queued=3,
+    max_epochs=3,
+    max_train=2000,
+    max_eval=1000,
+    max_seq_len=128,
+    max_batch_size=64,
+)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -46,14 +54,29 @@ def refused(out: ex.Outcome, text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- the limits
 
+
 def test_limits_have_documented_defaults_and_come_from_the_environment():
     d = PublicLimits.from_env({})
-    assert (d.max_active_per_visitor, d.max_queued, d.max_epochs, d.max_train, d.max_eval, d.max_seq_len,
-            d.max_batch_size, d.models) == (2, 20, 3, 2000, 2000, 128, 64, ("all-MiniLM-L6-v2",))
-    env = {"MODULETUNE_PUBLIC_MAX_ACTIVE_PER_VISITOR": "1", "MODULETUNE_PUBLIC_MAX_QUEUED": "5",
-           "MODULETUNE_PUBLIC_MAX_EPOCHS": "2", "MODULETUNE_PUBLIC_MAX_TRAIN": "64", "MODULETUNE_PUBLIC_MAX_EVAL": "48",
-           "MODULETUNE_PUBLIC_MAX_SEQ_LEN": "64", "MODULETUNE_PUBLIC_MAX_BATCH_SIZE": "16",
-           "MODULETUNE_PUBLIC_MODELS": " all-MiniLM-L6-v2, prajjwal1/bert-tiny ,"}
+    assert (
+        d.max_active_per_visitor,
+        d.max_queued,
+        d.max_epochs,
+        d.max_train,
+        d.max_eval,
+        d.max_seq_len,
+        d.max_batch_size,
+        d.models,
+    ) == (2, 20, 3, 2000, 2000, 128, 64, ("all-MiniLM-L6-v2",))
+    env = {
+        "MODULETUNE_PUBLIC_MAX_ACTIVE_PER_VISITOR": "1",
+        "MODULETUNE_PUBLIC_MAX_QUEUED": "5",
+        "MODULETUNE_PUBLIC_MAX_EPOCHS": "2",
+        "MODULETUNE_PUBLIC_MAX_TRAIN": "64",
+        "MODULETUNE_PUBLIC_MAX_EVAL": "48",
+        "MODULETUNE_PUBLIC_MAX_SEQ_LEN": "64",
+        "MODULETUNE_PUBLIC_MAX_BATCH_SIZE": "16",
+        "MODULETUNE_PUBLIC_MODELS": " all-MiniLM-L6-v2, prajjwal1/bert-tiny ,",
+    }
     got = PublicLimits.from_env(env)
     assert got == PublicLimits(1, 5, 2, 64, 48, 64, 16, ("all-MiniLM-L6-v2", "prajjwal1/bert-tiny"))
     for var in ("MODULETUNE_PUBLIC_MAX_EPOCHS", "MODULETUNE_PUBLIC_MAX_QUEUED"):
@@ -69,8 +92,9 @@ def test_limits_have_documented_defaults_and_come_from_the_environment():
 
 def test_models_come_from_the_allow_list_only():
     assert public.check_model(LIMITS, "") == public.check_model(LIMITS, " ALL-minilm-l6-v2 ") == "all-MiniLM-L6-v2"
-    with pytest.raises(LimitError, match="'bert-base-uncased' is not available in this public demo; pick one of: "
-                                         "all-MiniLM-L6-v2") as err:
+    with pytest.raises(
+        LimitError, match="'bert-base-uncased' is not available in this public demo; pick one of: all-MiniLM-L6-v2"
+    ) as err:
         public.check_model(LIMITS, "bert-base-uncased")
     assert err.value.field == "model"
     for path in ("/etc", "./tuning", "~/models/bert", "..\\x", "C:/models", "a/b/c", "../x"):
@@ -79,14 +103,16 @@ def test_models_come_from_the_allow_list_only():
 
 
 def test_each_cap_on_a_run_says_what_it_is():
-    cases = [(dict(epochs=4), "epochs: at most 3 per run in this public demo, you asked for 4"),
-             (dict(max_train=5000), "training examples: at most 2,000 per run"),
-             (dict(max_train=None), "0 = the whole split is not available here"),
-             (dict(max_eval=None), "evaluation examples: at most 1,000"),
-             (dict(max_seq_len=256), "max sequence length: at most 128 per run in this public demo, you asked for 256"),
-             (dict(batch_size=128), "batch size: at most 64"),
-             (dict(glue_dir="/tmp/glue"), "a data folder cannot be chosen"),
-             (dict(model="bert-base-uncased"), "is not available in this public demo")]
+    cases = [
+        (dict(epochs=4), "epochs: at most 3 per run in this public demo, you asked for 4"),
+        (dict(max_train=5000), "training examples: at most 2,000 per run"),
+        (dict(max_train=None), "0 = the whole split is not available here"),
+        (dict(max_eval=None), "evaluation examples: at most 1,000"),
+        (dict(max_seq_len=256), "max sequence length: at most 128 per run in this public demo, you asked for 256"),
+        (dict(batch_size=128), "batch size: at most 64"),
+        (dict(glue_dir="/tmp/glue"), "a data folder cannot be chosen"),
+        (dict(model="bert-base-uncased"), "is not available in this public demo"),
+    ]
     ok = dict(task="rte", max_train=32, max_eval=32)
     public.check_config(LIMITS, RunConfig(**ok))
     public.check_config(LIMITS, RunConfig(**ok).to_dict())  # a stored config (what a retry resubmits)
@@ -97,17 +123,22 @@ def test_each_cap_on_a_run_says_what_it_is():
 
 # ---------------------------------------------------------------------------------------------- through the gate
 
+
 def test_a_visitor_over_quota_is_refused_and_others_keep_working(registry, public_mode):
-    refused(ex.submit_form(registry, form(seeds="0,1,2"), "web-a"),
-            "at most 2 runs queued or running per visitor in this public demo: you have none queued or running, "
-            "and this would add 3")
+    refused(
+        ex.submit_form(registry, form(seeds="0,1,2"), "web-a"),
+        "at most 2 runs queued or running per visitor in this public demo: you have none queued or running, "
+        "and this would add 3",
+    )
     assert registry.count() == 0
     assert len(ex.submit_form(registry, form(seeds="0,1"), "web-a").ids) == 2
     refused(ex.submit_form(registry, form(), "web-a"), "you have 2 queued or running, and this would add 1")
     assert registry.count() == 2
     assert ex.submit_form(registry, form(), "web-b").ok  # the shared queue: 3 of 3
-    refused(ex.submit_form(registry, form(), "web-c"),
-            "the shared queue is full: at most 3 runs may wait in this public demo, 3 are waiting")
+    refused(
+        ex.submit_form(registry, form(), "web-c"),
+        "the shared queue is full: at most 3 runs may wait in this public demo, 3 are waiting",
+    )
     assert registry.count() == 3
     # The preset says so before asking for a confirmation.
     with pytest.raises(ex.FormError, match="at most 2 queued or running runs per visitor"):
@@ -134,10 +165,13 @@ def test_typed_models_and_local_paths_are_refused_without_being_read(registry, p
     # A real local model folder that the open lab would accept: public mode never looks at it.
     folder = tmp_path / "model"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "num_hidden_layers": 2,
-                                                    "hidden_size": 64, "num_attention_heads": 2}))
-    shown = refused(ex.submit_form(registry, form(model=str(folder)), "web-a"),
-                    "local paths cannot be used as models in this public demo")
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "bert", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2})
+    )
+    shown = refused(
+        ex.submit_form(registry, form(model=str(folder)), "web-a"),
+        "local paths cannot be used as models in this public demo",
+    )
     assert "pick one of: all-MiniLM-L6-v2" in shown
     out = ex.submit_form(registry, form(model="bert-base-uncased"), "web-a")
     assert "fix the model" in out.message and "is not available in this public demo" in out.model_message
@@ -151,8 +185,10 @@ def test_typed_models_and_local_paths_are_refused_without_being_read(registry, p
 
 def test_cancel_and_retry_only_on_a_visitors_own_runs(registry, public_mode):
     (mine,) = ex.submit_form(registry, form(), "web-a").ids
-    with pytest.raises(LimitError, match=f"run {mine} was queued by another visitor: in this public demo you can "
-                                         "cancel only your own runs"):
+    with pytest.raises(
+        LimitError,
+        match=f"run {mine} was queued by another visitor: in this public demo you can cancel only your own runs",
+    ):
         ex.cancel_run(registry, mine, "web-b")
     assert registry.get(mine)["status"] == "queued"
     assert ex.cancel_run(registry, mine, "web-a") == "cancelled"
@@ -196,8 +232,14 @@ def _request(peer: str, forwarded: str | None = None, session: str = "any-sessio
     from starlette.requests import Request
 
     headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
-    scope = {"type": "http", "method": "POST", "path": "/", "headers": headers, "client": (peer, 40000),
-             "query_string": b""}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": headers,
+        "client": (peer, 40000),
+        "query_string": b"",
+    }
     return gr.Request(request=Request(scope), session_hash=session)
 
 
@@ -241,6 +283,7 @@ def test_trust_remote_code_is_never_on():
 
 # ---------------------------------------------------------------------------------------------- the app and the CLI
 
+
 def test_the_public_blocks_pick_models_from_the_allow_list_and_show_the_limits(home):
     from moduletune.app import ui
 
@@ -250,8 +293,11 @@ def test_the_public_blocks_pick_models_from_the_allow_list_and_show_the_limits(h
         config = demo.get_config_file()
     finally:
         ex.set_public(None)
-    props = {c["props"].get("elem_id"): (c["type"], c["props"]) for c in config["components"]
-             if c.get("props", {}).get("elem_id")}
+    props = {
+        c["props"].get("elem_id"): (c["type"], c["props"])
+        for c in config["components"]
+        if c.get("props", {}).get("elem_id")
+    }
     assert not [e for ids in ui.ELEM_IDS.values() for e in ids if e not in props]  # elem_ids stay stable
     for elem in ("model", "weights-model"):
         kind, p = props[elem]

@@ -1,4 +1,5 @@
 """The Blocks as built (tabs, elem_ids, API names) and the embedded worker's supervision, without a browser."""
+
 from __future__ import annotations
 
 import os
@@ -97,8 +98,10 @@ def test_the_blocks_have_six_labelled_tabs_stable_ids_and_named_endpoints(tmp_pa
 def test_importing_the_ui_builds_nothing():
     import subprocess
 
-    code = ("import sys, moduletune, moduletune.app.ui, moduletune.app.views, moduletune.app.experiment, moduletune.app.server; "
-            "print(all(m not in sys.modules for m in ('gradio', 'torch', 'transformers')))")
+    code = (
+        "import sys, moduletune, moduletune.app.ui, moduletune.app.views, moduletune.app.experiment, moduletune.app.server; "
+        "print(all(m not in sys.modules for m in ('gradio', 'torch', 'transformers')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=server.REPO, timeout=120)
     assert out.stdout.strip() == "True", out.stderr
 

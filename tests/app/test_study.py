@@ -1,5 +1,6 @@
 """app.study on hand-built frames (table, layer-wise figure, |w| vs score, the four exports) and once on a
 real registry with the embedded model's magnitudes."""
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,9 @@ def frame(*rows) -> pd.DataFrame:
         df["settings"] = [{} for _ in range(len(df))]
     df["settings"] = [s if isinstance(s, dict) else {} for s in df["settings"]]
     key = lambda s: ",".join(f"{k}={v}" for k, v in sorted(s.items()))  # noqa: E731
-    df["settings_key"] = [f"{m}|{lay}|{lr}|{key(s)}" for m, lay, lr, s in
-                          zip(df["modules"], df["layers"], df["lr"], df["settings"])]
+    df["settings_key"] = [
+        f"{m}|{lay}|{lr}|{key(s)}" for m, lay, lr, s in zip(df["modules"], df["layers"], df["lr"], df["settings"])
+    ]
     df["comparison_key"] = [key(s) for s in df["settings"]]
     df["chance_metric"] = df.get("chance_metric", 0.5)
     df["learned"] = df["learned"] if "learned" in df.columns else True
@@ -32,9 +34,18 @@ def frame(*rows) -> pd.DataFrame:
 
 def magnitudes(layers: int = 2) -> pd.DataFrame:
     """Magnitude rows in which |w| grows in paper order, so LayerNorm has the largest."""
-    rows = [{"family": f, "layer": layer, "kind": kind, "count": 100,
-             "mean_abs": (i + 1) * (0.1 if kind == "weight" else 0.01)}
-            for i, f in enumerate(FAMILIES) for layer in range(layers) for kind in ("weight", "bias")]
+    rows = [
+        {
+            "family": f,
+            "layer": layer,
+            "kind": kind,
+            "count": 100,
+            "mean_abs": (i + 1) * (0.1 if kind == "weight" else 0.01),
+        }
+        for i, f in enumerate(FAMILIES)
+        for layer in range(layers)
+        for kind in ("weight", "bias")
+    ]
     return pd.DataFrame(rows)
 
 
@@ -42,8 +53,12 @@ def magnitudes(layers: int = 2) -> pd.DataFrame:
 def runs() -> pd.DataFrame:
     """Two seeds of Q, V, LN on all layers and full FT on RTE, one seed on MRPC, and single-layer LN/Q runs."""
     rows, i = [], 0
-    for fam, base, pct in (("query", 0.60, 1.2), ("value", 0.62, 1.2), ("layernorm", 0.66, 0.01),
-                           ("full", 0.70, 100.0)):
+    for fam, base, pct in (
+        ("query", 0.60, 1.2),
+        ("value", 0.62, 1.2),
+        ("layernorm", 0.66, 0.01),
+        ("full", 0.70, 100.0),
+    ):
         for seed in (0, 1):
             i += 1
             rows.append(run(i, fam, seed=seed, metric=base + 0.02 * seed, trainable_pct=pct))
@@ -72,17 +87,34 @@ def test_table_pools_seeds_with_chance_and_full_rows(runs):
 
 
 def test_table_never_pools_different_settings_and_flags_failures():
-    rows = [run(1, seed=0, metric=0.6), run(2, seed=1, metric=0.62),
-            run(3, seed=0, metric=0.5, settings={"max_train": 100}, learned=False),
-            run(4, seed=1, metric=0.5, settings={"max_train": 100}, learned=False)]
+    rows = [
+        run(1, seed=0, metric=0.6),
+        run(2, seed=1, metric=0.62),
+        run(3, seed=0, metric=0.5, settings={"max_train": 100}, learned=False),
+        run(4, seed=1, metric=0.5, settings={"max_train": 100}, learned=False),
+    ]
     rows[0]["settings"] = rows[1]["settings"] = {"max_train": 2000}
     table = study.study_table(frame(*rows)).set_index("module")
     assert table.loc["LN (max_train=2000)", "rte"] == "0.610 ± 0.014 (2)"
     assert table.loc["LN (max_train=100)", "rte"].endswith("✗")
     numeric = study.study_numeric(frame(*rows))
     assert sorted(numeric["n"]) == [2, 2] and numeric["did_not_learn"].tolist().count(True) == 1
-    assert list(numeric.columns) == ["module", "family", "layers", "variant", "task", "metric", "mean", "std", "n",
-                                     "trainable_pct", "lr", "chance", "full_mean", "did_not_learn"]
+    assert list(numeric.columns) == [
+        "module",
+        "family",
+        "layers",
+        "variant",
+        "task",
+        "metric",
+        "mean",
+        "std",
+        "n",
+        "trainable_pct",
+        "lr",
+        "chance",
+        "full_mean",
+        "did_not_learn",
+    ]
 
 
 # ---------------------------------------------------------------- figures
@@ -95,7 +127,8 @@ def test_layerwise_figure_has_error_bars_per_family_and_references(runs):
     ln = lines["LN"]
     assert list(ln.x) == [0, 1] and ln.y[0] == pytest.approx(0.62) and ln.y[1] == pytest.approx(0.63)
     assert ln.error_y.array[0] == pytest.approx(0.01414, abs=1e-4) and ln.line.color == study.charts.family_color(
-        "layernorm")
+        "layernorm"
+    )
     texts = [a.text for a in fig.layout.annotations]
     assert any(t.startswith("chance 0.500") for t in texts) and any("full fine-tuning 0.710" in t for t in texts)
     empty = study.layerwise_figure(runs, "mrpc")

@@ -3,6 +3,7 @@
 Finished runs are recorded the way a worker records them (claim, progress events, success with a
 result); one real tiny fine-tune provides an artifact for downloads, deltas and predictions.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,24 +34,49 @@ def module_home(tmp_path_factory):
     mp.undo()
 
 
-def record(reg: Registry, config: RunConfig, metric: float | None = 0.6, steps: int = 4, status: str = "succeeded",
-           result: dict | None = None, trainable_pct: float = 0.01) -> int:
+def record(
+    reg: Registry,
+    config: RunConfig,
+    metric: float | None = 0.6,
+    steps: int = 4,
+    status: str = "succeeded",
+    result: dict | None = None,
+    trainable_pct: float = 0.01,
+) -> int:
     """A run as a worker leaves it: claimed, loss and eval events per step, then its outcome."""
     run_id = reg.submit(config, submitter="test")
     if status == "queued":
         return run_id
     token = reg.claim(run_id, "test-worker", "cpu")
-    rows = [{"step": s, "epoch": s / steps, "split": "train", "name": "loss", "value": 1.0 / s} for s in
-            range(1, steps + 1)]
+    rows = [
+        {"step": s, "epoch": s / steps, "split": "train", "name": "loss", "value": 1.0 / s} for s in range(1, steps + 1)
+    ]
     rows += [{"step": steps, "epoch": 1.0, "split": "validation", "name": "accuracy", "value": metric}]
-    reg.record_progress(run_id, token, rows, step=steps if status != "running" else steps // 2, total_steps=steps,
-                        eta_seconds=3.0)
+    reg.record_progress(
+        run_id, token, rows, step=steps if status != "running" else steps // 2, total_steps=steps, eta_seconds=3.0
+    )
     if status == "succeeded":
-        reg.mark_succeeded(run_id, token, result or {
-            "primary_metric_name": "accuracy", "primary_metric": metric, "metrics": {"accuracy": metric},
-            "module_params": 1536, "head_params": 770, "trainable_params": 2306, "encoder_params": 22713216,
-            "total_params": 22713986, "module_pct": trainable_pct * 0.66, "trainable_pct": trainable_pct,
-            "train_seconds": 1.5, "examples_per_second": 10.0, "steps": steps, "device": "cpu"})
+        reg.mark_succeeded(
+            run_id,
+            token,
+            result
+            or {
+                "primary_metric_name": "accuracy",
+                "primary_metric": metric,
+                "metrics": {"accuracy": metric},
+                "module_params": 1536,
+                "head_params": 770,
+                "trainable_params": 2306,
+                "encoder_params": 22713216,
+                "total_params": 22713986,
+                "module_pct": trainable_pct * 0.66,
+                "trainable_pct": trainable_pct,
+                "train_seconds": 1.5,
+                "examples_per_second": 10.0,
+                "steps": steps,
+                "device": "cpu",
+            },
+        )
     elif status == "failed":
         reg.mark_failed(run_id, token, "RuntimeError: boom")
     return run_id
@@ -66,8 +92,17 @@ def tuned(registry, module_home, glue_dir):
     """One real tiny fine-tune (RTE, LayerNorm of the last layer) registered as a succeeded run."""
     from moduletune.tuning.train import fine_tune
 
-    config = RunConfig(task="rte", modules=("layernorm",), layers="5", max_train=16, max_eval=16, batch_size=16,
-                       max_seq_len=64, device="cpu", glue_dir=str(glue_dir))
+    config = RunConfig(
+        task="rte",
+        modules=("layernorm",),
+        layers="5",
+        max_train=16,
+        max_eval=16,
+        batch_size=16,
+        max_seq_len=64,
+        device="cpu",
+        glue_dir=str(glue_dir),
+    )
     result = fine_tune(config, output_dir=module_home / "artifact-tuned").to_dict()
     return record(registry, config, metric=result["primary_metric"], result=result)
 
@@ -88,6 +123,7 @@ def study(registry):
 
 
 # ---------------------------------------------------------------------------------------------- runs
+
 
 def test_runs_table_filters_and_records(registry, study):
     table = views.runs_table(registry)
@@ -125,8 +161,9 @@ def test_detail_key_changes_only_when_the_run_moves(registry):
     key = views.detail_key(registry, run_id)
     assert views.detail_key(registry, run_id) == key
     token = registry.claim(run_id, "w", "cpu")
-    registry.record_progress(run_id, token, [{"step": 1, "split": "train", "name": "loss", "value": 0.7}], step=1,
-                             total_steps=4)
+    registry.record_progress(
+        run_id, token, [{"step": 1, "split": "train", "name": "loss", "value": 0.7}], step=1, total_steps=4
+    )
     assert views.detail_key(registry, run_id) != key
     assert views.detail_key(registry, None) == ()
     registry.request_cancel(run_id)
@@ -134,17 +171,28 @@ def test_detail_key_changes_only_when_the_run_moves(registry):
 
 # ---------------------------------------------------------------------------------------------- compare
 
+
 def test_compare_builds_every_chart_from_the_registry(registry, study):
     view = views.compare(registry, "rte")
-    assert {"score_by_family", "efficiency_frontier", "layer_module_heatmap", "training_curves",
-            "results_table", "config_diff"} <= set(view)
+    assert {
+        "score_by_family",
+        "efficiency_frontier",
+        "layer_module_heatmap",
+        "training_curves",
+        "results_table",
+        "config_diff",
+    } <= set(view)
     bars = {t.name: t for t in view["score_by_family"].data}
     assert set(bars) >= {"LN", "Q"} and "full" not in bars  # full is the reference line
     assert list(bars["LN"].y) == pytest.approx([0.605])
     assert view["efficiency_frontier"].layout.xaxis.type == "log"
     assert len(view["run_ids"]) == 5 and study["running"] not in view["run_ids"]
     table = view["results_table"]
-    assert set(table["module"]) == {"LN", "full", charts.CHANCE_ROW}  # layers=all: full (any layers) and the mrpc LN run
+    assert set(table["module"]) == {
+        "LN",
+        "full",
+        charts.CHANCE_ROW,
+    }  # layers=all: full (any layers) and the mrpc LN run
     assert table.set_index("module").loc["LN", "mrpc"].startswith("0.800")
     chosen = [study[("layernorm", 0)], study[("query", 1)]]
     picked = views.compare(registry, "rte", layers="5", run_ids=chosen)
@@ -184,6 +232,7 @@ def test_an_empty_registry_explains_itself(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------- artifacts
+
 
 def test_artifact_download_zips_the_trained_tensors(registry, tuned):
     run = registry.get(tuned)

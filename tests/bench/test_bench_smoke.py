@@ -2,6 +2,7 @@
 
 Speed ratios are not asserted: they belong to the benchmarks' own output, not to a test.
 """
+
 import json
 import os
 import subprocess
@@ -17,8 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_bench(module, args, glue_dir, tmp_path):
     env = {**os.environ, "MODULETUNE_GLUE_DIR": str(glue_dir), "MODULETUNE_HOME": str(tmp_path / "home")}
-    proc = subprocess.run([sys.executable, "-m", module, *args, "--json"], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args, "--json"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -34,15 +36,25 @@ def test_variants_parse_family_and_layer_spec():
 
 
 def test_trainer_vs_moduletune_smoke(glue_dir, tmp_path):
-    stdout, out = run_bench("bench.trainer_vs_moduletune",
-                            ["--task", "rte", "--modules", "layernorm@last", "--max-train", "32", "--max-eval", "16",
-                             "--device", "cpu"], glue_dir, tmp_path)
+    stdout, out = run_bench(
+        "bench.trainer_vs_moduletune",
+        ["--task", "rte", "--modules", "layernorm@last", "--max-train", "32", "--max-eval", "16", "--device", "cpu"],
+        glue_dir,
+        tmp_path,
+    )
     assert "train ex/s" in stdout and "runner" in stdout
     assert set(out) >= {"rows", "speedup"}
     assert [(r["runner"], r["precision"]) for r in out["rows"]] == [("trainer", "fp32"), ("moduletune", "fp32")]
     for row in out["rows"]:
-        assert set(row) >= {"runner", "modules", "precision", "wall_seconds", "examples_per_second",
-                            "peak_memory_mb", "metric"}
+        assert set(row) >= {
+            "runner",
+            "modules",
+            "precision",
+            "wall_seconds",
+            "examples_per_second",
+            "peak_memory_mb",
+            "metric",
+        }
         assert row["modules"] == "layernorm@last"
         assert row["wall_seconds"] > 0 and row["examples_per_second"] > 0
         assert 0 <= row["metric"] <= 1
@@ -51,9 +63,25 @@ def test_trainer_vs_moduletune_smoke(glue_dir, tmp_path):
 
 
 def test_sweep_prefix_cache_smoke(glue_dir, tmp_path):
-    stdout, out = run_bench("bench.sweep_prefix_cache",
-                            ["--task", "rte", "--families", "LN", "--layers", "5", "--max-train", "32",
-                             "--max-eval", "16", "--device", "cpu"], glue_dir, tmp_path)
+    stdout, out = run_bench(
+        "bench.sweep_prefix_cache",
+        [
+            "--task",
+            "rte",
+            "--families",
+            "LN",
+            "--layers",
+            "5",
+            "--max-train",
+            "32",
+            "--max-eval",
+            "16",
+            "--device",
+            "cpu",
+        ],
+        glue_dir,
+        tmp_path,
+    )
     assert "total wall" in stdout
     assert set(out) >= {"modes", "speedup", "metric_diff", "runs"}
     assert out["runs_per_mode"] == 1 and len(out["runs"]) == 2
@@ -65,9 +93,27 @@ def test_sweep_prefix_cache_smoke(glue_dir, tmp_path):
 
 
 def test_step_profile_smoke(glue_dir, tmp_path):
-    stdout, out = run_bench("bench.step_profile",
-                            ["--task", "rte", "--modules", "layernorm@last", "--max-train", "96", "--batch-size", "16",
-                             "--warm-steps", "2", "--steps", "3", "--device", "cpu"], glue_dir, tmp_path)
+    stdout, out = run_bench(
+        "bench.step_profile",
+        [
+            "--task",
+            "rte",
+            "--modules",
+            "layernorm@last",
+            "--max-train",
+            "96",
+            "--batch-size",
+            "16",
+            "--warm-steps",
+            "2",
+            "--steps",
+            "3",
+            "--device",
+            "cpu",
+        ],
+        glue_dir,
+        tmp_path,
+    )
     assert "host operation" in stdout and out["steps"] == 3 and out["wall_ms_per_step"] > 0
     assert out["busy_ms_per_step"] is None  # no GPU kernels on a CPU run
     assert out["host_ops"] and all(o["self_cpu_ms_per_step"] > 0 for o in out["host_ops"])
@@ -76,7 +122,26 @@ def test_step_profile_smoke(glue_dir, tmp_path):
 
 def test_step_profile_says_when_the_run_is_too_short(glue_dir, tmp_path):
     env = {**os.environ, "MODULETUNE_GLUE_DIR": str(glue_dir), "MODULETUNE_HOME": str(tmp_path / "home")}
-    proc = subprocess.run([sys.executable, "-m", "bench.step_profile", "--task", "rte", "--max-train", "32",
-                           "--batch-size", "16", "--warm-steps", "5", "--device", "cpu"],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.step_profile",
+            "--task",
+            "rte",
+            "--max-train",
+            "32",
+            "--batch-size",
+            "16",
+            "--warm-steps",
+            "5",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "fewer than --warm-steps 5 + 1" in proc.stderr

@@ -4,6 +4,7 @@ The server runs in its own process group with a fresh MODULETUNE_HOME (SQLite re
 queue) and the real GLUE files; it is stopped with SIGTERM at the end of the session, which must also
 stop its worker.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,23 @@ from tests import polling
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 180  # seconds: importing gradio and torch on a busy 2-core machine is slow
 # Tiny runs: RTE, 32 examples, batch 16, LayerNorm of the last layer.
-TINY = dict(tasks=["rte"], model="all-MiniLM-L6-v2", families=["layernorm"], together=False, random_control=False,
-            layers=["5"], layer_spec="", each_layer=False, lr=0.01, seeds="0", max_train=32, max_eval=32, epochs=1,
-            batch_size=16, train_head=True)
+TINY = dict(
+    tasks=["rte"],
+    model="all-MiniLM-L6-v2",
+    families=["layernorm"],
+    together=False,
+    random_control=False,
+    layers=["5"],
+    layer_spec="",
+    each_layer=False,
+    lr=0.01,
+    seeds="0",
+    max_train=32,
+    max_eval=32,
+    epochs=1,
+    batch_size=16,
+    train_head=True,
+)
 
 
 @dataclass
@@ -66,8 +81,13 @@ def app_server(tmp_path_factory, glue_dir):
     home, log = tmp / "home", tmp / "serve.log"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("MODULETUNE_DB_URL", "MODULETUNE_QUEUE_URL")}
-    env.update(MODULETUNE_HOME=str(home), MODULETUNE_GLUE_DIR=str(glue_dir), TOKENIZERS_PARALLELISM="false",
-               GRADIO_ANALYTICS_ENABLED="False", MODULETUNE_QUEUE_NAME="moduletune")
+    env.update(
+        MODULETUNE_HOME=str(home),
+        MODULETUNE_GLUE_DIR=str(glue_dir),
+        TOKENIZERS_PARALLELISM="false",
+        GRADIO_ANALYTICS_ENABLED="False",
+        MODULETUNE_QUEUE_NAME="moduletune",
+    )
     app = launch(["serve", "--port", str(port)], port, env, home, log)
     yield app
     worker_pids = [int(p) for p in re.findall(r"embedded worker started \(pid (\d+)\)", app.logs(100_000))]
@@ -81,8 +101,14 @@ def app_server(tmp_path_factory, glue_dir):
 
 def launch(args: list[str], port: int, env: dict, home: Path, log: Path) -> App:
     """`python -m moduletune.app.cli <args>` serving on port, in its own process group; fails the test if it never serves."""
-    proc = subprocess.Popen([sys.executable, "-m", "moduletune.app.cli", *args], cwd=REPO, env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moduletune.app.cli", *args],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     app = App(f"http://127.0.0.1:{port}", home, log, proc)
     deadline = time.monotonic() + START_TIMEOUT
     while not _up(app.url + "/"):

@@ -5,6 +5,7 @@ malformed value from the fault probes (out-of-range integers, wrong types, None,
 a one-line message naming no internals and queues nothing; a request for a huge sweep is refused at once
 while another visitor is answered; many connections from one address are one visitor; uploads are refused.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,12 @@ BIG = "x" * 1_000_000
 NAN, INF = "NaN", "inf"
 HUGE_INTS = [2**31, 2**32, 2**63, 10**30, -1]
 # What a visitor must never read: SQL, driver and Python internals, tracebacks, server paths.
-INTERNALS = re.compile(r"traceback|sqlalchemy|psycopg|sqlite|insert into|select |\[sql|parameters:|File \"|"
-                       r"site-packages|/home/|/tmp/|/work/|invalid literal|argument must be|has no attribute|"
-                       r"not supported between|nonetype|too large to convert|overflow", re.I)
+INTERNALS = re.compile(
+    r"traceback|sqlalchemy|psycopg|sqlite|insert into|select |\[sql|parameters:|File \"|"
+    r"site-packages|/home/|/tmp/|/work/|invalid literal|argument must be|has no attribute|"
+    r"not supported between|nonetype|too large to convert|overflow",
+    re.I,
+)
 MAX_ACTIVE = 2
 
 
@@ -40,9 +44,15 @@ def lab(request, tmp_path_factory, glue_dir):
     tmp = tmp_path_factory.mktemp(f"abuse-{request.param}")
     home, log = tmp / "home", tmp / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODULETUNE_")}
-    env.update(MODULETUNE_HOME=str(home), MODULETUNE_GLUE_DIR=str(glue_dir), TOKENIZERS_PARALLELISM="false",
-               GRADIO_ANALYTICS_ENABLED="False", MODULETUNE_PUBLIC_MAX_ACTIVE_PER_VISITOR=str(MAX_ACTIVE),
-               MODULETUNE_PUBLIC_MAX_QUEUED="20", MODULETUNE_QUEUE_NAME=f"abuse-{uuid.uuid4().hex[:8]}")
+    env.update(
+        MODULETUNE_HOME=str(home),
+        MODULETUNE_GLUE_DIR=str(glue_dir),
+        TOKENIZERS_PARALLELISM="false",
+        GRADIO_ANALYTICS_ENABLED="False",
+        MODULETUNE_PUBLIC_MAX_ACTIVE_PER_VISITOR=str(MAX_ACTIVE),
+        MODULETUNE_PUBLIC_MAX_QUEUED="20",
+        MODULETUNE_QUEUE_NAME=f"abuse-{uuid.uuid4().hex[:8]}",
+    )
     db = None
     if request.param == "postgresql":
         import psycopg
@@ -51,8 +61,10 @@ def lab(request, tmp_path_factory, glue_dir):
         db = f"moduletune_abuse_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{db}"')
-        env.update(MODULETUNE_DB_URL=admin.rsplit("/", 1)[0] + "/" + db,
-                   MODULETUNE_QUEUE_URL=request.getfixturevalue("redis_server"))
+        env.update(
+            MODULETUNE_DB_URL=admin.rsplit("/", 1)[0] + "/" + db,
+            MODULETUNE_QUEUE_URL=request.getfixturevalue("redis_server"),
+        )
     port = free_port()
     app = launch(["serve", "--public", "--no-worker", "--port", str(port)], port, env, home, log)
     app.db_url = env.get("MODULETUNE_DB_URL") or f"sqlite:///{home / 'runs.db'}"
@@ -138,19 +150,29 @@ def test_every_malformed_value_gets_one_line_and_queues_nothing(lab):
         for value in values:
             probe = f"{field}={value!r:.60}"
             for api in ("/submit", "/preview"):
-                text = refusal(client, **{**TINY, "prefix_cache": "auto", "lr_search": False, field: value},
-                               api_name=api)
+                text = refusal(
+                    client, **{**TINY, "prefix_cache": "auto", "lr_search": False, field: value}, api_name=api
+                )
                 calls += 1
                 assert_clean(text, f"{api} {probe}")
             assert registry.count() == 0, f"{probe} queued something"
     for value in RUN_ID_PROBES:
-        for api, args in (("/cancel", (value,)), ("/retry", (value,)), ("/run", (value,)),
-                          ("/predict", (value, "a sentence", ""))):
+        for api, args in (
+            ("/cancel", (value,)),
+            ("/retry", (value,)),
+            ("/run", (value,)),
+            ("/predict", (value, "a sentence", "")),
+        ):
             text = refusal(client, *args, api_name=api)
             calls += 1
             assert_clean(text, f"{api} {value!r:.60}")
-    for args, api in (((BIG, "all"), "/runs"), (("all", BIG), "/runs"), ((5, None), "/runs"), ((BIG,), "/compare_data"),
-                      ((5,), "/compare_data")):
+    for args, api in (
+        ((BIG, "all"), "/runs"),
+        (("all", BIG), "/runs"),
+        ((5, None), "/runs"),
+        ((BIG,), "/compare_data"),
+        ((5,), "/compare_data"),
+    ):
         assert_clean(refusal(client, *args, api_name=api), f"{api} {args!r:.60}")
         calls += 1
     assert registry.count() == 0
@@ -165,11 +187,27 @@ def test_every_malformed_value_gets_one_line_and_queues_nothing(lab):
 def test_a_huge_sweep_is_refused_at_once_while_another_visitor_is_answered(lab):
     clear(lab)
     registry = registry_of(lab)
-    everything = dict(TINY, tasks=["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"],
-                      families=["query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output",
-                                "layernorm", "bias", "embeddings", "classifier", "full"],
-                      random_control=True, each_layer=True, layers=["0", "1", "2", "3", "4", "5"],
-                      seeds=",".join(map(str, range(140))))  # 9 x 99 x 140 = 124,740 runs in 500 characters
+    everything = dict(
+        TINY,
+        tasks=["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"],
+        families=[
+            "query",
+            "key",
+            "value",
+            "attention_output",
+            "ffn_intermediate",
+            "ffn_output",
+            "layernorm",
+            "bias",
+            "embeddings",
+            "classifier",
+            "full",
+        ],
+        random_control=True,
+        each_layer=True,
+        layers=["0", "1", "2", "3", "4", "5"],
+        seeds=",".join(map(str, range(140))),
+    )  # 9 x 99 x 140 = 124,740 runs in 500 characters
     small = dict(TINY, seeds="7")
     timings, answers = {}, {}
 
@@ -181,8 +219,10 @@ def test_a_huge_sweep_is_refused_at_once_while_another_visitor_is_answered(lab):
     attacker, other = Client(lab.url, verbose=False), Client(lab.url, verbose=False)
     call("warm", other, dict(TINY, seeds="8"))  # the model's depth and counts are cached, as on a live server
     clear(lab)
-    threads = [threading.Thread(target=call, args=("huge", attacker, everything)),
-               threading.Thread(target=call, args=("small", other, small))]
+    threads = [
+        threading.Thread(target=call, args=("huge", attacker, everything)),
+        threading.Thread(target=call, args=("small", other, small)),
+    ]
     for t in threads:
         t.start()
     for t in threads:

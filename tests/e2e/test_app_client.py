@@ -1,4 +1,5 @@
 """gradio_client against the launched app and its real embedded worker: submit, watch it finish, compare it."""
+
 from __future__ import annotations
 
 import time

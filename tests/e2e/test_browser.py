@@ -2,6 +2,7 @@
 
 Screenshots of each tab go to <repo>/screenshots/ (git-ignored) and are copied to /tmp/moduletune-screens/.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -14,8 +15,15 @@ from .conftest import REPO
 playwright = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = REPO / "screenshots"
 COPY = Path("/tmp/moduletune-screens")
 T = 60_000  # ms: the default wait for one UI update on a busy machine
@@ -50,12 +58,15 @@ def text_of(page, elem_id: str) -> str:
 def wait_text(page, elem_id: str, needle: str, timeout: int = T) -> None:
     page.wait_for_function(
         "([id, needle]) => { const e = document.getElementById(id); return e && e.innerText.includes(needle); }",
-        arg=[elem_id, needle], timeout=timeout)
+        arg=[elem_id, needle],
+        timeout=timeout,
+    )
 
 
 def wait_empty(page, elem_id: str) -> None:
-    page.wait_for_function("id => { const e = document.getElementById(id); return e && !e.innerText.trim(); }",
-                           arg=elem_id)
+    page.wait_for_function(
+        "id => { const e = document.getElementById(id); return e && !e.innerText.trim(); }", arg=elem_id
+    )
 
 
 def fill(page, elem_id: str, value: str) -> None:
@@ -211,5 +222,12 @@ def test_every_tab_by_clicking(page, app_server, tmp_path):
     assert "positive" in text_of(page, "play-tuned") and "positive" in text_of(page, "play-base")
     page.wait_for_timeout(1000)  # let the labels finish fading in before the screenshot
     shoot(page, "playground")
-    assert {p.name for p in COPY.glob("*.png")} >= {"experiment.png", "experiment-bad-layers.png", "runs.png",
-                                                    "compare.png", "study.png", "weights.png", "playground.png"}
+    assert {p.name for p in COPY.glob("*.png")} >= {
+        "experiment.png",
+        "experiment-bad-layers.png",
+        "runs.png",
+        "compare.png",
+        "study.png",
+        "weights.png",
+        "playground.png",
+    }

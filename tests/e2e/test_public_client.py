@@ -7,6 +7,7 @@ Client sends the address that proxy would forward. A tiny run completes; every l
 message and queues nothing (the SQLite registry is read directly to check); SIGINT, the image's stop
 signal, stops the UI and the worker.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,14 @@ from .conftest import REPO, START_TIMEOUT, TINY, App, _alive, _stop, _up, free_p
 
 ENTRYPOINT = REPO / "scripts" / "space-entrypoint.sh"
 RUN_TIMEOUT = 240  # a tiny run on a busy 2-core machine (model load dominates)
-LIMITS = dict(MODULETUNE_PUBLIC_MAX_ACTIVE_PER_VISITOR="3", MODULETUNE_PUBLIC_MAX_QUEUED="2",
-              MODULETUNE_PUBLIC_MAX_EPOCHS="2", MODULETUNE_PUBLIC_MAX_TRAIN="64", MODULETUNE_PUBLIC_MAX_EVAL="64",
-              FORWARDED_ALLOW_IPS="127.0.0.1")
+LIMITS = dict(
+    MODULETUNE_PUBLIC_MAX_ACTIVE_PER_VISITOR="3",
+    MODULETUNE_PUBLIC_MAX_QUEUED="2",
+    MODULETUNE_PUBLIC_MAX_EPOCHS="2",
+    MODULETUNE_PUBLIC_MAX_TRAIN="64",
+    MODULETUNE_PUBLIC_MAX_EVAL="64",
+    FORWARDED_ALLOW_IPS="127.0.0.1",
+)
 
 
 def visitor(space, address: str) -> Client:
@@ -42,17 +48,35 @@ def space(tmp_path_factory, glue_dir):
     tmp = tmp_path_factory.mktemp("space")
     home, log = tmp / "home", tmp / "space.log"
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MODULETUNE_DB_URL", "MODULETUNE_QUEUE_URL", "MODULETUNE_PUBLIC", "MODULETUNE_SERVE_FLAGS")
-           and not k.startswith("MODULETUNE_PUBLIC_")}
-    env.update(LIMITS, MODULETUNE_HOME=str(home), MODULETUNE_GLUE_DIR=str(glue_dir), GRADIO_SERVER_NAME="127.0.0.1",
-               PORT=str(port), GRADIO_SERVER_PORT=str(port), TOKENIZERS_PARALLELISM="false",
-               GRADIO_ANALYTICS_ENABLED="False", MODULETUNE_QUEUE_NAME="moduletune",
-               PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MODULETUNE_DB_URL", "MODULETUNE_QUEUE_URL", "MODULETUNE_PUBLIC", "MODULETUNE_SERVE_FLAGS")
+        and not k.startswith("MODULETUNE_PUBLIC_")
+    }
+    env.update(
+        LIMITS,
+        MODULETUNE_HOME=str(home),
+        MODULETUNE_GLUE_DIR=str(glue_dir),
+        GRADIO_SERVER_NAME="127.0.0.1",
+        PORT=str(port),
+        GRADIO_SERVER_PORT=str(port),
+        TOKENIZERS_PARALLELISM="false",
+        GRADIO_ANALYTICS_ENABLED="False",
+        MODULETUNE_QUEUE_NAME="moduletune",
+        PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]),
+    )
     # Started with SIGINT ignored, as `cmd &` in a non-interactive shell (a CI script) starts it: the
     # server must still stop on SIGINT at teardown.
-    proc = subprocess.Popen([str(ENTRYPOINT)], cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    proc = subprocess.Popen(
+        [str(ENTRYPOINT)],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     app = App(f"http://127.0.0.1:{port}", home, log, proc)
     started = time.monotonic()
     while not _up(app.url + "/"):
@@ -103,8 +127,11 @@ def test_public_space_runs_a_tiny_run_and_every_limit_refuses_with_its_message(s
 
     refused(a, "at most 3 runs queued or running per visitor in this public demo", seeds="0,1,2,3")
     refused(b, "the shared queue is full: at most 2 runs may wait in this public demo", seeds="0,1,2")
-    refused(b, "'bert-base-uncased' is not available in this public demo; pick one of: all-MiniLM-L6-v2",
-            model="bert-base-uncased")
+    refused(
+        b,
+        "'bert-base-uncased' is not available in this public demo; pick one of: all-MiniLM-L6-v2",
+        model="bert-base-uncased",
+    )
     refused(b, "local paths cannot be used as models in this public demo", model=str(REPO / "tuning"))
     refused(b, "epochs: at most 2 per run in this public demo, you asked for 3", epochs=3)
     refused(b, "training examples: at most 64 per run in this public demo, you asked for 65", max_train=65)
@@ -112,8 +139,10 @@ def test_public_space_runs_a_tiny_run_and_every_limit_refuses_with_its_message(s
     refused(b, "evaluation examples: at most 64 per run", max_eval=500)
 
     # Another visitor's run: neither cancelled nor retried.
-    with pytest.raises(AppError, match=f"run {run_id} was queued by another visitor: in this public demo you can "
-                                       "cancel only your own runs"):
+    with pytest.raises(
+        AppError,
+        match=f"run {run_id} was queued by another visitor: in this public demo you can cancel only your own runs",
+    ):
         b.predict(run_id, api_name="/cancel")
     with pytest.raises(AppError, match="you can retry only your own runs"):
         b.predict(run_id, api_name="/retry")

@@ -6,6 +6,7 @@ Tests that need a server that does not answer are skipped, or fail when MODULETU
 (CI sets it, so a missing server can never pass silently). Each test gets its own Redis queue name and
 its own throwaway PostgreSQL database, dropped afterwards; nothing is shared between tests.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,24 @@ REDIS_URL = os.environ.get("MODULETUNE_TEST_REDIS", "redis://127.0.0.1:6379/11")
 PG_ADMIN_URL = os.environ.get("MODULETUNE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 # Tiny runs: RTE, a few examples, short sequences, LayerNorm of the last layer only.
-TINY = ["--task", "rte", "--modules", "LN", "--layers", "5", "--max-train", "16", "--max-eval", "16",
-        "--batch-size", "16", "--max-seq-len", "64", "--device", "cpu"]
+TINY = [
+    "--task",
+    "rte",
+    "--modules",
+    "LN",
+    "--layers",
+    "5",
+    "--max-train",
+    "16",
+    "--max-eval",
+    "16",
+    "--batch-size",
+    "16",
+    "--max-seq-len",
+    "64",
+    "--device",
+    "cpu",
+]
 
 
 def _answers(url: str, default_port: int) -> bool:
@@ -104,8 +121,14 @@ def env(home, glue_dir, monkeypatch):
 
 def cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run `moduletune ...` in a fresh process with this process's environment."""
-    proc = subprocess.run([sys.executable, "-m", "moduletune.app.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ))
+    proc = subprocess.run(
+        [sys.executable, "-m", "moduletune.app.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"moduletune {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
     return proc
@@ -124,9 +147,14 @@ class Workers:
 
     def start(self, *args: str, env: dict | None = None) -> subprocess.Popen:
         log = self.tmp / f"worker{len(self.procs)}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "moduletune.app.cli", "worker", *args], cwd=REPO,
-                                stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moduletune.app.cli", "worker", *args],
+            cwd=REPO,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
         self.procs.append((proc, log))
         return proc
 
@@ -177,8 +205,9 @@ def pytest_runtest_makereport(item, call):
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.25, pool: Workers | None = None):
     """polling.wait_for with the workers' logs in the failure."""
-    return polling.wait_for(predicate, timeout, what, interval,
-                            (lambda: pool.logs(tail=6000)) if pool is not None else None)
+    return polling.wait_for(
+        predicate, timeout, what, interval, (lambda: pool.logs(tail=6000)) if pool is not None else None
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ A queued run whose message is lost (a deleted or replaced queue file, a Redis FL
 once; a checkpoint left by another registry's run of the same id is refused; a truncated checkpoint fails
 its run with a message naming it, and a retry succeeds.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,6 +28,7 @@ def succeeded_once(run_id: int):
     def check():
         run = Registry().get(run_id)
         return run if run["status"] == "succeeded" else None
+
     return check
 
 
@@ -90,8 +92,9 @@ def test_lost_messages_are_resent_only_when_missing_twice(env):
     assert queue.requeue_lost(registry, huey, frozenset(ids)) == (frozenset(), [])  # nothing missing now
 
 
-def test_a_checkpoint_from_another_registry_is_refused_and_the_new_run_starts_at_step_0(env, workers, home,
-                                                                                         pg_url, monkeypatch):
+def test_a_checkpoint_from_another_registry_is_refused_and_the_new_run_starts_at_step_0(
+    env, workers, home, pg_url, monkeypatch
+):
     # Registry A (SQLite) runs run 1; its folder then holds a checkpoint (as one cancelled mid-way once left).
     first = cli_json("submit", *TINY)["id"]
     folder = run_dir(first)
@@ -144,21 +147,37 @@ def test_the_engine_resumes_only_its_own_checkpoint(tmp_path, glue_dir):
     from moduletune.tuning.config import RunConfig
     from moduletune.tuning.train import fine_tune
 
-    small = dict(modules=("layernorm",), layers="5", max_train=32, max_eval=16, batch_size=8, max_seq_len=32,
-                 device="cpu", glue_dir=str(glue_dir))
+    small = dict(
+        modules=("layernorm",),
+        layers="5",
+        max_train=32,
+        max_eval=16,
+        batch_size=8,
+        max_seq_len=32,
+        device="cpu",
+        glue_dir=str(glue_dir),
+    )
     folder = tmp_path / "ck"
-    a = fine_tune(RunConfig(task="rte", **small), checkpoint_dir=folder, stop_at_step=2,
-                  owner={"registry": "A", "run": 1})
+    a = fine_tune(
+        RunConfig(task="rte", **small), checkpoint_dir=folder, stop_at_step=2, owner={"registry": "A", "run": 1}
+    )
     assert a.stopped and (folder / "checkpoint.pt").is_file()
     # Another registry's run 1, another task, the same folder: a fresh start, the old checkpoint kept aside.
     b = fine_tune(RunConfig(task="mrpc", **small), checkpoint_dir=folder, owner={"registry": "B", "run": 1})
     assert not b.stopped and b.resumed_from_step is None and b.task == "mrpc"
     assert [p.name for p in folder.glob("checkpoint.pt.stale-*")]
     # The same run again resumes (its own checkpoint, another device setting).
-    c = fine_tune(RunConfig(task="rte", **small), checkpoint_dir=tmp_path / "ck2", stop_at_step=2,
-                  owner={"registry": "A", "run": 1})
-    d = fine_tune(RunConfig(task="rte", **{**small, "eval_batch_size": 64}), checkpoint_dir=tmp_path / "ck2",
-                  owner={"registry": "A", "run": 1})
+    c = fine_tune(
+        RunConfig(task="rte", **small),
+        checkpoint_dir=tmp_path / "ck2",
+        stop_at_step=2,
+        owner={"registry": "A", "run": 1},
+    )
+    d = fine_tune(
+        RunConfig(task="rte", **{**small, "eval_batch_size": 64}),
+        checkpoint_dir=tmp_path / "ck2",
+        owner={"registry": "A", "run": 1},
+    )
     assert c.stopped and d.resumed_from_step == 2
 
 
@@ -190,7 +209,16 @@ def test_an_unwritable_checkpoint_folder_is_named(no_write, glue_dir):
         no_write.chmod(0o700)
         no_write.rmdir()
         no_write.write_text("not a folder")
-    config = RunConfig(task="rte", modules=("layernorm",), layers="5", max_train=16, max_eval=16, batch_size=16,
-                       max_seq_len=32, device="cpu", glue_dir=str(glue_dir))
+    config = RunConfig(
+        task="rte",
+        modules=("layernorm",),
+        layers="5",
+        max_train=16,
+        max_eval=16,
+        batch_size=16,
+        max_seq_len=32,
+        device="cpu",
+        glue_dir=str(glue_dir),
+    )
     with pytest.raises(CheckpointError, match=f"cannot write the checkpoint in {no_write / 'ck'}.*set MODULETUNE_HOME"):
         fine_tune(config, checkpoint_dir=no_write / "ck")

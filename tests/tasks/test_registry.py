@@ -1,4 +1,5 @@
 """The run registry on SQLite and on a real PostgreSQL: schema, submission, atomic transitions, sweeps, frames."""
+
 from __future__ import annotations
 
 import subprocess
@@ -9,14 +10,30 @@ import time
 import pytest
 
 from moduletune.tasks import queue
-from moduletune.tasks.registry import (EVENT_COLUMNS, FRAME_COLUMNS, RUN_COLUMNS, SCHEMA_VERSION, Registry, RegistryError, RunNotFound,
-                            normalize_url)
+from moduletune.tasks.registry import (
+    EVENT_COLUMNS,
+    FRAME_COLUMNS,
+    RUN_COLUMNS,
+    SCHEMA_VERSION,
+    Registry,
+    RegistryError,
+    RunNotFound,
+    normalize_url,
+)
 from moduletune.tuning.config import ConfigError, RunConfig
 
 from .conftest import REPO
 
-TINY = dict(task="rte", modules=("layernorm",), layers="5", max_train=16, max_eval=16, batch_size=16,
-            max_seq_len=64, device="cpu")
+TINY = dict(
+    task="rte",
+    modules=("layernorm",),
+    layers="5",
+    max_train=16,
+    max_eval=16,
+    batch_size=16,
+    max_seq_len=64,
+    device="cpu",
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -30,12 +47,14 @@ def registry(request, env, monkeypatch):
 
 def test_importing_tasks_opens_nothing(env, home):
     """Importing the queue, registry, jobs and worker modules touches no database, model or CUDA."""
-    code = ("import sys, moduletune.tasks.queue, moduletune.tasks.registry, moduletune.tasks.jobs, "
-            "moduletune.tasks.worker, moduletune.app.cli\n"
-            "heavy = [m for m in ('torch', 'transformers', 'pandas') if m in sys.modules]\n"
-            "assert not heavy, heavy\n"
-            "from moduletune.tasks import queue, registry\n"
-            "assert not queue._HUEYS and not registry._ENGINES\n")
+    code = (
+        "import sys, moduletune.tasks.queue, moduletune.tasks.registry, moduletune.tasks.jobs, "
+        "moduletune.tasks.worker, moduletune.app.cli\n"
+        "heavy = [m for m in ('torch', 'transformers', 'pandas') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "from moduletune.tasks import queue, registry\n"
+        "assert not queue._HUEYS and not registry._ENGINES\n"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, env=dict(env))
     assert not home.exists()
 
@@ -102,9 +121,10 @@ def test_a_run_is_claimed_exactly_once(registry):
 def test_worker_side_lifecycle_and_stale_tokens(registry):
     run_id = registry.submit(RunConfig(**TINY))
     token = registry.claim(run_id, "w1", "cpu")
-    rows = [{"step": s, "epoch": s / 4, "split": "train", "name": "loss", "value": 1.0 / s, "t": time.time()}
-            for s in (1, 2, 3)] + [{"step": 3, "epoch": 0.75, "split": "train", "name": "loss",
-                                    "value": float("nan"), "t": time.time()}]
+    rows = [
+        {"step": s, "epoch": s / 4, "split": "train", "name": "loss", "value": 1.0 / s, "t": time.time()}
+        for s in (1, 2, 3)
+    ] + [{"step": 3, "epoch": 0.75, "split": "train", "name": "loss", "value": float("nan"), "t": time.time()}]
     assert registry.record_progress(run_id, token, rows, step=3, total_steps=4, eta_seconds=2.5)
     run = registry.get(run_id)
     assert (run["step"], run["total_steps"], run["progress"], run["eta_seconds"]) == (3, 4, 0.75, 2.5)
@@ -115,11 +135,24 @@ def test_worker_side_lifecycle_and_stale_tokens(registry):
     assert registry.record_resume(run_id, token + 1, step=2) == 0  # not ours: nothing happens
     assert registry.record_resume(run_id, token, step=2) == 2
     assert registry.get(run_id)["resumed"] and registry.get(run_id)["resumed_from_step"] == 2
-    result = {"primary_metric_name": "accuracy", "primary_metric": 0.75, "metrics": {"accuracy": 0.75},
-              "module_params": 1536, "head_params": 770, "trainable_params": 2306, "encoder_params": 22e6,
-              "total_params": 22713986, "module_pct": 0.0068, "trainable_pct": 0.0102, "steps": 4,
-              "train_seconds": 1.5, "examples_per_second": float("inf"), "artifact_dir": "/x", "device": "cpu",
-              "resumed_from_step": None}
+    result = {
+        "primary_metric_name": "accuracy",
+        "primary_metric": 0.75,
+        "metrics": {"accuracy": 0.75},
+        "module_params": 1536,
+        "head_params": 770,
+        "trainable_params": 2306,
+        "encoder_params": 22e6,
+        "total_params": 22713986,
+        "module_pct": 0.0068,
+        "trainable_pct": 0.0102,
+        "steps": 4,
+        "train_seconds": 1.5,
+        "examples_per_second": float("inf"),
+        "artifact_dir": "/x",
+        "device": "cpu",
+        "resumed_from_step": None,
+    }
     assert registry.mark_succeeded(run_id, token, result)
     assert not registry.mark_failed(run_id, token, "late")  # finished runs stay finished
     run = registry.get(run_id)
@@ -175,8 +208,11 @@ def test_stale_running_runs_are_interrupted_and_requeued_once(registry):
 
 
 def test_frames_have_the_documented_columns(registry):
-    ids = registry.submit_many([RunConfig(**TINY), RunConfig(**{**TINY, "modules": ("query", "key"), "seed": 3})],
-                               submitter="s", sweep_id="sw1")
+    ids = registry.submit_many(
+        [RunConfig(**TINY), RunConfig(**{**TINY, "modules": ("query", "key"), "seed": 3})],
+        submitter="s",
+        sweep_id="sw1",
+    )
     frame = registry.runs_frame()
     assert list(frame.columns) == FRAME_COLUMNS
     # Replicates: the two runs differ in modules and seed, so they are different experiments but comparable.
@@ -190,14 +226,17 @@ def test_frames_have_the_documented_columns(registry):
     assert registry.events_frame([]).empty and list(registry.events_frame(ids).columns) == EVENT_COLUMNS
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"task": "nope"}, "Unknown GLUE task"),
-    ({"modules": ("XYZ",)}, "unknown module family"),
-    ({"layers": "7"}, "layer"),
-    ({"layers": "2-x"}, "malformed layer spec"),
-    ({"lr": -0.1}, "learning rate"),
-    ({"model": "/nowhere/model"}, "does not exist"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"task": "nope"}, "Unknown GLUE task"),
+        ({"modules": ("XYZ",)}, "unknown module family"),
+        ({"layers": "7"}, "layer"),
+        ({"layers": "2-x"}, "malformed layer spec"),
+        ({"lr": -0.1}, "learning rate"),
+        ({"model": "/nowhere/model"}, "does not exist"),
+    ],
+)
 def test_bad_submissions_change_nothing(env, change, message):
     registry = Registry()
     registry.submit(RunConfig(**TINY))
@@ -236,19 +275,44 @@ def test_a_version_1_registry_is_upgraded_in_place(tmp_path):
     engine = create_engine(url)
     old_meta = MetaData()
     new_columns = {"kind", "parent_id", "chance_metric", "learned"}
+
     def copy(table, skip=()):
-        return Table(table.name, old_meta, *[Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-                                             for c in table.c if c.name not in skip])
+        return Table(
+            table.name,
+            old_meta,
+            *[
+                Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+                for c in table.c
+                if c.name not in skip
+            ],
+        )
 
     old_runs, _, old_kv = copy(reg.runs, new_columns), copy(reg.events), copy(reg.meta)
     old_meta.create_all(engine)
     config = RunConfig(**TINY)
     with engine.begin() as conn:
         conn.execute(insert(old_kv).values(key="schema_version", value="1"))
-        conn.execute(insert(old_runs).values(
-            status="succeeded", task="rte", model=config.model, modules="layernorm", family="LN", layers="5", seed=0,
-            lr=0.01, config=config.to_json(), queued_at=1.0, step=2, cancel_requested=False, claims=1, completions=1,
-            resume_count=0, primary_metric_name="accuracy", primary_metric=0.6))
+        conn.execute(
+            insert(old_runs).values(
+                status="succeeded",
+                task="rte",
+                model=config.model,
+                modules="layernorm",
+                family="LN",
+                layers="5",
+                seed=0,
+                lr=0.01,
+                config=config.to_json(),
+                queued_at=1.0,
+                step=2,
+                cancel_requested=False,
+                claims=1,
+                completions=1,
+                resume_count=0,
+                primary_metric_name="accuracy",
+                primary_metric=0.6,
+            )
+        )
         conn.execute(insert(reg.events).values(run_id=1, step=1, split="train", name="loss", value=0.7))
     engine.dispose()
     upgraded = Registry(url)

@@ -3,6 +3,7 @@
 A CUDA error cannot be produced without a GPU, so the GPU half is checked by error type here; the
 way out (Huey's WorkerRecycle, after which its health check starts a fresh worker) runs for real.
 """
+
 import threading
 
 import pytest

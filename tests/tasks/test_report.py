@@ -1,4 +1,5 @@
 """`moduletune report` on a small real study: 2 tasks x 3 families x 2 seeds trained by a real worker, in four formats."""
+
 from __future__ import annotations
 
 import io
@@ -13,13 +14,18 @@ SMALL = ["--max-train", "48", "--max-eval", "48", "--batch-size", "16", "--max-s
 
 
 def test_report_of_a_small_real_study_in_every_format(env, workers, tmp_path):
-    sweep = cli_json("sweep", "--tasks", "rte,sst2", "--modules", "LN,Q,full", "--layers", "all", "--seeds", "0,1",
-                     *SMALL)
+    sweep = cli_json(
+        "sweep", "--tasks", "rte,sst2", "--modules", "LN,Q,full", "--layers", "all", "--seeds", "0,1", *SMALL
+    )
     assert sweep["queued"] == 2 * 3 * 2
     workers.start("--workers", "1")
     reg = Registry()
-    wait_for(lambda: all(reg.get(i)["status"] in ("succeeded", "failed") for i in sweep["ids"]), 600,
-             "the study's 12 runs", pool=workers)
+    wait_for(
+        lambda: all(reg.get(i)["status"] in ("succeeded", "failed") for i in sweep["ids"]),
+        600,
+        "the study's 12 runs",
+        pool=workers,
+    )
     assert {reg.get(i)["status"] for i in sweep["ids"]} == {"succeeded"}
 
     out = {fmt: tmp_path / f"study.{fmt}" for fmt in ("md", "tex", "csv", "html")}

@@ -3,6 +3,7 @@
 Runs are submitted from the CLI, trained by real consumers, killed with SIGKILL and SIGTERM,
 cancelled, retried; every test reads the outcome back from the registry.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,26 @@ from .conftest import TINY, cli, cli_json, wait_for
 
 # Enough steps to stop a run in the middle, on a fast machine or a busy one: SST-2, 60 steps of 8,
 # checkpointed every 5 (the registry gets every event up to each checkpoint before it is written).
-LONG = ["--task", "sst2", "--modules", "LN", "--layers", "5", "--max-train", "480", "--max-eval", "32",
-        "--batch-size", "8", "--max-seq-len", "32", "--device", "cpu", "--checkpoint-every", "5"]
+LONG = [
+    "--task",
+    "sst2",
+    "--modules",
+    "LN",
+    "--layers",
+    "5",
+    "--max-train",
+    "480",
+    "--max-eval",
+    "32",
+    "--batch-size",
+    "8",
+    "--max-seq-len",
+    "32",
+    "--device",
+    "cpu",
+    "--checkpoint-every",
+    "5",
+]
 STEPS = 60
 
 
@@ -31,6 +50,7 @@ def status_is(run_id: int, *statuses: str):
     def check():
         run = run_of(run_id)
         return run if run["status"] in statuses else None
+
     return check
 
 
@@ -51,8 +71,12 @@ def test_cli_runs_finish_with_results_and_curves_on_sqlite(env, workers):
     assert [r["id"] for r in cli_json("runs")] == [second, first["id"]]
 
     worker = workers.start("--workers", "1")
-    wait_for(lambda: all(run_of(i)["status"] in ("succeeded", "failed") for i in (first["id"], second)),
-             240, "both runs to finish", pool=workers)
+    wait_for(
+        lambda: all(run_of(i)["status"] in ("succeeded", "failed") for i in (first["id"], second)),
+        240,
+        "both runs to finish",
+        pool=workers,
+    )
     for run_id, steps, family in ((first["id"], 1, "LN"), (second, 2, "Q+K")):
         run = cli_json("show", str(run_id))
         assert run["status"] == "succeeded", run["error"]
@@ -73,16 +97,41 @@ def test_cli_runs_finish_with_results_and_curves_on_sqlite(env, workers):
     assert workers.stop(worker, signal.SIGINT) == 0
 
 
-def test_forty_runs_on_two_workers_each_finish_exactly_once_redis_postgres(env, redis_url, pg_url, workers,
-                                                                           monkeypatch):
+def test_forty_runs_on_two_workers_each_finish_exactly_once_redis_postgres(
+    env, redis_url, pg_url, workers, monkeypatch
+):
     """RedisHuey + PostgreSQL (the several-machines setup): a 40-run sweep across two worker processes."""
     monkeypatch.setenv("MODULETUNE_QUEUE_URL", redis_url)  # undone after the test, unlike a bare assignment
     monkeypatch.setenv("MODULETUNE_DB_URL", pg_url)
-    too_big = cli("sweep", "--tasks", "rte,mrpc", "--modules", "LN,Q,K,V,AO,FI,FO,full", "--layers", "each",
-                  "--seeds", "0,1,2", check=False)
+    too_big = cli(
+        "sweep",
+        "--tasks",
+        "rte,mrpc",
+        "--modules",
+        "LN,Q,K,V,AO,FI,FO,full",
+        "--layers",
+        "each",
+        "--seeds",
+        "0,1,2",
+        check=False,
+    )
     assert too_big.returncode == 2 and "--yes" in too_big.stderr and Registry().count() == 0
-    out = cli("sweep", *TINY, "--modules", "LN,Q,K,V,AO,FI,FO,bias", "--seeds", "0,1,2,3,4",
-              "--max-train", "8", "--max-eval", "8", "--batch-size", "8", "--max-seq-len", "32").stdout
+    out = cli(
+        "sweep",
+        *TINY,
+        "--modules",
+        "LN,Q,K,V,AO,FI,FO,bias",
+        "--seeds",
+        "0,1,2,3,4",
+        "--max-train",
+        "8",
+        "--max-eval",
+        "8",
+        "--batch-size",
+        "8",
+        "--max-seq-len",
+        "32",
+    ).stdout
     assert out.startswith("queued 40 runs")
     assert queue.pending_count() == 40
     workers.start("--workers", "1")
@@ -97,7 +146,8 @@ def test_forty_runs_on_two_workers_each_finish_exactly_once_redis_postgres(env, 
     assert (frame.claims == 1).all() and (frame.completions == 1).all()
     assert frame.primary_metric.notna().all() and frame.sweep_id.nunique() == 1
     assert sorted(zip(frame.family, frame.seed)) == sorted(
-        (f, s) for f in ("LN", "Q", "K", "V", "AO", "FI", "FO", "bias") for s in range(5))
+        (f, s) for f in ("LN", "Q", "K", "V", "AO", "FI", "FO", "bias") for s in range(5)
+    )
     assert frame.worker.nunique() == 2  # both workers trained runs
     assert succeeded_lines(workers.logs()) == Counter({int(i): 1 for i in frame.id})
     assert queue.pending_count() == 0
@@ -163,8 +213,13 @@ def test_kill_9_mid_epoch_resumes_from_the_checkpoint_on_a_new_worker(env, worke
     run_id = int(cli("submit", *LONG).stdout)
     first = workers.start()
     checkpoint = run_dir(run_id) / "checkpoint" / "checkpoint.pt"
-    wait_for(lambda: run_of(run_id)["step"] >= 6 and checkpoint.is_file(), 240,
-             "a checkpoint in the middle of the epoch", interval=0.05, pool=workers)
+    wait_for(
+        lambda: run_of(run_id)["step"] >= 6 and checkpoint.is_file(),
+        240,
+        "a checkpoint in the middle of the epoch",
+        interval=0.05,
+        pool=workers,
+    )
     workers.kill(first)
     at_kill = run_of(run_id)
     assert at_kill["status"] == "running" and 6 <= at_kill["step"] < STEPS
@@ -180,14 +235,15 @@ def test_kill_9_mid_epoch_resumes_from_the_checkpoint_on_a_new_worker(env, worke
     ev = Registry().events_frame([run_id])
     assert ev[ev.split == "eval"]["step"].tolist() == [STEPS]
     logs = workers.logs()
-    assert succeeded_lines(logs) == Counter({run_id: 1}) and f"run {run_id} interrupted" not in logs.split(
-        "--- worker1.log")[0]
+    assert (
+        succeeded_lines(logs) == Counter({run_id: 1})
+        and f"run {run_id} interrupted" not in logs.split("--- worker1.log")[0]
+    )
     assert "re-queued to resume" in logs.split("--- worker1.log")[1]
     assert os.path.isfile(os.path.join(done["artifact_dir"], "trained.safetensors"))
 
 
-def test_sigterm_checkpoints_and_requeues_the_running_run_redis_postgres(env, redis_url, pg_url, workers,
-                                                                           monkeypatch):
+def test_sigterm_checkpoints_and_requeues_the_running_run_redis_postgres(env, redis_url, pg_url, workers, monkeypatch):
     """A graceful stop (SIGTERM) checkpoints the run and puts it back on the queue; the next worker resumes it."""
     monkeypatch.setenv("MODULETUNE_QUEUE_URL", redis_url)  # undone after the test, unlike a bare assignment
     monkeypatch.setenv("MODULETUNE_DB_URL", pg_url)
@@ -211,15 +267,35 @@ def test_sigterm_checkpoints_and_requeues_the_running_run_redis_postgres(env, re
 def test_an_lr_search_is_one_parent_with_candidates_then_a_run_per_seed(env, workers):
     """`submit --lr-search`: a real worker searches (successive halving on a held-out slice), records each
     candidate as a child, then queues and trains one final run per seed at the chosen lr."""
-    args = ["--task", "rte", "--modules", "LN", "--layers", "5", "--max-train", "64", "--max-eval", "32",
-            "--batch-size", "8", "--max-seq-len", "64", "--device", "cpu"]
+    args = [
+        "--task",
+        "rte",
+        "--modules",
+        "LN",
+        "--layers",
+        "5",
+        "--max-train",
+        "64",
+        "--max-eval",
+        "32",
+        "--batch-size",
+        "8",
+        "--max-seq-len",
+        "64",
+        "--device",
+        "cpu",
+    ]
     search_id = cli_json("submit", *args, "--lr-search", "--lr-grid", "1e-4,1e-2")["id"]
     sweep = cli_json("sweep", *args, "--lr-search", "--lr-grid", "1e-4,1e-2", "--seeds", "0,1")
     assert sweep["searches"] == 1 and len(sweep["ids"]) == 1  # one search over both seeds
     workers.start("--workers", "1")
     reg = Registry()
-    wait_for(lambda: len([r for r in reg.children(sweep["ids"][0], kind="run") if r["status"] == "succeeded"]) == 2,
-             300, "the sweep's search and its two final runs", pool=workers)
+    wait_for(
+        lambda: len([r for r in reg.children(sweep["ids"][0], kind="run") if r["status"] == "succeeded"]) == 2,
+        300,
+        "the sweep's search and its two final runs",
+        pool=workers,
+    )
     search = reg.get(search_id)
     assert (search["kind"], search["status"]) == ("search", "succeeded"), search["error"]
     chosen = search["result"]["chosen_lr"]
@@ -229,8 +305,12 @@ def test_an_lr_search_is_one_parent_with_candidates_then_a_run_per_seed(env, wor
     assert all(c["status"] == "succeeded" and reg.get(c["id"])["config"]["eval_on"] == "holdout" for c in candidates)
     scores = reg.events_frame([search_id])
     assert set(scores[scores["split"] == "search"]["name"]) == {"0.0001", "0.01"}  # the metric-vs-lr curve
-    wait_for(lambda: all(r["status"] == "succeeded" for r in reg.children(search_id, kind="run")), 120,
-             "the search's final run", pool=workers)
+    wait_for(
+        lambda: all(r["status"] == "succeeded" for r in reg.children(search_id, kind="run")),
+        120,
+        "the search's final run",
+        pool=workers,
+    )
     (final,) = reg.children(search_id, kind="run")
     config = reg.get(final["id"])["config"]
     assert final["lr"] == chosen and config["eval_on"] == "validation" and not config["lr_search"]

@@ -1,4 +1,5 @@
 """Fixtures shared by the engine tests."""
+
 import pytest
 
 from moduletune.tuning.models import load_classifier, load_tokenizer

@@ -1,4 +1,5 @@
 """Tokenize-once cache and length-grouped batching."""
+
 import numpy as np
 import torch
 
@@ -53,8 +54,15 @@ def test_collate_pads_like_the_transformers_collator(glue_dir, home):
         idx = np.array([5, 0, 17, 33])
         for multiple in (None, 8):
             reference = DataCollatorWithPadding(tokenizer, return_tensors="pt", pad_to_multiple_of=multiple)(
-                [{"input_ids": enc.input_ids[i], "token_type_ids": enc.token_type_ids[i],
-                  "labels": enc.labels[i].item()} for i in idx])
+                [
+                    {
+                        "input_ids": enc.input_ids[i],
+                        "token_type_ids": enc.token_type_ids[i],
+                        "labels": enc.labels[i].item(),
+                    }
+                    for i in idx
+                ]
+            )
             ours = batches.collate(enc, idx, batches.Padding(tokenizer.pad_token_id, multiple))
             assert set(ours) == set(reference)
             assert ours["input_ids"].shape[1] == batches.padded_width(enc.lengths[idx], batches.Padding(0, multiple))

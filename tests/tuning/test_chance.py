@@ -1,4 +1,5 @@
 """Chance level and the "did it learn" call, on small arrays and on a real tiny run."""
+
 import math
 
 import numpy as np
@@ -16,8 +17,9 @@ def test_chance_is_the_majority_class_through_the_tasks_own_metrics():
     assert chance.chance_metrics("sst2", {"validation": np.array([0, 0, 1])}) == {"accuracy": pytest.approx(2 / 3)}
     assert chance.chance_metrics("cola", {"validation": np.array([0, 1, 1])}) == {"matthews_correlation": 0.0}
     assert chance.chance_metrics("stsb", {"validation": np.array([0.5, 3.0, 4.2])}) == {"pearson": 0.0, "spearman": 0.0}
-    mnli = chance.chance_metrics("mnli", {"validation_matched": np.array([0, 2, 2]),
-                                          "validation_mismatched": np.array([1, 1, 0, 0])})
+    mnli = chance.chance_metrics(
+        "mnli", {"validation_matched": np.array([0, 2, 2]), "validation_mismatched": np.array([1, 1, 0, 0])}
+    )
     assert mnli == {"accuracy_matched": pytest.approx(2 / 3), "accuracy_mismatched": 0.5}
     assert chance.chance_metrics("mnli", {"holdout": np.array([1, 1, 0])}) == {"accuracy": pytest.approx(2 / 3)}
 
@@ -61,8 +63,16 @@ def test_judge_learned_within_noise_and_constant():
 
 
 def test_a_real_run_reports_chance(glue_dir, home):
-    cfg = RunConfig(task="rte", modules=("layernorm",), layers="last:2", max_train=32, max_eval=48, batch_size=16,
-                    glue_dir=str(glue_dir), device="cpu")
+    cfg = RunConfig(
+        task="rte",
+        modules=("layernorm",),
+        layers="last:2",
+        max_train=32,
+        max_eval=48,
+        batch_size=16,
+        glue_dir=str(glue_dir),
+        device="cpu",
+    )
     result = fine_tune(cfg)
     d = result.to_dict()
     for key in ("chance_metric", "chance_metrics", "constant_predictions", "learned", "learned_note"):

@@ -1,4 +1,5 @@
 """The `moduletune run | count | magnitudes` commands, as a user types them."""
+
 import json
 import os
 import subprocess
@@ -9,8 +10,13 @@ import transformers
 
 
 def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "moduletune.app.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ})
+    return subprocess.run(
+        [sys.executable, "-m", "moduletune.app.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ},
+    )
 
 
 def test_count_on_bert_base_configuration(tmp_path):
@@ -37,16 +43,19 @@ def test_magnitudes_json():
     assert {r["family"] for r in out["rows"]} >= {"query", "layernorm", "embeddings"}
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--task", "glue"], "allowed: cola, sst2"),
-    (["--modules", "attention"], "allowed: query"),
-    (["--layers", "0-"], "malformed layer spec"),
-    (["--layers", "6"], "layers 0-5"),
-    (["--lr", "0"], "learning rate"),
-    (["--lr=-1e-3"], "learning rate"),
-    (["--epochs", "0"], "epochs must be"),
-    (["--model", "/no/such/model"], "/no/such/model does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--task", "glue"], "allowed: cola, sst2"),
+        (["--modules", "attention"], "allowed: query"),
+        (["--layers", "0-"], "malformed layer spec"),
+        (["--layers", "6"], "layers 0-5"),
+        (["--lr", "0"], "learning rate"),
+        (["--lr=-1e-3"], "learning rate"),
+        (["--epochs", "0"], "epochs must be"),
+        (["--model", "/no/such/model"], "/no/such/model does not exist"),
+    ],
+)
 def test_bad_input_is_one_clear_line(args, message, glue_dir):
     proc = cli("run", "--max-train", "8", "--glue-dir", str(glue_dir), *args)
     assert proc.returncode != 0

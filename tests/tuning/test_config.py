@@ -1,9 +1,18 @@
 """RunConfig validates itself and round-trips through dicts."""
+
 import json
 
 import pytest
 
-from moduletune.tuning.config import DEFAULT_LR, LR_SEARCH_RANGE, ConfigError, RunConfig, default_lr, lr_grid, lr_search_range
+from moduletune.tuning.config import (
+    DEFAULT_LR,
+    LR_SEARCH_RANGE,
+    ConfigError,
+    RunConfig,
+    default_lr,
+    lr_grid,
+    lr_search_range,
+)
 
 
 def test_defaults_and_normalisation():
@@ -21,20 +30,23 @@ def test_per_family_learning_rates_are_visible_and_overridable():
     assert RunConfig(modules="random:LN").learning_rate == DEFAULT_LR["layernorm"]
 
 
-@pytest.mark.parametrize("changes,message", [
-    ({"task": "glue"}, "allowed: cola, sst2"),
-    ({"modules": "attention"}, "allowed: query"),
-    ({"layers": "1-"}, "malformed layer spec"),
-    ({"lr": -1e-3}, r"learning rate must be a number in \(0, 1\]"),
-    ({"lr": 0}, "learning rate"),
-    ({"epochs": 0}, "epochs must be an integer from 1"),
-    ({"batch_size": 2.5}, "batch size must be an integer"),
-    ({"max_train": 0}, "max train"),
-    ({"warmup_ratio": 1.5}, "warmup ratio"),
-    ({"device": "tpu"}, "device must be auto, cpu, cuda"),
-    ({"precision": "fp8"}, "precision must be one of"),
-    ({"seed": -1}, "seed"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"task": "glue"}, "allowed: cola, sst2"),
+        ({"modules": "attention"}, "allowed: query"),
+        ({"layers": "1-"}, "malformed layer spec"),
+        ({"lr": -1e-3}, r"learning rate must be a number in \(0, 1\]"),
+        ({"lr": 0}, "learning rate"),
+        ({"epochs": 0}, "epochs must be an integer from 1"),
+        ({"batch_size": 2.5}, "batch size must be an integer"),
+        ({"max_train": 0}, "max train"),
+        ({"warmup_ratio": 1.5}, "warmup ratio"),
+        ({"device": "tpu"}, "device must be auto, cpu, cuda"),
+        ({"precision": "fp8"}, "precision must be one of"),
+        ({"seed": -1}, "seed"),
+    ],
+)
 def test_invalid_values_say_what_is_allowed(changes, message):
     with pytest.raises(ConfigError, match=message):
         RunConfig(**changes)
@@ -50,15 +62,18 @@ def test_dict_round_trip_and_unknown_keys():
     assert cfg.replace(seed=4).seed == 4 and cfg.seed == 3
 
 
-@pytest.mark.parametrize("changes,message", [
-    ({"eval_on": "test"}, "eval on must be one of validation, holdout"),
-    ({"holdout_fraction": 0}, r"holdout fraction must be a number in \(0, 0.5\]"),
-    ({"holdout_fraction": 0.6}, "holdout fraction"),
-    ({"lr_selection": "best"}, "lr selection must be one of holdout, eval"),
-    ({"lr_grid": (1e-3,)}, "at least 2 distinct"),
-    ({"lr_grid": (1e-3, 2.0)}, r"each a number in \(0, 1\]"),
-    ({"lr_search": "yes"}, "lr search must be true or false"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"eval_on": "test"}, "eval on must be one of validation, holdout"),
+        ({"holdout_fraction": 0}, r"holdout fraction must be a number in \(0, 0.5\]"),
+        ({"holdout_fraction": 0.6}, "holdout fraction"),
+        ({"lr_selection": "best"}, "lr selection must be one of holdout, eval"),
+        ({"lr_grid": (1e-3,)}, "at least 2 distinct"),
+        ({"lr_grid": (1e-3, 2.0)}, r"each a number in \(0, 1\]"),
+        ({"lr_search": "yes"}, "lr search must be true or false"),
+    ],
+)
 def test_search_and_holdout_settings_say_what_is_allowed(changes, message):
     with pytest.raises(ConfigError, match=message):
         RunConfig(**changes)

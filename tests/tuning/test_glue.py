@@ -1,4 +1,5 @@
 """Tests for tuning.glue: real GLUE files load with official sizes, labels and quirks; metrics; subsampling."""
+
 import subprocess
 import sys
 from collections import Counter
@@ -88,6 +89,7 @@ def file_for(glue_dir: Path, task: str, split: str) -> Path:
 
 # --- tasks --------------------------------------------------------------------------------------
 
+
 def test_nine_tasks_in_order_with_consistent_metadata():
     assert list(TASKS) == ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
     for task in TASKS.values():
@@ -124,6 +126,7 @@ def test_import_is_cheap():
 
 # --- loading the real files ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", OFFICIAL_ROWS)
 def test_official_row_counts_columns_and_dtypes(loaded, name):
     task, dsd = TASKS[name], loaded[name]
@@ -137,8 +140,9 @@ def test_official_row_counts_columns_and_dtypes(loaded, name):
             assert label_type == "int64"
             assert ds.features["label"].names == list(task.label_names)
         assert ds["idx"] == list(range(len(ds)))
-        assert all(isinstance(ds.features[c].dtype, str) and ds.features[c].dtype == "string"
-                   for c in task.text_columns)
+        assert all(
+            isinstance(ds.features[c].dtype, str) and ds.features[c].dtype == "string" for c in task.text_columns
+        )
 
 
 @pytest.mark.parametrize("name", OFFICIAL_ROWS)
@@ -174,7 +178,10 @@ def test_cola_has_no_header_and_keeps_its_last_unterminated_row(loaded):
 def test_mrpc_bom_header_and_unbalanced_quotes(loaded):
     first = loaded["mrpc"]["validation"][0]
     assert first["label"] == 1
-    assert first["sentence1"] == "He said the foodservice pie business doesn 't fit the company 's long-term growth strategy ."
+    assert (
+        first["sentence1"]
+        == "He said the foodservice pie business doesn 't fit the company 's long-term growth strategy ."
+    )
     assert first["sentence2"] == '" The foodservice pie business does not fit our long-term growth strategy .'
     assert loaded["mrpc"]["train"][1]["label"] == 0
 
@@ -206,6 +213,7 @@ def test_glue_dir_from_environment(glue_dir, monkeypatch, tmp_path):
 
 # --- missing data ------------------------------------------------------------------------------
 
+
 def test_missing_task_folder_names_the_path(tmp_path):
     with pytest.raises(GlueError) as err:
         load_glue("sst2", tmp_path)
@@ -234,6 +242,7 @@ def test_dev_only_folder_loads_and_missing_train_is_reported_with_its_path(loade
 
 # --- layouts not in the shared folder (made-up rows in the GLUE layout) --------------------------
 
+
 def write_tsv(path: Path, header: list[str] | None, rows: list[list[str]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ([header] if header else []) + rows
@@ -241,19 +250,35 @@ def write_tsv(path: Path, header: list[str] | None, rows: list[list[str]]) -> No
 
 
 def test_mnli_layout_with_two_dev_files_and_a_short_row(tmp_path):
-    head = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
-            "sentence1_parse", "sentence2_parse", "sentence1", "sentence2"]
+    head = [
+        "index",
+        "promptID",
+        "pairID",
+        "genre",
+        "sentence1_binary_parse",
+        "sentence2_binary_parse",
+        "sentence1_parse",
+        "sentence2_parse",
+        "sentence1",
+        "sentence2",
+    ]
     pre = ["0", "1", "1e", "fiction", "(p)", "(h)", "(P)", "(H)"]
-    write_tsv(tmp_path / "MNLI" / "train.tsv", head + ["label1", "gold_label"], [
-        pre + ['The cat sat "here', "A cat sat.", "neutral", "neutral"],
-        pre + ["Cut short"],  # malformed: too few fields
-        pre + ["Dogs bark.", "Dogs are silent.", "contradiction", "contradiction"],
-    ])
+    write_tsv(
+        tmp_path / "MNLI" / "train.tsv",
+        head + ["label1", "gold_label"],
+        [
+            pre + ['The cat sat "here', "A cat sat.", "neutral", "neutral"],
+            pre + ["Cut short"],  # malformed: too few fields
+            pre + ["Dogs bark.", "Dogs are silent.", "contradiction", "contradiction"],
+        ],
+    )
     dev_head = head + ["label1", "label2", "label3", "label4", "label5", "gold_label"]
-    write_tsv(tmp_path / "MNLI" / "dev_matched.tsv", dev_head,
-              [pre + ["It rains.", "It is wet.", *["entailment"] * 6]])
-    write_tsv(tmp_path / "MNLI" / "dev_mismatched.tsv", dev_head,
-              [pre + ["A.", "B.", *["neutral"] * 6], pre + ["C.", "D.", *["contradiction"] * 6]])
+    write_tsv(tmp_path / "MNLI" / "dev_matched.tsv", dev_head, [pre + ["It rains.", "It is wet.", *["entailment"] * 6]])
+    write_tsv(
+        tmp_path / "MNLI" / "dev_mismatched.tsv",
+        dev_head,
+        [pre + ["A.", "B.", *["neutral"] * 6], pre + ["C.", "D.", *["contradiction"] * 6]],
+    )
     dsd = load_glue("mnli", tmp_path)
     assert sorted(dsd) == ["train", "validation_matched", "validation_mismatched"]
     train = dsd["train"]
@@ -266,8 +291,11 @@ def test_mnli_layout_with_two_dev_files_and_a_short_row(tmp_path):
 
 
 def test_qqp_layout_and_header_cells_with_trailing_spaces(tmp_path):
-    write_tsv(tmp_path / "QQP" / "dev.tsv", ["id ", "qid1", "qid2", "question1 ", "question2", "is_duplicate "],
-              [["0", "1", "2", "How?", "How so?", "1"], ["1", "3", "4", "Why?"], ["2", "5", "6", "Who?", "What?", "0"]])
+    write_tsv(
+        tmp_path / "QQP" / "dev.tsv",
+        ["id ", "qid1", "qid2", "question1 ", "question2", "is_duplicate "],
+        [["0", "1", "2", "How?", "How so?", "1"], ["1", "3", "4", "Why?"], ["2", "5", "6", "Who?", "What?", "0"]],
+    )
     ds = load_glue("qqp", tmp_path)["validation"]
     assert ds.column_names == ["question1", "question2", "label", "idx"]
     assert ds["question2"] == ["How so?", "What?"]
@@ -275,8 +303,11 @@ def test_qqp_layout_and_header_cells_with_trailing_spaces(tmp_path):
 
 
 def test_unknown_label_is_an_error_naming_file_and_line(tmp_path):
-    write_tsv(tmp_path / "RTE" / "dev.tsv", ["index", "sentence1", "sentence2", "label"],
-              [["0", "a", "b", "entailment"], ["1", "c", "d", "maybe"]])
+    write_tsv(
+        tmp_path / "RTE" / "dev.tsv",
+        ["index", "sentence1", "sentence2", "label"],
+        [["0", "a", "b", "entailment"], ["1", "c", "d", "maybe"]],
+    )
     with pytest.raises(GlueError) as err:
         load_glue("rte", tmp_path)
     assert f"{tmp_path / 'RTE' / 'dev.tsv'}:3" in str(err.value)
@@ -290,6 +321,7 @@ def test_missing_header_column_is_an_error(tmp_path):
 
 
 # --- subsample -----------------------------------------------------------------------------------
+
 
 def test_subsample_size_determinism_and_order(loaded):
     train = loaded["sst2"]["train"]
@@ -330,9 +362,10 @@ def test_subsample_stsb(loaded):
 
 # --- metrics -------------------------------------------------------------------------------------
 
+
 def test_matthews_correlation():
     result = compute_metrics("cola", [1, 0, 0, 0], [1, 1, 0, 0])
-    assert result == {"matthews_correlation": pytest.approx(2 / 12 ** 0.5)}
+    assert result == {"matthews_correlation": pytest.approx(2 / 12**0.5)}
     assert type(result["matthews_correlation"]) is float
 
 
@@ -344,7 +377,7 @@ def test_f1_and_accuracy():
 
 def test_pearson_and_spearman():
     result = compute_metrics("stsb", np.array([1.0, 2.0, 3.0, 10.0], dtype=np.float32), [1.0, 2.0, 3.0, 4.0])
-    assert result == {"pearson": pytest.approx(14 / 250 ** 0.5), "spearman": pytest.approx(1.0)}
+    assert result == {"pearson": pytest.approx(14 / 250**0.5), "spearman": pytest.approx(1.0)}
     assert compute_metrics("stsb", [[1.0], [2.0], [3.0]], [3.0, 2.0, 1.0])["pearson"] == pytest.approx(-1.0)
     assert all(type(v) is float for v in result.values())
 
@@ -363,8 +396,9 @@ def test_metric_names_match_the_task_metadata():
 
 
 def test_evaluate_splits():
-    mnli = evaluate_splits("mnli", {"validation_matched": ([0, 1, 2, 2], [0, 1, 2, 0]),
-                                    "validation_mismatched": ([1, 1], [1, 0])})
+    mnli = evaluate_splits(
+        "mnli", {"validation_matched": ([0, 1, 2, 2], [0, 1, 2, 0]), "validation_mismatched": ([1, 1], [1, 0])}
+    )
     assert mnli == {"accuracy_matched": 0.75, "accuracy_mismatched": 0.5}
     assert tuple(mnli) == TASKS["mnli"].metrics
     assert evaluate_splits("rte", {"validation": ([0, 1], [0, 1])}) == {"accuracy": 1.0}

@@ -3,6 +3,7 @@
 The graph tests need a GPU and are skipped without one (CI has none); run them on a GPU machine with
 `pytest tests/tuning/test_graphs.py`. The gather and config tests run everywhere.
 """
+
 import json
 import os
 import subprocess
@@ -24,8 +25,17 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need
 
 
 def cfg(glue_dir, **kw):
-    base = dict(task="sst2", modules=("layernorm",), layers="all", max_train=640, max_eval=256, batch_size=32,
-                epochs=2, glue_dir=str(glue_dir), device="cuda" if torch.cuda.is_available() else "cpu")
+    base = dict(
+        task="sst2",
+        modules=("layernorm",),
+        layers="all",
+        max_train=640,
+        max_eval=256,
+        batch_size=32,
+        epochs=2,
+        glue_dir=str(glue_dir),
+        device="cuda" if torch.cuda.is_available() else "cpu",
+    )
     return RunConfig(**{**base, **kw})
 
 
@@ -38,7 +48,7 @@ def test_prefix_gather_matches_row_by_row_copy():
     width = int(lengths[idx].max()) + 2
     expected = torch.zeros(len(idx), width, 5)
     for row, i in enumerate(idx):
-        expected[row, :lengths[i]] = states.flat[offsets[i]:offsets[i + 1]]
+        expected[row, : lengths[i]] = states.flat[offsets[i] : offsets[i + 1]]
     assert torch.equal(states.batch(idx, width, "cpu"), expected)
 
 
@@ -66,8 +76,9 @@ def test_graphed_steps_train_what_eager_steps_train(glue_dir, home, tmp_path, no
     runs = {}
     for graphs in (True, False):
         out = tmp_path / f"graphs-{graphs}-{layers.replace(':', '')}"
-        runs[graphs] = fine_tune(cfg(glue_dir, model=no_dropout_model, layers=layers, cuda_graphs=graphs),
-                                 output_dir=out)
+        runs[graphs] = fine_tune(
+            cfg(glue_dir, model=no_dropout_model, layers=layers, cuda_graphs=graphs), output_dir=out
+        )
         runs[graphs].tensors = load_file(str(out / artifacts.TENSORS_FILE))
     on, off = runs[True], runs[False]
     assert on.cuda_graphs["replays"] > on.cuda_graphs["eager_steps"], on.cuda_graphs
@@ -88,8 +99,9 @@ def test_graphed_steps_keep_dropout_and_random_masks(glue_dir, home, tmp_path):
     fine_tune(cfg(glue_dir, modules=("random:layernorm",), layers="5", weight_decay=0.1), output_dir=tmp_path / "r")
     tuned = load_file(str(tmp_path / "r" / artifacts.TENSORS_FILE))
     base = dict(load_classifier("all-MiniLM-L6-v2", 2).named_parameters())
-    changed = sum(int((tuned[k] != base[k].detach().to(tuned[k].dtype)).sum()) for k in tuned
-                  if not k.startswith("classifier"))
+    changed = sum(
+        int((tuned[k] != base[k].detach().to(tuned[k].dtype)).sum()) for k in tuned if not k.startswith("classifier")
+    )
     assert 0 < changed <= 1536
 
 
@@ -99,8 +111,9 @@ TINY = {  # one small random encoder per architecture, on the embedded tokenizer
     "roberta": transformers.RobertaConfig(**SMALL, pad_token_id=0),
     "electra": transformers.ElectraConfig(**SMALL, embedding_size=32),
     "distilbert": transformers.DistilBertConfig(dim=64, hidden_dim=128, n_layers=3, n_heads=2, vocab_size=30522),
-    "deberta-v2": transformers.DebertaV2Config(**SMALL, relative_attention=True, pos_att_type=["p2c", "c2p"],
-                                               share_att_key=True),
+    "deberta-v2": transformers.DebertaV2Config(
+        **SMALL, relative_attention=True, pos_att_type=["p2c", "c2p"], share_att_key=True
+    ),
 }
 
 
@@ -113,9 +126,35 @@ def test_graphs_exactly_where_the_architecture_says_capture_works(arch, glue_dir
     transformers.AutoModel.from_config(TINY[arch]).save_pretrained(path)
     load_tokenizer("all-MiniLM-L6-v2").save_pretrained(path)
     proc = subprocess.run(
-        [sys.executable, "-m", "moduletune.app.cli", "run", "--model", str(path), "--task", "sst2", "--modules", "layernorm",
-         "--layers", "all", "--max-train", "512", "--max-eval", "64", "--glue-dir", str(glue_dir), "--device",
-         "cuda", "--json", "--quiet"], capture_output=True, text=True, timeout=300, env={**os.environ})
+        [
+            sys.executable,
+            "-m",
+            "moduletune.app.cli",
+            "run",
+            "--model",
+            str(path),
+            "--task",
+            "sst2",
+            "--modules",
+            "layernorm",
+            "--layers",
+            "all",
+            "--max-train",
+            "512",
+            "--max-eval",
+            "64",
+            "--glue-dir",
+            str(glue_dir),
+            "--device",
+            "cuda",
+            "--json",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     graphs = json.loads(proc.stdout.strip().splitlines()[-1])["cuda_graphs"]
     if ARCHITECTURES[arch].cuda_graphs:

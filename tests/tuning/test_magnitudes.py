@@ -1,4 +1,5 @@
 """Weight-magnitude statistics: the LayerNorms' large |w| measured on the real embedded MiniLM."""
+
 import pytest
 import torch
 
@@ -37,8 +38,9 @@ def test_rows_cover_every_family_layer_and_kind(rows):
 def test_stats_are_exact_on_a_known_tensor():
     model = load_classifier("all-MiniLM-L6-v2", 2)
     w = model.bert.encoder.layer[0].attention.self.query.weight
-    row = next(r for r in magnitudes.magnitude_stats(model)
-               if (r["family"], r["layer"], r["kind"]) == ("query", 0, "weight"))
+    row = next(
+        r for r in magnitudes.magnitude_stats(model) if (r["family"], r["layer"], r["kind"]) == ("query", 0, "weight")
+    )
     assert row["mean_abs"] == pytest.approx(float(w.detach().abs().mean()), rel=1e-6)
     assert row["q50"] == pytest.approx(float(w.detach().abs().flatten().median()), rel=1e-3)
 

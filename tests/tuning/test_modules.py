@@ -1,4 +1,5 @@
 """Module families -> exact parameter sets and counts, per architecture, on real configurations."""
+
 import pytest
 import torch
 import transformers
@@ -25,8 +26,11 @@ def test_bert_base_layernorm_of_one_layer_is_3072_params(bert_base):
     assert sel.encoder_params == 109_482_240
     assert round(sel.module_pct, 4) == 0.0028
     assert sorted(n.split("layer.11.")[1] for n in sel.module) == [
-        "attention.output.LayerNorm.bias", "attention.output.LayerNorm.weight",
-        "output.LayerNorm.bias", "output.LayerNorm.weight"]
+        "attention.output.LayerNorm.bias",
+        "attention.output.LayerNorm.weight",
+        "output.LayerNorm.bias",
+        "output.LayerNorm.weight",
+    ]
 
 
 def test_bert_base_query_in_all_layers(bert_base):
@@ -46,12 +50,19 @@ def test_minilm_layer5_layernorms(minilm):
     assert select_parameters(minilm, "LN", "5").module_params == 1536
 
 
-@pytest.mark.parametrize("family,per_layer", [
-    ("query", 768 * 768 + 768), ("key", 768 * 768 + 768), ("value", 768 * 768 + 768),
-    ("attention_output", 768 * 768 + 768), ("ffn_intermediate", 768 * 3072 + 3072),
-    ("ffn_output", 3072 * 768 + 768), ("layernorm", 4 * 768),
-    ("bias", 768 * 4 + 3072 + 768 + 2 * 768),
-])
+@pytest.mark.parametrize(
+    "family,per_layer",
+    [
+        ("query", 768 * 768 + 768),
+        ("key", 768 * 768 + 768),
+        ("value", 768 * 768 + 768),
+        ("attention_output", 768 * 768 + 768),
+        ("ffn_intermediate", 768 * 3072 + 3072),
+        ("ffn_output", 3072 * 768 + 768),
+        ("layernorm", 4 * 768),
+        ("bias", 768 * 4 + 3072 + 768 + 2 * 768),
+    ],
+)
 def test_every_family_count_per_layer(bert_base, family, per_layer):
     assert select_parameters(bert_base, family, "3").module_params == per_layer
     assert select_parameters(bert_base, family, "0-1,11").module_params == 3 * per_layer
@@ -87,8 +98,7 @@ def test_random_matches_family_size_and_masks_gradients(minilm):
     again = select_parameters(minilm, "random:LN", "5", seed=3)
     other = select_parameters(minilm, "random:LN", "5", seed=4)
     assert all(torch.equal(sel.masks[n], again.masks[n]) for n in sel.masks)
-    assert set(sel.masks) != set(other.masks) or any(
-        not torch.equal(sel.masks[n], other.masks[n]) for n in sel.masks)
+    assert set(sel.masks) != set(other.masks) or any(not torch.equal(sel.masks[n], other.masks[n]) for n in sel.masks)
     # Only masked entries receive gradient.
     model = load_classifier("all-MiniLM-L6-v2", 2)
     modules.apply_selection(model, sel)
@@ -100,10 +110,17 @@ def test_random_matches_family_size_and_masks_gradients(minilm):
         assert grad is not None and torch.count_nonzero(grad[~mask]) == 0
 
 
-@pytest.mark.parametrize("spec,expected", [
-    ("all", tuple(range(12))), ("7", (7,)), ("0-3,11", (0, 1, 2, 3, 11)),
-    ("first:2", (0, 1)), ("last:4", (8, 9, 10, 11)), (" 3 , 1 ", (1, 3)),
-])
+@pytest.mark.parametrize(
+    "spec,expected",
+    [
+        ("all", tuple(range(12))),
+        ("7", (7,)),
+        ("0-3,11", (0, 1, 2, 3, 11)),
+        ("first:2", (0, 1)),
+        ("last:4", (8, 9, 10, 11)),
+        (" 3 , 1 ", (1, 3)),
+    ],
+)
 def test_layer_specs(spec, expected):
     assert parse_layers(spec, 12) == expected
 
@@ -116,7 +133,14 @@ def test_bad_layer_specs_name_the_range(spec):
 
 def test_family_aliases_and_errors():
     assert parse_families("Q,K,V,AO,FI,FO,LN") == (
-        "query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm")
+        "query",
+        "key",
+        "value",
+        "attention_output",
+        "ffn_intermediate",
+        "ffn_output",
+        "layernorm",
+    )
     assert parse_families("random:ln") == ("random:layernorm",)
     with pytest.raises(ModuleSpecError, match="allowed: query"):
         parse_families("attention")
@@ -129,13 +153,28 @@ def test_family_aliases_and_errors():
 SMALL = dict(num_hidden_layers=2, num_attention_heads=2)
 
 
-@pytest.mark.parametrize("config,layer_words", [
-    (transformers.RobertaConfig(hidden_size=32, intermediate_size=64, **SMALL), "roberta.encoder.layer"),
-    (transformers.ElectraConfig(hidden_size=32, embedding_size=16, intermediate_size=64, **SMALL), "electra.encoder.layer"),
-    (transformers.DistilBertConfig(dim=32, hidden_dim=64, n_layers=2, n_heads=2), "distilbert.transformer.layer"),
-    (transformers.DebertaV2Config(hidden_size=32, intermediate_size=64, relative_attention=True,
-                                  pos_att_type=["p2c", "c2p"], share_att_key=True, **SMALL), "deberta.encoder.layer"),
-])
+@pytest.mark.parametrize(
+    "config,layer_words",
+    [
+        (transformers.RobertaConfig(hidden_size=32, intermediate_size=64, **SMALL), "roberta.encoder.layer"),
+        (
+            transformers.ElectraConfig(hidden_size=32, embedding_size=16, intermediate_size=64, **SMALL),
+            "electra.encoder.layer",
+        ),
+        (transformers.DistilBertConfig(dim=32, hidden_dim=64, n_layers=2, n_heads=2), "distilbert.transformer.layer"),
+        (
+            transformers.DebertaV2Config(
+                hidden_size=32,
+                intermediate_size=64,
+                relative_attention=True,
+                pos_att_type=["p2c", "c2p"],
+                share_att_key=True,
+                **SMALL,
+            ),
+            "deberta.encoder.layer",
+        ),
+    ],
+)
 def test_other_architectures_map_every_family(config, layer_words):
     model = build_from_config(config, num_labels=3, on_meta=True)
     seven = ["query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm"]

@@ -1,4 +1,5 @@
 """Frozen linears stored in bf16: bitwise the same training step under autocast, half the bytes."""
+
 import math
 
 import pytest
@@ -18,8 +19,14 @@ CONFIGS = [
     transformers.RobertaConfig(hidden_size=32, intermediate_size=64, **SMALL),
     transformers.ElectraConfig(hidden_size=32, embedding_size=16, intermediate_size=64, **SMALL),
     transformers.DistilBertConfig(dim=32, hidden_dim=64, n_layers=2, n_heads=2),
-    transformers.DebertaV2Config(hidden_size=32, intermediate_size=64, relative_attention=True,
-                                 pos_att_type=["p2c", "c2p"], share_att_key=False, **SMALL),
+    transformers.DebertaV2Config(
+        hidden_size=32,
+        intermediate_size=64,
+        relative_attention=True,
+        pos_att_type=["p2c", "c2p"],
+        share_att_key=False,
+        **SMALL,
+    ),
 ]
 
 
@@ -75,8 +82,18 @@ def test_a_tied_weight_is_left_alone():
 
 def test_bf16_fine_tune_runs_end_to_end_with_the_prefix_cache(glue_dir, home):
     """Training, the cached prefix and evaluation all run frozen bf16 linears under autocast."""
-    config = RunConfig(task="rte", modules=("layernorm",), layers="4-5", max_train=48, max_eval=48,
-                       batch_size=16, glue_dir=str(glue_dir), device="cpu", precision="bf16", prefix_cache="on")
+    config = RunConfig(
+        task="rte",
+        modules=("layernorm",),
+        layers="4-5",
+        max_train=48,
+        max_eval=48,
+        batch_size=16,
+        glue_dir=str(glue_dir),
+        device="cpu",
+        precision="bf16",
+        prefix_cache="on",
+    )
     result = fine_tune(config)
     assert result.precision == "bf16" and result.prefix_cache["train"] is True
     assert result.steps == 3 and 0.0 <= result.primary_metric <= 1.0

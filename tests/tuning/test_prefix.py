@@ -1,4 +1,5 @@
 """The frozen-prefix cache: exact where it claims to be, reused across runs, honest where it is not."""
+
 import torch
 from safetensors.torch import load_file
 
@@ -8,8 +9,16 @@ from moduletune.tuning.train import fine_tune
 
 
 def cfg(glue_dir, **kw):
-    base = dict(task="rte", modules=("layernorm",), layers="4-5", max_train=48, max_eval=48, batch_size=16,
-                glue_dir=str(glue_dir), device="cpu")
+    base = dict(
+        task="rte",
+        modules=("layernorm",),
+        layers="4-5",
+        max_train=48,
+        max_eval=48,
+        batch_size=16,
+        glue_dir=str(glue_dir),
+        device="cpu",
+    )
     return RunConfig(**{**base, **kw})
 
 
@@ -26,7 +35,10 @@ def test_without_dropout_auto_caches_training_and_changes_nothing(glue_dir, home
     auto = fine_tune(cfg(glue_dir, model=no_dropout_model, prefix_cache="auto"), output_dir=tmp_path / "auto")
     assert auto.prefix_cache["train"] is True
     assert auto.metrics == off.metrics
-    a, b = load_file(str(tmp_path / "off" / artifacts.TENSORS_FILE)), load_file(str(tmp_path / "auto" / artifacts.TENSORS_FILE))
+    a, b = (
+        load_file(str(tmp_path / "off" / artifacts.TENSORS_FILE)),
+        load_file(str(tmp_path / "auto" / artifacts.TENSORS_FILE)),
+    )
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
 

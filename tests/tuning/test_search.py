@@ -1,4 +1,5 @@
 """Successive halving over the learning-rate grid: the schedule, ranking, resume, and a real STS-B search."""
+
 import json
 import math
 import time
@@ -38,8 +39,17 @@ def test_rank_nan_is_worst_and_ties_go_to_the_smaller_lr():
 
 
 def tiny(glue_dir, **kw):
-    base = dict(task="rte", modules=("layernorm",), layers="last:2", max_train=120, batch_size=16, epochs=2,
-                glue_dir=str(glue_dir), device="cpu", lr_grid=(1e-4, 1e-3, 1e-2, 1e-1, 3e-1))
+    base = dict(
+        task="rte",
+        modules=("layernorm",),
+        layers="last:2",
+        max_train=120,
+        batch_size=16,
+        epochs=2,
+        glue_dir=str(glue_dir),
+        device="cpu",
+        lr_grid=(1e-4, 1e-3, 1e-2, 1e-1, 3e-1),
+    )
     return RunConfig(**{**base, **kw})
 
 
@@ -55,8 +65,9 @@ def test_search_events_cost_and_final_config(glue_dir, home, tmp_path):
     assert result.cost_steps == sum(c["steps"] for c in result.candidates)
     assert result.cost_ratio == pytest.approx(result.cost_steps / 14) and result.metric == "accuracy"
     assert result.selection == "holdout" and result.chosen_lr in cfg.lr_grid and not result.stopped
-    assert all(c["steps"] == c["rungs"][-1]["step"] and c["score"] == c["rungs"][-1]["score"]
-               for c in result.candidates)
+    assert all(
+        c["steps"] == c["rungs"][-1]["step"] and c["score"] == c["rungs"][-1]["score"] for c in result.candidates
+    )
     pruned = [c for c in result.candidates if c["pruned_at_step"]]
     assert all(c["steps"] == c["pruned_at_step"] < 7 for c in pruned)
     assert all(c["steps"] == 7 for c in result.candidates if not c["pruned_at_step"])
@@ -70,8 +81,11 @@ def test_search_events_cost_and_final_config(glue_dir, home, tmp_path):
     assert json.loads(json.dumps(result.to_dict()))["chosen_lr"] == result.chosen_lr
     final = final_config(cfg, result)
     assert final.lr == result.chosen_lr and not final.lr_search and final.eval_on == "validation"
-    assert final.extra["lr_search"] == {"chosen_lr": result.chosen_lr, "selection": "holdout",
-                                        "grid": list(cfg.lr_grid)}
+    assert final.extra["lr_search"] == {
+        "chosen_lr": result.chosen_lr,
+        "selection": "holdout",
+        "grid": list(cfg.lr_grid),
+    }
     # Called again on a finished search, it does no work.
     assert lr_search(cfg, workdir=tmp_path / "s").candidates == result.candidates
 
@@ -94,8 +108,16 @@ def test_interrupted_search_resumes_to_the_same_choice(glue_dir, home, tmp_path)
 @pytest.mark.study
 def test_stsb_query_only_search_finds_an_lr_that_learns(glue_dir, home, tmp_path):
     """The case the search exists for: query-only at its default lr barely moves STS-B; the searched lr does."""
-    cfg = RunConfig(task="stsb", modules=("query",), layers="all", max_train=2000, epochs=3, seed=0,
-                    glue_dir=str(glue_dir), device="cpu")
+    cfg = RunConfig(
+        task="stsb",
+        modules=("query",),
+        layers="all",
+        max_train=2000,
+        epochs=3,
+        seed=0,
+        glue_dir=str(glue_dir),
+        device="cpu",
+    )
     t0 = time.perf_counter()
     default = fine_tune(cfg)
     default_seconds = time.perf_counter() - t0
@@ -103,11 +125,13 @@ def test_stsb_query_only_search_finds_an_lr_that_learns(glue_dir, home, tmp_path
     t0 = time.perf_counter()
     tuned = fine_tune(final_config(cfg, found))
     tuned_seconds = time.perf_counter() - t0
-    print(f"\nSTS-B query-only, 2000 rows, 3 epochs, seed 0: default lr {cfg.learning_rate:g} -> Pearson "
-          f"{default.primary_metric:.3f} ({default_seconds:.0f}s); searched lr {found.chosen_lr:g} (holdout "
-          f"{found.candidates[cfg.search_grid.index(found.chosen_lr)]['score']:.3f}) -> Pearson "
-          f"{tuned.primary_metric:.3f} ({tuned_seconds:.0f}s); search cost {found.cost_ratio:.2f} runs "
-          f"({found.cost_steps}/{found.full_steps} steps, grid {found.grid_cost_ratio:.0f}), {found.seconds:.0f}s")
+    print(
+        f"\nSTS-B query-only, 2000 rows, 3 epochs, seed 0: default lr {cfg.learning_rate:g} -> Pearson "
+        f"{default.primary_metric:.3f} ({default_seconds:.0f}s); searched lr {found.chosen_lr:g} (holdout "
+        f"{found.candidates[cfg.search_grid.index(found.chosen_lr)]['score']:.3f}) -> Pearson "
+        f"{tuned.primary_metric:.3f} ({tuned_seconds:.0f}s); search cost {found.cost_ratio:.2f} runs "
+        f"({found.cost_steps}/{found.full_steps} steps, grid {found.grid_cost_ratio:.0f}), {found.seconds:.0f}s"
+    )
     print("candidates:", [(c["lr"], [round(r["score"], 3) for r in c["rungs"]]) for c in found.candidates])
     assert default.primary_metric < 0.2
     assert tuned.primary_metric > 0.3 and tuned.learned

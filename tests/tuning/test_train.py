@@ -1,4 +1,5 @@
 """The training loop on the real embedded MiniLM and real GLUE files."""
+
 import json
 import os
 import subprocess
@@ -15,28 +16,74 @@ from moduletune.tuning.train import CHECKPOINT_FILE, fine_tune
 
 
 def tiny(glue_dir, **kw):
-    base = dict(task="rte", modules=("layernorm",), layers="last:2", max_train=64, max_eval=48,
-                batch_size=16, glue_dir=str(glue_dir), device="cpu")
+    base = dict(
+        task="rte",
+        modules=("layernorm",),
+        layers="last:2",
+        max_train=64,
+        max_eval=48,
+        batch_size=16,
+        glue_dir=str(glue_dir),
+        device="cpu",
+    )
     return RunConfig(**{**base, **kw})
 
 
 def run_cli(args, env_extra=None, timeout=600):
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "moduletune.app.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "moduletune.app.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("modules,lr", [("full", "5e-5"), ("layernorm", "1e-2")])
 def test_sst2_2000_examples_one_epoch_reaches_075(glue_dir, home, modules, lr):
     """The issue's acceptance run, typed as a user would: both reach 0.75 on the full dev set."""
-    proc = run_cli(["run", "--task", "sst2", "--modules", modules, "--layers", "all", "--max-train", "2000",
-                    "--batch-size", "32", "--epochs", "1", "--lr", lr, "--seed", "0", "--device", "cpu",
-                    "--glue-dir", str(glue_dir), "--json"])
+    proc = run_cli(
+        [
+            "run",
+            "--task",
+            "sst2",
+            "--modules",
+            modules,
+            "--layers",
+            "all",
+            "--max-train",
+            "2000",
+            "--batch-size",
+            "32",
+            "--epochs",
+            "1",
+            "--lr",
+            lr,
+            "--seed",
+            "0",
+            "--device",
+            "cpu",
+            "--glue-dir",
+            str(glue_dir),
+            "--json",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    for key in ("task", "model", "modules", "layers", "metrics", "primary_metric", "module_params", "head_params",
-                "trainable_params", "total_params", "trainable_pct", "train_seconds", "examples_per_second", "device"):
+    for key in (
+        "task",
+        "model",
+        "modules",
+        "layers",
+        "metrics",
+        "primary_metric",
+        "module_params",
+        "head_params",
+        "trainable_params",
+        "total_params",
+        "trainable_pct",
+        "train_seconds",
+        "examples_per_second",
+        "device",
+    ):
         assert key in result
     assert result["eval_examples"] == 872 and result["train_examples"] == 2000
     assert result["metrics"]["accuracy"] >= 0.75, result["metrics"]
@@ -50,7 +97,10 @@ def test_same_seed_same_result_and_only_selection_changes(glue_dir, home, tmp_pa
     a = fine_tune(tiny(glue_dir), output_dir=tmp_path / "a")
     b = fine_tune(tiny(glue_dir), output_dir=tmp_path / "b")
     assert a.metrics == b.metrics and a.history == b.history
-    ta, tb = load_file(str(tmp_path / "a" / artifacts.TENSORS_FILE)), load_file(str(tmp_path / "b" / artifacts.TENSORS_FILE))
+    ta, tb = (
+        load_file(str(tmp_path / "a" / artifacts.TENSORS_FILE)),
+        load_file(str(tmp_path / "b" / artifacts.TENSORS_FILE)),
+    )
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
     # Only layers 4-5 LayerNorms and the head were saved, and they did move.
     assert all(("layer.4." in k or "layer.5." in k) and "LayerNorm" in k or k.startswith("classifier") for k in ta)
@@ -137,8 +187,12 @@ def test_stop_at_step_then_resume_equals_uninterrupted(glue_dir, home, tmp_path)
     second = fine_tune(cfg, checkpoint_dir=tmp_path / "ck", stop_at_step=4)  # an epoch's end: one eval there
     assert second.stopped and [h["step"] for h in second.history] == [3, 4]
     lrs = []
-    rest = fine_tune(cfg, lambda e: lrs.append(e["lr"]) if e["kind"] == "step" else None,
-                     checkpoint_dir=tmp_path / "ck", output_dir=tmp_path / "resumed")
+    rest = fine_tune(
+        cfg,
+        lambda e: lrs.append(e["lr"]) if e["kind"] == "step" else None,
+        checkpoint_dir=tmp_path / "ck",
+        output_dir=tmp_path / "resumed",
+    )
     assert not rest.stopped and rest.steps == whole.steps == 8 and rest.resumed_from_step == 4
     assert rest.metrics == whole.metrics and rest.history[-1] == whole.history[-1]
     assert lrs[-1] == 0.0  # the schedule is the full run's: it decays to zero at step 8, not at a stop
@@ -164,8 +218,11 @@ def test_holdout_slice_is_seeded_stratified_and_replaces_validation(glue_dir, ho
     assert result.eval_on == "holdout" and result.eval_examples == 40 and result.train_examples == 160
     assert result.primary_metric_name == "accuracy" and result.primary_metric == result.metrics["accuracy"]
     stsb = fine_tune(tiny(glue_dir, task="stsb", modules=("bias",), max_train=64, eval_on="holdout"))
-    assert stsb.primary_metric_name == "pearson" and stsb.eval_examples == 6 and set(stsb.chance_metrics) == {
-        "pearson", "spearman"}
+    assert (
+        stsb.primary_metric_name == "pearson"
+        and stsb.eval_examples == 6
+        and set(stsb.chance_metrics) == {"pearson", "spearman"}
+    )
     # MNLI's holdout is scored under the plain names, not _matched.
     assert glue.primary_metric("mnli", {glue.HOLDOUT: None}) == "accuracy"
     assert glue.evaluate_splits("mnli", {glue.HOLDOUT: ([0, 1, 2], [0, 1, 1])}) == {"accuracy": 2 / 3}
