@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # multi-GB CUDA wheel); with an NVIDIA GPU, pip's default build. Override with TORCH_SPEC=...
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 
-.PHONY: setup serve test test-study services bench clean
+.PHONY: setup serve lint test test-study services bench clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,11 @@ serve: setup
 
 services:
 	bash scripts/ensure-services.sh
+
+lint: setup
+	# ruff, configured in pyproject.toml: lint rules and the one format of the tree.
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: setup services
 	# Services are started above, so a Redis or PostgreSQL test that cannot connect fails instead of skipping.

@@ -19,31 +19,24 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from moduletune.app import pooling
-from moduletune.tuning.modules import FAMILY_TABLE
 from moduletune.app.labels import (
-    FAMILY_ORDER,
-    GLUE_ORDER,
-    SHORT,
     canonical_modules,
-    cell as _cell,
     family_sort_key,  # noqa: F401
-    format_count as _format_count,
     format_pct,
     humanize_age,
     humanize_seconds,
-    id_key as _id_key,
-    layer_label as _layer_label,
-    layer_sort_key as _layer_sort_key,
     short_name,
-    task_sort_key as _task_sort_key,
 )
-from moduletune.app.pooling import (
-    finished_runs,
-    frame as _frame,
-    metric_name as _metric_name,
-    module_keys as _module_keys,
-)  # noqa: F401
+from moduletune.app.labels import cell as _cell
+from moduletune.app.labels import id_key as _id_key
+from moduletune.app.labels import layer_label as _layer_label
+from moduletune.app.labels import layer_sort_key as _layer_sort_key
+from moduletune.app.labels import task_sort_key as _task_sort_key
+from moduletune.app.pooling import finished_runs  # noqa: F401
+from moduletune.app.pooling import frame as _frame
+from moduletune.app.pooling import module_keys as _module_keys
 from moduletune.app.pooling import str_col as _str_col  # noqa: F401
+from moduletune.tuning.modules import FAMILY_TABLE
 
 NO_RUNS = "No finished runs yet — submit one in the Experiment tab"
 NO_EVENTS = "No training progress yet — submit a run in the Experiment tab"

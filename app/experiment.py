@@ -11,7 +11,7 @@ from moduletune.app.actions import (
     error_outcome,
     queued_message,
     retry_run,
-    submit_form,  # noqa: F401
+    submit_form,
     submit_preset,
     submit_runs,
 )
@@ -20,7 +20,7 @@ from moduletune.app.form import (
     DEFAULT_FAMILIES,
     DEFAULT_LAYERS,
     DEFAULT_MAX_EVAL,
-    DEFAULT_MAX_TRAIN,  # noqa: F401
+    DEFAULT_MAX_TRAIN,
     DEFAULT_TASKS,
     FAMILY_CHOICES,
     FAMILY_LABELS,
@@ -40,7 +40,7 @@ from moduletune.app.form import (
     resolve_lr,
     run_id_of,
 )
-from moduletune.app.model_info import ModelInfo, counts, model_info, model_name  # noqa: F401
+from moduletune.app.model_info import ModelInfo, counts, model_info, model_name
 from moduletune.app.plan import (
     FORM_LIMIT,
     PlannedRun,
@@ -48,7 +48,7 @@ from moduletune.app.plan import (
     build_configs,
     final_run_count,
     module_sets,
-    plan,  # noqa: F401
+    plan,
     search_configs,
     shape,
     sweep_points,
@@ -59,10 +59,72 @@ from moduletune.app.preset import (
     PAPER_FAMILIES,
     PRESET_LIMIT,
     estimated_seconds,
-    measured_throughput,  # noqa: F401
+    measured_throughput,
     paper_study,
     paper_study_message,
     preset_searches,
 )
-from moduletune.app.preview import preview, preview_markdown, run_lr_text  # noqa: F401
-from moduletune.app.public import public_limits, set_public  # noqa: F401
+from moduletune.app.preview import preview, preview_markdown, run_lr_text
+from moduletune.app.public import public_limits, set_public
+
+__all__ = [
+    "ADVANCED",
+    "DEFAULT_FAMILIES",
+    "DEFAULT_LAYERS",
+    "DEFAULT_MAX_EVAL",
+    "DEFAULT_MAX_TRAIN",
+    "DEFAULT_TASKS",
+    "FAMILY_CHOICES",
+    "FAMILY_LABELS",
+    "FORM_LIMIT",
+    "Form",
+    "FormError",
+    "ModelInfo",
+    "Outcome",
+    "PAPER_FAMILIES",
+    "PRESET_LIMIT",
+    "PlannedRun",
+    "Shape",
+    "TASK_NAMES",
+    "advanced_settings",
+    "build_configs",
+    "cancel_run",
+    "checked",
+    "chosen_layers",
+    "compact_spec",
+    "counts",
+    "error_outcome",
+    "estimated_seconds",
+    "final_run_count",
+    "first_layers",
+    "last_layers",
+    "layer_toggle_choices",
+    "lr_default",
+    "lr_hint",
+    "measured_throughput",
+    "model_info",
+    "model_name",
+    "module_sets",
+    "paper_study",
+    "paper_study_message",
+    "parse_seeds",
+    "plan",
+    "preset_searches",
+    "preview",
+    "preview_markdown",
+    "public_limits",
+    "queued_message",
+    "resolve_lr",
+    "retry_run",
+    "run_id_of",
+    "run_lr_text",
+    "search_configs",
+    "set_public",
+    "shape",
+    "submit_form",
+    "submit_preset",
+    "submit_runs",
+    "sweep_points",
+    "sweep_shape",
+    "to_configs",
+]

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from moduletune.tuning.modules import FAMILY_TABLE, SHORT_NAMES as SHORT  # noqa: F401  (SHORT: the charts' name for it)
+from moduletune.tuning.modules import FAMILY_TABLE  # noqa: F401  (SHORT: the charts' name for it)
+from moduletune.tuning.modules import SHORT_NAMES as SHORT
 
 GLUE_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 FAMILY_ORDER = tuple(f.name for f in FAMILY_TABLE if f.name != "full")  # the paper's row order; full is last

@@ -5,7 +5,7 @@ Every limit is an environment variable with a default that suits a free CPU Spac
 | variable                                   | default          | what it bounds                                   |
 | ------------------------------------------ | ---------------- | ------------------------------------------------ |
 | MODULETUNE_PUBLIC                          | off              | 1/true/yes/on turns public mode on (as --public) |
-| MODULETUNE_PUBLIC_MAX_ACTIVE_PER_VISITOR   | 2                | queued + running runs of one visitor (see app.visitors) |
+| MODULETUNE_PUBLIC_MAX_ACTIVE_PER_VISITOR   | 2                | queued + running runs of one visitor (app.visitors) |
 | MODULETUNE_PUBLIC_MAX_QUEUED               | 20               | queued runs of everyone together                 |
 | MODULETUNE_PUBLIC_MAX_EPOCHS               | 3                | epochs per run                                   |
 | MODULETUNE_PUBLIC_MAX_TRAIN                | 2000             | training examples per run (0 = all is refused)   |

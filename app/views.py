@@ -514,10 +514,9 @@ def predict(registry, run_id, text_a: str, text_b: str | None = None) -> dict:
     """The tuned run's prediction and the untuned base model's, for one text (or pair).
 
     {'task', 'tuned': {label: prob} or {'score': x}, 'base': ..., 'label', 'base_label'}"""
+    from moduletune.app.form import FormError, run_id_of
     from moduletune.tuning import glue
     from moduletune.tuning.artifacts import predict as run_predict
-
-    from moduletune.app.form import FormError, run_id_of
 
     if run_id in (None, ""):
         raise FormError("run", "pick a finished run first")

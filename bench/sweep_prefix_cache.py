@@ -233,9 +233,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     from transformers.utils import logging as hf_logging
 
-    from moduletune.tuning.models import load_config
-
     import moduletune.tuning.train  # noqa: F401  (import cost outside the first run's wall time)
+    from moduletune.tuning.models import load_config
 
     args = parse_args(argv)
     hf_logging.set_verbosity_error()

@@ -311,7 +311,8 @@ def render(rows, env, args, task, pretrained: bool, mem_what: str, warmed: bool,
         "environment: " + ", ".join(f"{k} {v}" for k, v in env.items()),
         "warm-up: "
         + (
-            "each runner once before the table, discarded (Trainer: 2 batches, its one padded shape; moduletune: the same training rows, every length once)"
+            "each runner once before the table, discarded (Trainer: 2 batches, its one padded shape; "
+            "moduletune: the same training rows, every length once)"
             if warmed
             else "none (cold start counted in every row's wall time; CPU needs none)"
         ),
@@ -456,9 +457,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from transformers.utils import logging as hf_logging
-
     import transformers.trainer  # noqa: F401  (imports outside the rows' wall time and memory)
+    from transformers.utils import logging as hf_logging
 
     import moduletune.tuning.train  # noqa: F401
 

@@ -358,7 +358,7 @@ def dispose_engines() -> None:
 # ---------------------------------------------------------------------------------------------- submission
 
 
-def check_submission(config) -> "RunConfig":
+def check_submission(config):
     """A fully validated RunConfig, or the engine's ValueError: settings, model, architecture, layer range."""
     from moduletune.tuning.config import RunConfig
     from moduletune.tuning.models import check_against_model, load_config

@@ -142,7 +142,8 @@ def run_worker(
 ) -> int:
     """Start a consumer on the configured queue and registry; returns when it has stopped (0)."""
     from moduletune.tasks.queue import close_all, describe, get_huey, pending_count, queue_url
-    from moduletune.tasks.registry import Registry, describe as describe_db, dispose_engines
+    from moduletune.tasks.registry import Registry, dispose_engines
+    from moduletune.tasks.registry import describe as describe_db
 
     if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")

@@ -106,8 +106,8 @@ def relative_change(base_model, tuned_model, names=None) -> list[dict]:
         acc[0] += float((w1.float().cpu() - w0.float().cpu()).pow(2).sum())
         acc[1] += float(w0.float().cpu().pow(2).sum())
     rows = [
-        {"family": f, "layer": l, "kind": k, "relative_change": (d**0.5) / max(b**0.5, 1e-12)}
-        for (f, l, k), (d, b) in groups.items()
+        {"family": f, "layer": layer, "kind": k, "relative_change": (d**0.5) / max(b**0.5, 1e-12)}
+        for (f, layer, k), (d, b) in groups.items()
     ]
     return [r for r in rows if r["relative_change"] > 0 or names is not None]
 

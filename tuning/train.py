@@ -224,13 +224,11 @@ def fine_tune(
     emit = on_event or (lambda event: None)
     device = resolve_device(config.device)
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+
     # cache=False for CUDA graphs: a capture cannot hold autocast's per-forward weight cache.
-    autocast = lambda cache=True: torch.autocast(
-        device.type,
-        dtype=torch.bfloat16,
-        enabled=use_bf16,  # noqa: E731
-        cache_enabled=cache,
-    )
+    def autocast(cache=True):
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=cache)
+
     seed_everything(config.seed)
 
     tokenizer = load_tokenizer(config.model)

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moduletune.app import charts
 from bench.charts_compare import synthetic_events, synthetic_runs
+from moduletune.app import charts
 
 NOW = pd.Timestamp("2026-01-01 12:00:00")
 

@@ -7,7 +7,6 @@ import pytest
 from moduletune.app import actions
 from moduletune.app import experiment as ex
 
-
 QUICK = dict(tasks=["rte"], layers=["5"], max_train=256, max_eval=512)  # small runs these tests reason about
 
 

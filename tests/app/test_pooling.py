@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from moduletune.app import charts, pooling, views
-from tests.app.test_views import record
 from moduletune.tuning.config import RunConfig
+from tests.app.test_views import record
 
 BASE = dict(task="sst2", layers="all", max_train=2000, max_eval=872, epochs=1)
 

@@ -99,7 +99,8 @@ def test_importing_the_ui_builds_nothing():
     import subprocess
 
     code = (
-        "import sys, moduletune, moduletune.app.ui, moduletune.app.views, moduletune.app.experiment, moduletune.app.server; "
+        "import sys, moduletune, moduletune.app.ui, moduletune.app.views, moduletune.app.experiment, "
+        "moduletune.app.server; "
         "print(all(m not in sys.modules for m in ('gradio', 'torch', 'transformers')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=server.REPO, timeout=120)

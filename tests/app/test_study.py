@@ -218,8 +218,8 @@ def test_write_report_checks_the_format(report, tmp_path):
 
 
 def test_report_from_a_registry_with_real_magnitudes(registry):
-    from tests.app.test_views import record
     from moduletune.tuning.config import RunConfig
+    from tests.app.test_views import record
 
     for fam, metric in (("value", 0.55), ("query", 0.57), ("layernorm", 0.6), ("full", 0.65)):
         record(registry, RunConfig(task="rte", modules=(fam,), layers="all"), metric=metric)

@@ -1,4 +1,4 @@
-"""One launched app for the end-to-end tests: `python -m moduletune.app.cli serve` on a free port with its embedded worker.
+"""One launched app for the end-to-end tests: `moduletune serve` on a free port with its embedded worker.
 
 The server runs in its own process group with a fresh MODULETUNE_HOME (SQLite registry, SqliteHuey
 queue) and the real GLUE files; it is stopped with SIGTERM at the end of the session, which must also
@@ -100,7 +100,7 @@ def app_server(tmp_path_factory, glue_dir):
 
 
 def launch(args: list[str], port: int, env: dict, home: Path, log: Path) -> App:
-    """`python -m moduletune.app.cli <args>` serving on port, in its own process group; fails the test if it never serves."""
+    """`moduletune <args>` serving on port, in its own process group; fails the test if it never serves."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "moduletune.app.cli", *args],
         cwd=REPO,

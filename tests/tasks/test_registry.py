@@ -266,7 +266,7 @@ def test_a_cancelled_run_whose_worker_died_ends_cancelled(registry):
 
 
 def test_a_version_1_registry_is_upgraded_in_place(tmp_path):
-    """A registry written before kind/parent_id/chance_metric/learned existed opens, keeps its runs, gains the columns."""
+    """A registry from before kind/parent_id/chance_metric/learned opens, keeps its runs, gains the columns."""
     from sqlalchemy import Column, MetaData, Table, create_engine, insert, inspect
 
     from moduletune.tasks import registry as reg

@@ -1,4 +1,4 @@
-"""`moduletune report` on a small real study: 2 tasks x 3 families x 2 seeds trained by a real worker, in four formats."""
+"""`moduletune report` on a small real study: 2 tasks x 3 families x 2 seeds trained by a real worker, four formats."""
 
 from __future__ import annotations
 

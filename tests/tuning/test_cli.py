@@ -60,7 +60,7 @@ def test_bad_input_is_one_clear_line(args, message, glue_dir):
     proc = cli("run", "--max-train", "8", "--glue-dir", str(glue_dir), *args)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("moduletune: error:") and message in lines[-1], proc.stderr
 
 

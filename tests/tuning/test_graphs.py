@@ -16,9 +16,9 @@ import transformers
 from safetensors.torch import load_file
 
 from moduletune.tuning import artifacts, graphs, prefix
-from moduletune.tuning.modules import ARCHITECTURES
 from moduletune.tuning.config import ConfigError, RunConfig
 from moduletune.tuning.models import load_classifier, load_tokenizer
+from moduletune.tuning.modules import ARCHITECTURES
 from moduletune.tuning.train import fine_tune
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need an NVIDIA GPU")
@@ -74,12 +74,12 @@ def test_cuda_graphs_is_a_switch_and_cpu_runs_ignore_it(glue_dir, home):
 def test_graphed_steps_train_what_eager_steps_train(glue_dir, home, tmp_path, no_dropout_model, layers):
     """Without dropout both paths compute the same function: same metrics, same trained tensors."""
     runs = {}
-    for graphs in (True, False):
-        out = tmp_path / f"graphs-{graphs}-{layers.replace(':', '')}"
-        runs[graphs] = fine_tune(
-            cfg(glue_dir, model=no_dropout_model, layers=layers, cuda_graphs=graphs), output_dir=out
+    for graphed in (True, False):
+        out = tmp_path / f"graphs-{graphed}-{layers.replace(':', '')}"
+        runs[graphed] = fine_tune(
+            cfg(glue_dir, model=no_dropout_model, layers=layers, cuda_graphs=graphed), output_dir=out
         )
-        runs[graphs].tensors = load_file(str(out / artifacts.TENSORS_FILE))
+        runs[graphed].tensors = load_file(str(out / artifacts.TENSORS_FILE))
     on, off = runs[True], runs[False]
     assert on.cuda_graphs["replays"] > on.cuda_graphs["eager_steps"], on.cuda_graphs
     assert on.cuda_graphs["replays"] + on.cuda_graphs["eager_steps"] == on.steps
