@@ -25,12 +25,12 @@ from moduletune.app.labels import (
     format_pct,
     humanize_age,
     humanize_seconds,
+    layer_sort_key,
     short_name,
 )
 from moduletune.app.labels import cell as _cell
 from moduletune.app.labels import id_key as _id_key
 from moduletune.app.labels import layer_label as _layer_label
-from moduletune.app.labels import layer_sort_key as _layer_sort_key
 from moduletune.app.labels import task_sort_key as _task_sort_key
 from moduletune.app.pooling import finished_runs  # noqa: F401
 from moduletune.app.pooling import frame as _frame
@@ -196,7 +196,7 @@ def score_by_family(runs, task: str, model: str | None = None) -> go.Figure:
     metric = pooled["metric"].mode().iloc[0]
     fig = go.Figure()
     bars = pooled[pooled["group"] != "full"]
-    layer_order = sorted(bars["layers"].unique(), key=_layer_sort_key) if len(bars) else []
+    layer_order = sorted(bars["layers"].unique(), key=layer_sort_key) if len(bars) else []
     base = 0.0 if math.isnan(chance) else chance
     for (group, variant), s in bars.groupby(["group", "variant"], sort=False):
         s = s.iloc[np.argsort([layer_order.index(x) for x in s["layers"]], kind="stable")]
@@ -550,7 +550,7 @@ def results_table_numeric(runs, layers: str | None = "all", model: str | None = 
         return pd.DataFrame(columns=NUMERIC_COLUMNS)
     out = pooled.rename(columns={"group": "family"}).assign(module=lambda p: p["family"].map(short_name))
     keys = [
-        (family_sort_key(f), _layer_sort_key(la), v, _task_sort_key(t))
+        (family_sort_key(f), layer_sort_key(la), v, _task_sort_key(t))
         for f, la, v, t in zip(out["family"], out["layers"], out["variant"], out["task"])
     ]
     out = out.iloc[sorted(range(len(keys)), key=keys.__getitem__)]

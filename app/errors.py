@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from moduletune.tuning.text import one_line  # noqa: F401  (app.errors.one_line)
+
 log = logging.getLogger("moduletune.app")
 MAX_MESSAGE_CHARS = 500  # a refusal quoted back to a visitor; longer ones are cut
 
@@ -25,12 +27,6 @@ def refusal_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
 
     ours = (FormError, LimitError, LoginRequired, ConfigError, GlueError, ModuleSpecError, RegistryError)
     return ours, (RegistryUnavailable,)
-
-
-def one_line(err: BaseException) -> str:
-    """The first line of an error's message (its type's name when it has none)."""
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
 
 
 def is_refusal(err: BaseException) -> bool:

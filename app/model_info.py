@@ -12,6 +12,7 @@ from moduletune.app.form import FormError
 from moduletune.app.public import guard_model
 from moduletune.tuning import glue, modules
 from moduletune.tuning.config import DEFAULT_MODEL
+from moduletune.tuning.text import one_line
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def model_info(name) -> ModelInfo:
         modules.architecture_for(arch_type)
         info = ModelInfo(name, arch_type, modules.num_hidden_layers(config))
     except (ValueError, OSError) as err:
-        raise FormError("model", f"{name}: {_one_line(err)}") from None
+        raise FormError("model", f"{name}: {one_line(err)}") from None
     with _LOCK:
         _MODEL_INFO[name] = info
     return info
@@ -79,8 +80,3 @@ def counts(model: str, task: str, families, layers: str, train_head: bool = True
     with _LOCK:
         _COUNTS[key] = found
     return found
-
-
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__

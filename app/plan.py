@@ -22,6 +22,7 @@ from moduletune.app.form import (
 from moduletune.app.model_info import model_info, model_name
 from moduletune.tuning import modules
 from moduletune.tuning.config import KNOBS, ConfigError, RunConfig
+from moduletune.tuning.text import one_line
 
 FORM_LIMIT = 200  # runs one click of Submit may queue; larger studies go through the preset
 
@@ -144,7 +145,7 @@ def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
         except ConfigError as err:
             raise FormError(field_of(str(err)), str(err)) from None
         except (TypeError, ValueError) as err:
-            raise FormError("settings", _one_line(err)) from None
+            raise FormError("settings", one_line(err)) from None
     return out
 
 
@@ -204,8 +205,3 @@ def sweep_shape(form: Form, planned: list[PlannedRun]) -> str:
             n("seed", [p.seed for p in planned]),
         ]
     )
-
-
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__

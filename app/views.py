@@ -8,7 +8,6 @@ once per model or run and reused; a timer tick only ever runs a registry query a
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 import threading
@@ -19,11 +18,12 @@ from pathlib import Path
 import pandas as pd
 
 from moduletune.app import charts
+from moduletune.app.labels import layer_sort_key
+from moduletune.tuning.text import json_safe
 
 ALL = "all"
 STATUS_CHOICES = [ALL, "queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 TABLE_LIMIT = 500  # newest runs shown in the Runs tab (filters apply first)
-LIVE = ("queued", "running")
 
 _LOCK = threading.Lock()
 _MAGNITUDES: dict[str, pd.DataFrame] = {}
@@ -66,14 +66,14 @@ def runs_records(registry, status=ALL, task=ALL, limit: int | None = None, viewe
 
     With a viewer (a public-mode visitor) no record says who submitted it; `mine` marks the viewer's own."""
     rows = registry.list_runs(status=_filter(status), task=_filter(task), limit=limit)
-    return [_json_safe(_for_viewer(r, viewer)) for r in rows]
+    return [json_safe(_for_viewer(r, viewer)) for r in rows]
 
 
 def run_record(registry, run_id, viewer: str | None = None) -> dict:
     """Everything about one run (the `run` API endpoint); with a viewer, without its submitter, paths or worker."""
     from moduletune.app.form import run_id_of
 
-    return _json_safe(_for_viewer(registry.get(run_id_of(run_id)), viewer))
+    return json_safe(_for_viewer(registry.get(run_id_of(run_id)), viewer))
 
 
 def _for_viewer(record: dict, viewer: str | None) -> dict:
@@ -331,7 +331,7 @@ def compare_records(registry, task: str | None = None) -> list[dict]:
     if done.empty:
         return []
     cols = [c for c in COMPARE_COLUMNS if c in done.columns]
-    return [_json_safe(r) for r in done[cols].sort_values("id").to_dict("records")]
+    return [json_safe(r) for r in done[cols].sort_values("id").to_dict("records")]
 
 
 def results_csv_file(registry, layers: str | None = ALL) -> str:
@@ -399,7 +399,7 @@ def layer_filter_choices(registry) -> list[str]:
     """Layer choices that succeeded runs used: 'all' first, then single layers, then other specs."""
     runs = registry.runs_frame(status="succeeded")
     specs = set(runs["layers"].astype(str)) | {ALL}
-    return sorted(specs, key=charts._layer_sort_key)
+    return sorted(specs, key=layer_sort_key)
 
 
 # ---------------------------------------------------------------------------------------------- weights
@@ -549,34 +549,9 @@ def predict(registry, run_id, text_a: str, text_b: str | None = None) -> dict:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _json_safe(value):
-    """Registry rows for JSON: NaN/NaT/inf -> None, numpy and pandas scalars -> Python, times -> ISO."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, pd.Timestamp):
-        return None if pd.isna(value) else value.isoformat()
-    if value is None or value is pd.NaT:
-        return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        try:
-            value = value.item()
-        except (ValueError, AttributeError):
-            pass
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value
-
-
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text))[:40]
 
 
 def to_json(value) -> str:
-    return json.dumps(_json_safe(value), indent=2, sort_keys=True)
+    return json.dumps(json_safe(value), indent=2, sort_keys=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from moduletune.tasks.registry import QUEUED, Registry, RunNotFound
 from moduletune.tuning.settings import home
+from moduletune.tuning.text import one_line
 
 HEARTBEAT_TIMEOUT_ENV = "MODULETUNE_HEARTBEAT_TIMEOUT"
 MAX_RESUMES_ENV = "MODULETUNE_MAX_RESUMES"
@@ -179,7 +180,7 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
     except Exception as err:  # the run failed: say why in one line, keep the worker alive
         log.exception("run %s failed", run_id)
         _flush_quietly(recorder)
-        if registry.mark_failed(run_id, token, _one_line(err)):
+        if registry.mark_failed(run_id, token, one_line(err, with_type=True)):
             _drop_resume_state(run_id)  # a retry is a new run: nothing here may ever be resumed
         if CONTEXT.replaceable and spoils_process(err):
             log.error("run %s left this process's GPU state unusable: the worker exits and is replaced", run_id)
@@ -331,7 +332,7 @@ def _requeue(registry: Registry, run_id: int, token: int, reason: str) -> str:
     try:
         enqueue_run(run_id)
     except Exception as err:
-        registry._transition(run_id, QUEUED, "interrupted", error=f"{reason}, but could not re-queue: {err}")
+        registry.transition(run_id, QUEUED, "interrupted", error=f"{reason}, but could not re-queue: {err}")
         return "interrupted"
     log.info("run %s: %s", run_id, reason)
     return "requeued"
@@ -376,7 +377,7 @@ class _Heartbeat(threading.Thread):
             try:
                 alive, cancel = self.registry.heartbeat(self.run_id, self.token)
             except Exception as err:  # a database blip: keep beating; a long outage ends in the stale sweep
-                log.warning("run %s: heartbeat failed: %s", self.run_id, _one_line(err))
+                log.warning("run %s: heartbeat failed: %s", self.run_id, one_line(err, with_type=True))
                 continue
             if cancel:
                 self.cancel.set()
@@ -402,9 +403,4 @@ def _flush_quietly(recorder: _Recorder) -> None:
     try:
         recorder.flush(force=True)
     except Exception as err:
-        log.warning("run %s: could not write its last events: %s", recorder.run_id, _one_line(err))
-
-
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+        log.warning("run %s: could not write its last events: %s", recorder.run_id, one_line(err, with_type=True))

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from moduletune.tuning.settings import home
+from moduletune.tuning.text import one_line, without_password
 
 QUEUE_URL_ENV = "MODULETUNE_QUEUE_URL"
 QUEUE_NAME_ENV = "MODULETUNE_QUEUE_NAME"
@@ -39,10 +40,8 @@ def queue_name() -> str:
 
 
 def describe(url: str | None = None) -> str:
-    """The URL without a password, for messages and logs."""
-    import re
-
-    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url or queue_url())
+    """The queue URL (default: the configured one) without a password, for messages and logs."""
+    return without_password(url or queue_url())
 
 
 def build_huey(url: str, name: str):
@@ -77,7 +76,9 @@ def get_huey(url: str | None = None, name: str | None = None):
             except QueueError:
                 raise
             except Exception as err:  # e.g. an unwritable SQLite file
-                raise QueueError(f"could not open the queue at {describe(url)}: {_one_line(err)}") from None
+                raise QueueError(
+                    f"could not open the queue at {describe(url)}: {one_line(err, with_type=True)}"
+                ) from None
         huey = _HUEYS[key]
     reopen_if_replaced(huey)
     return huey
@@ -126,7 +127,9 @@ def enqueue_run(run_id: int, huey=None) -> None:
     try:
         huey.moduletune_run(int(run_id))
     except Exception as err:
-        raise QueueError(f"could not enqueue run {run_id} on {describe(_huey_url(huey))}: {_one_line(err)}") from None
+        raise QueueError(
+            f"could not enqueue run {run_id} on {describe(_huey_url(huey))}: {one_line(err, with_type=True)}"
+        ) from None
 
 
 def pending_count(huey=None) -> int:
@@ -135,7 +138,9 @@ def pending_count(huey=None) -> int:
     try:
         return int(huey.pending_count())
     except Exception as err:
-        raise QueueError(f"could not read the queue {describe(_huey_url(huey))}: {_one_line(err)}") from None
+        raise QueueError(
+            f"could not read the queue {describe(_huey_url(huey))}: {one_line(err, with_type=True)}"
+        ) from None
 
 
 def pending_run_ids(huey=None) -> list[int]:
@@ -181,8 +186,3 @@ def _huey_url(huey) -> str:
         if cached is huey:
             return url
     return getattr(huey.storage, "filename", None) or huey.name
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import re
 import threading
 import time
 from datetime import datetime, timezone
@@ -45,6 +44,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from moduletune.tuning.settings import home
+from moduletune.tuning.text import json_safe, one_line
+from moduletune.tuning.text import without_password as describe  # noqa: F401  (registry.describe)
 
 DB_URL_ENV = "MODULETUNE_DB_URL"
 SCHEMA_VERSION = 2  # 2: kind, parent_id, chance_metric, learned (added in place to a version-1 registry)
@@ -249,11 +250,6 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def describe(url: str) -> str:
-    """The URL without its password."""
-    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
-
-
 def get_engine(url: str | None = None):
     """The SQLAlchemy engine for url, created (with its schema) on first use, cached per process."""
     url = normalize_url(url or db_url())
@@ -267,7 +263,7 @@ def get_engine(url: str | None = None):
             except (OperationalError, ProgrammingError, DBAPIError) as err:
                 engine.dispose()
                 raise RegistryUnavailable(
-                    f"could not open the run registry at {describe(url)}: {_one_line(err.orig or err)}"
+                    f"could not open the run registry at {describe(url)}: {one_line(err.orig or err)}"
                 ) from None
             _ENGINES[key] = engine
         return engine
@@ -556,7 +552,7 @@ class Registry:
                             "completions": 1,
                             "primary_metric_name": outcome.get("primary_metric_name"),
                             "primary_metric": score,
-                            "result": json.dumps(_json_safe(cand)),
+                            "result": json.dumps(json_safe(cand)),
                         }
                     )
                 )
@@ -574,7 +570,7 @@ class Registry:
             try:
                 self._enqueue(new_id)
             except Exception as err:  # recorded and retryable, never silently lost
-                self._transition(new_id, QUEUED, INTERRUPTED, error=f"could not be queued: {_one_line(err)}")
+                self.transition(new_id, QUEUED, INTERRUPTED, error=f"could not be queued: {one_line(err)}")
         log.info("search %s chose lr %s; queued runs %s", run_id, outcome.get("chosen_lr"), ids)
         return ids
 
@@ -685,12 +681,12 @@ class Registry:
         for _ in range(5):  # a run can move between our read and our write; look again
             status = self.get(run_id)["status"]
             if status in (QUEUED, INTERRUPTED):
-                if self._transition(
+                if self.transition(
                     run_id, status, CANCELLED, finished_at=time.time(), error=f"cancelled while {status}"
                 ):
                     return CANCELLED
             elif status == RUNNING:
-                if self._transition(run_id, RUNNING, RUNNING, cancel_requested=True):
+                if self.transition(run_id, RUNNING, RUNNING, cancel_requested=True):
                     return "cancelling"
             else:
                 raise RegistryError(f"run {run_id} is already {status}; there is nothing to cancel")
@@ -797,17 +793,6 @@ class Registry:
                 == 1
             )
 
-    def mark_interrupted(self, run_id: int, token: int, error: str) -> bool:
-        with self.engine.begin() as conn:
-            return (
-                conn.execute(
-                    update(runs)
-                    .where(self._mine(run_id, token))
-                    .values(status=INTERRUPTED, error=error, eta_seconds=None)
-                ).rowcount
-                == 1
-            )
-
     def _finish(self, run_id, token, status, result=None, error=None) -> bool:
         values = {"status": status, "finished_at": time.time(), "error": error, "eta_seconds": None}
         if result is not None:
@@ -817,7 +802,8 @@ class Registry:
         with self.engine.begin() as conn:
             return conn.execute(update(runs).where(self._mine(run_id, token)).values(**values)).rowcount == 1
 
-    def _transition(self, run_id: int, old: str, new: str, **values) -> bool:
+    def transition(self, run_id: int, old: str, new: str, **values) -> bool:
+        """old -> new (with values) if the run is still `old`; False when it moved first (one conditional UPDATE)."""
         with self.engine.begin() as conn:
             return (
                 conn.execute(
@@ -884,23 +870,18 @@ class Registry:
                         .where(runs.c.id == run_id, runs.c.status == INTERRUPTED, runs.c.cancel_requested.is_(True))
                         .values(status=CANCELLED, finished_at=time.time(), error=error + "; cancelled as asked")
                     )
-                self._transition(
+                self.transition(
                     run_id, INTERRUPTED, INTERRUPTED, error=error + "; not resumed again (retry it to start over)"
                 )
                 continue
             try:
                 self._enqueue(run_id)
             except Exception as err:
-                self._transition(run_id, QUEUED, INTERRUPTED, error=f"{error}; could not re-queue: {err}")
+                self.transition(run_id, QUEUED, INTERRUPTED, error=f"{error}; could not re-queue: {err}")
                 continue
             requeued.append(run_id)
             log.warning("run %s re-queued to resume from its checkpoint", run_id)
         return {"interrupted": interrupted, "requeued": requeued}
-
-    def _delete(self, run_id: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(delete(events).where(events.c.run_id == int(run_id)))
-            conn.execute(delete(runs).where(runs.c.id == int(run_id)))
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -929,7 +910,7 @@ def _result_columns(result: dict) -> dict:
         out["step"] = int(result["steps"])
     if result.get("device"):
         out["device"] = result["device"]
-    out["result"] = json.dumps(_json_safe(result))
+    out["result"] = json.dumps(json_safe(result))
     return out
 
 
@@ -953,18 +934,3 @@ def _finite(value):
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _json_safe(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

@@ -25,6 +25,7 @@ import time
 from huey.consumer import Consumer, ProcessEnvironment, Scheduler, Worker, WorkerRecycle
 
 from moduletune.tasks import jobs
+from moduletune.tuning.config import DEVICES
 
 log = logging.getLogger("moduletune.worker")
 WORKER_TYPES = ("process", "thread")
@@ -145,7 +146,7 @@ def run_worker(
     from moduletune.tasks.registry import Registry, dispose_engines
     from moduletune.tasks.registry import describe as describe_db
 
-    if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+    if device is not None and not re.fullmatch(DEVICES, device):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if not isinstance(workers, int) or not 1 <= workers <= 64:
         raise ValueError(f"workers must be an integer from 1 to 64, got {workers!r}")

@@ -13,9 +13,3 @@ def home() -> Path:
     if Path("/data").is_dir() and os.access("/data", os.W_OK):
         return Path("/data/moduletune")
     return Path.home() / ".moduletune"
-
-
-def ensure_home() -> Path:
-    path = home()
-    path.mkdir(parents=True, exist_ok=True)
-    return path

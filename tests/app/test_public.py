@@ -12,6 +12,7 @@ from moduletune.app import public, views
 from moduletune.app.public import LimitError, PublicLimits
 from moduletune.tasks.registry import Registry
 from moduletune.tuning.config import RunConfig
+from moduletune.tuning.text import json_safe
 
 LIMITS = PublicLimits(
     max_active_per_visitor=2,
@@ -214,7 +215,7 @@ def test_visitors_never_see_who_submitted_a_run(registry, public_mode):
     assert "submitter" not in detail and detail["mine"] is False and detail["config"]["task"] == "rte"
     others, own = views.run_detail(registry, a, viewer="web-b"), views.run_detail(registry, b, viewer="web-b")
     assert (others.can_cancel, own.can_cancel) == (False, True)
-    assert "web-a" not in json.dumps(views._json_safe({"c": others.config, "r": others.result})) + others.summary
+    assert "web-a" not in json.dumps(json_safe({"c": others.config, "r": others.result})) + others.summary
     assert views.runs_records(registry)[0]["submitter"] == "web-b"  # the open lab shows everything
     assert views.run_detail(registry, a).can_cancel
 
