@@ -69,6 +69,9 @@ def own_run_dir(run_id: int, owner: dict, config) -> Path:
 
     The folder carries owner.json (registry id, run id, settings fingerprint); its checkpoint carries the
     same fingerprint (tuning.checkpoints), so a copied or stray checkpoint is refused too."""
+    # Both, on purpose: owner.json covers everything the folder holds (checkpoint/, search/ and its candidates'
+    # checkpoints) in one look before anything is loaded, while the stamp inside each checkpoint is what a
+    # notebook user reusing a checkpoint_dir with other settings is refused by (the engine knows no registry).
     import json
 
     from moduletune.tuning.checkpoints import fingerprint, move_aside
@@ -91,7 +94,9 @@ def own_run_dir(run_id: int, owner: dict, config) -> Path:
             )
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / OWNER_FILE).write_text(json.dumps(mine))
+        tmp = folder / f"{OWNER_FILE}.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(mine))
+        tmp.replace(folder / OWNER_FILE)  # atomic: a half-written owner would send the run back to step 0
     except OSError as err:
         raise OSError(
             f"cannot write the run folder {folder} ({err.strerror or err}): make it writable, or set "
@@ -101,9 +106,24 @@ def own_run_dir(run_id: int, owner: dict, config) -> Path:
 
 
 def _drop_resume_state(run_id: int) -> None:
-    """A cancelled or failed run leaves no checkpoint or search state that anything could resume."""
+    """A cancelled or failed run leaves no checkpoint or search state that anything could resume; what was moved
+    aside (a corrupt or stale checkpoint, which the failure's message names) stays for a person to look at."""
+    from moduletune.tuning.checkpoints import CHECKPOINT_FILE
+    from moduletune.tuning.search import STATE_FILE
+
     for name in ("checkpoint", "search"):
-        shutil.rmtree(run_dir(run_id) / name, ignore_errors=True)
+        folder = run_dir(run_id) / name
+        if not any(_moved_aside(p) for p in folder.rglob("*")):
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        for path in folder.rglob("*"):
+            if path.name in (CHECKPOINT_FILE, STATE_FILE):  # the only files a run ever resumes from
+                path.unlink(missing_ok=True)
+
+
+def _moved_aside(path: Path) -> bool:
+    """Whether tuning.checkpoints.move_aside named this file (checkpoint.pt.corrupt-<time>-<pid>, ...)."""
+    return ".corrupt-" in path.name or ".stale-" in path.name
 
 
 def worker_name() -> str:
@@ -164,7 +184,7 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
         folder = own_run_dir(run_id, owner, config)
         on_event = _event_handler(registry, run_id, config, recorder, beat)
         if search:
-            result = lr_search(config, on_event, workdir=folder / "search")
+            result = lr_search(config, on_event, workdir=folder / "search", owner=owner)
         else:
             result = fine_tune(
                 config, on_event, checkpoint_dir=folder / "checkpoint", output_dir=folder / "artifact", owner=owner

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -24,8 +25,9 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    @property
+    @functools.cached_property
     def lengths(self) -> np.ndarray:
+        """Each row's token count, computed once (the batchers ask for it every epoch)."""
         return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
 
 

@@ -18,10 +18,14 @@ from pathlib import Path
 
 import torch
 
+from moduletune.tuning.replicates import EXECUTION_ONLY
+from moduletune.tuning.text import one_line
+
 CHECKPOINT_FILE = "checkpoint.pt"
-# Settings that change where or how fast a run goes, not what it computes: a run resumed on another worker
-# (another device, another eval batch size) is still the same run.
-NOT_FINGERPRINTED = ("device", "eval_batch_size", "checkpoint_every", "compile", "cuda_graphs", "precision", "glue_dir")
+# Settings that change where or how a run goes, not what it trains: replicates' execution-only knobs (less the
+# seed, which changes the training) plus the device and its precision, since a run resumed by another worker
+# may land on another GPU or on the CPU and is still the same run.
+NOT_FINGERPRINTED = tuple(k for k in EXECUTION_ONLY if k != "seed") + ("device", "precision")
 
 log = logging.getLogger("moduletune.checkpoints")
 
@@ -40,7 +44,12 @@ def fingerprint(config: dict, owner: dict | None = None) -> str:
 def move_aside(path: Path, why: str) -> Path:
     """Rename a file or folder out of the way (kept for a person to look at, never found again by a run)."""
     aside = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    path.rename(aside)
+    try:
+        path.rename(aside)
+    except OSError as err:
+        raise CheckpointError(
+            f"cannot move {path} aside ({err.strerror or one_line(err)}): remove it or make its folder writable"
+        ) from None
     return aside
 
 
@@ -59,15 +68,20 @@ def save(path: Path, model, selection, optimizer, scheduler, state: dict, owner:
     tmp = path.with_suffix(f".tmp{os.getpid()}")  # two writers never share a temporary file
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(blob, tmp)
-        tmp.replace(path)
+        # Through a Python file, not a path: an unwritable folder or a full disk is then a plain OSError
+        # ("Permission denied"), not torch's "[enforce fail at inline_container.cc:747] ..." text.
+        with open(tmp, "wb") as f:
+            torch.save(blob, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before it replaces the last good checkpoint
+        os.replace(tmp, path)  # atomic: a reader sees the old checkpoint or the new one, never half of one
     except (OSError, RuntimeError) as err:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0]
+        reason = getattr(err, "strerror", None) or one_line(err)
         raise CheckpointError(
-            f"cannot write the checkpoint in {path.parent} ({reason}): make that folder writable "
-            "and free some space, or set MODULETUNE_HOME to a folder that is"
+            f"cannot write the checkpoint in {path.parent}: {reason}; make that folder writable "
+            "(and free some space), or set MODULETUNE_HOME to a folder that is"
         ) from None
 
 
@@ -80,10 +94,9 @@ def load(path: Path, model, optimizer, scheduler, owner: str) -> dict | None:
             raise ValueError("not a moduletune checkpoint")
     except Exception as err:  # truncated, corrupt, or not ours: torch raises many kinds
         aside = move_aside(path, "corrupt")
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"checkpoint {path} is unreadable ({reason}): it was moved aside to {aside.name}; "
-            "retry the run to start from step 0"
+            f"checkpoint {path} is unreadable (truncated or corrupt: {one_line(err, with_type=True)}): "
+            f"moved aside to {aside}; retry the run to start from step 0"
         ) from None
     if blob.get("fingerprint") != owner:
         aside = move_aside(path, "stale")

@@ -121,13 +121,18 @@ def final_config(config: RunConfig, result: SearchResult) -> RunConfig:
     )
 
 
-def lr_search(config: RunConfig, on_event=None, workdir: str | Path | None = None) -> SearchResult:
+def lr_search(
+    config: RunConfig, on_event=None, workdir: str | Path | None = None, owner: dict | None = None
+) -> SearchResult:
     """Successive halving over config.search_grid; resumable: a later call with the same workdir goes on.
 
     on_event gets each candidate's step events (with the search's cumulative step and total), a "rung"
     event after each rung evaluation and a "pruned" event per dropped candidate. Returning True from it
     stops at the end of that step, leaving checkpoints and workdir/search.json to resume from (without a
     workdir, a temporary folder is used, kept only when stopped: result.workdir names it).
+    A workdir is resumed only by the search it was made for: the same settings (bar where it runs: a resumed
+    search may land on another device) and the same owner (a worker passes its registry and run id, which
+    also stamp each candidate's checkpoint; see tuning.checkpoints).
     """
     from moduletune.tuning.train import fine_tune, planned_steps
 
@@ -139,7 +144,7 @@ def lr_search(config: RunConfig, on_event=None, workdir: str | Path | None = Non
     full_steps = planned_steps(candidate_config(config, grid[0]))[1]
     rungs = schedule(len(grid), full_steps)
     total = planned_cost(rungs)  # grows when a rung keeps more candidates than the schedule (see survivors)
-    state = _load_state(root, config, grid) or _new_state(config, grid)
+    state = _load_state(root, config, grid, owner) or _new_state(config, grid, owner)
     by_lr = {c["lr"]: c for c in state["candidates"]}
     started, steps_at_start = time.perf_counter(), _steps(state)
     interrupted = False
@@ -176,6 +181,7 @@ def lr_search(config: RunConfig, on_event=None, workdir: str | Path | None = Non
             forward,
             checkpoint_dir=root / _folder(cand["lr"]),
             stop_at_step=rung.step,
+            owner=owner,
         )
         cand["steps"] = result.steps
         state["metric"] = result.primary_metric_name
@@ -247,15 +253,25 @@ def _steps(state: dict) -> int:
     return sum(c["steps"] for c in state["candidates"])
 
 
-def _identity(config: RunConfig, grid: list[float]) -> dict:
-    """What must match for a workdir's state to be resumed: the run settings bar lr and notes, and the grid."""
-    return {**config.replace(lr=None, lr_search=False, extra={}).to_dict(), "grid": grid}
+def _identity(config: RunConfig, grid: list[float], owner: dict | None = None) -> dict:
+    """What must match for a workdir's state to be resumed: the run settings bar lr, notes and where it runs
+    (the checkpoints' NOT_FINGERPRINTED), the grid and the owner."""
+    from moduletune.tuning.checkpoints import NOT_FINGERPRINTED  # imports torch: only when a search runs
+
+    settings = config.replace(lr=None, lr_search=False, extra={}).to_dict()
+    return {**_comparable(settings, NOT_FINGERPRINTED), "grid": grid, "owner": owner or {}}
 
 
-def _new_state(config: RunConfig, grid: list[float]) -> dict:
+def _comparable(identity: dict, ignored) -> dict:
+    """An identity less the settings that never decide a resume (also applied to a stored one, which older
+    versions wrote with the device in it)."""
+    return {k: v for k, v in identity.items() if k not in ignored}
+
+
+def _new_state(config: RunConfig, grid: list[float], owner: dict | None = None) -> dict:
     return {
         "version": 1,
-        "identity": _identity(config, grid),
+        "identity": _identity(config, grid, owner),
         "selection": config.lr_selection,
         "metric": None,
         "chosen_lr": None,
@@ -264,13 +280,18 @@ def _new_state(config: RunConfig, grid: list[float]) -> dict:
     }
 
 
-def _load_state(root: Path, config: RunConfig, grid: list[float]) -> dict | None:
+def _load_state(root: Path, config: RunConfig, grid: list[float], owner: dict | None = None) -> dict | None:
+    from moduletune.tuning.checkpoints import NOT_FINGERPRINTED
+
     path = root / STATE_FILE
     if not path.is_file():
         return None
     state = json.loads(path.read_text())
-    if state.get("identity") != _identity(config, grid):
-        raise SearchError(f"{path} holds a search with other settings; use another workdir or remove that one")
+    found = {"owner": {}, **_comparable(state.get("identity") or {}, NOT_FINGERPRINTED)}
+    if found != _identity(config, grid, owner):
+        raise SearchError(
+            f"{path} holds a search with other settings or of another run; use another workdir or remove that one"
+        )
     state["base_seconds"] = state["seconds"]
     return state
 
