@@ -1,20 +1,27 @@
 """Faults that once lost a run or made one silently wrong, with real workers, a real Redis and real registries.
 
-A queued run whose message is lost (a deleted or replaced queue file, a Redis FLUSHALL) is found and run
-once; a checkpoint left by another registry's run of the same id is refused; a truncated checkpoint fails
-its run with a message naming it, and a retry succeeds.
+A queued run whose message is lost (a deleted or replaced queue file, a Redis queue wiped by a FLUSHALL or
+a restart) is found and run once; a checkpoint left by another registry's run of the same id is refused; a
+truncated checkpoint fails its run with a message naming it, and a retry succeeds.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import re
 import time
+from pathlib import Path
 
 import pytest
+import torch
 
 from moduletune.tasks import queue
 from moduletune.tasks.jobs import run_dir
 from moduletune.tasks.registry import Registry
 from moduletune.tuning.checkpoints import fingerprint
+from moduletune.tuning.config import RunConfig
 
 from .conftest import TINY, cli, cli_json, wait_for
 
@@ -64,24 +71,27 @@ def test_a_queue_file_replaced_under_a_running_worker_is_followed(env, workers, 
     print(f"\nrun from the replaced queue file in {time.monotonic() - t0:.1f}s")
 
 
-def test_a_queued_run_survives_a_redis_flushall(env, redis_url, workers, monkeypatch):
+def test_a_queued_run_survives_its_redis_keys_being_wiped(env, redis_url, workers, monkeypatch):
     monkeypatch.setenv("MODULETUNE_QUEUE_URL", redis_url)
     run_id = cli_json("submit", *TINY)["id"]
     huey = queue.build_huey(redis_url, queue.queue_name())
     assert queue.pending_run_ids(huey) == [run_id]
-    huey.storage.conn.flushall()  # a Redis restarted without persistence, or an operator's FLUSHALL
+    # What a FLUSHALL or a Redis restarted without persistence does to this queue, without wiping the keys of
+    # anyone else's tests on the same server: every key of the queue is gone.
+    huey.storage.flush_all()
     assert queue.pending_run_ids(huey) == []
     t0 = time.monotonic()
     workers.start("--heartbeat-timeout", "2", env=FAST_SWEEP)
-    wait_for(succeeded_once(run_id), LOST_BOUND, f"run {run_id} after FLUSHALL", pool=workers)
+    wait_for(succeeded_once(run_id), LOST_BOUND, f"run {run_id} after its queue was wiped", pool=workers)
     assert_ran_once(run_id)
-    print(f"\nrun after FLUSHALL in {time.monotonic() - t0:.1f}s")
+    assert f"run {run_id} was queued but no queue held its message; re-queued" in workers.logs()
+    print(f"\nrun after its Redis queue was wiped in {time.monotonic() - t0:.1f}s")
 
 
 def test_lost_messages_are_resent_only_when_missing_twice(env):
     registry = Registry()
     huey = queue.get_huey()
-    ids = [cli_json("submit", *TINY, "--seed", str(s))["id"] for s in range(3)]
+    ids = [registry.submit(RunConfig(task="rte", modules=("layernorm",), layers="5", seed=s)) for s in range(3)]
     queue.flush(huey)
     queue.enqueue_run(ids[0], huey)  # one message survived
     missing, lost = queue.requeue_lost(registry, huey)
@@ -123,11 +133,13 @@ def test_a_truncated_checkpoint_fails_naming_it_and_a_retry_succeeds(env, worker
     owner = {"registry": registry.identity(), "run": run_id}
     folder = run_dir(run_id)
     (folder / "checkpoint").mkdir(parents=True)
-    import json
-
-    # The folder is this run's (as after a worker died mid-run), but its checkpoint was cut short.
+    # The folder is this run's (as after a worker died mid-run), but its checkpoint was cut short: a real
+    # torch zip file, half of it (what once failed the run with "OSError: [Errno 22] Invalid argument").
     (folder / "owner.json").write_text(json.dumps({**owner, "fingerprint": fingerprint(config, owner)}))
-    (folder / "checkpoint" / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    whole = io.BytesIO()
+    torch.save({"trainable": {"w": torch.zeros(4096)}, "step": 1, "fingerprint": fingerprint(config, owner)}, whole)
+    checkpoint = folder / "checkpoint" / "checkpoint.pt"
+    checkpoint.write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
     workers.start()
 
     def ended():
@@ -136,15 +148,16 @@ def test_a_truncated_checkpoint_fails_naming_it_and_a_retry_succeeds(env, worker
 
     run = wait_for(ended, LOST_BOUND, f"run {run_id}", pool=workers)
     assert run["status"] == "failed", run
-    assert f"checkpoint {folder / 'checkpoint' / 'checkpoint.pt'} is unreadable" in run["error"], run["error"]
-    assert "retry the run to start from step 0" in run["error"]
-    assert not (folder / "checkpoint").exists() or not any((folder / "checkpoint").glob("checkpoint.pt"))
+    assert f"checkpoint {checkpoint} is unreadable (truncated or corrupt" in run["error"], run["error"]
+    aside = re.search(r"moved aside to (\S+); retry the run to start from step 0", run["error"])
+    assert aside and Path(aside[1]).is_file(), run["error"]  # kept where the message says, for a person to see
+    assert not checkpoint.exists()  # nothing left that a run could resume
     new_id = int(cli("retry", str(run_id)).stdout)
-    wait_for(succeeded_once(new_id), LOST_BOUND, f"the retry {new_id}", pool=workers)
+    retried = wait_for(succeeded_once(new_id), LOST_BOUND, f"the retry {new_id}", pool=workers)
+    assert retried["resumed_from_step"] is None and retried["claims"] == 1
 
 
 def test_the_engine_resumes_only_its_own_checkpoint(tmp_path, glue_dir):
-    from moduletune.tuning.config import RunConfig
     from moduletune.tuning.train import fine_tune
 
     small = dict(
@@ -189,23 +202,35 @@ def test_the_fingerprint_ignores_where_a_run_goes_but_not_what_it_computes():
     assert fingerprint(base, owner) != fingerprint(base, {**owner, "registry": "r2"})
 
 
+def test_a_search_workdir_resumes_on_another_device_but_not_for_another_run(tmp_path):
+    from moduletune.tuning import search
+
+    config = RunConfig(task="rte", modules=("layernorm",), lr_search=True, device="cpu")
+    grid, owner = list(config.search_grid), {"registry": "A", "run": 4}
+    search._save_state(tmp_path, search._new_state(config, grid, owner), time.perf_counter())
+    moved = config.replace(device="cuda:1", eval_batch_size=64)  # a resumed search on another worker
+    assert search._load_state(tmp_path, moved, grid, owner)["candidates"]
+    for other, why in ((config, {"registry": "B", "run": 4}), (config.replace(seed=1), owner)):
+        with pytest.raises(search.SearchError, match="other settings or of another run"):
+            search._load_state(tmp_path, other, grid, why)
+
+
 @pytest.fixture
 def no_write(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o500)
     yield folder
-    folder.chmod(0o700)
+    if folder.is_dir():
+        folder.chmod(0o700)
 
 
 def test_an_unwritable_checkpoint_folder_is_named(no_write, glue_dir):
-    import os
-
+    """The folder exists but cannot be written into: once torch's "inline_container.cc:747" text, now named."""
     from moduletune.tuning.checkpoints import CheckpointError
-    from moduletune.tuning.config import RunConfig
     from moduletune.tuning.train import fine_tune
 
-    if os.geteuid() == 0:  # root writes anywhere: make the folder a file instead, which nobody can write into
+    if os.geteuid() == 0:  # root writes anywhere: put a file where the folder is, which nobody can write into
         no_write.chmod(0o700)
         no_write.rmdir()
         no_write.write_text("not a folder")
@@ -220,5 +245,8 @@ def test_an_unwritable_checkpoint_folder_is_named(no_write, glue_dir):
         device="cpu",
         glue_dir=str(glue_dir),
     )
-    with pytest.raises(CheckpointError, match=f"cannot write the checkpoint in {no_write / 'ck'}.*set MODULETUNE_HOME"):
-        fine_tune(config, checkpoint_dir=no_write / "ck")
+    with pytest.raises(
+        CheckpointError, match=f"cannot write the checkpoint in {no_write}: .*set MODULETUNE_HOME"
+    ) as err:
+        fine_tune(config, checkpoint_dir=no_write)
+    assert "inline_container" not in str(err.value)
