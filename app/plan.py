@@ -85,18 +85,12 @@ def plan(form: Form, limit: int | None = FORM_LIMIT) -> list[PlannedRun]:
     The runs are counted before they are listed: a selection over `limit` is refused without expanding it."""
     found = shape(form)
     if limit is not None and found.runs > limit:
-        raise FormError("settings", too_many(found.runs, limit))
-    return sweep_points(found.tasks, found.sets, found.specs, found.seeds)
-
-
-def too_many(n: int, limit: int) -> str:
-    """The refusal of a selection that is too large, with the way out."""
-    if limit == FORM_LIMIT:
-        return (
-            f"this selection would queue {n:,} runs, more than {FORM_LIMIT}; narrow the tasks, families, "
-            "layers or seeds, or use the paper-study preset"
+        raise FormError(
+            "settings",
+            f"this selection would queue {found.runs:,} runs, more than {limit:,}; narrow the tasks, families, "
+            "layers or seeds, or use the paper-study preset",
         )
-    return f"this would queue {n:,} runs, more than {limit:,}; choose fewer tasks or seeds"
+    return sweep_points(found.tasks, found.sets, found.specs, found.seeds)
 
 
 def sweep_points(tasks, sets, specs, seeds) -> list[PlannedRun]:
