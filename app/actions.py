@@ -13,6 +13,7 @@ from moduletune.app.form import Form, FormError, checked, run_id_of
 from moduletune.app.plan import FORM_LIMIT, build_configs, field_of, final_run_count, shape
 from moduletune.app.preset import paper_study, preset_searches
 from moduletune.app.public import allow, gate, vet
+from moduletune.tasks import submission
 from moduletune.tuning import modules
 from moduletune.tuning.config import RunConfig
 
@@ -26,8 +27,10 @@ def submit_runs(registry, configs, submitter: str | None, sweep_id: str | None =
         vet(registry, submitter, configs)
         allow("submit", submitter, len(configs))
         if len(configs) == 1 and sweep_id is None:
-            return [registry.submit(configs[0], submitter=submitter)]
-        return registry.submit_many(configs, submitter=submitter, sweep_id=sweep_id or uuid.uuid4().hex[:12])
+            return [submission.submit(registry, configs[0], submitter=submitter)]
+        return submission.submit_many(
+            registry, configs, submitter=submitter, sweep_id=sweep_id or uuid.uuid4().hex[:12]
+        )
 
 
 def cancel_run(registry, run_id, submitter: str | None) -> str:
@@ -44,7 +47,7 @@ def retry_run(registry, run_id, submitter: str | None) -> int:
     with gate():
         vet(registry, submitter, run_id=run_id, action="retry")
         allow("retry", submitter)
-        return registry.retry(run_id, submitter=submitter)
+        return submission.retry(registry, run_id, submitter=submitter)
 
 
 @dataclass

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from moduletune.tuning import glue, modules
-from moduletune.tuning.config import DEFAULT_LR, DEFAULT_MODEL, KNOBS, default_lr
+from moduletune.tuning.config import DEFAULT_LR, DEFAULT_MODEL, KNOBS, default_lr, parse_floats
 
 TASK_NAMES = tuple(glue.TASKS)
 FAMILY_LABELS = {f.name: f.label for f in modules.FAMILY_TABLE}  # the checkboxes, in the paper's order
@@ -321,7 +321,7 @@ def advanced_settings(form: Form) -> dict:
                 raise FormError("settings", f"{label} must be {k.allowed[1]}, got {clip(value)}") from None
         elif k.kind == "floats":
             try:
-                value = tuple(float(v) for v in str(value).split(",") if v.strip())
+                value = parse_floats(value)
             except ValueError:
                 raise FormError(
                     "settings", f"{label}: comma-separated numbers such as 1e-4,1e-3,1e-2, got {clip(value)}"

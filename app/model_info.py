@@ -17,9 +17,15 @@ from moduletune.tuning.text import one_line
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """A model's name, architecture and depth: what the Layers toggles are made from."""
+
     name: str
     model_type: str
     num_layers: int
+
+    @property
+    def layers_note(self) -> str:
+        return f"{self.name}: {self.num_layers} layers (0-{self.num_layers - 1})"
 
 
 _LOCK = threading.Lock()

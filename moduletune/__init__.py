@@ -22,7 +22,8 @@ _EXPORTS = {
     "load_tuned": "moduletune.tuning.artifacts",  # (model, tokenizer, config) of a trained run's artifact
     "select_parameters": "moduletune.tuning.modules",  # which parameters a family x layers selection trains
     "FAMILY_TABLE": "moduletune.tuning.modules",  # every module family and its facts
-    "Registry": "moduletune.tasks.registry",  # the runs: runs_frame(), events_frame(), submit(), ...
+    "Registry": "moduletune.tasks.registry",  # the runs: runs_frame(), events_frame(), get(), ...
+    "submit": "moduletune.tasks.submission",  # submit(registry, config) -> run id, queued for a worker
 }
 __all__ = sorted(_EXPORTS)
 

@@ -16,10 +16,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+from moduletune.tasks.queue import enqueue_run
 from moduletune.tasks.registry import QUEUED, Registry, RunNotFound
-from moduletune.tuning.settings import home
+from moduletune.tasks.run_folders import drop_resume_state, own_run_dir, run_dir
+from moduletune.tasks.submission import send_or_interrupt
 from moduletune.tuning.text import one_line
 
 HEARTBEAT_TIMEOUT_ENV = "MODULETUNE_HEARTBEAT_TIMEOUT"
@@ -55,77 +56,6 @@ def max_resumes() -> int:
     return int(os.environ.get(MAX_RESUMES_ENV) or 1)
 
 
-def run_dir(run_id: int) -> Path:
-    """A run's folder: checkpoint/ while it trains, artifact/ when it succeeded."""
-    return home() / "runs" / str(int(run_id))
-
-
-OWNER_FILE = "owner.json"
-
-
-def own_run_dir(run_id: int, owner: dict, config) -> Path:
-    """The run's folder, made sure to be this run's: a folder left by another registry's run of the same id
-    (a reset or switched registry restarts ids at 1), or by a run with other settings, is moved aside first.
-
-    The folder carries owner.json (registry id, run id, settings fingerprint); its checkpoint carries the
-    same fingerprint (tuning.checkpoints), so a copied or stray checkpoint is refused too."""
-    # Both, on purpose: owner.json covers everything the folder holds (checkpoint/, search/ and its candidates'
-    # checkpoints) in one look before anything is loaded, while the stamp inside each checkpoint is what a
-    # notebook user reusing a checkpoint_dir with other settings is refused by (the engine knows no registry).
-    import json
-
-    from moduletune.tuning.checkpoints import fingerprint, move_aside
-
-    folder = run_dir(run_id)
-    mine = {**owner, "fingerprint": fingerprint(config.to_dict(), owner)}
-    if folder.exists():
-        try:
-            found = json.loads((folder / OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            found = None
-        if found != mine:
-            aside = move_aside(folder, "stale")
-            log.warning(
-                "run %s: the folder %s belongs to another run (%s); moved aside to %s, starting from step 0",
-                run_id,
-                folder,
-                found or "no owner recorded",
-                aside.name,
-            )
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"{OWNER_FILE}.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(mine))
-        tmp.replace(folder / OWNER_FILE)  # atomic: a half-written owner would send the run back to step 0
-    except OSError as err:
-        raise OSError(
-            f"cannot write the run folder {folder} ({err.strerror or err}): make it writable, or set "
-            "MODULETUNE_HOME to a folder that is"
-        ) from None
-    return folder
-
-
-def _drop_resume_state(run_id: int) -> None:
-    """A cancelled or failed run leaves no checkpoint or search state that anything could resume; what was moved
-    aside (a corrupt or stale checkpoint, which the failure's message names) stays for a person to look at."""
-    from moduletune.tuning.checkpoints import CHECKPOINT_FILE
-    from moduletune.tuning.search import STATE_FILE
-
-    for name in ("checkpoint", "search"):
-        folder = run_dir(run_id) / name
-        if not any(_moved_aside(p) for p in folder.rglob("*")):
-            shutil.rmtree(folder, ignore_errors=True)
-            continue
-        for path in folder.rglob("*"):
-            if path.name in (CHECKPOINT_FILE, STATE_FILE):  # the only files a run ever resumes from
-                path.unlink(missing_ok=True)
-
-
-def _moved_aside(path: Path) -> bool:
-    """Whether tuning.checkpoints.move_aside named this file (checkpoint.pt.corrupt-<time>-<pid>, ...)."""
-    return ".corrupt-" in path.name or ".stale-" in path.name
-
-
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -153,8 +83,6 @@ def run_job(run_id: int, registry: Registry | None = None) -> str:
         return f"skipped ({row['status']})"
     if shutdown_requested():
         # This worker is stopping: hand the message back instead of starting the run.
-        from moduletune.tasks.queue import enqueue_run
-
         enqueue_run(run_id)
         return "handed back"
     config = dict(row["config"])
@@ -201,7 +129,7 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
         log.exception("run %s failed", run_id)
         _flush_quietly(recorder)
         if registry.mark_failed(run_id, token, one_line(err, with_type=True)):
-            _drop_resume_state(run_id)  # a retry is a new run: nothing here may ever be resumed
+            drop_resume_state(run_id)  # a retry is a new run: nothing here may ever be resumed
         if CONTEXT.replaceable and spoils_process(err):
             log.error("run %s left this process's GPU state unusable: the worker exits and is replaced", run_id)
             CONTEXT.replace_me = True
@@ -217,7 +145,7 @@ def _record_run(registry: Registry, run_id: int, token: int, config, result, bea
     outcome = result.to_dict()
     if result.stopped and beat.cancel.is_set():
         if registry.mark_cancelled(run_id, token, outcome):
-            _drop_resume_state(run_id)
+            drop_resume_state(run_id)
         log.info("run %s cancelled at step %s; its curves are kept", run_id, result.steps)
         return "cancelled"
     if result.stopped:
@@ -238,7 +166,7 @@ def _record_search(registry: Registry, run_id: int, token: int, config, result, 
     if result.stopped or result.chosen_lr is None:
         if beat.cancel.is_set():
             if registry.mark_cancelled(run_id, token, outcome):
-                _drop_resume_state(run_id)
+                drop_resume_state(run_id)
             return "cancelled"
         return _requeue(registry, run_id, token, "worker stopped mid-search; re-queued to resume")
     chosen = next(c for c in result.candidates if c["lr"] == result.chosen_lr)
@@ -250,6 +178,8 @@ def _record_search(registry: Registry, run_id: int, token: int, config, result, 
     ids = registry.complete_search(run_id, token, outcome, candidates, finals)
     if ids is None:
         return "lost"
+    for final_id in ids:
+        send_or_interrupt(registry, final_id, "could not be queued")
     shutil.rmtree(run_dir(run_id) / "search", ignore_errors=True)
     log.info("search %s chose lr %g by %s; runs %s queued", run_id, result.chosen_lr, result.metric, ids)
     return "succeeded"
@@ -345,14 +275,9 @@ def _event_handler(registry, run_id, config, recorder, beat):
 
 
 def _requeue(registry: Registry, run_id: int, token: int, reason: str) -> str:
-    from moduletune.tasks.queue import enqueue_run
-
     if not registry.mark_requeued(run_id, token, reason):
         return "lost"
-    try:
-        enqueue_run(run_id)
-    except Exception as err:
-        registry.transition(run_id, QUEUED, "interrupted", error=f"{reason}, but could not re-queue: {err}")
+    if not send_or_interrupt(registry, run_id, f"{reason}, but could not re-queue"):
         return "interrupted"
     log.info("run %s: %s", run_id, reason)
     return "requeued"

@@ -23,6 +23,7 @@ TASK_NAME = "run_registry_job"
 log = logging.getLogger("moduletune.queue")
 _HUEYS: dict[tuple, object] = {}
 _LOCK = threading.Lock()
+_TASK_BODY = None  # set in worker processes by set_task_body
 
 
 class QueueError(ValueError):
@@ -114,11 +115,20 @@ def reopen_if_replaced(huey) -> bool:
     return True
 
 
-def _run_registry_job(run_id: int) -> str:
-    """The Huey task: run one registry run by id (the body lives in tasks.jobs)."""
-    from moduletune.tasks import jobs
+def set_task_body(body) -> None:
+    """Install what the queue's task does with a run id (the worker installs tasks.jobs.run_job).
 
-    return jobs.run_job(run_id)
+    The queue carries run ids and knows nothing of training: producers (the UI, the CLI) only send
+    messages, and the consumer process says what runs them, so this module imports no job code."""
+    global _TASK_BODY
+    _TASK_BODY = body
+
+
+def _run_registry_job(run_id: int) -> str:
+    """The Huey task: hand one run id to the installed body."""
+    if _TASK_BODY is None:
+        raise QueueError(f"run {run_id} reached a consumer that cannot train; start workers with `moduletune worker`")
+    return _TASK_BODY(run_id)
 
 
 def enqueue_run(run_id: int, huey=None) -> None:

@@ -25,17 +25,47 @@ import time
 from huey.consumer import Consumer, ProcessEnvironment, Scheduler, Worker, WorkerRecycle
 
 from moduletune.tasks import jobs
+from moduletune.tasks.database import describe as describe_db
+from moduletune.tasks.database import dispose_engines
+from moduletune.tasks.parent_death import parent_death_signal
+from moduletune.tasks.queue import (
+    close_all,
+    describe,
+    get_huey,
+    pending_count,
+    queue_url,
+    reopen_if_replaced,
+    requeue_lost,
+    set_task_body,
+)
+from moduletune.tasks.registry import Registry
+from moduletune.tasks.submission import send_or_interrupt
 from moduletune.tuning.config import DEVICES
 
 log = logging.getLogger("moduletune.worker")
 WORKER_TYPES = ("process", "thread")
 
 
-def sweep_once(timeout: float | None = None, max_resumes: int | None = None) -> dict:
-    """One dead-worker sweep of the registry (what a starting worker and its scheduler do)."""
-    from moduletune.tasks.registry import Registry
+def sweep_stale(registry: Registry, timeout: float, max_resumes: int = 1, huey=None) -> dict:
+    """Running runs whose heartbeat is older than timeout -> interrupted; each re-queued (same id) while it has
+    resumes left, to resume from the checkpoint under its run folder.
 
-    return Registry().sweep_stale(
+    Returns {"interrupted": [ids], "requeued": [ids]}; concurrent sweepers never both act on a run."""
+    interrupted, requeued = [], []
+    for run_id, why in registry.interrupt_stale(timeout):
+        interrupted.append(run_id)
+        if not registry.requeue_interrupted(run_id, why, max_resumes):
+            continue
+        if send_or_interrupt(registry, run_id, f"{why}; could not re-queue", huey):
+            requeued.append(run_id)
+            log.warning("run %s re-queued to resume from its checkpoint", run_id)
+    return {"interrupted": interrupted, "requeued": requeued}
+
+
+def sweep_once(timeout: float | None = None, max_resumes: int | None = None) -> dict:
+    """One dead-worker sweep of the configured registry (what a starting worker and its scheduler do)."""
+    return sweep_stale(
+        Registry(),
         timeout if timeout is not None else jobs.heartbeat_timeout(),
         max_resumes if max_resumes is not None else jobs.max_resumes(),
     )
@@ -71,9 +101,6 @@ class SweepingScheduler(Scheduler):
         if time.monotonic() >= self._next_lost_check:
             self._next_lost_check = time.monotonic() + lost_check_every(self.sweep_every)
             try:
-                from moduletune.tasks.queue import requeue_lost
-                from moduletune.tasks.registry import Registry
-
                 self._missing, _lost = requeue_lost(Registry(), self.huey, self._missing)
             except Exception:
                 log.exception("lost-message check failed (will try again)")
@@ -97,7 +124,9 @@ class GracefulProcessEnvironment(ProcessEnvironment):
         signal.signal(signal.SIGTERM, graceful)
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        _signal_on_parent_death(signal.SIGTERM)
+        ask = parent_death_signal(signal.SIGTERM)
+        if ask is not None:
+            ask()
         if os.getppid() != parent:  # the parent died before we asked to be told
             self.flag.set()
 
@@ -107,8 +136,6 @@ class ReplaceableWorker(Worker):
     consumer starts a fresh one)."""
 
     def loop(self, now=None):
-        from moduletune.tasks.queue import reopen_if_replaced
-
         reopen_if_replaced(self.huey)  # a deleted or replaced queue file: read the one now at the path
         super().loop(now)
         if jobs.CONTEXT.replace_me:
@@ -142,10 +169,6 @@ def run_worker(
     device: str | None = None, workers: int = 1, worker_type: str = "process", heartbeat_timeout: float | None = None
 ) -> int:
     """Start a consumer on the configured queue and registry; returns when it has stopped (0)."""
-    from moduletune.tasks.queue import close_all, describe, get_huey, pending_count, queue_url
-    from moduletune.tasks.registry import Registry, dispose_engines
-    from moduletune.tasks.registry import describe as describe_db
-
     if device is not None and not re.fullmatch(DEVICES, device):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if not isinstance(workers, int) or not 1 <= workers <= 64:
@@ -161,6 +184,7 @@ def run_worker(
     registry.count()  # fail fast, with the URL, if the registry is unreachable; creates the schema
     huey = get_huey()
     pending_count(huey)  # ... and the same for the queue
+    set_task_body(jobs.run_job)  # this process and its forked workers train what the queue hands them
     jobs.CONTEXT.device = None if device in (None, "auto") else device
     jobs.CONTEXT.workers = workers
     jobs.CONTEXT.replaceable = worker_type == "process"  # a thread shares its process's CUDA state
@@ -192,16 +216,3 @@ def run_worker(
     close_all()
     consumer.run()
     return 0
-
-
-def _signal_on_parent_death(signum: int) -> None:
-    """Linux: ask the kernel to send signum when the parent dies (no orphaned workers); elsewhere a no-op."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signum), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:  # never stop a worker from starting over this
-        pass

@@ -91,6 +91,12 @@ class Knob:
     internal: bool = False
 
 
+def parse_floats(text) -> tuple[float, ...]:
+    """'1e-4, 1e-3,1e-2' -> (1e-4, 1e-3, 1e-2): how a "floats" setting is typed in a flag or a form box; ValueError
+    for anything else (the caller says which field)."""
+    return tuple(float(part) for part in str(text).split(",") if part.strip())
+
+
 def setting(default, kind: str, help: str, **knob):
     """A RunConfig field whose Knob (its checks, flag, form entry and help) rides in the field's metadata."""
     meta = {"knob": Knob(kind, help, **knob)}

@@ -6,6 +6,7 @@ import gradio as gr
 from moduletune.app import experiment as ex
 from moduletune.app import visitors
 from moduletune.app.form import FORM_PARAMS, form_of
+from moduletune.tuning.config import DEFAULT_MODEL
 
 
 def form_handler(body, before: tuple[str, ...] = (), identity: bool = False):
@@ -77,6 +78,11 @@ def build(ctx):
         ctx.private,
         ctx.demo,
     )
+    try:  # the default model's config alone (the embedded model's is a local file): its layer count
+        depth = ex.model_info(defaults.model)
+        layer_choices, layers_note = ex.layer_toggle_choices(depth.num_layers), depth.layers_note
+    except ex.FormError as err:  # e.g. an operator's default that cannot be read offline: the box says why
+        layer_choices, layers_note = [(v, v) for v in defaults.layers], f"{defaults.model}: {err}"
 
     with gr.Tab("Experiment", id="experiment", elem_id="tab-experiment") as tab_experiment:
         with gr.Row(equal_height=False):
@@ -94,7 +100,7 @@ def build(ctx):
                     model = model_box(
                         "model",
                         2,
-                        "the embedded all-MiniLM-L6-v2, a Hub id "
+                        f"the embedded {DEFAULT_MODEL}, a Hub id "
                         "(bert-base-uncased) or a local path; press Enter to load "
                         "its layers",
                     )
@@ -115,11 +121,11 @@ def build(ctx):
                     )
                 with gr.Column(variant="panel"):
                     layers = gr.CheckboxGroup(
-                        ex.layer_toggle_choices(6),
+                        layer_choices,
                         value=list(defaults.layers),
                         label="Layers",
                         elem_id="layers",
-                        info="all-MiniLM-L6-v2: 6 layers (0-5); the families are trained in the layers that are on",
+                        info=f"{layers_note}; the families are trained in the layers that are on",
                     )
                     with gr.Row(equal_height=False, elem_classes="layer-buttons"):
                         layers_all = gr.Button("all", size="sm", elem_id="layers-all", min_width=60, scale=0)
@@ -288,9 +294,7 @@ def build(ctx):
             return gr.CheckboxGroup(), f"⚠️ {err}"
         n = info.num_layers
         kept = [v for v in (selected or []) if str(v).isdigit() and int(v) < n] or [str(n - 1)]
-        return gr.CheckboxGroup(
-            choices=ex.layer_toggle_choices(n), value=kept, info=f"{info.name}: {n} layers (0-{n - 1})"
-        ), ""
+        return gr.CheckboxGroup(choices=ex.layer_toggle_choices(n), value=kept, info=info.layers_note), ""
 
     gr.on(model_events, on_model, [model, layers], [layers, model_msg], **private)
 

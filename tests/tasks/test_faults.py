@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from moduletune.tasks import queue
-from moduletune.tasks.jobs import run_dir
+from moduletune.tasks import queue, submission
 from moduletune.tasks.registry import Registry
+from moduletune.tasks.run_folders import run_dir
 from moduletune.tuning.checkpoints import fingerprint
 from moduletune.tuning.config import RunConfig
 
@@ -91,7 +91,9 @@ def test_a_queued_run_survives_its_redis_keys_being_wiped(env, redis_url, worker
 def test_lost_messages_are_resent_only_when_missing_twice(env):
     registry = Registry()
     huey = queue.get_huey()
-    ids = [registry.submit(RunConfig(task="rte", modules=("layernorm",), layers="5", seed=s)) for s in range(3)]
+    ids = [
+        submission.submit(registry, RunConfig(task="rte", modules=("layernorm",), layers="5", seed=s)) for s in range(3)
+    ]
     queue.flush(huey)
     queue.enqueue_run(ids[0], huey)  # one message survived
     missing, lost = queue.requeue_lost(registry, huey)

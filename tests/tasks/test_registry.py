@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from moduletune.tasks import queue
+from moduletune.tasks import queue, submission, worker
+from moduletune.tasks.database import SCHEMA_VERSION
 from moduletune.tasks.registry import (
     EVENT_COLUMNS,
     FRAME_COLUMNS,
     RUN_COLUMNS,
-    SCHEMA_VERSION,
     Registry,
     RegistryError,
     RunNotFound,
@@ -48,12 +48,12 @@ def registry(request, env, monkeypatch):
 def test_importing_tasks_opens_nothing(env, home):
     """Importing the queue, registry, jobs and worker modules touches no database, model or CUDA."""
     code = (
-        "import sys, moduletune.tasks.queue, moduletune.tasks.registry, moduletune.tasks.jobs, "
-        "moduletune.tasks.worker, moduletune.app.cli\n"
+        "import sys, moduletune.tasks.queue, moduletune.tasks.registry, moduletune.tasks.submission, "
+        "moduletune.tasks.jobs, moduletune.tasks.worker, moduletune.app.cli\n"
         "heavy = [m for m in ('torch', 'transformers', 'pandas') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
-        "from moduletune.tasks import queue, registry\n"
-        "assert not queue._HUEYS and not registry._ENGINES\n"
+        "from moduletune.tasks import database, queue\n"
+        "assert not queue._HUEYS and not database._ENGINES\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, env=dict(env))
     assert not home.exists()
@@ -83,7 +83,7 @@ def test_schema_is_created_on_first_use_with_a_version(registry):
 
 
 def test_submit_records_and_enqueues(registry):
-    run_id = registry.submit(RunConfig(**TINY), submitter="session-abc")
+    run_id = submission.submit(registry, RunConfig(**TINY), submitter="session-abc")
     run = registry.get(run_id)
     assert run["status"] == "queued" and run["submitter"] == "session-abc"
     assert (run["task"], run["modules"], run["family"], run["layers"]) == ("rte", "layernorm", "LN", "5")
@@ -100,7 +100,7 @@ def test_submit_records_and_enqueues(registry):
 
 def test_a_run_is_claimed_exactly_once(registry):
     """Eight workers race for one queued run: exactly one gets it."""
-    run_id = registry.submit(RunConfig(**TINY))
+    run_id = submission.submit(registry, RunConfig(**TINY))
     registry.engine  # schema made before the race
     tokens, barrier = [], threading.Barrier(8)
 
@@ -119,7 +119,7 @@ def test_a_run_is_claimed_exactly_once(registry):
 
 
 def test_worker_side_lifecycle_and_stale_tokens(registry):
-    run_id = registry.submit(RunConfig(**TINY))
+    run_id = submission.submit(registry, RunConfig(**TINY))
     token = registry.claim(run_id, "w1", "cpu")
     rows = [
         {"step": s, "epoch": s / 4, "split": "train", "name": "loss", "value": 1.0 / s, "t": time.time()}
@@ -165,34 +165,34 @@ def test_worker_side_lifecycle_and_stale_tokens(registry):
 
 
 def test_cancel_retry_and_their_refusals(registry):
-    queued = registry.submit(RunConfig(**TINY))
+    queued = submission.submit(registry, RunConfig(**TINY))
     assert registry.request_cancel(queued) == "cancelled"
     assert registry.claim(queued, "w", "cpu") is None  # a cancelled run never starts
-    running = registry.submit(RunConfig(**TINY))
+    running = submission.submit(registry, RunConfig(**TINY))
     token = registry.claim(running, "w", "cpu")
     assert registry.request_cancel(running) == "cancelling"
     assert registry.heartbeat(running, token) == (True, True)
     assert registry.mark_cancelled(running, token, None)
     with pytest.raises(RegistryError, match="already cancelled"):
         registry.request_cancel(running)
-    retried = registry.retry(running, submitter="me")
+    retried = submission.retry(registry, running, submitter="me")
     new = registry.get(retried)
     assert new["retry_of"] == running and new["status"] == "queued" and new["submitter"] == "me"
     assert new["config"] == registry.get(running)["config"]
     with pytest.raises(RegistryError, match="only failed, cancelled, interrupted"):
-        registry.retry(retried)
+        submission.retry(registry, retried)
     assert registry.count() == 3 and registry.count("cancelled") == 2
 
 
 def test_stale_running_runs_are_interrupted_and_requeued_once(registry):
-    run_id = registry.submit(RunConfig(**TINY))
-    fresh = registry.submit(RunConfig(**TINY))
+    run_id = submission.submit(registry, RunConfig(**TINY))
+    fresh = submission.submit(registry, RunConfig(**TINY))
     queue.flush()
     token = registry.claim(run_id, "dead-worker", "cpu")
     fresh_token = registry.claim(fresh, "live-worker", "cpu")
     time.sleep(1.2)
     registry.heartbeat(fresh, fresh_token)
-    assert registry.sweep_stale(timeout=1) == {"interrupted": [run_id], "requeued": [run_id]}
+    assert worker.sweep_stale(registry, timeout=1) == {"interrupted": [run_id], "requeued": [run_id]}
     run = registry.get(run_id)
     assert run["status"] == "queued" and run["resume_count"] == 1 and "heartbeat" in run["error"]
     assert queue.pending_run_ids() == [run_id]
@@ -201,14 +201,15 @@ def test_stale_running_runs_are_interrupted_and_requeued_once(registry):
     registry.claim(run_id, "dead-again", "cpu")
     time.sleep(1.2)
     registry.heartbeat(fresh, fresh_token)
-    assert registry.sweep_stale(timeout=1) == {"interrupted": [run_id], "requeued": []}
+    assert worker.sweep_stale(registry, timeout=1) == {"interrupted": [run_id], "requeued": []}
     assert registry.get(run_id)["status"] == "interrupted"
     assert registry.get(fresh)["status"] == "running"
     assert registry.request_cancel(run_id) == "cancelled"
 
 
 def test_frames_have_the_documented_columns(registry):
-    ids = registry.submit_many(
+    ids = submission.submit_many(
+        registry,
         [RunConfig(**TINY), RunConfig(**{**TINY, "modules": ("query", "key"), "seed": 3})],
         submitter="s",
         sweep_id="sw1",
@@ -239,10 +240,10 @@ def test_frames_have_the_documented_columns(registry):
 )
 def test_bad_submissions_change_nothing(env, change, message):
     registry = Registry()
-    registry.submit(RunConfig(**TINY))
+    submission.submit(registry, RunConfig(**TINY))
     before = (registry.count(), queue.pending_count())
     with pytest.raises((ConfigError, ValueError), match=message):
-        registry.submit({**RunConfig(**TINY).to_dict(), **change})
+        submission.submit(registry, {**RunConfig(**TINY).to_dict(), **change})
     assert (registry.count(), queue.pending_count()) == before
 
 
@@ -251,16 +252,16 @@ def test_a_failed_enqueue_leaves_no_row(env, monkeypatch):
     registry.count()
     monkeypatch.setenv("MODULETUNE_QUEUE_URL", "redis://127.0.0.1:1/0")  # nothing listens there
     with pytest.raises(queue.QueueError, match="could not enqueue run"):
-        registry.submit(RunConfig(**TINY))
+        submission.submit(registry, RunConfig(**TINY))
     assert registry.count() == 0
 
 
 def test_a_cancelled_run_whose_worker_died_ends_cancelled(registry):
-    run_id = registry.submit(RunConfig(**TINY))
+    run_id = submission.submit(registry, RunConfig(**TINY))
     registry.claim(run_id, "dying-worker", "cpu")
     assert registry.request_cancel(run_id) == "cancelling"
     time.sleep(1.2)
-    assert registry.sweep_stale(timeout=1) == {"interrupted": [run_id], "requeued": []}
+    assert worker.sweep_stale(registry, timeout=1) == {"interrupted": [run_id], "requeued": []}
     run = registry.get(run_id)
     assert run["status"] == "cancelled" and run["finished_at"] and "cancelled as asked" in run["error"]
 
@@ -269,7 +270,7 @@ def test_a_version_1_registry_is_upgraded_in_place(tmp_path):
     """A registry from before kind/parent_id/chance_metric/learned opens, keeps its runs, gains the columns."""
     from sqlalchemy import Column, MetaData, Table, create_engine, insert, inspect
 
-    from moduletune.tasks import registry as reg
+    from moduletune.tasks import database as reg
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)

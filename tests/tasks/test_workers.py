@@ -12,8 +12,8 @@ import signal
 from collections import Counter
 
 from moduletune.tasks import queue
-from moduletune.tasks.jobs import run_dir
 from moduletune.tasks.registry import Registry
+from moduletune.tasks.run_folders import run_dir
 
 from .conftest import TINY, cli, cli_json, wait_for
 

@@ -1,0 +1,192 @@
+"""The CLI commands that go through the queue and the registry: `submit`, `sweep`, `runs`, `show`, `cancel`,
+`retry`, and the processes that serve them: `worker` and `serve`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from moduletune.app.run_flags import config_from_args
+
+SWEEP_LIMIT = 100  # sweeps larger than this need --yes
+
+
+def add_queue_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of queued runs beyond the run flags (shared by submit and sweep)."""
+    p.add_argument("--submitter", default=None, help="who submitted it (default: the OS user)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def cmd_submit(args) -> int:
+    from moduletune.tasks.registry import Registry
+    from moduletune.tasks.submission import submit
+
+    config = config_from_args(args)
+    if config.lr_search:
+        config = config.replace(extra={**config.extra, "final_seeds": [config.seed]})
+    run_id = submit(Registry(), config, submitter=args.submitter)
+    print(json.dumps({"id": run_id, "status": "queued"}) if args.json else run_id)
+    return 0
+
+
+def sweep_configs(args) -> list:
+    """The cross product tasks x module sets x layer specs x seeds, as validated RunConfigs.
+
+    --modules is a comma list of module sets (one run each; '+' trains families together);
+    --layers each means one run per layer (families that ignore layers get one run)."""
+    import copy
+
+    from moduletune.app.form import parse_seeds
+    from moduletune.app.plan import search_configs, sweep_points
+    from moduletune.tuning import modules
+    from moduletune.tuning.config import DEFAULT_MODEL
+    from moduletune.tuning.models import load_config
+
+    split = lambda text: [part.strip() for part in str(text).split(",") if part.strip()]  # noqa: E731
+    task_names = split(args.tasks or args.task)
+    module_sets = [modules.parse_families(s.split("+")) for s in split(args.modules)]
+    seeds = parse_seeds(args.seeds if args.seeds is not None else args.seed)
+    if not task_names or not module_sets:
+        raise ValueError("a sweep needs at least one task, one module set and one seed")
+    each = args.layers.strip().lower() == "each"
+    num_layers = modules.num_hidden_layers(load_config(args.model or DEFAULT_MODEL)) if each else None
+    specs = [str(i) for i in range(num_layers)] if each else [args.layers]
+    configs = []
+    for point in sweep_points(task_names, module_sets, specs, seeds):
+        ns = copy.copy(args)
+        ns.task, ns.modules, ns.layers, ns.seed = point.task, "+".join(point.modules), point.layers, point.seed
+        configs.append(config_from_args(ns))
+    return search_configs(configs)  # with --lr-search: one search per setting, over every seed
+
+
+def cmd_sweep(args) -> int:
+    import uuid
+
+    from moduletune.tasks.registry import Registry
+    from moduletune.tasks.submission import submit_many
+
+    configs = sweep_configs(args)  # submit_many checks every run before it queues any
+    if len(configs) > SWEEP_LIMIT and not args.yes:
+        raise ValueError(
+            f"this sweep would queue {len(configs)} runs, more than the limit of {SWEEP_LIMIT}; "
+            "pass --yes to queue them all, or narrow the tasks, modules, layers or seeds"
+        )
+    sweep_id = uuid.uuid4().hex[:12]
+    ids = submit_many(Registry(), configs, submitter=args.submitter, sweep_id=sweep_id)
+    searches = sum(c.lr_search for c in configs)
+    if args.json:
+        print(json.dumps({"sweep_id": sweep_id, "queued": len(ids), "ids": ids, "searches": searches}))
+    elif searches:
+        from moduletune.app.plan import final_run_count
+
+        print(
+            f"queued {len(ids)} lr searches (sweep {sweep_id}, ids {ids[0]}-{ids[-1]}); each queues its runs at "
+            f"the chosen lr ({final_run_count(configs)} in all)"
+        )
+    else:
+        print(f"queued {len(ids)} runs (sweep {sweep_id}, ids {ids[0]}-{ids[-1]})")
+    return 0
+
+
+RUNS_TABLE = [
+    ("id", 5),
+    ("status", 11),
+    ("task", 5),
+    ("kind", 9),
+    ("family", 9),
+    ("layers", 7),
+    ("seed", 4),
+    ("lr", 8),
+    ("progress", 12),
+    ("metric", 22),
+    ("worker", 20),
+    ("queued_at", 20),
+]
+
+
+def _table_cell(run: dict, key: str) -> str:
+    if key == "progress":
+        total = run["total_steps"]
+        return f"{run['step']}/{total}" if total else "-"
+    if key == "metric":
+        if run["primary_metric"] is None:
+            return "-"
+        flag = " (at chance)" if run["learned"] is False else ""
+        return f"{run['primary_metric_name']}={run['primary_metric']:.4f}{flag}"
+    if key == "lr":
+        return f"{run['lr']:g}" if run["lr"] is not None else "-"
+    if key == "queued_at":
+        return (run["queued_at"] or "-").replace("T", " ")[:19]
+    value = run[key]
+    return "-" if value is None else str(value)
+
+
+def cmd_runs(args) -> int:
+    from moduletune.tasks.registry import Registry
+
+    rows = Registry().list_runs(status=args.status, task=args.task, sweep_id=args.sweep, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print("  ".join(f"{name.upper():<{width}}" for name, width in RUNS_TABLE).rstrip())
+    for run in rows:
+        print("  ".join(f"{_table_cell(run, name):<{width}}" for name, width in RUNS_TABLE).rstrip())
+    return 0
+
+
+def cmd_show(args) -> int:
+    from moduletune.tasks.registry import Registry
+
+    run = Registry().get(args.id)
+    if args.json:
+        print(json.dumps(run))
+        return 0
+    for key, value in run.items():
+        if key in ("config", "result") or value is None:
+            continue
+        print(f"{key:<20}{value}")
+    print(f"{'config':<20}{json.dumps(run['config'], sort_keys=True)}")
+    if run["result"]:
+        print(f"{'metrics':<20}{json.dumps(run['result'].get('metrics'))}")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from moduletune.tasks.registry import Registry
+
+    status = Registry().request_cancel(args.id)
+    print(json.dumps({"id": args.id, "status": status}) if args.json else f"run {args.id}: {status}")
+    return 0
+
+
+def cmd_retry(args) -> int:
+    from moduletune.tasks.registry import Registry
+    from moduletune.tasks.submission import retry
+
+    new_id = retry(Registry(), args.id, submitter=args.submitter)
+    print(json.dumps({"id": new_id, "status": "queued", "retry_of": args.id}) if args.json else new_id)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    import logging
+
+    from moduletune.tasks.worker import run_worker
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s",
+    )
+    return run_worker(
+        device=args.device, workers=args.workers, worker_type=args.worker_type, heartbeat_timeout=args.heartbeat_timeout
+    )
+
+
+def cmd_serve(args) -> int:
+    from moduletune.app import public
+    from moduletune.app.server import serve
+
+    limits = public.PublicLimits.from_env() if args.public or public.enabled() else None
+    return serve(host=args.host, port=args.port, worker=not args.no_worker, share=args.share, public=limits) or 0

@@ -1,0 +1,264 @@
+"""The registry's database: its tables, and one engine per URL and process (SQLite by default, PostgreSQL by URL).
+
+SQLite in MODULETUNE_HOME by default (WAL: the UI reads while workers write); PostgreSQL when
+MODULETUNE_DB_URL says postgresql://..., shared by workers on many machines. Engines are made on first
+use, with their schema, so importing this module opens nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+
+from moduletune.tuning.settings import home
+from moduletune.tuning.text import one_line
+from moduletune.tuning.text import without_password as describe
+
+DB_URL_ENV = "MODULETUNE_DB_URL"
+SCHEMA_VERSION = 2  # 2: kind, parent_id, chance_metric, learned (added in place to a version-1 registry)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "interrupted",
+)
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+RETRYABLE = (FAILED, CANCELLED, INTERRUPTED)
+
+log = logging.getLogger("moduletune.registry")
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be honoured (unknown run, wrong status, unreachable database)."""
+
+
+class RunNotFound(RegistryError):
+    """No run has this id."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The database could not be reached or opened (its message names the URL, so visitors never see it)."""
+
+
+metadata = MetaData()
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("status", String(16), nullable=False, index=True),
+    # What the run is: the full RunConfig as JSON, plus the columns people filter and group by.
+    Column("task", String(16), nullable=False, index=True),
+    Column("model", String(300), nullable=False),
+    Column("modules", String(200), nullable=False),
+    Column("family", String(100), nullable=False),
+    Column("layers", String(100), nullable=False),
+    Column("seed", Integer, nullable=False),
+    Column("lr", Float, nullable=False),
+    Column("config", Text, nullable=False),
+    Column("submitter", String(200)),
+    Column("sweep_id", String(64), index=True),
+    Column("retry_of", Integer),
+    # "run" (trained and reported), "search" (an lr search: its candidates are its children) or "candidate".
+    Column("kind", String(16), nullable=False, default="run", server_default="run", index=True),
+    Column("parent_id", Integer, index=True),  # a candidate's search, or a final run's search
+    # When and where.
+    Column("queued_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("heartbeat_at", Float),
+    Column("finished_at", Float),
+    Column("worker", String(200)),
+    Column("device", String(200)),
+    # Progress and control.
+    Column("step", Integer, nullable=False, default=0),
+    Column("total_steps", Integer),
+    Column("eta_seconds", Float),
+    Column("error", Text),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("claims", Integer, nullable=False, default=0),  # times a worker took it (the claim number)
+    Column("completions", Integer, nullable=False, default=0),  # times it succeeded: 1 at most, by design
+    Column("resume_count", Integer, nullable=False, default=0),  # re-queues after a worker died
+    Column("resumed_from_step", Integer),
+    # The result, flat where tables and charts need it, whole in `result`.
+    Column("primary_metric_name", String(64)),
+    Column("primary_metric", Float),
+    Column("chance_metric", Float),  # the primary metric of always predicting the majority class (0 for MCC/r)
+    Column("learned", Boolean),  # False: constant predictions or within noise of chance
+    Column("module_params", BigInteger),
+    Column("head_params", BigInteger),
+    Column("trainable_params", BigInteger),
+    Column("encoder_params", BigInteger),
+    Column("total_params", BigInteger),
+    Column("module_pct", Float),
+    Column("trainable_pct", Float),
+    Column("train_seconds", Float),
+    Column("examples_per_second", Float),
+    Column("result", Text),
+    Column("artifact_dir", Text),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("run_id", Integer, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("epoch", Float),
+    Column("split", String(32), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("value", Float),
+    Column("t", Float),
+    Index("ix_events_run_step", "run_id", "step"),
+)
+
+meta = Table(
+    "moduletune_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(200), nullable=False),
+)
+
+_ENGINES: dict[tuple, object] = {}
+_ENGINE_LOCK = threading.Lock()
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+
+def db_url() -> str:
+    """MODULETUNE_DB_URL, else a SQLite file in MODULETUNE_HOME."""
+    return os.environ.get(DB_URL_ENV) or f"sqlite:///{home() / 'runs.db'}"
+
+
+def normalize_url(url: str) -> str:
+    """postgresql:// and postgres:// -> postgresql+psycopg:// (psycopg 3); other URLs unchanged."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def get_engine(url: str | None = None):
+    """The SQLAlchemy engine for url, created (with its schema) on first use, cached per process."""
+    url = normalize_url(url or db_url())
+    key = (url, os.getpid())
+    with _ENGINE_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = _create_engine(url)
+            try:
+                ensure_schema(engine)
+            except (OperationalError, ProgrammingError, DBAPIError) as err:
+                engine.dispose()
+                raise RegistryUnavailable(
+                    f"could not open the run registry at {describe(url)}: {one_line(err.orig or err)}"
+                ) from None
+            _ENGINES[key] = engine
+        return engine
+
+
+def _create_engine(url: str):
+    from sqlalchemy import create_engine
+
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            # WAL: readers (the UI) never block the writer (a worker) and vice versa.
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql"):
+        return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
+    raise RegistryError(
+        f"unsupported registry URL {describe(url)!r}; use sqlite:///path/to/runs.db "
+        f"or postgresql://user@host/db (set {DB_URL_ENV})"
+    )
+
+
+def ensure_schema(engine) -> int:
+    """Create the tables on first use and record the schema version; refuse a newer schema."""
+    for attempt in range(8):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            with engine.begin() as conn:
+                found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+                if found is None:
+                    conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                    found = SCHEMA_VERSION
+            break
+        except (IntegrityError, OperationalError, ProgrammingError):
+            # Several processes creating the schema at once: one wins, the others retry and find it.
+            if attempt == 7:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    if int(found) > SCHEMA_VERSION:
+        raise RegistryError(
+            f"the run registry has schema version {found}, newer than this moduletune "
+            f"understands ({SCHEMA_VERSION}); upgrade moduletune"
+        )
+    if int(found) < SCHEMA_VERSION:
+        _add_missing_columns(engine)
+        with engine.begin() as conn:
+            conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+        found = SCHEMA_VERSION
+    return int(found)
+
+
+def _add_missing_columns(engine) -> None:
+    """Upgrade an older registry in place: add the columns this release has and it lacks (all nullable or
+    with a server default), keeping every run and event."""
+    from sqlalchemy import inspect, text
+
+    present = {c["name"] for c in inspect(engine).get_columns("runs")}
+    with engine.begin() as conn:
+        for column in runs.c:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            default = f" DEFAULT '{column.server_default.arg}'" if column.server_default is not None else ""
+            nullable = "" if column.nullable or default else " NULL"
+            conn.execute(text(f"ALTER TABLE runs ADD COLUMN {column.name} {kind}{default}{nullable}"))
+            log.info("registry upgraded: added runs.%s", column.name)
+
+
+def dispose_engines() -> None:
+    """Close this process's pooled connections (a parent does this before forking workers)."""
+    with _ENGINE_LOCK:
+        for key, engine in list(_ENGINES.items()):
+            if key[1] == os.getpid():
+                engine.dispose()
+                del _ENGINES[key]

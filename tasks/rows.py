@@ -1,0 +1,217 @@
+"""How a run is a row: the columns people read, the values a new run starts with, a result's flat columns.
+
+Shared by the registry's reads (tasks.registry) and its workers' writes (tasks.claims), so that a
+column is named and typed in one place.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import math
+import os
+import time
+from datetime import datetime, timezone
+
+from moduletune.tasks.database import QUEUED, runs
+from moduletune.tuning.text import json_safe
+
+# The columns of runs_frame() and of each list_runs() row, in order.
+RUN_COLUMNS = [
+    "id",
+    "status",
+    "task",
+    "model",
+    "modules",
+    "family",
+    "layers",
+    "seed",
+    "lr",
+    "primary_metric_name",
+    "primary_metric",
+    "chance_metric",
+    "learned",
+    "kind",
+    "parent_id",
+    "trainable_pct",
+    "module_pct",
+    "module_params",
+    "head_params",
+    "trainable_params",
+    "total_params",
+    "step",
+    "total_steps",
+    "progress",
+    "eta_seconds",
+    "worker",
+    "device",
+    "submitter",
+    "sweep_id",
+    "queued_at",
+    "started_at",
+    "heartbeat_at",
+    "finished_at",
+    "error",
+    "artifact_dir",
+    "retry_of",
+    "resumed",
+    "resumed_from_step",
+    "resume_count",
+    "claims",
+    "completions",
+    "cancel_requested",
+    "train_seconds",
+    "examples_per_second",
+]
+FLOAT_COLUMNS = (
+    "lr",
+    "primary_metric",
+    "chance_metric",
+    "trainable_pct",
+    "module_pct",
+    "progress",
+    "eta_seconds",
+    "train_seconds",
+    "examples_per_second",
+)
+INT_COLUMNS = ("id", "seed", "step", "resume_count", "claims", "completions")  # never null: int64
+NULLABLE_INT_COLUMNS = (
+    "module_params",
+    "head_params",
+    "trainable_params",
+    "total_params",
+    "total_steps",
+    "retry_of",
+    "resumed_from_step",
+    "parent_id",
+)  # null until known: pandas Int64
+# runs_frame() adds what each run's config says about replicates (tuning.replicates).
+FRAME_COLUMNS = RUN_COLUMNS + ["settings", "settings_key", "comparison_key"]
+EVENT_COLUMNS = ["run_id", "step", "epoch", "split", "name", "value"]
+TIME_COLUMNS = ("queued_at", "started_at", "heartbeat_at", "finished_at")
+FLAT = [c for c in runs.c if c.name not in ("config", "result")]
+
+
+# ---------------------------------------------------------------------------------------------- new rows
+
+
+def row_values(config, submitter, sweep_id, retry_of, kind: str | None = None, parent_id: int | None = None) -> dict:
+    """The columns of a newly queued run; a search config makes a search, and the lr used is made explicit."""
+    from moduletune.tuning.modules import short_label
+
+    if config.lr_search:
+        kind = "search"  # its candidates and, once it chose, its runs are its children
+    elif config.lr is None:
+        # The family default made explicit: the config (and so every diff and tooltip) shows the lr used.
+        config = config.replace(lr=config.learning_rate)
+    return dict(
+        status=QUEUED,
+        task=config.task,
+        model=config.model,
+        modules="+".join(config.modules),
+        family=short_label(config.modules),
+        layers=config.layers,
+        seed=config.seed,
+        lr=config.learning_rate,
+        config=config.to_json(),
+        submitter=submitter or default_submitter(),
+        sweep_id=sweep_id,
+        retry_of=retry_of,
+        kind=kind or "run",
+        parent_id=parent_id,
+        queued_at=time.time(),
+        step=0,
+        cancel_requested=False,
+        claims=0,
+        completions=0,
+        resume_count=0,
+    )
+
+
+def default_submitter() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user database entry (some containers)
+        return os.environ.get("USER") or "unknown"
+
+
+def runs_frame_of(found):
+    """A DataFrame of registry rows (with their config): the RUN_COLUMNS typed, times as UTC datetimes, plus what
+    each run's config says about replicates (pooled over seeds) and comparisons (the same full-FT reference)."""
+    import pandas as pd
+
+    from moduletune.tuning.replicates import comparison_key, replicate_key, replicate_settings
+
+    rows = [flat_row(r, iso=False) for r in found]
+    frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    configs = [json.loads(r["config"]) for r in found]
+    # What makes runs replicates (pooled over seeds) and comparable (the same full-FT reference).
+    frame["settings"] = pd.Series(
+        [replicate_settings(c, r["lr"]) for c, r in zip(configs, found)], index=frame.index, dtype=object
+    )
+    frame["settings_key"] = [replicate_key(c, r["lr"]) for c, r in zip(configs, found)]
+    frame["comparison_key"] = [comparison_key(c, r["lr"]) for c, r in zip(configs, found)]
+    for col in FLOAT_COLUMNS:
+        frame[col] = frame[col].astype("float64")
+    for col in INT_COLUMNS:
+        frame[col] = frame[col].astype("int64")
+    for col in NULLABLE_INT_COLUMNS:
+        frame[col] = frame[col].astype("Int64")
+    for col in ("resumed", "cancel_requested"):
+        frame[col] = frame[col].astype(bool)
+    frame["learned"] = frame["learned"].astype("boolean")
+    frame["kind"] = frame["kind"].fillna("run").astype(object)
+    for col in TIME_COLUMNS:
+        frame[col] = pd.to_datetime(frame[col].astype("float64"), unit="s", utc=True)
+    return frame
+
+
+def result_columns(result: dict) -> dict:
+    """The flat columns of a RunResult dict (non-finite metrics become NULL) plus the whole JSON."""
+    out = {
+        k: result.get(k)
+        for k in (
+            "primary_metric_name",
+            "module_params",
+            "head_params",
+            "trainable_params",
+            "encoder_params",
+            "total_params",
+            "artifact_dir",
+            "resumed_from_step",
+        )
+    }
+    for k in ("primary_metric", "chance_metric", "module_pct", "trainable_pct", "train_seconds", "examples_per_second"):
+        out[k] = finite(result.get(k))
+    if result.get("learned") is not None:
+        out["learned"] = bool(result["learned"])
+    if result.get("steps") is not None:
+        out["step"] = int(result["steps"])
+    if result.get("device"):
+        out["device"] = result["device"]
+    out["result"] = json.dumps(json_safe(result))
+    return out
+
+
+def flat_row(row, iso: bool = True) -> dict:
+    """A row as a dict of the RUN_COLUMNS (times as ISO-8601 UTC strings unless iso=False; NaN as None)."""
+    out = {c.name: row[c.name] for c in FLAT}
+    out["progress"] = (row["step"] / row["total_steps"]) if row["total_steps"] else 0.0
+    out["resumed"] = row["resumed_from_step"] is not None
+    out["cancel_requested"] = bool(row["cancel_requested"])
+    for key, value in out.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            out[key] = None
+    if iso:
+        for col in TIME_COLUMNS:
+            if out[col] is not None:
+                out[col] = datetime.fromtimestamp(out[col], tz=timezone.utc).isoformat(timespec="seconds")
+    return {k: out[k] for k in RUN_COLUMNS}
+
+
+def finite(value):
+    """A float, or None for a missing or non-finite one (databases and JSON do not take NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
