@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# `make serve PORT=8080 HOST=0.0.0.0`: where the app listens (default 127.0.0.1:7860, or GRADIO_SERVER_*).
 serve: setup
-	$(VENV)/bin/moduletune serve
+	$(VENV)/bin/moduletune serve $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST))
 
 services:
 	bash scripts/ensure-services.sh

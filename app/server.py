@@ -18,28 +18,12 @@ import threading
 import time
 from pathlib import Path
 
+from moduletune.tasks.parent_death import parent_death_signal
+
 log = logging.getLogger("moduletune.server")
 REPO = Path(__file__).resolve().parent.parent
 RESTART_WINDOW = 300.0  # seconds: more than MAX_RESTARTS deaths within this gives up (a broken setup)
 MAX_RESTARTS = 5
-
-
-def _pdeathsig():
-    """A preexec_fn asking Linux to SIGTERM the child when this (the spawning) thread's process dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl  # resolved here, in the parent: the child only makes one call
-    except Exception:
-        return None
-
-    def set_pdeathsig():
-        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-
-    return set_pdeathsig
 
 
 class EmbeddedWorker:
@@ -79,7 +63,11 @@ class EmbeddedWorker:
                 return
             # Own process group: a terminal's Ctrl-C reaches the server, which then stops the worker in order.
             self.proc = subprocess.Popen(
-                self.command(), cwd=str(REPO), env=env, start_new_session=True, preexec_fn=_pdeathsig()
+                self.command(),
+                cwd=str(REPO),
+                env=env,
+                start_new_session=True,
+                preexec_fn=parent_death_signal(signal.SIGTERM),
             )
         log.info("embedded worker started (pid %s)", self.proc.pid)
         print(f"moduletune serve: embedded worker started (pid {self.proc.pid})", file=sys.stderr, flush=True)
@@ -225,9 +213,36 @@ def _warm_up() -> None:
         log.warning("warm-up failed: %s", err)
 
 
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
+HOST_ENV, PORT_ENV = "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"  # Gradio's own names, as every Gradio app reads
+
+
+def port_number(text) -> int:
+    """A port from a flag or GRADIO_SERVER_PORT: a whole number from 1 to 65535, else a message saying so."""
+    try:
+        port = int(text)
+    except (TypeError, ValueError):
+        port = 0
+    if not 1 <= port <= 65535:
+        raise ValueError(f"the port must be a whole number from 1 to 65535 (--port or {PORT_ENV}), got {text!r}")
+    return port
+
+
+def address(host: str | None = None, port: int | str | None = None) -> tuple[str, int]:
+    """Where to listen: the arguments, else GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, else 127.0.0.1:7860."""
+    host = host or os.environ.get(HOST_ENV) or DEFAULT_HOST
+    return host, port_number(port if port not in (None, "") else os.environ.get(PORT_ENV) or DEFAULT_PORT)
+
+
+def browser_url(host: str, port: int) -> str:
+    """The address a person opens: every interface (0.0.0.0, ::) is reached at localhost on this machine."""
+    shown = "localhost" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
+    return f"http://{shown}:{port}"
+
+
 def serve(
-    host: str = "127.0.0.1",
-    port: int = 7860,
+    host: str | None = None,
+    port: int | None = None,
     worker: bool = True,
     share: bool = False,
     registry=None,
@@ -243,6 +258,7 @@ def serve(
     from moduletune.app.ui import build_app
     from moduletune.tasks.registry import Registry
 
+    host, port = address(host, port)
     registry = registry or Registry()
     registry.count()  # fail fast, naming the URL, if the registry is unreachable; creates the schema
     check_port(host, port)  # ... and before a worker is started for nothing
@@ -271,7 +287,9 @@ def serve(
     stop_signals = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.signal(s, interrupt) for s in stop_signals} if main else {}
     try:
-        demo.launch(**launch_kwargs(host, port, share, public is not None))
+        demo.launch(prevent_thread_lock=True, **launch_kwargs(host, port, share, public is not None))
+        print(f"moduletune serve: ready; open {browser_url(host, port)} in a browser", file=sys.stderr, flush=True)
+        demo.block_thread()  # until Ctrl-C or SIGTERM (both raise KeyboardInterrupt here)
     except KeyboardInterrupt:
         pass
     except OSError as err:  # the port is taken, or the address is not ours

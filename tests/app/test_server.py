@@ -127,3 +127,20 @@ def test_the_serve_subcommand():
     assert (args.func, args.no_worker, args.port, args.host, args.share) == (cmd_serve, True, 7999, "0.0.0.0", False)
     defaults = build_parser().parse_args(["serve"])
     assert (defaults.host, defaults.port, defaults.no_worker) == ("127.0.0.1", 7860, False)
+
+
+def test_the_address_comes_from_the_flags_else_gradios_variables(monkeypatch):
+    """`moduletune serve` honours GRADIO_SERVER_PORT / GRADIO_SERVER_NAME as Gradio apps do; a bad port is named."""
+    import pytest
+
+    from moduletune.app.cli import build_parser
+
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "8123")
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    args = build_parser().parse_args(["serve"])
+    assert (args.host, args.port) == ("0.0.0.0", 8123)
+    assert server.address() == ("0.0.0.0", 8123) and server.address("127.0.0.1", 9000) == ("127.0.0.1", 9000)
+    assert server.browser_url("0.0.0.0", 8123) == "http://localhost:8123"
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "99999")
+    with pytest.raises(ValueError, match="from 1 to 65535.*GRADIO_SERVER_PORT.*99999"):
+        server.address()

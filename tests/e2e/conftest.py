@@ -87,8 +87,11 @@ def app_server(tmp_path_factory, glue_dir):
         TOKENIZERS_PARALLELISM="false",
         GRADIO_ANALYTICS_ENABLED="False",
         MODULETUNE_QUEUE_NAME="moduletune",
+        GRADIO_SERVER_PORT=str(port),  # the port as a Space or any Gradio host sets it: no --port flag
     )
-    app = launch(["serve", "--port", str(port)], port, env, home, log)
+    app = launch(["serve"], port, env, home, log)
+    ready = f"ready; open http://127.0.0.1:{port} in a browser"
+    polling.wait_for(lambda: ready in app.logs(100_000), 30, "the address printed once the app serves", logs=app.logs)
     yield app
     worker_pids = [int(p) for p in re.findall(r"embedded worker started \(pid (\d+)\)", app.logs(100_000))]
     code = _stop(app.proc)
