@@ -8,7 +8,7 @@ import functools
 import gradio as gr
 
 from moduletune.app import experiment as ex
-from moduletune.app import views
+from moduletune.app import model_views, views
 from moduletune.app.errors import visitor_message
 from moduletune.tuning.text import json_safe
 
@@ -63,7 +63,7 @@ def register(ctx) -> None:
     @answered("predict")
     def predict(run_id: int, text: str, text_pair: str = "") -> dict:
         """A succeeded run's prediction for a text (or pair) next to the untuned base model's."""
-        return json_safe(views.predict(registry, ex.run_id_of(run_id), text, text_pair))
+        return json_safe(model_views.predict(registry, ex.run_id_of(run_id), text, text_pair))
 
     gr.api(runs, api_name="runs")
     gr.api(run, api_name="run")

@@ -2,27 +2,31 @@
 and the weight-magnitude vs score correlation, exported as CSV, Markdown, LaTeX or one self-contained HTML file.
 
 Pure functions of DataFrames (the registry's runs frame, tuning.magnitudes rows without 'hist') built on
-app.pooling and app.charts, so the study is unit tested on hand-built frames; only report_from_registry
-reads a registry and loads models. Akbar-Tajari, Rajaee & Pilehvar, EMNLP 2022, arXiv 2302.00378.
+app.pooling, app.tables and app.study_analysis (the per-task figures and statistics), so the study is unit
+tested on hand-built frames; only report_from_registry reads a registry and loads models.
+Akbar-Tajari, Rajaee & Pilehvar, EMNLP 2022, arXiv 2302.00378.
 """
 
 from __future__ import annotations
 
 import html
-import itertools
-import math
 import re
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from moduletune.app import charts, pooling
-from moduletune.app.labels import short_name, task_sort_key
+from moduletune.app import pooling, tables
+from moduletune.app.labels import task_sort_key
+from moduletune.app.study_analysis import (
+    efficiency_figure,
+    layerwise_figure,
+    magnitude_points,
+    magnitude_vs_score,
+    rho_text,
+)
 
 PAPER = (
     'Akbar-Tajari, Rajaee & Pilehvar, "An Empirical Study on the Transferability of Transformer Modules in '
@@ -42,14 +46,6 @@ POOLING_NOTE = (
 )
 FORMATS = ("csv", "md", "tex", "html")
 FIGURES = ("layerwise", "efficiency", "magnitude")
-NO_SINGLE_LAYER = (
-    "No finished single-layer runs yet — submit some (layers = one number, or a sweep over each "
-    "layer) in the Experiment tab"
-)
-NO_MAGNITUDES = "No weight-magnitude statistics for this task's model"
-NO_PAIRS = "No module family has both finished runs and weight-magnitude statistics"
-SINGLE_LAYER = r"\d+"
-EXACT_MAX = 8  # families up to which the p-value is exact (8! pairings)
 
 
 # ---------------------------------------------------------------- selection
@@ -68,221 +64,22 @@ def _task_list(tasks) -> list[str]:
     return sorted(dict.fromkeys([tasks] if isinstance(tasks, str) else tasks), key=task_sort_key)
 
 
-def _row_name(group: str, variant: str) -> str:
-    """'LN' or 'LN (max_train=2000)': a pooled row's label, as the charts and the table write it."""
-    return short_name(group) + (f" ({variant})" if variant else "")
-
-
 # ---------------------------------------------------------------- 1. the table
 
 
 def study_numeric(runs, tasks=None, layers: str | None = "all", model: str | None = None) -> pd.DataFrame:
     """The study's long numeric form (family, module, variant, task, metric, mean, std, n, trainable_pct, lr,
     chance, full_mean, did_not_learn), one row per replicate set and task: the CSV export."""
-    return charts.results_table_numeric(_of_tasks(runs, tasks), layers, model)
+    return tables.results_table_numeric(_of_tasks(runs, tasks), layers, model)
 
 
 def study_table(runs, tasks=None, layers: str | None = "all", model: str | None = None) -> pd.DataFrame:
     """The paper's table: module families in paper order (then combos, random controls, full fine-tuning) ×
     tasks as 'mean ± std (n)' (✗: did not learn), with trainable % and lr, closed by the chance row."""
-    return charts.results_table(_of_tasks(runs, tasks), layers, model)
+    return tables.results_table(_of_tasks(runs, tasks), layers, model)
 
 
-# ---------------------------------------------------------------- 2-3. figures
-
-
-def layerwise_figure(runs, task: str, model: str | None = None) -> go.Figure:
-    """Seed-mean score (± std) against the one layer trained, a line per family in its colour, read against
-    the chance level and full fine-tuning: where in the network each module transfers best."""
-    d = pooling.finished_runs(runs, task, model)
-    single = d[d["layers"].str.fullmatch(SINGLE_LAYER)] if not d.empty else d
-    title = f"{task}: score by the one layer trained" + charts._mix_note(single)
-    if single.empty:
-        return charts.empty_figure(title, NO_SINGLE_LAYER)
-    pooled = pooling.pool(single)
-    chance, full_mean, full_std, mixed = pooling.task_references(pooling.pool(d), task)
-    metric = pooled["metric"].mode().iloc[0]
-    fig = go.Figure()
-    for (group, variant), s in pooled.groupby(["group", "variant"], sort=False):
-        s = s.assign(_layer=s["layers"].astype(int)).sort_values("_layer")
-        name = _row_name(group, variant)
-        std = s["std"].fillna(0.0).to_numpy()
-        flags = [pooling.learn_flag(f, k, n) for f, k, n in zip(s["did_not_learn"], s["not_learned"], s["n"])]
-        fig.add_trace(
-            go.Scatter(
-                x=s["_layer"].to_numpy(),
-                y=s["mean"].to_numpy(),
-                mode="lines+markers",
-                name=name,
-                error_y=dict(type="data", array=std, visible=True, thickness=1.2),
-                line=dict(color=charts.family_color(group), dash="dot" if charts._is_random(group) else "solid"),
-                marker=charts._scatter_marker(group),
-                customdata=np.column_stack([std, s["n"].to_numpy(), [charts._hover_lr(x) for x in s["lr"]], flags]),
-                hovertemplate=(
-                    f"<b>{name}</b> @ layer %{{x}}<br>{metric} %{{y:.4f}} ± %{{customdata[0]:.4f}}"
-                    "<br>n = %{customdata[1]} · lr %{customdata[2]}<br>%{customdata[3]}<extra></extra>"
-                ),
-            )
-        )
-    charts._add_references(fig, chance, full_mean, full_std)
-    layers = sorted(int(x) for x in pooled["layers"].unique())
-    fig.update_xaxes(title_text="layer trained (all others frozen)", tickmode="array", tickvals=layers)
-    spread = pooled["std"].fillna(0)
-    fig.update_yaxes(
-        title_text=metric,
-        range=charts._score_range(
-            (pooled["mean"] + spread).tolist() + (pooled["mean"] - spread).tolist(), chance, full_mean
-        ),
-    )
-    if mixed:
-        title += " (references: the most common settings)"
-    return charts._layout(fig, title, legend_title_text="module")
-
-
-def efficiency_figure(runs, task: str | None = None, model: str | None = None) -> go.Figure:
-    """Seed-mean score vs trainable share (log x) with the frontier through the means: the per-parameter view."""
-    return charts.efficiency_frontier(runs, task, model)
-
-
-# ---------------------------------------------------------------- 4. magnitudes vs score
-
-
-def _weights(magnitudes) -> pd.DataFrame:
-    """The magnitude rows of weight tensors (biases sit on another scale), or an empty frame."""
-    m = pooling.frame(magnitudes)
-    if m.empty or not {"family", "layer", "mean_abs"} <= set(m.columns):
-        return pd.DataFrame(columns=["family", "layer", "kind", "count", "mean_abs"])
-    return m[m["kind"] == "weight"] if "kind" in m.columns else m
-
-
-def family_mean_abs(magnitudes, family: str, layers: str = "all") -> float:
-    """Count-weighted mean |w| of a family's weights over the layers a run trained (embeddings: all theirs)."""
-    m = _weights(magnitudes)
-    m = m[m["family"] == family]
-    if m.empty:
-        return math.nan
-    if family != "embeddings" and str(layers) != "all":
-        from moduletune.tuning.modules import parse_layers
-
-        try:
-            keep = parse_layers(layers, int(pd.to_numeric(_weights(magnitudes)["layer"]).max()) + 1)
-        except ValueError:
-            return math.nan
-        m = m[m["layer"].astype(int).isin(keep)]
-    count = (
-        pd.to_numeric(m["count"], errors="coerce").fillna(1.0)
-        if "count" in m.columns
-        else pd.Series(1.0, index=m.index)
-    )
-    total = float(count.sum())
-    return float((m["mean_abs"].astype(float) * count).sum() / total) if total > 0 else math.nan
-
-
-def magnitude_points(runs, magnitudes, task: str, layers: str = "all", model: str | None = None) -> pd.DataFrame:
-    """Per module family with magnitudes: its mean |w| over the layers trained and its seed-mean score on the
-    task (at the most common comparison settings; the best lr's replicate set when several were tried)."""
-    columns = ["family", "module", "mean_abs", "mean", "std", "n", "lr", "did_not_learn"]
-    pooled = pooling.pool(pooling.finished_runs(runs, task, model))
-    families = set(_weights(magnitudes)["family"])
-    if pooled.empty or not families:
-        return pd.DataFrame(columns=columns)
-    # Embeddings ignore the layer choice, so their runs count under any.
-    p = pooled[pooled["group"].isin(families) & ((pooled["layers"] == str(layers)) | (pooled["group"] == "embeddings"))]
-    if p.empty:
-        return pd.DataFrame(columns=columns)
-    p = p[p["comparison_key"] == p["comparison_key"].value_counts().index[0]]
-    p = p.sort_values("mean", ascending=False, kind="stable").drop_duplicates("group")
-    out = p.rename(columns={"group": "family"}).assign(
-        module=lambda d: d["family"].map(short_name),
-        mean_abs=lambda d: [family_mean_abs(magnitudes, f, lay) for f, lay in zip(d["family"], d["layers"])],
-    )
-    out = out[out["mean_abs"].notna()]
-    order = sorted(range(len(out)), key=lambda i: charts.family_sort_key(out["family"].iloc[i]))
-    return out.iloc[order][columns].reset_index(drop=True)
-
-
-def _exact_p(x, y) -> float:
-    """Two-sided p of Spearman's rho by enumerating every pairing: exact where the t approximation is not."""
-    from scipy.stats import rankdata
-
-    rx, ry = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
-    perms = np.array(list(itertools.permutations(ry)))
-    rhos = perms @ rx / math.sqrt(float(rx @ rx) * float(ry @ ry))
-    observed = float(ry @ rx) / math.sqrt(float(rx @ rx) * float(ry @ ry))
-    return float(np.mean(np.abs(rhos) >= abs(observed) - 1e-12))
-
-
-def spearman(x, y) -> dict:
-    """Spearman's rho and p across families (scipy; the exact permutation p for up to EXACT_MAX families, where
-    scipy's t approximation says p = 0 for 3 points in order); NaN for fewer than 3 or constant values."""
-    n = len(x)
-    if n < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return {"rho": math.nan, "p": math.nan, "n_families": n, "p_method": ""}
-    from scipy.stats import spearmanr
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rho, p = spearmanr(list(x), list(y))
-    if n <= EXACT_MAX:
-        return {"rho": float(rho), "p": _exact_p(x, y), "n_families": n, "p_method": "exact permutation"}
-    return {"rho": float(rho), "p": float(p), "n_families": n, "p_method": "t approximation"}
-
-
-def rho_text(stats: dict) -> str:
-    """'Spearman ρ = 0.93 (p = 0.003, 7 families)', or why it is undefined."""
-    n = int(stats.get("n_families", 0))
-    if n < 3:
-        return f"Spearman ρ undefined: {n} famil{'y' if n == 1 else 'ies'} (needs at least 3)"
-    if math.isnan(stats.get("rho", math.nan)):
-        return f"Spearman ρ undefined: constant |w| or scores across {n} families"
-    p = stats["p"]
-    return f"Spearman ρ = {stats['rho']:.2f} (p {'< 0.001' if p < 1e-3 else f'= {p:.3g}'}, {n} families)"
-
-
-def magnitude_vs_score(
-    runs, magnitudes, task: str, layers: str = "all", model: str | None = None
-) -> tuple[go.Figure, dict]:
-    """Each family's mean |w| (log x) against its seed-mean score on the task, with Spearman's rho across
-    families in the title: the paper's link between LayerNorm's large weights and its transfer."""
-    points = magnitude_points(runs, magnitudes, task, layers, model)
-    stats = spearman(points["mean_abs"].tolist(), points["mean"].tolist())
-    title = f"{task}: weight magnitude vs score (layers {layers}) · {rho_text(stats)}"
-    if points.empty:
-        return charts.empty_figure(title, NO_PAIRS if not _weights(magnitudes).empty else NO_MAGNITUDES), stats
-    fig = go.Figure()
-    for row in points.itertuples(index=False):
-        std = 0.0 if pd.isna(row.std) else float(row.std)
-        fig.add_trace(
-            go.Scatter(
-                x=[max(float(row.mean_abs), charts.LOG_FLOOR)],
-                y=[row.mean],
-                mode="markers+text",
-                name=row.module,
-                text=[row.module + (" ✗" if row.did_not_learn else "")],
-                textposition="top center",
-                error_y=dict(type="data", array=[std], visible=True, thickness=1.2),
-                marker=charts._scatter_marker(row.family),
-                hovertemplate=(
-                    f"<b>{row.module}</b><br>mean |w| %{{x:.3g}}<br>score %{{y:.4f}} ± {std:.4f} "
-                    f"(n = {row.n})<extra></extra>"
-                ),
-            )
-        )
-    pooled = pooling.pool(pooling.finished_runs(runs, task, model))
-    chance, full_mean, full_std, _ = pooling.task_references(pooled, task)
-    charts._add_references(fig, chance, full_mean, full_std)
-    fig.update_xaxes(type="log", title_text="mean |w| of the weights trained (log)")
-    spread = points["std"].fillna(0)
-    fig.update_yaxes(
-        title_text=pooling.metric_name(pooling.finished_runs(runs, task, model)),
-        range=charts._score_range(
-            (points["mean"] + spread).tolist() + (points["mean"] - spread).tolist(), chance, full_mean
-        ),
-    )
-    return charts._layout(fig, title, showlegend=False), stats
-
-
-# ---------------------------------------------------------------- 5. the report
+# ---------------------------------------------------------------- 2. the report
 
 
 @dataclass
@@ -352,7 +149,7 @@ def build_report(
     )
 
 
-# ---------------------------------------------------------------- 6. exports
+# ---------------------------------------------------------------- 3. exports
 
 
 def summary_lines(report: Report) -> list[str]:
@@ -515,12 +312,12 @@ def write_report(report: Report, fmt: str, path) -> Path:
     return path
 
 
-# ---------------------------------------------------------------- 7. from a registry
+# ---------------------------------------------------------------- 4. from a registry
 
 
 def model_magnitudes(name: str) -> pd.DataFrame:
     """A model's magnitude rows (the Weights tab's, computed once per model and shared with it)."""
-    from moduletune.app.views import magnitudes
+    from moduletune.app.model_views import magnitudes
 
     return magnitudes(name).copy()
 

@@ -1,24 +1,25 @@
-"""What the Runs, Compare, Weights and Playground tabs show: registry reads turned into tables and charts.
+"""What the Runs, Compare and Study tabs show: registry reads turned into tables and charts.
 
-Plain functions of a Registry (and small in-process caches), so the UI stays a thin wiring layer and
-tests call these directly. Heavy things — weight magnitudes, run deltas, loaded models — are computed
-once per model or run and reused; a timer tick only ever runs a registry query and a chart function.
+Plain functions of a Registry, so the UI stays a thin wiring layer and tests call these directly; a timer tick
+only ever runs a registry query and a chart function. What loads a model lives in app.model_views.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import threading
-from collections import OrderedDict
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from moduletune.app import charts
-from moduletune.app.labels import layer_sort_key
+from moduletune.app import charts, tables
+from moduletune.app.comparison import compare_view
+from moduletune.app.figure_style import NO_RUNS, empty_figure
+from moduletune.app.labels import format_pct, humanize_seconds, layer_sort_key, short_name
+from moduletune.app.pooling import finished_runs
 from moduletune.tuning.text import json_safe
 
 ALL = "all"
@@ -26,11 +27,6 @@ STATUS_CHOICES = [ALL, "queued", "running", "succeeded", "failed", "cancelled", 
 TABLE_LIMIT = 500  # newest runs shown in the Runs tab (filters apply first)
 
 _LOCK = threading.Lock()
-_MAGNITUDES: dict[str, pd.DataFrame] = {}
-_MAGNITUDE_LOCKS: dict[str, threading.Lock] = {}
-_DELTAS: dict[int, pd.DataFrame] = {}
-_MODELS: "OrderedDict[tuple, tuple]" = OrderedDict()  # (kind, key) -> (model, tokenizer, config)
-MODEL_CACHE_SIZE = 4
 _DOWNLOADS: Path | None = None
 
 
@@ -57,8 +53,8 @@ def runs_frame(registry, status=None, task=None, limit: int | None = None) -> pd
 
 
 def runs_table(registry, status=ALL, task=ALL, limit: int = TABLE_LIMIT) -> pd.DataFrame:
-    """The Runs tab's table (charts.runs_table), newest first."""
-    return charts.runs_table(runs_frame(registry, status, task, limit))
+    """The Runs tab's table (tables.runs_table), newest first."""
+    return tables.runs_table(runs_frame(registry, status, task, limit))
 
 
 def runs_records(registry, status=ALL, task=ALL, limit: int | None = None, viewer: str | None = None) -> list[dict]:
@@ -85,8 +81,7 @@ def _for_viewer(record: dict, viewer: str | None) -> dict:
 def run_label(run: dict) -> str:
     """'#12 rte LN@5 seed 0 · succeeded' (a dropdown label)."""
     return (
-        f"#{run['id']} {run['task']} {charts.short_name(run['modules'])}@{run['layers']} "
-        f"seed {run['seed']} · {run['status']}"
+        f"#{run['id']} {run['task']} {short_name(run['modules'])}@{run['layers']} seed {run['seed']} · {run['status']}"
     )
 
 
@@ -178,7 +173,7 @@ def summary_markdown(run: dict) -> str:
         else "?"
     )
     head = (
-        f"{what} · {run['task']} · {charts.short_name(run['modules'])} @ layers {run['layers']}"
+        f"{what} · {run['task']} · {short_name(run['modules'])} @ layers {run['layers']}"
         f" · seed {run['seed']} · lr {lr} · {run['model']}"
     )
     status = run["status"]
@@ -186,7 +181,7 @@ def summary_markdown(run: dict) -> str:
     if run["total_steps"]:
         parts.append(f"step {run['step']}/{run['total_steps']} ({100 * run['step'] // run['total_steps']}%)")
     if status == "running" and run["eta_seconds"] is not None:
-        parts.append(f"ETA {charts.humanize_seconds(run['eta_seconds'])}")
+        parts.append(f"ETA {humanize_seconds(run['eta_seconds'])}")
     where = " / ".join(str(x) for x in (run.get("worker"), run["device"]) if x)
     if where:
         parts.append(where)
@@ -218,7 +213,7 @@ def summary_markdown(run: dict) -> str:
             + (f" (chance {chance:.3f})" if chance is not None else "")
             + verdict
             + " · trainable "
-            f"{run['trainable_params'] or 0:,} parameters ({charts.format_pct(run['trainable_pct'])} of the "
+            f"{run['trainable_params'] or 0:,} parameters ({format_pct(run['trainable_pct'])} of the "
             "model)" + (f" · {run['train_seconds']:.1f}s training" if run["train_seconds"] else "")
         )
     note = (run.get("config") or {}).get("extra", {}).get("lr_search")
@@ -248,7 +243,7 @@ def search_points(registry, search_ids) -> pd.DataFrame:
             "lr": ev["name"].astype(float),
             "score": ev["value"],
             "step": ev["step"],
-            "label": [f"#{i} {charts.short_name(runs[i]['modules'])}@{runs[i]['layers']}" for i in ev["run_id"]],
+            "label": [f"#{i} {short_name(runs[i]['modules'])}@{runs[i]['layers']}" for i in ev["run_id"]],
             "metric": [runs[i]["primary_metric_name"] for i in ev["run_id"]],
             "chosen_lr": [runs[i]["lr"] if runs[i]["status"] == "succeeded" else float("nan") for i in ev["run_id"]],
         },
@@ -281,21 +276,21 @@ def artifact_download(run: dict | None) -> str | None:
 
 def default_curve_runs(runs: pd.DataFrame, task: str, limit: int = 5) -> list[int]:
     """The task's most recent succeeded runs (what the curves show before the user picks)."""
-    done = charts.finished_runs(runs, task)
+    done = finished_runs(runs, task)
     return sorted(int(i) for i in done["id"])[-limit:] if "id" in done.columns else []
 
 
 def compare(registry, task: str, layers: str | None = ALL, run_ids=None, only_differences: bool = True) -> dict:
-    """All Compare-tab charts for a task (charts.compare_view), with the selected runs' full configs diffed."""
+    """All Compare-tab charts for a task (comparison.compare_view), with the selected runs' full configs diffed."""
     runs = registry.runs_frame()
     ids = [int(i) for i in (run_ids or [])] or default_curve_runs(runs, task)
     events = registry.events_frame(ids) if ids else None
-    view = charts.compare_view(runs, events, task, ids, layers=layers or ALL)
+    view = compare_view(runs, events, task, ids, layers=layers or ALL)
     selected = runs[runs["id"].isin(ids)].drop(columns=["submitter"], errors="ignore")  # never who submitted
     if not selected.empty:  # columns in the order the runs were picked
         selected = selected.iloc[sorted(range(len(selected)), key=lambda i: ids.index(int(selected["id"].iloc[i])))]
         selected["config"] = [registry.get(int(i))["config"] for i in selected["id"]]
-    view["config_diff"] = charts.config_diff(selected, only_differences=only_differences)
+    view["config_diff"] = tables.config_diff(selected, only_differences=only_differences)
     view["lr_searches"] = charts.lr_search_curves(
         search_points(registry, task_searches(registry, task)), f"{task}: learning-rate searches (held-out score vs lr)"
     )
@@ -327,17 +322,22 @@ def compare_records(registry, task: str | None = None) -> list[dict]:
 
     task = _filter(task)
     task = get_task(task).name if task else None  # an unknown name is refused with the allowed ones
-    done = charts.finished_runs(registry.runs_frame(), task)
+    done = finished_runs(registry.runs_frame(), task)
     if done.empty:
         return []
     cols = [c for c in COMPARE_COLUMNS if c in done.columns]
     return [json_safe(r) for r in done[cols].sort_values("id").to_dict("records")]
 
 
+def _safe(text: str) -> str:
+    """Text usable in a file name: letters, digits, '-' and '_' kept, anything else '_', at most 40 characters."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text))[:40]
+
+
 def results_csv_file(registry, layers: str | None = ALL) -> str:
     """The paper-style results as a CSV file (mean, std, n, trainable % per module and task)."""
     path = downloads_dir() / f"moduletune-results-{_safe(layers or ALL)}.csv"
-    path.write_text(charts.results_csv(registry.runs_frame(), layers or ALL))
+    path.write_text(tables.results_csv(registry.runs_frame(), layers or ALL))
     return str(path)
 
 
@@ -355,13 +355,11 @@ def results_note(table: pd.DataFrame, layers: str | None, choices: list[str]) ->
             + ", ".join(f"**{c}**" for c in others[:6])
             + " in *Layer choice*."
         )
-    return charts.NO_RUNS + "."
+    return NO_RUNS + "."
 
 
 def study(registry, tasks=None):
     """The Study tab's report (app.study) and its four exports, written under names no other request shares."""
-    import uuid
-
     from moduletune.app import study as st
 
     report = st.report_from_registry(registry, tasks=tasks)
@@ -376,7 +374,7 @@ def study_figures(report, task: str) -> dict:
     figures = report.figures.get(task)
     if figures:
         return figures
-    empty = charts.empty_figure(f"{task}: study", f"No finished runs of {task} in this report")
+    empty = empty_figure(f"{task}: study", f"No finished runs of {task} in this report")
     return {"layerwise": empty, "efficiency": empty, "magnitude": empty}
 
 
@@ -385,7 +383,7 @@ def study_summary(report) -> str:
     from moduletune.app import study as st
 
     if not report.n_runs:
-        return charts.NO_RUNS + "."
+        return NO_RUNS + "."
     lines = [
         f"**{report.n_runs} finished runs** · tasks {', '.join(report.tasks)} · generated {report.generated_at}",
         st.POOLING_NOTE,
@@ -400,158 +398,3 @@ def layer_filter_choices(registry) -> list[str]:
     runs = registry.runs_frame(status="succeeded")
     specs = set(runs["layers"].astype(str)) | {ALL}
     return sorted(specs, key=layer_sort_key)
-
-
-# ---------------------------------------------------------------------------------------------- weights
-
-DELTAS_TITLE = "How far tuning moved each module"
-NO_DELTAS = "Pick succeeded runs above and press Show deltas"
-
-
-def magnitudes(model: str | None = None) -> pd.DataFrame:
-    """Weight-magnitude statistics of a pre-trained model per (family, layer, kind); computed once per model."""
-    from moduletune.tuning.config import DEFAULT_MODEL
-
-    name = (model or "").strip() or DEFAULT_MODEL
-    from moduletune.app.public import guard_model
-
-    guard_model(name)  # public mode: only allow-listed models, never a typed path
-    with _LOCK:
-        if name in _MAGNITUDES:
-            return _MAGNITUDES[name]
-        lock = _MAGNITUDE_LOCKS.setdefault(name, threading.Lock())
-    with lock:  # one computation per model even if two people click at once
-        with _LOCK:
-            if name in _MAGNITUDES:
-                return _MAGNITUDES[name]
-        from moduletune.tuning import magnitudes as mags
-        from moduletune.tuning.models import load_classifier
-
-        rows = mags.magnitude_stats(load_classifier(name, 2))
-        frame = pd.DataFrame([{k: v for k, v in r.items() if k != "hist"} for r in rows])
-        with _LOCK:
-            _MAGNITUDES[name] = frame
-        return frame
-
-
-def run_deltas(registry, run_ids) -> pd.DataFrame:
-    """||Δw||/||w|| per trained module and layer for succeeded runs; computed once per run."""
-    frames = []
-    for rid in [int(i) for i in (run_ids or [])]:
-        with _LOCK:
-            cached = _DELTAS.get(rid)
-        if cached is None:
-            run = registry.get(rid)
-            if run["status"] != "succeeded" or not run["artifact_dir"]:
-                from moduletune.app.form import FormError
-
-                raise FormError("run", f"run {rid} is {run['status']}; deltas need a succeeded run with an artifact")
-            from moduletune.tuning.magnitudes import run_deltas as compute
-
-            cached = pd.DataFrame(compute(run["artifact_dir"])).assign(run_id=rid)
-            with _LOCK:
-                _DELTAS[rid] = cached
-        frames.append(cached)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-# ---------------------------------------------------------------------------------------------- playground
-
-
-def _cached_model(key: tuple, load):
-    with _LOCK:
-        if key in _MODELS:
-            _MODELS.move_to_end(key)
-            return _MODELS[key]
-    value = load()
-    with _LOCK:
-        _MODELS[key] = value
-        while len(_MODELS) > MODEL_CACHE_SIZE:
-            _MODELS.popitem(last=False)
-    return value
-
-
-def tuned_model(registry, run_id: int):
-    """(model, tokenizer, RunConfig) of a succeeded run, loaded once (a small LRU cache)."""
-    run = registry.get(int(run_id))
-    if run["status"] != "succeeded" or not run["artifact_dir"]:
-        from moduletune.app.form import FormError
-
-        raise FormError("run", f"run {run_id} is {run['status']}; pick a succeeded run")
-    from moduletune.tuning.artifacts import load_tuned
-
-    return _cached_model(("tuned", int(run_id)), lambda: load_tuned(run["artifact_dir"]))
-
-
-def base_model(model: str, task: str, seed: int = 0):
-    """The untuned model: the pre-trained encoder with a freshly initialised (seeded) task head."""
-    import torch
-
-    from moduletune.tuning import glue
-    from moduletune.tuning.models import load_classifier, load_tokenizer
-
-    def load():
-        torch.manual_seed(seed)
-        return load_classifier(model, glue.get_task(task).num_labels).eval(), load_tokenizer(model), None
-
-    return _cached_model(("base", model, task, seed), load)
-
-
-def task_inputs(registry, run_id) -> dict:
-    """The text boxes a run's task needs: {'task', 'columns', 'pair'}."""
-    from moduletune.tuning import glue
-
-    if run_id in (None, ""):
-        return {"task": None, "columns": ("sentence",), "pair": False}
-    task = glue.get_task(registry.get(int(run_id))["task"])
-    return {"task": task.name, "columns": task.text_columns, "pair": len(task.text_columns) == 2}
-
-
-MAX_PREDICT_CHARS = 5000  # a sentence or paragraph; the model reads at most max_seq_len tokens of it anyway
-
-
-def predict(registry, run_id, text_a: str, text_b: str | None = None) -> dict:
-    """The tuned run's prediction and the untuned base model's, for one text (or pair).
-
-    {'task', 'tuned': {label: prob} or {'score': x}, 'base': ..., 'label', 'base_label'}"""
-    from moduletune.app.form import FormError, run_id_of
-    from moduletune.tuning import glue
-    from moduletune.tuning.artifacts import predict as run_predict
-
-    if run_id in (None, ""):
-        raise FormError("run", "pick a finished run first")
-    run_id = run_id_of(run_id)
-    for label, value in (("text", text_a), ("second text", text_b)):
-        if value is not None and (not isinstance(value, str) or len(value) > MAX_PREDICT_CHARS):
-            raise FormError("text", f"the {label} must be text of at most {MAX_PREDICT_CHARS:,} characters")
-    if not (text_a or "").strip():
-        raise FormError("text", "type a sentence first")
-    model, tokenizer, config = tuned_model(registry, run_id)
-    task = glue.get_task(config.task)
-    if len(task.text_columns) == 2:
-        if not (text_b or "").strip():
-            raise FormError("text", f"{task.name} compares two texts: fill in {task.text_columns[1]} too")
-        text = (text_a, text_b)
-    else:
-        text = text_a
-    tuned = run_predict(model, tokenizer, task, [text])[0]
-    base_m, base_tok, _ = base_model(config.model, task.name, config.seed)
-    base = run_predict(base_m, base_tok, task, [text])[0]
-    return {
-        "task": task.name,
-        "tuned": tuned.get("probabilities", tuned),
-        "base": base.get("probabilities", base),
-        "label": tuned.get("label", tuned.get("score")),
-        "base_label": base.get("label", base.get("score")),
-    }
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-
-
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text))[:40]
-
-
-def to_json(value) -> str:
-    return json.dumps(json_safe(value), indent=2, sort_keys=True)

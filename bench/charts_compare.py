@@ -1,6 +1,6 @@
 """Time the Compare tab's charts on a synthetic 1,000-run registry: `python -m bench.charts_compare`.
 
-A benchmark, not a test: it prints the median seconds of `app.charts.compare_view` and whether it
+A benchmark, not a test: it prints the median seconds of `app.comparison.compare_view` and whether it
 stays under the one-second budget an interactive tab can afford.
 """
 
@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from moduletune.app import charts
+from moduletune.app.comparison import compare_view
 
 FAMILIES = (
     "query",
@@ -169,11 +169,11 @@ def main(argv=None) -> None:
     runs = synthetic_runs(args.runs)
     events = synthetic_events(runs, args.event_runs)
     ids = runs["id"].head(args.event_runs).tolist()
-    charts.compare_view(runs, events, args.task, ids)  # warm-up: imports, plotly validators
+    compare_view(runs, events, args.task, ids)  # warm-up: imports, plotly validators
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        charts.compare_view(runs, events, args.task, ids)
+        compare_view(runs, events, args.task, ids)
         times.append(time.perf_counter() - t0)
     median = statistics.median(times)
     print(

@@ -2,7 +2,7 @@
 
 import gradio as gr
 
-from moduletune.app import views
+from moduletune.app import model_views, views
 
 
 def build(ctx):
@@ -48,7 +48,7 @@ def build(ctx):
                 gr.Textbox(visible=False),
                 "No finished run yet: queue one in the Experiment tab.",
             )
-        spec = views.task_inputs(registry, run_id)
+        spec = model_views.task_inputs(registry, run_id)
         cols = spec["columns"]
         return (
             gr.Textbox(label=cols[0]),
@@ -60,7 +60,7 @@ def build(ctx):
 
     def on_predict(run_id, text_a, text_b):
         try:
-            out = views.predict(registry, run_id, text_a, text_b)
+            out = model_views.predict(registry, run_id, text_a, text_b)
         except (ValueError, OSError) as err:
             return None, None, f"⚠️ {err}"
 

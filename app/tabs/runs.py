@@ -3,8 +3,8 @@ config and result, Cancel, Retry and the artifact download."""
 
 import gradio as gr
 
-from moduletune.app import charts, views
 from moduletune.app import experiment as ex
+from moduletune.app import tables, views
 from moduletune.app.errors import visitor_message
 
 TIMER_SECONDS = 2.0  # the live table's refresh while the tab is open
@@ -30,7 +30,7 @@ def build(ctx):
             runs_refresh = gr.Button("Refresh", size="sm", elem_id="runs-refresh", scale=0, min_width=90)
             worker_md = gr.Markdown(status_line(), elem_id="worker-status")
         runs_table = gr.DataFrame(
-            charts.runs_table(None),
+            tables.runs_table(None),
             label="Runs (newest first; click a row)",
             interactive=False,
             elem_id="runs-table",

@@ -2,8 +2,9 @@
 
 import gradio as gr
 
-from moduletune.app import charts, views
 from moduletune.app import experiment as ex
+from moduletune.app import views
+from moduletune.app.figure_style import empty_figure
 
 
 def build(ctx):
@@ -51,7 +52,7 @@ def build(ctx):
         try:
             report, files = views.study(registry, chosen or None)
         except (ValueError, OSError) as err:
-            empty = charts.empty_figure("Study", f"Could not build the report: {err}")
+            empty = empty_figure("Study", f"Could not build the report: {err}")
             return f"⚠️ {err}", None, empty, empty, empty, None, gr.Dropdown()
         figs = views.study_figures(report, task_name)
         return (

@@ -2,7 +2,15 @@
 
 import gradio as gr
 
-from moduletune.app import charts, views
+from moduletune.app import model_views, views
+from moduletune.app.figure_style import empty_figure
+from moduletune.app.weight_charts import (
+    DELTAS_TITLE,
+    NO_DELTAS,
+    delta_by_layer,
+    magnitude_distributions,
+    magnitude_heatmap,
+)
 
 
 def build(ctx):
@@ -31,18 +39,16 @@ def build(ctx):
                 [], value=[], multiselect=True, label="Succeeded runs", elem_id="weights-runs", scale=4
             )
             deltas_go = gr.Button("Show deltas", elem_id="deltas-go", scale=1)
-        chart_deltas = gr.Plot(
-            charts.empty_figure(views.DELTAS_TITLE, views.NO_DELTAS), show_label=False, elem_id="chart-deltas"
-        )
+        chart_deltas = gr.Plot(empty_figure(DELTAS_TITLE, NO_DELTAS), show_label=False, elem_id="chart-deltas")
         weights_state = gr.State(None)
 
     def show_magnitudes(name, kind, by_layer):
         try:
-            mags = views.magnitudes(name)
+            mags = model_views.magnitudes(name)
         except (ValueError, OSError) as err:
-            empty = charts.empty_figure("Weight magnitudes", f"Could not load {name}: {err}")
+            empty = empty_figure("Weight magnitudes", f"Could not load {name}: {err}")
             return empty, empty, f"⚠️ {err}", name
-        return (charts.magnitude_distributions(mags, kind, by_layer), charts.magnitude_heatmap(mags, kind), "", name)
+        return (magnitude_distributions(mags, kind, by_layer), magnitude_heatmap(mags, kind), "", name)
 
     weights_outputs = [chart_magnitudes, chart_mag_heatmap, weights_msg, weights_state]
     gr.on(
@@ -68,11 +74,11 @@ def build(ctx):
 
     def show_deltas(run_ids):
         if not run_ids:
-            return charts.empty_figure(views.DELTAS_TITLE, views.NO_DELTAS), "Pick one or more succeeded runs."
+            return empty_figure(DELTAS_TITLE, NO_DELTAS), "Pick one or more succeeded runs."
         try:
-            return charts.delta_by_layer(views.run_deltas(registry, run_ids)), ""
+            return delta_by_layer(model_views.run_deltas(registry, run_ids)), ""
         except (ValueError, OSError) as err:
-            return charts.empty_figure(views.DELTAS_TITLE, views.NO_DELTAS), f"⚠️ {err}"
+            return empty_figure(DELTAS_TITLE, NO_DELTAS), f"⚠️ {err}"
 
     deltas_go.click(show_deltas, weights_runs, [chart_deltas, weights_msg], **private)
     return tab_weights

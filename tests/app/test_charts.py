@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bench.charts_compare import synthetic_events, synthetic_runs
-from moduletune.app import charts
+from moduletune.app import charts, comparison, figure_style, labels, tables, weight_charts
 
 NOW = pd.Timestamp("2026-01-01 12:00:00")
 
@@ -73,18 +73,22 @@ def trace(fig, name):
 
 
 def test_short_names_and_fixed_colours():
-    assert charts.short_name("query+value") == "Q+V"
-    assert charts.short_name("value+query") == "Q+V"  # canonical order
-    assert charts.short_name("random:layernorm") == "random:LN"
-    assert [charts.short_name(f) for f in ("key", "attention_output", "ffn_intermediate", "ffn_output")] == [
+    assert labels.short_name("query+value") == "Q+V"
+    assert labels.short_name("value+query") == "Q+V"  # canonical order
+    assert labels.short_name("random:layernorm") == "random:LN"
+    assert [labels.short_name(f) for f in ("key", "attention_output", "ffn_intermediate", "ffn_output")] == [
         "K",
         "AO",
         "FI",
         "FO",
     ]
-    assert charts.family_color("layernorm") != charts.family_color("query")
-    assert charts.family_color("random:query") == charts.family_color("random:layernorm") == charts.RANDOM_COLOR
-    assert charts.family_color("value+query") == charts.family_color("query+value")
+    assert figure_style.family_color("layernorm") != figure_style.family_color("query")
+    assert (
+        figure_style.family_color("random:query")
+        == figure_style.family_color("random:layernorm")
+        == figure_style.RANDOM_COLOR
+    )
+    assert figure_style.family_color("value+query") == figure_style.family_color("query+value")
 
 
 # ---------------------------------------------------------------- 1. score_by_family
@@ -125,7 +129,7 @@ def test_score_by_family_groups_families_by_layer_choice_with_seed_stats():
         for x, y, err in zip(t.x, t.y, t.error_y.array):
             assert y == pytest.approx(statistics.mean(values[(fam, x)]))
             assert err == pytest.approx(statistics.stdev(values[(fam, x)]))
-        assert t.marker.color == charts.FAMILY_COLORS[fam]
+        assert t.marker.color == figure_style.FAMILY_COLORS[fam]
     assert fig.layout.barmode == "group"
     assert fig.layout.yaxis.title.text == "accuracy"
     assert fig.layout.template.layout.paper_bgcolor is not None  # plotly_white applied
@@ -174,7 +178,7 @@ def test_score_by_family_without_full_runs_has_no_line_and_hatched_random():
     fig = charts.score_by_family(runs, "rte")
     assert len(fig.layout.shapes) == 0
     r = trace(fig, "random:LN")
-    assert r.marker.color == charts.RANDOM_COLOR and r.marker.pattern.shape == "/"
+    assert r.marker.color == figure_style.RANDOM_COLOR and r.marker.pattern.shape == "/"
     assert r.y[0] == pytest.approx(0.71)
     assert trace(fig, "LN").error_y.array[0] == 0  # a single seed has no spread
 
@@ -292,19 +296,19 @@ def test_config_diff_keeps_only_differing_settings():
         run(9, config={**base, "lr": 0.001, "seed": 1}),
         run(8, config={**base, "seed": 2, "extra": {"note": "b"}}),
     )
-    diff = charts.config_diff(runs)
+    diff = tables.config_diff(runs)
     assert list(diff.columns) == ["setting", "#7", "#9", "#8"]
     assert diff["setting"].tolist() == ["lr", "seed", "extra.note"]
     assert diff.set_index("setting").loc["lr"].tolist() == ["0.01", "0.001", "0.01"]
-    full = charts.config_diff(runs, only_differences=False)
+    full = tables.config_diff(runs, only_differences=False)
     assert full["setting"].tolist() == ["task", "modules", "lr", "seed", "extra.note"]
     assert full.set_index("setting").loc["modules", "#7"] == "layernorm"
-    assert charts.config_diff(runs, run_ids=[7, 9])["setting"].tolist() == ["lr", "seed"]
+    assert tables.config_diff(runs, run_ids=[7, 9])["setting"].tolist() == ["lr", "seed"]
 
 
 def test_config_diff_falls_back_to_run_columns():
     runs = frame(run(1, seed=0), run(2, seed=1)).drop(columns=["unrelated_extra_column"])
-    diff = charts.config_diff(runs)
+    diff = tables.config_diff(runs)
     assert "seed" in diff["setting"].tolist() and "task" not in diff["setting"].tolist()
     assert "id" not in diff["setting"].tolist()
 
@@ -331,10 +335,10 @@ def results_runs():
 
 
 def test_results_table_rows_in_paper_order_with_mean_std_n_cells():
-    table = charts.results_table(results_runs())
+    table = tables.results_table(results_runs())
     assert list(table.columns) == ["module", "trainable %", "lr", "cola", "rte"]
-    assert table["module"].tolist() == ["Q", "K", "LN", "classifier", "Q+V", "random:LN", "full", charts.CHANCE_ROW]
-    assert table.set_index("module").loc[charts.CHANCE_ROW, "cola"] == "0.000"  # MCC's chance is 0
+    assert table["module"].tolist() == ["Q", "K", "LN", "classifier", "Q+V", "random:LN", "full", tables.CHANCE_ROW]
+    assert table.set_index("module").loc[tables.CHANCE_ROW, "cola"] == "0.000"  # MCC's chance is 0
     rows = table.set_index("module")
     assert rows.loc["LN", "rte"] == "0.820 ± 0.020 (3)"
     assert rows.loc["full", "rte"] == "0.910 ± 0.014 (2)"
@@ -344,19 +348,19 @@ def test_results_table_rows_in_paper_order_with_mean_std_n_cells():
 
 
 def test_results_table_layer_filter_is_a_parameter():
-    table = charts.results_table(results_runs(), layers="5").set_index("module")
+    table = tables.results_table(results_runs(), layers="5").set_index("module")
     assert table.loc["Q", "rte"] == "0.100 (1)"
     assert "LN" not in table.index and "full" in table.index  # global families ignore the layer spec
 
 
 def test_results_csv_round_trips_through_pandas():
     runs = results_runs()
-    numeric = charts.results_table_numeric(runs)
-    assert list(numeric.columns) == charts.NUMERIC_COLUMNS
+    numeric = tables.results_table_numeric(runs)
+    assert list(numeric.columns) == tables.NUMERIC_COLUMNS
     ln = numeric[(numeric["family"] == "layernorm") & (numeric["task"] == "rte")].iloc[0]
     assert ln["mean"] == pytest.approx(0.82) and ln["std"] == pytest.approx(0.02) and ln["n"] == 3
     assert numeric.loc[numeric["task"] == "cola", "metric"].tolist() == ["matthews_correlation"]
-    back = pd.read_csv(io.StringIO(charts.results_csv(runs)), dtype={"variant": object}).fillna({"variant": ""})
+    back = pd.read_csv(io.StringIO(tables.results_csv(runs)), dtype={"variant": object}).fillna({"variant": ""})
     pd.testing.assert_frame_equal(back, numeric, check_dtype=False)
 
 
@@ -377,7 +381,7 @@ def mags_frame():
                     "mean_abs": scale * (1 + layer),
                     "std_abs": 0.1,
                     "max_abs": scale * 4,
-                    **dict(zip(charts.QUANTILE_COLUMNS, [v * (1 + layer) for v in q])),
+                    **dict(zip(weight_charts.QUANTILE_COLUMNS, [v * (1 + layer) for v in q])),
                     "hist": [1, 2],
                 }
             )
@@ -390,7 +394,7 @@ def mags_frame():
             "mean_abs": 0.03,
             "std_abs": 0.1,
             "max_abs": 0.3,
-            **dict(zip(charts.QUANTILE_COLUMNS, [0.001, 0.01, 0.02, 0.04, 0.08])),
+            **dict(zip(weight_charts.QUANTILE_COLUMNS, [0.001, 0.01, 0.02, 0.04, 0.08])),
             "hist": [1],
         }
     )
@@ -403,7 +407,7 @@ def mags_frame():
             "mean_abs": 0.05,
             "std_abs": 0.1,
             "max_abs": 0.3,
-            **dict(zip(charts.QUANTILE_COLUMNS, [0.0, 0.01, 0.02, 0.04, 0.08])),
+            **dict(zip(weight_charts.QUANTILE_COLUMNS, [0.0, 0.01, 0.02, 0.04, 0.08])),
             "hist": [1],
         }
     )
@@ -411,7 +415,7 @@ def mags_frame():
 
 
 def test_magnitude_distributions_boxes_from_quantiles_on_log_axis():
-    fig = charts.magnitude_distributions(mags_frame())
+    fig = weight_charts.magnitude_distributions(mags_frame())
     assert fig.layout.yaxis.type == "log"
     assert [t.name for t in fig.data] == ["Q", "LN", "embeddings"]
     ln = trace(fig, "LN")
@@ -422,20 +426,20 @@ def test_magnitude_distributions_boxes_from_quantiles_on_log_axis():
     assert ln.q1[0] == pytest.approx(0.9 * 0.5 * w) and ln.q3[0] == pytest.approx(0.9 * 1.5 * w)
     assert ln.lowerfence[0] == pytest.approx(0.9 * 0.1 * w) and ln.upperfence[0] == pytest.approx(0.9 * 2.5 * w)
     assert ln.median[0] > 10 * trace(fig, "Q").median[0]
-    assert ln.marker.color == charts.FAMILY_COLORS["layernorm"]
+    assert ln.marker.color == figure_style.FAMILY_COLORS["layernorm"]
 
 
 def test_magnitude_distributions_by_layer_and_bias_kind():
-    fig = charts.magnitude_distributions(mags_frame(), by_layer=True)
+    fig = weight_charts.magnitude_distributions(mags_frame(), by_layer=True)
     assert list(trace(fig, "LN").x) == ["0", "1"] and list(trace(fig, "embeddings").x) == ["emb"]
     assert list(trace(fig, "LN").median) == pytest.approx([0.9, 1.8])
-    bias = charts.magnitude_distributions(mags_frame(), kind="bias")
+    bias = weight_charts.magnitude_distributions(mags_frame(), kind="bias")
     assert [t.name for t in bias.data] == ["LN"]
-    assert bias.data[0].lowerfence[0] == charts.LOG_FLOOR  # a zero |b| floored for the log axis
+    assert bias.data[0].lowerfence[0] == figure_style.LOG_FLOOR  # a zero |b| floored for the log axis
 
 
 def test_magnitude_heatmap_log10_mean_by_family_and_layer():
-    fig = charts.magnitude_heatmap(mags_frame())
+    fig = weight_charts.magnitude_heatmap(mags_frame())
     hm = fig.data[0]
     assert list(hm.y) == ["Q", "LN", "embeddings"] and list(hm.x) == ["emb", "0", "1"]
     assert hm.z[1][2] == pytest.approx(math.log10(1.8)) and hm.z[0][1] == pytest.approx(math.log10(0.04))
@@ -457,15 +461,15 @@ def test_delta_by_layer_one_trace_per_run_and_family():
         ],
         columns=["run_id", "family", "layer", "kind", "relative_change"],
     )
-    fig = charts.delta_by_layer(deltas)
+    fig = weight_charts.delta_by_layer(deltas)
     assert [t.name for t in fig.data] == ["#1 Q", "#1 LN", "#2 LN"]
     ln = trace(fig, "#1 LN")
     assert list(ln.x) == [0, 1] and list(ln.y) == [0.01, 0.02]
     assert fig.layout.yaxis.type == "log" and fig.layout.xaxis.title.text == "layer"
     both = pd.concat([deltas, pd.DataFrame([(1, "layernorm", 0, "bias", 0.5)], columns=deltas.columns)])
-    fig2 = charts.delta_by_layer(both)
+    fig2 = weight_charts.delta_by_layer(both)
     assert trace(fig2, "#1 LN (bias)").line.dash == "dot"
-    assert [t.name for t in charts.delta_by_layer(both, kind="bias").data] == ["#1 LN"]
+    assert [t.name for t in weight_charts.delta_by_layer(both, kind="bias").data] == ["#1 LN"]
 
 
 # ---------------------------------------------------------------- 10. runs_table
@@ -489,8 +493,8 @@ def test_runs_table_humanizes_progress_eta_age_and_metric():
             3, status="queued", step=0, total_steps=0, queued_at=NOW - pd.Timedelta(seconds=3), worker=None, device=None
         ),
     )
-    table = charts.runs_table(runs, now=NOW)
-    assert list(table.columns) == charts.RUNS_TABLE_COLUMNS
+    table = tables.runs_table(runs, now=NOW)
+    assert list(table.columns) == tables.RUNS_TABLE_COLUMNS
     assert table["id"].tolist() == [3, 2, 1]  # newest first
     rows = table.set_index("id")
     assert rows.loc[2, "progress"] == "120/500 (24%)" and rows.loc[2, "ETA"] == "3m 20s"
@@ -499,7 +503,7 @@ def test_runs_table_humanizes_progress_eta_age_and_metric():
     assert rows.loc[1, "metric"] == "accuracy 0.812" and rows.loc[1, "trainable %"] == "0.0123%"
     assert rows.loc[1, "age"] == "5 min ago" and rows.loc[1, "ETA"] == ""
     assert rows.loc[3, "age"] == "just now" and rows.loc[3, "progress"] == "" and rows.loc[3, "worker/device"] == ""
-    assert charts.runs_table(frame(run(4, status="running", step=499, total_steps=500)), now=NOW)[
+    assert tables.runs_table(frame(run(4, status="running", step=499, total_steps=500)), now=NOW)[
         "progress"
     ].tolist() == ["499/500 (99%)"]  # not "100%" before it is done
 
@@ -507,12 +511,12 @@ def test_runs_table_humanizes_progress_eta_age_and_metric():
 def test_runs_table_accepts_aware_now_and_aware_timestamps():
     runs = frame(run(1, queued_at=pd.Timestamp("2026-01-01 10:00", tz="UTC")))
     now = pd.Timestamp("2026-01-01 13:00", tz="Europe/Berlin")  # 12:00 UTC
-    assert charts.runs_table(runs, now=now)["age"].tolist() == ["2 h ago"]
+    assert tables.runs_table(runs, now=now)["age"].tolist() == ["2 h ago"]
 
 
 def test_humanize_helpers():
-    assert [charts.humanize_seconds(s) for s in (5, 200, 3700, 90000, np.nan)] == ["5s", "3m 20s", "1h 1m", "1d 1h", ""]
-    assert [charts.humanize_age(s) for s in (2, 45, 300, 7200, 86400, 3 * 86400)] == [
+    assert [labels.humanize_seconds(s) for s in (5, 200, 3700, 90000, np.nan)] == ["5s", "3m 20s", "1h 1m", "1d 1h", ""]
+    assert [labels.humanize_age(s) for s in (2, 45, 300, 7200, 86400, 3 * 86400)] == [
         "just now",
         "45 s ago",
         "5 min ago",
@@ -531,15 +535,15 @@ FIGURES = {
     "efficiency_frontier_task": lambda df: charts.efficiency_frontier(df, "rte"),
     "layer_module_heatmap": lambda df: charts.layer_module_heatmap(df, "rte"),
     "training_curves": lambda df: charts.training_curves(df),
-    "magnitude_distributions": lambda df: charts.magnitude_distributions(df),
-    "magnitude_heatmap": lambda df: charts.magnitude_heatmap(df),
-    "delta_by_layer": lambda df: charts.delta_by_layer(df),
+    "magnitude_distributions": lambda df: weight_charts.magnitude_distributions(df),
+    "magnitude_heatmap": lambda df: weight_charts.magnitude_heatmap(df),
+    "delta_by_layer": lambda df: weight_charts.delta_by_layer(df),
 }
 TABLES = {
-    "config_diff": charts.config_diff,
-    "results_table": charts.results_table,
-    "results_table_numeric": charts.results_table_numeric,
-    "runs_table": charts.runs_table,
+    "config_diff": tables.config_diff,
+    "results_table": tables.results_table,
+    "results_table_numeric": tables.results_table_numeric,
+    "runs_table": tables.runs_table,
 }
 UNFINISHED = frame(run(1, status="running"), run(2, status="failed"), run(3, status="queued"))
 
@@ -559,8 +563,8 @@ def test_empty_frames_give_an_explanatory_annotation(name, empty):
 
 
 def test_empty_runs_use_the_agreed_message():
-    assert annotation_texts(charts.score_by_family(pd.DataFrame(), "rte")) == [charts.NO_RUNS]
-    assert charts.NO_RUNS == "No finished runs yet — submit one in the Experiment tab"
+    assert annotation_texts(charts.score_by_family(pd.DataFrame(), "rte")) == [figure_style.NO_RUNS]
+    assert figure_style.NO_RUNS == "No finished runs yet — submit one in the Experiment tab"
     assert charts.training_curves(pd.DataFrame()).layout.uirevision == charts.UIREVISION
 
 
@@ -569,14 +573,14 @@ def test_empty_runs_use_the_agreed_message():
 def test_empty_tables_are_empty_frames_with_headers(name, empty):
     table = TABLES[name](empty)
     assert isinstance(table, pd.DataFrame) and table.empty and len(table.columns) >= 1
-    assert charts.results_csv(empty).strip() == ",".join(charts.NUMERIC_COLUMNS)
-    view = charts.compare_view(empty, empty, "rte")
-    assert annotation_texts(view["score_by_family"]) == [charts.NO_RUNS] and view["results_table"].empty
+    assert tables.results_csv(empty).strip() == ",".join(tables.NUMERIC_COLUMNS)
+    view = comparison.compare_view(empty, empty, "rte")
+    assert annotation_texts(view["score_by_family"]) == [figure_style.NO_RUNS] and view["results_table"].empty
 
 
 def test_unfinished_runs_still_show_in_runs_table_but_not_results():
-    assert len(charts.runs_table(UNFINISHED, now=NOW)) == 3
-    assert charts.results_table(UNFINISHED).empty
+    assert len(tables.runs_table(UNFINISHED, now=NOW)) == 3
+    assert tables.results_table(UNFINISHED).empty
 
 
 # ---------------------------------------------------------------- 11. compare_view on 1,000 runs
@@ -586,7 +590,7 @@ def test_compare_view_on_a_thousand_runs():
     runs = synthetic_runs(1000)
     events = synthetic_events(runs, 20, steps=100)
     ids = runs["id"].head(20).tolist()
-    view = charts.compare_view(runs, events, "sst2", ids)
+    view = comparison.compare_view(runs, events, "sst2", ids)
     assert set(view) == {
         "score_by_family",
         "efficiency_frontier",
@@ -598,10 +602,10 @@ def test_compare_view_on_a_thousand_runs():
     done = runs[(runs["status"] == "succeeded") & (runs["task"] == "sst2")]
     frontier = view["efficiency_frontier"]
     # One point per replicate set (seed means), not per run.
-    sets = done.assign(_m=done["modules"].map(charts.canonical_modules)).groupby(["_m", "layers"]).ngroups
+    sets = done.assign(_m=done["modules"].map(labels.canonical_modules)).groupby(["_m", "layers"]).ngroups
     assert sum(len(t.x) for t in frontier.data if not t.name.startswith("frontier")) == sets
     bars = view["score_by_family"]
-    assert {t.name for t in bars.data} == {charts.short_name(m) for m in done["modules"] if m != "full"}
+    assert {t.name for t in bars.data} == {labels.short_name(m) for m in done["modules"] if m != "full"}
     assert len(view["training_curves"].data) == 40  # loss + eval for each of 20 runs
     table = view["results_table"]
     assert list(table.columns[:3]) == ["module", "trainable %", "lr"] and table.shape[1] == 3 + 9
@@ -609,7 +613,7 @@ def test_compare_view_on_a_thousand_runs():
     assert list(view["config_diff"].columns) == ["setting"] + [f"#{i}" for i in ids]
     heat = view["layer_module_heatmap"].data[0]
     assert list(heat.x) == ["0", "1", "2", "3", "4", "5"]
-    default = charts.compare_view(runs, events, "sst2")  # default selection: latest 5 succeeded runs
+    default = comparison.compare_view(runs, events, "sst2")  # default selection: latest 5 succeeded runs
     assert default["config_diff"].shape[1] == 6
 
 
@@ -621,7 +625,7 @@ def test_runs_table_shows_lr_search_kinds_and_runs_at_chance():
         run(4, "query", kind="candidate", metric=0.40, lr=1e-4, parent_id=3),
         run(5, "query", metric=0.6, lr=3e-3, parent_id=3, learned=True),
     )
-    rows = charts.runs_table(runs, now=NOW).set_index("id")
+    rows = tables.runs_table(runs, now=NOW).set_index("id")
     assert rows.loc[1, "metric"] == "accuracy 0.510 ✗ at chance" and rows.loc[1, "lr"] == "0.01"
     assert rows.loc[2, "lr"] == "searching" and rows.loc[3, "lr"] == "chose 0.003"
     assert rows.loc[3, "metric"] == "held-out accuracy 0.550" and rows.loc[3, "modules"] == "Q · search"
@@ -636,7 +640,7 @@ def test_results_table_of_every_layer_choice_keeps_each_its_own_row():
         run(3, "layernorm", "5", seed=1, metric=0.62),
         run(4, "full", metric=0.9),
     )
-    table = charts.results_table(runs, layers=None).set_index("module")
+    table = tables.results_table(runs, layers=None).set_index("module")
     assert table.loc["LN @all", "rte"] == "0.800 (1)" and table.loc["LN @5", "rte"] == "0.610 ± 0.014 (2)"
     assert table.loc["full", "rte"] == "0.900 (1)"  # full ignores the layer choice: no suffix
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from moduletune.app import charts, pooling, views
+from moduletune.app import charts, pooling, tables, views
 from moduletune.tuning.config import RunConfig
 from tests.app.test_views import record
 
@@ -45,7 +45,7 @@ def test_runs_differing_in_max_train_are_not_pooled_and_the_table_says_which(reg
     pair = pooled[pooled["n"] == 2].iloc[0]
     assert pair["mean"] == pytest.approx(0.81) and pair["seeds"] == [0, 1]
     assert pooling.mixed_settings(pooling.finished_runs(registry.runs_frame(), "sst2")) == ["max_train"]
-    table = charts.results_table(registry.runs_frame()).set_index("module")
+    table = tables.results_table(registry.runs_frame()).set_index("module")
     assert table.loc["LN (max_train=2000)", "sst2"] == "0.810 ± 0.014 (2)"
     assert table.loc["LN (max_train=256)", "sst2"] == "0.550 (1)"
     assert "mixes max_train" in charts.score_by_family(registry.runs_frame(), "sst2").layout.title.text
@@ -60,7 +60,7 @@ def test_the_effective_lr_is_stored_shown_in_the_diff_and_splits_pools(registry)
     assert diff.loc["lr"].tolist() == ["0.01", "0.0003", "0.0003"]
     frame = registry.runs_frame()
     assert pooling.mixed_settings(pooling.finished_runs(frame, "sst2"))[0] == "lr"  # LN at two lrs
-    rows = charts.results_table(frame)["module"].tolist()
+    rows = tables.results_table(frame)["module"].tolist()
     assert "LN (lr=0.01)" in rows and "LN (lr=0.0003)" in rows
     hover = charts.score_by_family(frame, "sst2").data[0]
     assert "lr" in hover.hovertemplate
@@ -76,10 +76,10 @@ def test_chance_and_full_fine_tuning_references_at_the_same_settings(registry):
     assert ln["chance"] == pytest.approx(0.509) and ln["full_mean"] == pytest.approx(0.86)
     q = pooled[pooled["group"] == "query"].iloc[0]
     assert bool(q["did_not_learn"]) and pooling.learn_flag(q["did_not_learn"], 1, 1) == "✗ did not learn"
-    table = charts.results_table(registry.runs_frame()).set_index("module")
-    assert table.loc[charts.CHANCE_ROW, "sst2"] == "0.509"
+    table = tables.results_table(registry.runs_frame()).set_index("module")
+    assert table.loc[tables.CHANCE_ROW, "sst2"] == "0.509"
     assert table.loc["Q (max_train=2000)", "sst2"].endswith("✗")  # the 50k full run makes max_train differ
-    numeric = charts.results_table_numeric(registry.runs_frame())
+    numeric = tables.results_table_numeric(registry.runs_frame())
     assert {"chance", "full_mean", "did_not_learn", "lr"} <= set(numeric.columns)
 
 
@@ -125,6 +125,6 @@ def test_a_search_shows_its_choice_and_curve_and_only_its_final_runs_are_reporte
     assert len(last) == 1 and list(last[0].y) == [0.52, 0.70]
     compare = views.compare(registry, "sst2")["lr_searches"]
     assert any(t.marker.symbol == "star" for t in compare.data)
-    table = charts.runs_table(registry.runs_frame()).set_index("id")
+    table = tables.runs_table(registry.runs_frame()).set_index("id")
     assert table.loc[search_id, "lr"] == "chose 0.01" and table.loc[ids[0], "modules"] == f"Q (of #{search_id})"
     assert pooling.finished_runs(registry.runs_frame()).empty  # the final runs have not run; nothing else counts

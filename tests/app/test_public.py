@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from moduletune.app import experiment as ex
-from moduletune.app import public, views
+from moduletune.app import model_views, public, views
 from moduletune.app.public import LimitError, PublicLimits
 from moduletune.tasks.registry import Registry
 from moduletune.tuning.config import RunConfig
@@ -179,7 +179,7 @@ def test_typed_models_and_local_paths_are_refused_without_being_read(registry, p
     view = ex.preview(form(model="../../etc"))
     assert view["field"] == "model" and "local paths" in view["error"]
     with pytest.raises(ex.FormError, match="not available"):
-        views.magnitudes("sentence-transformers/all-mpnet-base-v2")
+        model_views.magnitudes("sentence-transformers/all-mpnet-base-v2")
     assert registry.count() == 0
     assert ex.preview(form())["runs"] == 1  # the allow-listed model still works
 

@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import pytest
 
-from moduletune.app import study
+from moduletune.app import figure_style, study, study_analysis, tables
 from tests.app.test_charts import run
 
 FAMILIES = ("query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm")
@@ -77,7 +77,7 @@ def runs() -> pd.DataFrame:
 def test_table_pools_seeds_with_chance_and_full_rows(runs):
     table = study.study_table(runs)
     assert list(table.columns) == ["module", "trainable %", "lr", "mrpc", "rte"]
-    assert table["module"].tolist() == ["Q", "V", "LN", "full", study.charts.CHANCE_ROW]  # paper order
+    assert table["module"].tolist() == ["Q", "V", "LN", "full", tables.CHANCE_ROW]  # paper order
     ln = table.set_index("module").loc["LN"]
     assert ln["rte"] == "0.670 ± 0.014 (2)" and ln["mrpc"] == "0.800 (1)" and ln["trainable %"] == "0.01%"
     assert ln["lr"] == "0.001"
@@ -121,22 +121,22 @@ def test_table_never_pools_different_settings_and_flags_failures():
 
 
 def test_layerwise_figure_has_error_bars_per_family_and_references(runs):
-    fig = study.layerwise_figure(runs, "rte")
+    fig = study_analysis.layerwise_figure(runs, "rte")
     lines = {t.name: t for t in fig.data}
     assert set(lines) == {"Q", "LN"}
     ln = lines["LN"]
     assert list(ln.x) == [0, 1] and ln.y[0] == pytest.approx(0.62) and ln.y[1] == pytest.approx(0.63)
-    assert ln.error_y.array[0] == pytest.approx(0.01414, abs=1e-4) and ln.line.color == study.charts.family_color(
+    assert ln.error_y.array[0] == pytest.approx(0.01414, abs=1e-4) and ln.line.color == figure_style.family_color(
         "layernorm"
     )
     texts = [a.text for a in fig.layout.annotations]
     assert any(t.startswith("chance 0.500") for t in texts) and any("full fine-tuning 0.710" in t for t in texts)
-    empty = study.layerwise_figure(runs, "mrpc")
-    assert not empty.data and study.NO_SINGLE_LAYER in empty.layout.annotations[0].text
+    empty = study_analysis.layerwise_figure(runs, "mrpc")
+    assert not empty.data and study_analysis.NO_SINGLE_LAYER in empty.layout.annotations[0].text
 
 
 def test_efficiency_figure_is_the_frontier(runs):
-    fig = study.efficiency_figure(runs, "rte")
+    fig = study_analysis.efficiency_figure(runs, "rte")
     assert fig.layout.xaxis.type == "log" and any(t.name == "frontier (seed means)" for t in fig.data)
 
 
@@ -145,26 +145,26 @@ def test_efficiency_figure_is_the_frontier(runs):
 
 def test_largest_weights_and_best_score_give_rho_one():
     rows = [run(i, fam, metric=0.5 + 0.02 * i, seed=0) for i, fam in enumerate(FAMILIES)]
-    fig, stats = study.magnitude_vs_score(frame(*rows), magnitudes(), "rte")
+    fig, stats = study_analysis.magnitude_vs_score(frame(*rows), magnitudes(), "rte")
     assert stats["n_families"] == 7 and stats["rho"] == pytest.approx(1.0) and stats["p"] < 0.01
     assert "ρ = 1.00" in fig.layout.title.text and fig.layout.xaxis.type == "log"
     ln = next(t for t in fig.data if t.name == "LN")
-    assert ln.x[0] == pytest.approx(0.7) and ln.marker.color == study.charts.family_color("layernorm")
+    assert ln.x[0] == pytest.approx(0.7) and ln.marker.color == figure_style.family_color("layernorm")
 
 
 def test_magnitudes_follow_the_layers_trained():
     mags = magnitudes().assign(mean_abs=lambda m: m["mean_abs"] * (1 + m["layer"]))  # layer 1 twice layer 0
-    assert study.family_mean_abs(mags, "layernorm", "all") == pytest.approx(0.7 * 1.5)
-    assert study.family_mean_abs(mags, "layernorm", "1") == pytest.approx(1.4)
-    points = study.magnitude_points(frame(run(1, layers="1"), run(2, "query", layers="1")), mags, "rte", "1")
+    assert study_analysis.family_mean_abs(mags, "layernorm", "all") == pytest.approx(0.7 * 1.5)
+    assert study_analysis.family_mean_abs(mags, "layernorm", "1") == pytest.approx(1.4)
+    points = study_analysis.magnitude_points(frame(run(1, layers="1"), run(2, "query", layers="1")), mags, "rte", "1")
     assert points.set_index("module")["mean_abs"].to_dict() == pytest.approx({"Q": 0.2, "LN": 1.4})
 
 
 def test_fewer_than_three_families_leave_rho_undefined():
-    fig, stats = study.magnitude_vs_score(frame(run(1), run(2, "query", metric=0.7)), magnitudes(), "rte")
+    fig, stats = study_analysis.magnitude_vs_score(frame(run(1), run(2, "query", metric=0.7)), magnitudes(), "rte")
     assert stats["n_families"] == 2 and math.isnan(stats["rho"]) and math.isnan(stats["p"])
     assert "undefined" in fig.layout.title.text and len(fig.data) == 2
-    fig, stats = study.magnitude_vs_score(frame(run(1)), None, "rte")
+    fig, stats = study_analysis.magnitude_vs_score(frame(run(1)), None, "rte")
     assert stats["n_families"] == 0 and not fig.data
 
 

@@ -12,7 +12,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from moduletune.app import charts, views
+from moduletune.app import model_views, tables, views
 from moduletune.tasks.registry import Registry
 from moduletune.tuning.config import RunConfig
 
@@ -191,7 +191,7 @@ def test_compare_builds_every_chart_from_the_registry(registry, study):
     assert set(table["module"]) == {
         "LN",
         "full",
-        charts.CHANCE_ROW,
+        tables.CHANCE_ROW,
     }  # layers=all: full (any layers) and the mrpc LN run
     assert table.set_index("module").loc["LN", "mrpc"].startswith("0.800")
     chosen = [study[("layernorm", 0)], study[("query", 1)]]
@@ -213,7 +213,7 @@ def test_compare_data_and_csv(registry, study):
     json.dumps(points)
     path = views.results_csv_file(registry, "5")
     csv = pd.read_csv(path)
-    assert list(csv.columns) == charts.NUMERIC_COLUMNS
+    assert list(csv.columns) == tables.NUMERIC_COLUMNS
     assert "LN" in set(csv["module"])
     assert views.layer_filter_choices(registry)[0] == "all" and "5" in views.layer_filter_choices(registry)
     note = views.results_note(pd.DataFrame(), "3", ["all", "3", "5"])
@@ -244,7 +244,7 @@ def test_artifact_download_zips_the_trained_tensors(registry, tuned):
 
 
 def test_deltas_are_computed_once_per_run(registry, tuned, study, monkeypatch):
-    deltas = views.run_deltas(registry, [tuned])
+    deltas = model_views.run_deltas(registry, [tuned])
     assert set(deltas["family"]) == {"layernorm"} and set(deltas["layer"]) == {5}
     assert (deltas["relative_change"] > 0).all() and set(deltas["run_id"]) == {tuned}
 
@@ -252,31 +252,31 @@ def test_deltas_are_computed_once_per_run(registry, tuned, study, monkeypatch):
         raise AssertionError("deltas recomputed")
 
     monkeypatch.setattr("moduletune.tuning.magnitudes.run_deltas", never)
-    pd.testing.assert_frame_equal(views.run_deltas(registry, [tuned]), deltas)
-    assert views.run_deltas(registry, []).empty
+    pd.testing.assert_frame_equal(model_views.run_deltas(registry, [tuned]), deltas)
+    assert model_views.run_deltas(registry, []).empty
     with pytest.raises(ValueError, match="running"):
-        views.run_deltas(registry, [study["running"]])
+        model_views.run_deltas(registry, [study["running"]])
 
 
 def test_playground_predicts_with_the_tuned_and_the_base_model(registry, tuned, study):
-    spec = views.task_inputs(registry, tuned)
+    spec = model_views.task_inputs(registry, tuned)
     assert spec == {"task": "rte", "columns": ("sentence1", "sentence2"), "pair": True}
-    out = views.predict(registry, tuned, "A man is playing a guitar.", "A person plays music.")
+    out = model_views.predict(registry, tuned, "A man is playing a guitar.", "A person plays music.")
     assert out["task"] == "rte" and set(out["tuned"]) == {"entailment", "not_entailment"}
     assert sum(out["tuned"].values()) == pytest.approx(1.0) and sum(out["base"].values()) == pytest.approx(1.0)
     assert out["tuned"] != out["base"] and out["label"] in out["tuned"]
-    again = views.predict(registry, tuned, "A man is playing a guitar.", "A person plays music.")
+    again = model_views.predict(registry, tuned, "A man is playing a guitar.", "A person plays music.")
     assert again == out  # cached models, deterministic base head
     with pytest.raises(ValueError, match="sentence2"):
-        views.predict(registry, tuned, "only one sentence", "")
+        model_views.predict(registry, tuned, "only one sentence", "")
     with pytest.raises(ValueError, match="succeeded"):
-        views.predict(registry, study["running"], "a", "b")
+        model_views.predict(registry, study["running"], "a", "b")
 
 
 def test_magnitudes_are_computed_once_per_model(module_home):
-    mags = views.magnitudes("")
+    mags = model_views.magnitudes("")
     assert {"family", "layer", "kind", "mean_abs", "q50"} <= set(mags.columns) and "hist" not in mags.columns
     ln = mags[(mags.family == "layernorm") & (mags.kind == "weight")]["mean_abs"].mean()
     q = mags[(mags.family == "query") & (mags.kind == "weight")]["mean_abs"].mean()
     assert ln > 5 * q  # the paper's observation, on the embedded MiniLM
-    assert views.magnitudes("all-MiniLM-L6-v2") is mags
+    assert model_views.magnitudes("all-MiniLM-L6-v2") is mags

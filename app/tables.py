@@ -1,0 +1,255 @@
+"""The display tables (runs, results, config diff) and the results CSV, apart from the figures in app.charts.
+
+Registry DataFrames in, pandas tables out, with no Plotly: what the Runs and Compare tabs list and the
+Download button serves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+import pandas as pd
+
+from moduletune.app import pooling
+from moduletune.app.labels import (
+    cell,
+    family_sort_key,
+    format_pct,
+    humanize_age,
+    humanize_seconds,
+    layer_sort_key,
+    short_name,
+    task_sort_key,
+)
+from moduletune.app.pooling import frame, str_col
+
+# ---------------------------------------------------------------- runs table
+
+RUNS_TABLE_COLUMNS = [
+    "id",
+    "status",
+    "task",
+    "modules",
+    "layers",
+    "seed",
+    "lr",
+    "metric",
+    "trainable %",
+    "progress",
+    "ETA",
+    "worker/device",
+    "age",
+]
+
+
+def _utc_now(now) -> pd.Timestamp:
+    """`now` as a UTC timestamp (naive values are taken as UTC, like the registry's)."""
+    ts = pd.Timestamp(datetime.now().astimezone() if now is None else now)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _progress(step, total) -> str:
+    """'120/500 (24%)' (rounded down, so 100% means done), or '' when the run has no step count yet."""
+    if total is None or pd.isna(total) or int(total) <= 0:
+        return ""
+    step = 0 if step is None or pd.isna(step) else int(step)
+    return f"{step}/{int(total)} ({100 * step // int(total)}%)"
+
+
+def _run_lr(lr, kind: str, status: str) -> str:
+    """The lr a run trains at; a search shows 'searching' until it chose, then 'chose 3e-3'."""
+    if kind == "search":
+        return f"chose {float(lr):g}" if status == "succeeded" and lr is not None and not pd.isna(lr) else "searching"
+    return "" if lr is None or pd.isna(lr) else f"{float(lr):g}"
+
+
+def runs_table(runs, now=None) -> pd.DataFrame:
+    """The Runs tab's table, newest first: short module names, formatted metric, progress, ETA and age."""
+    runs = frame(runs)
+    if runs.empty:
+        return pd.DataFrame(columns=RUNS_TABLE_COLUMNS)
+    r = runs.sort_values("id", ascending=False) if "id" in runs.columns else runs
+    n = len(r)
+    col = lambda name: r[name].tolist() if name in r.columns else [None] * n  # noqa: E731
+    status = str_col(r, "status", "?").tolist()
+    kinds = str_col(r, "kind", "run").tolist()
+    at_chance = [x is not None and not pd.isna(x) and not bool(x) for x in col("learned")]
+    # A score beside its verdict: a run at chance reads as a failed run, a search's score as a held-out one.
+    metrics = [
+        ("" if k == "run" else "held-out ") + f"{name} {float(v):.3f}" + (" ✗ at chance" if low else "")
+        if v is not None and not pd.isna(v)
+        else ""
+        for name, v, k, low in zip(str_col(r, "primary_metric_name", "score"), col("primary_metric"), kinds, at_chance)
+    ]
+    lrs = [_run_lr(x, k, s) for x, k, s in zip(col("lr"), kinds, status)]
+    eta = [humanize_seconds(e) if s == "running" else "" for s, e in zip(status, col("eta_seconds"))]
+    where = [
+        " / ".join(str(x) for x in pair if x is not None and not pd.isna(x) and str(x))
+        for pair in zip(col("worker"), col("device"))
+    ]
+    if "queued_at" in r.columns:
+        queued = pd.to_datetime(r["queued_at"], utc=True, errors="coerce")
+        ages = [humanize_age(s) for s in (_utc_now(now) - queued).dt.total_seconds()]
+    else:
+        ages = [""] * n
+    return pd.DataFrame(
+        {
+            "id": col("id"),
+            "status": status,
+            "task": col("task"),
+            "modules": [
+                short_name(m)
+                + ("" if k == "run" else f" · {k}")
+                + (f" (of #{int(p)})" if p is not None and not pd.isna(p) else "")
+                for m, k, p in zip(r["modules"] if "modules" in r.columns else col("family"), kinds, col("parent_id"))
+            ],
+            "layers": str_col(r, "layers", "all").tolist(),
+            "seed": col("seed"),
+            "lr": lrs,
+            "metric": metrics,
+            "trainable %": [format_pct(v) for v in col("trainable_pct")],
+            "progress": [_progress(s, t) for s, t in zip(col("step"), col("total_steps"))],
+            "ETA": eta,
+            "worker/device": where,
+            "age": ages,
+        },
+        columns=RUNS_TABLE_COLUMNS,
+    )
+
+
+# ---------------------------------------------------------------- config diff
+
+
+def _flatten(d: Mapping, prefix: str = "") -> dict:
+    """Nested config dicts as dotted keys: {'extra': {'note': 1}} -> {'extra.note': 1}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_diff(runs, only_differences: bool = True, run_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """Settings side by side: a 'setting' column, then one '#id' column per run; only differing rows by default."""
+    runs = frame(runs)
+    if not runs.empty and run_ids is not None and "id" in runs.columns:
+        runs = runs[runs["id"].isin(list(run_ids))]
+    if runs.empty:
+        return pd.DataFrame(columns=["setting"])
+    ids = runs["id"].tolist() if "id" in runs.columns else list(runs.index)
+    use_config = "config" in runs.columns and runs["config"].map(lambda c: isinstance(c, Mapping)).any()
+    if use_config:
+        flat = [_flatten(c) if isinstance(c, Mapping) else {} for c in runs["config"]]
+    else:
+        cols = [c for c in runs.columns if c not in ("id", "config")]
+        flat = [dict(zip(cols, row)) for row in runs[cols].itertuples(index=False, name=None)]
+    keys = list(dict.fromkeys(k for f in flat for k in f))
+    missing = object()
+    rows = []
+    for key in keys:
+        raw = [f.get(key, missing) for f in flat]
+        same = len({json.dumps(cell(v) if v is not missing else None) for v in raw}) == 1
+        if only_differences and len(flat) > 1 and same:
+            continue
+        rows.append([key] + ["" if v is missing else cell(v) for v in raw])
+    return pd.DataFrame(rows, columns=["setting"] + [f"#{i}" for i in ids])
+
+
+# ---------------------------------------------------------------- results table
+
+
+def _global_family(group: str) -> bool:
+    """Families that ignore the layer spec (their runs count under any layer filter)."""
+    return group in ("embeddings", "classifier", "full")
+
+
+CHANCE_ROW = "chance (majority class; 0 for MCC and r)"
+NUMERIC_COLUMNS = [
+    "module",
+    "family",
+    "layers",
+    "variant",
+    "task",
+    "metric",
+    "mean",
+    "std",
+    "n",
+    "trainable_pct",
+    "lr",
+    "chance",
+    "full_mean",
+    "did_not_learn",
+]
+
+
+def results_table_numeric(runs, layers: str | None = "all", model: str | None = None) -> pd.DataFrame:
+    """Long numeric results, one row per replicate set (module, layers, variant, task): mean, std, n, trainable %,
+    lr, the chance level and the full fine-tuning mean at the same settings, and whether it learned (CSV export).
+
+    layers filters one layer choice (families that ignore layers always count); None keeps every choice."""
+    d = pooling.finished_runs(runs, None, model)
+    if not d.empty and layers is not None:
+        d = d[(d["layers"] == str(layers)) | d["group"].map(_global_family)]
+    pooled = pooling.with_references(pooling.pool(d))
+    if pooled.empty:
+        return pd.DataFrame(columns=NUMERIC_COLUMNS)
+    out = pooled.rename(columns={"group": "family"}).assign(module=lambda p: p["family"].map(short_name))
+    keys = [
+        (family_sort_key(f), layer_sort_key(la), v, task_sort_key(t))
+        for f, la, v, t in zip(out["family"], out["layers"], out["variant"], out["task"])
+    ]
+    out = out.iloc[sorted(range(len(keys)), key=keys.__getitem__)]
+    return out[NUMERIC_COLUMNS].reset_index(drop=True)
+
+
+def _result_cell(mean: float, std: float, n: int, did_not_learn: bool = False) -> str:
+    """'0.812 ± 0.004 (3)'; a single seed has no spread, so just '0.812 (1)'; ' ✗' when it did not learn."""
+    flag = " ✗" if did_not_learn else ""
+    if n <= 1 or pd.isna(std):
+        return f"{mean:.3f} ({n}){flag}"
+    return f"{mean:.3f} ± {std:.3f} ({n}){flag}"
+
+
+def results_table(runs, layers: str | None = "all", model: str | None = None) -> pd.DataFrame:
+    """The paper-style table: one row per module (and layer choice when several, and settings variant) in paper
+    order, 'trainable %', 'lr', then 'mean ± std (n)' per task (✗: did not learn), closed by a chance row."""
+    long = results_table_numeric(runs, layers, model)
+    if long.empty:
+        return pd.DataFrame(columns=["module", "trainable %", "lr"])
+    tasks = sorted(long["task"].unique(), key=task_sort_key)
+    key_cols = ["family", "layers", "variant"]
+    several_layers = long.loc[~long["family"].map(_global_family), "layers"].nunique() > 1
+    rows_of = list(dict.fromkeys(zip(*(long[c] for c in key_cols))))  # already in paper order
+    cells = {
+        (f, la, v, t): _result_cell(m, s, n, bool(x))
+        for f, la, v, t, m, s, n, x in long[[*key_cols, "task", "mean", "std", "n", "did_not_learn"]].itertuples(
+            index=False, name=None
+        )
+    }
+    first = long.drop_duplicates(key_cols).set_index(key_cols)
+    rows = []
+    for f, la, v in rows_of:
+        mine = long[(long["family"] == f) & (long["layers"] == la) & (long["variant"] == v)]
+        lrs = sorted({f"{x:g}" for x in mine["lr"] if pd.notna(x)})
+        where = f" @{la}" if several_layers and not _global_family(f) else ""
+        rows.append(
+            [
+                short_name(f) + where + (f" ({v})" if v else ""),
+                format_pct(first.loc[(f, la, v), "trainable_pct"]),
+                ", ".join(lrs),
+            ]
+            + [cells.get((f, la, v, t), "") for t in tasks]
+        )
+    # Full fine-tuning is the last module row (paper order); chance closes the table.
+    chance = long.groupby("task")["chance"].mean()
+    rows.append([CHANCE_ROW, "", ""] + ["" if pd.isna(chance.get(t)) else f"{chance[t]:.3f}" for t in tasks])
+    return pd.DataFrame(rows, columns=["module", "trainable %", "lr"] + tasks)
+
+
+def results_csv(runs, layers: str | None = "all", model: str | None = None) -> str:
+    """The numeric results as CSV text (what the Download button serves)."""
+    return results_table_numeric(runs, layers, model).to_csv(index=False)
