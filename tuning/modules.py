@@ -1,4 +1,4 @@
-"""Module families -> parameter names, per architecture; layer specs; exact trainable counts.
+"""Module families -> parameter names, per architecture; layer specs; the Selection (tuning/selection.py) a run trains.
 
 One small mapping per architecture (as peft maps target modules), so adding an encoder is
 adding one entry, not an if-chain through the code.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
+from moduletune.tuning.selection import Selection, random_masks
 
 
 class ModuleSpecError(ValueError):
@@ -266,47 +266,6 @@ def num_hidden_layers(config) -> int:
     return int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers"))
 
 
-@dataclass
-class Selection:
-    """What a run trains: whole tensors by name, plus per-tensor entry masks for random:<family>."""
-
-    module: list[str]
-    head: list[str]
-    masks: dict[str, "object"] = field(default_factory=dict)  # name -> bool tensor (random only)
-    module_params: int = 0
-    head_params: int = 0
-    encoder_params: int = 0
-    total_params: int = 0
-
-    @property
-    def trainable_params(self) -> int:
-        return self.module_params + self.head_params
-
-    @property
-    def trainable_pct(self) -> float:
-        return 100.0 * self.trainable_params / self.total_params
-
-    @property
-    def module_pct(self) -> float:
-        """The module's share of the pre-trained encoder, as the paper reports it."""
-        return 100.0 * self.module_params / self.encoder_params
-
-    @property
-    def names(self) -> list[str]:
-        return self.module + self.head
-
-    def counts(self) -> dict:
-        return {
-            "module_params": self.module_params,
-            "head_params": self.head_params,
-            "trainable_params": self.trainable_params,
-            "encoder_params": self.encoder_params,
-            "total_params": self.total_params,
-            "module_pct": self.module_pct,
-            "trainable_pct": self.trainable_pct,
-        }
-
-
 def _layer_family_names(arch: Architecture, encoder_names, family: str, layers) -> list[str]:
     """Names under the encoder of one in-layer family restricted to the chosen layers."""
     wanted = set(layers)
@@ -354,7 +313,7 @@ def select_parameters(model, families, layers="all", train_head: bool = True, se
         if family.startswith("random:"):
             matched = _layer_family_names(arch, encoder, family.split(":", 1)[1], layer_ids)
             k = sum(encoder[n].numel() for n in matched)
-            masks = {prefix + n: m for n, m in _random_masks(arch, encoder, k, seed).items()}
+            masks = {prefix + n: m for n, m in random_masks(arch.layer_pattern, encoder, k, seed).items()}
             module += list(masks)
             continue
         names = _SELECTS[FAMILY[family].selects](arch, encoder, family, layer_ids)
@@ -379,26 +338,6 @@ def select_parameters(model, families, layers="all", train_head: bool = True, se
         encoder_params=sum(p.numel() for p in encoder.values()),
         total_params=sum(p.numel() for p in everything.values()),
     )
-
-
-def _random_masks(arch: Architecture, encoder: dict, k: int, seed: int) -> dict:
-    """k entries drawn uniformly without replacement from all transformer-layer weights."""
-    import torch
-
-    pool = [n for n in encoder if re.match(arch.layer_pattern, n)]
-    sizes = np.array([encoder[n].numel() for n in pool], dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    # Splitting k across tensors hypergeometrically is an exact uniform draw without
-    # materialising a permutation of every encoder weight.
-    per_tensor = rng.multivariate_hypergeometric(sizes, k)
-    masks = {}
-    for name, size, take in zip(pool, sizes, per_tensor):
-        if take == 0:
-            continue
-        flat = torch.zeros(int(size), dtype=torch.bool)
-        flat[torch.from_numpy(rng.choice(int(size), size=int(take), replace=False))] = True
-        masks[name] = flat.view(encoder[name].shape)
-    return masks
 
 
 def apply_selection(model, selection: Selection) -> None:

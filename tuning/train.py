@@ -14,10 +14,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from moduletune.tuning import batches, chance, checkpoints, glue, graphs, modules, precision, prefix
+from moduletune.tuning import batches, chance, checkpoints, glue, modules
 from moduletune.tuning.checkpoints import CHECKPOINT_FILE
 from moduletune.tuning.config import RunConfig
-from moduletune.tuning.models import load_classifier, load_tokenizer, resolve_model
+from moduletune.tuning.loop import Checkpointer, LoopState
+from moduletune.tuning.models import load_classifier, load_tokenizer
+from moduletune.tuning.selection import Selection
+from moduletune.tuning.step import TrainStep
 
 # on_event gets dicts: {"kind": "step", ...} every step, {"kind": "eval", ...} after each evaluation.
 # Returning True asks the loop to stop at the end of that step (cooperative cancel).
@@ -138,56 +141,7 @@ def planned_steps(config: RunConfig) -> tuple[int, int]:
     return per_epoch, per_epoch * config.epochs
 
 
-def evaluate(
-    model,
-    task,
-    evals: dict,
-    padding: batches.Padding,
-    device,
-    autocast,
-    batch_size: int,
-    states: dict | None = None,
-    first_trainable: int | None = None,
-) -> dict[str, float]:
-    """Metrics on every eval split, in large length-sorted batches without autograd."""
-    return glue.evaluate_splits(
-        task, predict(model, task, evals, padding, device, autocast, batch_size, states, first_trainable)
-    )
-
-
-@torch.inference_mode()
-def predict(
-    model,
-    task,
-    evals: dict,
-    padding: batches.Padding,
-    device,
-    autocast,
-    batch_size: int,
-    states: dict | None = None,
-    first_trainable: int | None = None,
-) -> dict[str, tuple]:
-    """{split: (predictions, labels)} on every eval split: class ids, or scores for regression."""
-    was_training = model.training
-    model.eval()
-    per_split = {}
-    for split, enc in evals.items():
-        preds = np.empty(len(enc), dtype=np.float32 if task.is_regression else np.int64)
-        split_states = (states or {}).get(split)
-        for idx in batches.sorted_batches(enc.lengths, batch_size):
-            batch = batches.to_device(
-                {k: v for k, v in batches.collate(enc, idx, padding).items() if k != "labels"}, device
-            )
-            hidden = split_states.batch(idx, batch["input_ids"].shape[1], device) if split_states else None
-            with autocast():
-                logits = prefix.forward(model, batch, hidden, first_trainable).logits.float()
-            preds[idx] = (logits.squeeze(-1) if task.is_regression else logits.argmax(-1)).cpu().numpy()
-        per_split[split] = (preds, enc.labels)
-    model.train(was_training)
-    return per_split
-
-
-def build_optimizer(model, selection: modules.Selection, lr: float, weight_decay: float, device):
+def build_optimizer(model, selection: Selection, lr: float, weight_decay: float, device):
     """AdamW: decay on matrices only; masked (random) tensors never decay, so their frozen entries stay put."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -223,213 +177,114 @@ def fine_tune(
     config.validate()
     emit = on_event or (lambda event: None)
     device = resolve_device(config.device)
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-
-    # cache=False for CUDA graphs: a capture cannot hold autocast's per-forward weight cache.
-    def autocast(cache=True):
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=cache)
-
     seed_everything(config.seed)
-
     tokenizer = load_tokenizer(config.model)
     task, train_enc, evals = prepare_data(config, tokenizer)
     model = load_classifier(config.model, task.num_labels)
-    arch = modules.architecture_for(model.config.model_type)
-    use_graphs = device.type == "cuda" and config.cuda_graphs and arch.cuda_graphs and not config.compile
-    # On a GPU, lengths rounded up keep tensor cores busy and the number of distinct shapes (each a
-    # first-use kernel load, and with CUDA graphs a capture) small; on the CPU every padded token is pure cost.
-    padding = batches.Padding(
-        tokenizer.pad_token_id or 0,
-        multiple=(16 if use_graphs else 8) if device.type == "cuda" else None,
-        max_len=config.max_seq_len,
-    )
-    selection = modules.select_parameters(model, config.modules, config.layers, config.train_head, config.seed)
-    model.to(device).train()
-    modules.apply_selection(model, selection)  # after the move, so random masks live beside their gradients
-    if use_bf16:
-        # The same arithmetic without casting every frozen weight on every use (tuning/precision.py).
-        precision.store_frozen_linears(model, torch.bfloat16)
+    step = TrainStep(config, model, tokenizer.pad_token_id or 0, device, train_enc, evals)
 
-    if config.compile:
-        model.compile()  # compiles forward in place; parameter names (and artifacts) stay the same
-
-    # Frozen prefix: layers below `first` never need autograd; their output can be computed once.
-    first = modules.lowest_trainable_layer(model, selection)
-    cache_eval = bool(first) and config.prefix_cache != "off"
-    cache_train = cache_eval and (config.prefix_cache == "on" or not prefix.prefix_has_dropout(model, first))
-
-    def prefix_states(enc):
-        key = (resolve_model(config.model), enc.key, first, str(device), use_bf16)
-        return prefix.shared_cache().get_or_compute(
-            key, lambda: prefix.compute_states(model, enc, first, padding, device, autocast, config.eval_batch_size)
-        )
-
-    t0 = time.perf_counter()
-    train_states = prefix_states(train_enc) if cache_train else None
-    prefix_train_seconds = time.perf_counter() - t0
-    eval_states = {s: prefix_states(e) for s, e in evals.items()} if cache_eval else None
-    prefix_eval_seconds = time.perf_counter() - t0 - prefix_train_seconds
-
-    lr = config.learning_rate
     steps_per_epoch = math.ceil(len(train_enc) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    optimizer = build_optimizer(model, selection, lr, config.weight_decay, device)
+    optimizer = build_optimizer(model, step.selection, config.learning_rate, config.weight_decay, device)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    graphed = graphs.GraphedSteps(model, config.batch_size) if use_graphs else None
-
-    def step_loss(batch, hidden, autocast_cache: bool = True):
-        with autocast(autocast_cache):
-            return prefix.forward(model, batch, hidden, first).loss
-
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
-    # last_eval: the latest evaluation's {split: (predictions, labels)}, kept for the chance verdict.
-    state = {
-        "step": 0,
-        "epoch": 0,
-        "step_in_epoch": 0,
-        "history": [],
-        "train_seconds": 0.0,
-        "eval_seconds": 0.0,
-        "examples_seen": 0,
-        "resumed_from_step": None,
-        "last_eval": None,
-    }
+    path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
     stamp = checkpoints.fingerprint(config.to_dict(), owner)
-    found = (
-        checkpoints.load(ckpt_path, model, optimizer, scheduler, stamp)
-        if ckpt_path is not None and ckpt_path.is_file()
-        else None
-    )
-    if found is not None:
-        state.update(found)
-        state["resumed_from_step"] = state["step"]
-        emit({"kind": "resumed", "step": state["step"], "epoch": state["epoch"]})
+    saver = Checkpointer(path, stamp, model, step.selection, optimizer, scheduler, emit, steps_per_epoch)
+    state = saver.resume()
+    if state.resumed_from_step is not None:
+        emit({"kind": "resumed", "step": state.step, "epoch": state.epoch})
     # Computing the prefix is part of the run's cost (zero when another run already paid for it).
-    state["train_seconds"] += prefix_train_seconds
-    state["eval_seconds"] += prefix_eval_seconds
-
-    _saved_step = state["step"] if state["resumed_from_step"] is not None else None
-
-    def checkpoint():
-        nonlocal _saved_step
-        if ckpt_path is not None:
-            # Announced first, so a recorder can flush every event up to this point before it is saved.
-            emit({"kind": "checkpoint", "step": state["step"], "epoch": state["step"] / steps_per_epoch})
-            checkpoints.save(ckpt_path, model, selection, optimizer, scheduler, state, stamp)
-            _saved_step = state["step"]
-
-    primary = glue.primary_metric(task, evals)
-
-    def run_eval():
-        t0 = time.perf_counter()
-        per_split = predict(model, task, evals, padding, device, autocast, config.eval_batch_size, eval_states, first)
-        metrics = glue.evaluate_splits(task, per_split)
-        state["eval_seconds"] += time.perf_counter() - t0
-        state["last_eval"] = per_split
-        record = {"step": state["step"], "epoch": state["step"] / steps_per_epoch, "metrics": metrics}
-        state["history"].append(record)
-        emit({"kind": "eval", **record, "primary_metric_name": primary, "primary_metric": metrics[primary]})
-
-    def stop_here():
-        """stop_at_step reached: the run's state at this step is evaluated and saved, then it returns."""
-        if not state["history"] or state["history"][-1]["step"] != state["step"]:
-            run_eval()
-        if not ckpt_path or not ckpt_path.is_file() or state["step"] != _saved_step:
-            checkpoint()
+    state.train_seconds += step.prefix_train_seconds
+    state.eval_seconds += step.prefix_eval_seconds
 
     # Data and model are ready; a stop asked for during that (long) preparation is honoured here.
     stopped = bool(
-        emit({"kind": "start", "step": state["step"], "total_steps": total_steps, "steps_per_epoch": steps_per_epoch})
+        emit({"kind": "start", "step": state.step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch})
     )
     # A stop_at_step at or past the end is no stop: the run simply finishes.
-    stop_at = stop_at_step if stop_at_step is not None and stop_at_step < total_steps else None
-    if not stopped and stop_at is not None and state["step"] >= stop_at:
-        stop_here()  # resumed at (or past) the step asked for: nothing to train
+    stop_at = stop_at_step if stop_at_step is not None and stop_at_step < total_steps else math.inf
+    if not stopped and state.step >= stop_at:  # resumed at (or past) the step asked for: nothing to train
+        if not state.evaluated_now:
+            emit(evaluate(step, task, evals, state, steps_per_epoch))
+        if state.resumed_from_step is None:  # a resumed state is the checkpoint's already
+            saver.save(state)
         stopped = True
     loss_value = float("nan")
     lengths = train_enc.lengths  # a property that counts every row: once, not once per batch
-    while state["epoch"] < config.epochs and not stopped:
-        rng = np.random.default_rng([config.seed, state["epoch"]])
-        epoch_batches = batches.length_grouped_batches(lengths, config.batch_size, rng)
-        coming = epoch_batches[state["step_in_epoch"] :]
-        if graphed is not None:
-            graphed.expect(
-                (batches.padded_width(lengths[idx], padding) for idx in coming if len(idx) == config.batch_size),
-                epochs=config.epochs - state["epoch"],
-            )
+    while state.epoch < config.epochs and not stopped:
+        rng = np.random.default_rng([config.seed, state.epoch])
+        coming = batches.length_grouped_batches(lengths, config.batch_size, rng)[state.step_in_epoch :]
+        step.expect(lengths, coming, epochs=config.epochs - state.epoch)
         for idx in coming:
             t0 = time.perf_counter()
-            batch = batches.to_device(batches.collate(train_enc, idx, padding), device)
-            hidden = train_states.batch(idx, batch["input_ids"].shape[1], device) if train_states else None
-            if graphed is not None:
-                loss = graphed.loss(batch, hidden, step_loss, lambda b, h: step_loss(b, h, autocast_cache=False))
-            else:
-                loss = step_loss(batch, hidden)
-            loss.backward()
-            # Drop the step's autograd graph now: a graph still alive at the next CUDA-graph capture
-            # would tie its parameters' gradient accumulators to the default stream and break the capture.
-            loss = loss.detach()
+            loss = step.backward(train_enc, idx)
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            state["step_in_epoch"] += 1
-            state["examples_seen"] += len(idx)
+            state.step += 1
+            state.step_in_epoch += 1
+            state.examples_seen += len(idx)
             # A host sync per step is free on the CPU; on a GPU read the loss every 10 steps.
-            if device.type == "cpu" or state["step"] % 10 == 0 or state["step"] == total_steps:
+            if device.type == "cpu" or state.step % 10 == 0 or state.step == total_steps:
                 loss_value = loss.item()
-            state["train_seconds"] += time.perf_counter() - t0
-            rate = state["examples_seen"] / max(state["train_seconds"], 1e-9)
-            # train_seconds survives a resume with the step count, so their ratio stays the mean step time.
-            remaining = (total_steps - state["step"]) * state["train_seconds"] / state["step"]
-            stop = emit(
-                {
-                    "kind": "step",
-                    "step": state["step"],
-                    "total_steps": total_steps,
-                    "epoch": state["step"] / steps_per_epoch,
-                    "loss": loss_value,
-                    "lr": scheduler.get_last_lr()[0],
-                    "examples_per_second": rate,
-                    "eta_seconds": remaining,
-                }
-            )
-            if (
-                config.eval_every
-                and state["step"] % config.eval_every == 0
-                and state["step_in_epoch"] < steps_per_epoch
-            ):
-                run_eval()
-            if stop_at is not None and state["step"] >= stop_at and state["step_in_epoch"] < steps_per_epoch:
-                stop_here()  # an epoch's last step is left to the epoch's end below, which evaluates anyway
+            state.train_seconds += time.perf_counter() - t0
+            stop = emit(state.step_event(total_steps, steps_per_epoch, loss_value, scheduler.get_last_lr()[0]))
+            # An epoch's last step is left to the epoch's end below, which evaluates and checkpoints anyway.
+            mid_epoch = state.step_in_epoch < steps_per_epoch
+            at_stop = mid_epoch and state.step >= stop_at
+            if at_stop or (mid_epoch and every(state.step, config.eval_every)):
+                emit(evaluate(step, task, evals, state, steps_per_epoch))
+            if at_stop or stop or (mid_epoch and every(state.step, config.checkpoint_every)):
+                saver.save(state)
+            if at_stop or stop:
                 stopped = True
                 break
-            if stop:
-                stopped = True
-                checkpoint()
-                break
-            if (
-                config.checkpoint_every
-                and state["step"] % config.checkpoint_every == 0
-                and state["step_in_epoch"] < steps_per_epoch
-            ):  # the epoch's end checkpoints anyway
-                checkpoint()
         else:
-            state["epoch"] += 1
-            state["step_in_epoch"] = 0
-            run_eval()
-            checkpoint()
-            if stop_at is not None and state["step"] >= stop_at:
-                stop_here()
-                stopped = True
+            state.epoch += 1
+            state.step_in_epoch = 0
+            emit(evaluate(step, task, evals, state, steps_per_epoch))
+            saver.save(state)
+            stopped = state.step >= stop_at
 
-    history = state["history"]
+    result = run_result(config, task, train_enc, evals, model, step, state, stopped)
+    if output_dir is not None and not stopped:
+        from moduletune.tuning.artifacts import save_artifact
+
+        result.artifact_dir = str(save_artifact(output_dir, model, step.selection, config, result))
+    return result
+
+
+def every(step: int, interval: int | None) -> bool:
+    """Whether step is one of every interval-th steps (never with no interval)."""
+    return bool(interval) and step % interval == 0
+
+
+def evaluate(step: TrainStep, task, evals: dict, state: LoopState, steps_per_epoch: int) -> dict:
+    """Score every eval split now: the record joins state.history, and the "eval" event to emit is returned."""
+    t0 = time.perf_counter()
+    per_split = step.predict(task, evals)
+    metrics = glue.evaluate_splits(task, per_split)
+    state.eval_seconds += time.perf_counter() - t0
+    state.last_eval = per_split
+    record = {"step": state.step, "epoch": state.step / steps_per_epoch, "metrics": metrics}
+    state.history.append(record)
+    primary = glue.primary_metric(task, evals)
+    return {"kind": "eval", **record, "primary_metric_name": primary, "primary_metric": metrics[primary]}
+
+
+def run_result(
+    config: RunConfig, task, train_enc, evals: dict, model, step: TrainStep, state: LoopState, stopped: bool
+) -> RunResult:
+    """The RunResult of a run at state.step, its last evaluation judged against chance."""
+    primary = glue.primary_metric(task, evals)
+    history = state.history
     final = history[-1]["metrics"] if history else {}
     best = max(history, key=lambda r: glue.rank_value(r["metrics"][primary])) if history else None
-    verdict = chance.judge(task, state["last_eval"], final, primary) if state["last_eval"] else None
-    result = RunResult(
+    verdict = chance.judge(task, state.last_eval, final, primary) if state.last_eval else None
+    device = step.device
+    return RunResult(
         task=task.name,
         model=config.model,
         modules=list(config.modules),
@@ -440,23 +295,22 @@ def fine_tune(
         primary_metric=final.get(primary),
         best_metrics=best["metrics"] if best else {},
         best_step=best["step"] if best else None,
-        **selection.counts(),
-        learning_rate=lr,
-        steps=state["step"],
-        epochs_completed=state["step"] / steps_per_epoch,
+        **step.selection.counts(),
+        learning_rate=config.learning_rate,
+        steps=state.step,
+        epochs_completed=state.step / math.ceil(len(train_enc) / config.batch_size),
         train_examples=len(train_enc),
         eval_examples=sum(len(e) for e in evals.values()),
-        train_seconds=state["train_seconds"],
-        eval_seconds=state["eval_seconds"],
-        examples_per_second=state["examples_seen"] / max(state["train_seconds"], 1e-9),
+        train_seconds=state.train_seconds,
+        eval_seconds=state.eval_seconds,
+        examples_per_second=state.examples_seen / max(state.train_seconds, 1e-9),
         device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-        precision="bf16" if use_bf16 else "fp32",
+        precision="bf16" if step.use_bf16 else "fp32",
         versions=versions(),
         stopped=stopped,
-        resumed_from_step=state["resumed_from_step"],
+        resumed_from_step=state.resumed_from_step,
         history=history,
-        prefix_cache={"first_trainable_layer": first, "train": cache_train, "eval": cache_eval},
-        cuda_graphs=graphed.report() if graphed is not None else {},
+        **step.report(),
         eval_on=config.eval_on,
         **(
             {
@@ -470,8 +324,3 @@ def fine_tune(
             else {"learned_note": "not evaluated yet"}
         ),
     )
-    if output_dir is not None and not stopped:
-        from moduletune.tuning.artifacts import save_artifact
-
-        result.artifact_dir = str(save_artifact(output_dir, model, selection, config, result))
-    return result
