@@ -9,8 +9,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from moduletune.app.fields import FIELD_LABELS, field_messages
 from moduletune.app.form import Form, FormError, checked, run_id_of
-from moduletune.app.plan import FORM_LIMIT, build_configs, field_of, final_run_count, shape
+from moduletune.app.plan import FORM_LIMIT, build_configs, final_run_count, shape
 from moduletune.app.preset import paper_study, preset_searches
 from moduletune.app.public import allow, gate, vet
 from moduletune.tasks import submission
@@ -22,7 +23,7 @@ def submit_runs(registry, configs, submitter: str | None, sweep_id: str | None =
     """Queue validated configs through the registry (all or nothing); every UI submission comes here."""
     configs = list(configs)
     if not configs:
-        raise FormError("settings", "nothing to queue")
+        raise FormError(None, "nothing to queue")
     with gate():
         vet(registry, submitter, configs)
         allow("submit", submitter, len(configs))
@@ -52,30 +53,41 @@ def retry_run(registry, run_id, submitter: str | None) -> int:
 
 @dataclass
 class Outcome:
-    """What the form shows after Submit: a message beside the button, one beside the layers, the ids queued."""
+    """What the form shows after Submit: a message beside the button, one beside the control at fault, the ids."""
 
     message: str = ""
-    layers_message: str = ""
-    model_message: str = ""
+    control: str | None = None  # the control (app.form.FIELDS) the error is about, if any
+    field_message: str = ""
     ids: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return bool(self.ids)
 
+    @property
+    def field_messages(self) -> list[str]:
+        """One message per app.form.FIELDS entry, blank but beside the control at fault."""
+        return field_messages(self.control, self.field_message)
+
+    @property
+    def layers_message(self) -> str:
+        return self.field_message if self.control == "layers" else ""
+
+    @property
+    def model_message(self) -> str:
+        return self.field_message if self.control == "model" else ""
+
 
 def error_outcome(err: Exception, action: str = "queue these runs") -> Outcome:
-    """Put an error beside the control it is about (layers and model have their own message slots); an error
-    that is not a refusal is logged and shown as one line without internals (app.errors)."""
-    from moduletune.app.errors import is_refusal, visitor_message
+    """Put an error beside the control it is about; one about no control (a quota, the queue) stands beside the
+    button, and one that is not a refusal is logged and shown as one line without internals (app.errors)."""
+    from moduletune.app.errors import error_field, visitor_message
 
-    fld = (getattr(err, "field", None) or field_of(str(err))) if is_refusal(err) else "settings"
+    fld = error_field(err)
     text = f"⚠️ {visitor_message(err, action)}"
-    if fld == "layers":
-        return Outcome(message="⚠️ Nothing was queued: fix the layers.", layers_message=text)
-    if fld == "model":
-        return Outcome(message="⚠️ Nothing was queued: fix the model.", model_message=text)
-    return Outcome(message=f"{text}\n\nNothing was queued.")
+    if fld is None:
+        return Outcome(message=f"{text}\n\nNothing was queued.")
+    return Outcome(message=f"⚠️ Nothing was queued: fix {FIELD_LABELS[fld]}.", control=fld, field_message=text)
 
 
 def submit_form(registry, form: Form, submitter: str | None) -> Outcome:

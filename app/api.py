@@ -70,4 +70,6 @@ def register(ctx) -> None:
     gr.api(compare_data, api_name="compare_data")
     gr.api(cancel_run, api_name="cancel")
     gr.api(retry_run, api_name="retry")
-    gr.api(predict, api_name="predict")
+    # Not "predict": Gradio's browser client takes an endpoint called /predict for the app's first event
+    # (the form's preview), and then warns "Too many arguments provided for the endpoint" on every form edit.
+    gr.api(predict, api_name="classify")

@@ -35,6 +35,18 @@ def is_refusal(err: BaseException) -> bool:
     return isinstance(err, ours) and not isinstance(err, internal)
 
 
+def error_field(err: BaseException) -> str | None:
+    """The form control a refusal is about (app.form.FIELDS), or None for one about no control (a quota, the
+    queue, an unexpected error): a FormError says so itself, the engine's messages by their words."""
+    from moduletune.app.fields import field_of
+    from moduletune.app.visitors import LoginRequired
+    from moduletune.tasks.registry import RegistryError
+
+    if not is_refusal(err) or isinstance(err, (RegistryError, LoginRequired)):
+        return None
+    return err.field if hasattr(err, "field") else field_of(str(err))
+
+
 def visitor_message(err: BaseException, action: str = "do this", detail: bool | None = None) -> str:
     """The one line a person reads for err: a refusal's own message, else a notice (the whole error goes to the
     server log). detail (default: outside public mode) adds the error's first line for the lab's own operator."""

@@ -15,6 +15,7 @@ from moduletune.app.actions import (
     submit_preset,
     submit_runs,
 )
+from moduletune.app.fields import FIELDS, field_messages
 from moduletune.app.form import (
     ADVANCED,
     DEFAULT_FAMILIES,
@@ -79,6 +80,8 @@ __all__ = [
     "FORM_LIMIT",
     "Form",
     "FormError",
+    "FIELDS",
+    "field_messages",
     "ModelInfo",
     "Outcome",
     "PAPER_FAMILIES",

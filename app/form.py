@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from moduletune.app.fields import FIELDS
 from moduletune.tuning import glue, modules
 from moduletune.tuning.config import DEFAULT_LR, DEFAULT_MODEL, KNOBS, default_lr, parse_floats
 
@@ -27,9 +28,10 @@ DEFAULT_MAX_EVAL = None  # the whole validation set (SST-2: 872 sentences)
 
 
 class FormError(ValueError):
-    """A form value that cannot be honoured; `field` says which control the message belongs beside."""
+    """A form value that cannot be honoured; `field` says which control (FIELDS) the message belongs beside, None
+    when it is about the selection as a whole (too many runs)."""
 
-    def __init__(self, field: str, message: str):
+    def __init__(self, field: str | None, message: str):
         super().__init__(message)
         self.field = field
 
@@ -75,15 +77,8 @@ FLAGS = ("together", "random_control", "each_layer", "train_head", "lr_search")
 PREFIX_CHOICES = ("auto", "on", "off")
 # The settings the form's Advanced section sets, each an input made from its Knob (tuning/config.py).
 ADVANCED = tuple(name for name, k in KNOBS.items() if k.form == "advanced")
-FIELD_LABELS = {
-    "tasks": "tasks",
-    "model": "model",
-    "families": "families",
-    "layers": "layers",
-    "layer_spec": "layers",
-    "seeds": "seeds",
-    "lr": "lr",
-}
+# Which control a form value's type or size error stands beside (the rest: the settings).
+CONTROL_OF = {name: name for name in FIELDS} | {"layer_spec": "layers"}
 
 
 def checked(form: Form) -> Form:
@@ -98,7 +93,7 @@ def checked(form: Form) -> Form:
             or not all(isinstance(v, (str, int)) and not isinstance(v, bool) and len(str(v)) <= 64 for v in value)
         ):
             raise FormError(
-                FIELD_LABELS.get(name, "settings"),
+                CONTROL_OF.get(name, "settings"),
                 f"{name.replace('_', ' ')} must be a list of at most {limit} names, got {clip(value)}",
             )
     for name, limit in MAX_TEXT_CHARS.items():
@@ -107,7 +102,7 @@ def checked(form: Form) -> Form:
             continue
         if isinstance(value, bool) or not isinstance(value, (str, int, float)) or len(str(value)) > limit:
             raise FormError(
-                FIELD_LABELS.get(name, "settings"),
+                CONTROL_OF.get(name, "settings"),
                 f"{name.replace('_', ' ')} must be a number or text of at most {limit} characters, got {clip(value)}",
             )
     for name in FLAGS:
@@ -141,8 +136,8 @@ def clip(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
 
 
-def whole(value, label: str, lo: int, hi: int, default: int) -> int:
-    """An integer setting from a number box (1, 1.0 or '1'); FormError('settings') naming the range otherwise."""
+def whole(value, label: str, lo: int, hi: int, default: int, fld: str = "settings") -> int:
+    """An integer setting from a number box (1, 1.0 or '1'); FormError(fld) naming the range otherwise."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
     try:
@@ -150,7 +145,7 @@ def whole(value, label: str, lo: int, hi: int, default: int) -> int:
     except (TypeError, ValueError):
         number = math.nan
     if not math.isfinite(number) or number != int(number) or not lo <= number <= hi:
-        raise FormError("settings", f"{label} must be a whole number from {lo:,} to {hi:,}, got {clip(value)}")
+        raise FormError(fld, f"{label} must be a whole number from {lo:,} to {hi:,}, got {clip(value)}")
     return int(number)
 
 
@@ -294,11 +289,11 @@ def resolve_lr(lr, families) -> float | None:
     return value
 
 
-def optional_count(value, label: str) -> int | None:
+def optional_count(value, label: str, fld: str) -> int | None:
     """Subsample sizes: empty or 0 means the whole split."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    return whole(value, f"{label} (0 = the whole split)", 0, 10**9, 0) or None
+    return whole(value, f"{label} (0 = the whole split)", 0, 10**9, 0, fld) or None
 
 
 def advanced_settings(form: Form) -> dict:

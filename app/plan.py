@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from moduletune.app.fields import field_of
 from moduletune.app.form import (
     Form,
     FormError,
@@ -86,7 +87,7 @@ def plan(form: Form, limit: int | None = FORM_LIMIT) -> list[PlannedRun]:
     found = shape(form)
     if limit is not None and found.runs > limit:
         raise FormError(
-            "settings",
+            None,
             f"this selection would queue {found.runs:,} runs, more than {limit:,}; narrow the tasks, families, "
             "layers or seeds, or use the paper-study preset",
         )
@@ -110,10 +111,10 @@ def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
 
     With lr search on, the typed lr is ignored (the search chooses it) and the configs are search configs."""
     lr = None if form.lr_search else resolve_lr(form.lr, form_families(form))
-    max_train = optional_count(form.max_train, "training examples")
-    max_eval = optional_count(form.max_eval, "evaluation examples")
-    epochs = whole(form.epochs, "epochs", *KNOBS["epochs"].bounds, 1)
-    batch_size = whole(form.batch_size, "batch size", *KNOBS["batch_size"].bounds, 32)
+    max_train = optional_count(form.max_train, "training examples", "max_train")
+    max_eval = optional_count(form.max_eval, "evaluation examples", "max_eval")
+    epochs = whole(form.epochs, "epochs", *KNOBS["epochs"].bounds, 1, "epochs")
+    batch_size = whole(form.batch_size, "batch size", *KNOBS["batch_size"].bounds, 32, "batch_size")
     advanced = advanced_settings(form)
     out = []
     for p in planned:
@@ -137,7 +138,7 @@ def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
                 )
             )
         except ConfigError as err:
-            raise FormError(field_of(str(err)), str(err)) from None
+            raise FormError(field_of(str(err)) or "settings", str(err)) from None
         except (TypeError, ValueError) as err:
             raise FormError("settings", one_line(err)) from None
     return out
@@ -164,22 +165,6 @@ def search_configs(configs: list[RunConfig]) -> list[RunConfig]:
 def final_run_count(configs: list[RunConfig]) -> int:
     """How many reported runs these configs end in (a search ends in one run per final seed)."""
     return sum(len(c.extra.get("final_seeds", [c.seed])) if c.lr_search else 1 for c in configs)
-
-
-def field_of(message: str) -> str:
-    text = message.lower()
-    for key, fld in (
-        ("learning rate", "lr"),
-        ("seed", "seeds"),
-        ("layer", "layers"),
-        ("task", "tasks"),
-        ("module", "families"),
-        ("famil", "families"),
-        ("model", "model"),
-    ):
-        if key in text:
-            return fld
-    return "settings"
 
 
 def sweep_shape(form: Form, planned: list[PlannedRun]) -> str:

@@ -35,7 +35,7 @@ def paper_study(form: Form, lr_search: bool = True) -> list[RunConfig]:
     runs = sum(shape(p).runs for p in parts)  # counted before anything is listed
     if runs > PRESET_LIMIT:
         raise FormError(
-            "settings", f"the preset would queue {runs:,} runs, more than {PRESET_LIMIT:,}; choose fewer tasks or seeds"
+            None, f"the preset would queue {runs:,} runs, more than {PRESET_LIMIT:,}; choose fewer tasks or seeds"
         )
     return search_configs(to_configs(study, [r for p in parts for r in plan(p, limit=None)]))
 
@@ -90,7 +90,7 @@ def paper_study_message(form: Form, registry=None) -> tuple[str, int]:
     limits = public_limits()
     if limits is not None and preset_searches(form) > limits.max_active_per_visitor:  # refused before building
         raise FormError(
-            "settings",
+            None,
             f"the preset would queue {preset_searches(form)} searches; this public demo "
             f"allows at most {limits.max_active_per_visitor} queued or running runs per visitor",
         )

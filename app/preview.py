@@ -18,11 +18,11 @@ def preview(form: Form) -> dict:
         planned = plan(form)
         to_configs(form, planned[:1])  # settings errors show in the preview too
     except Exception as err:  # a refusal beside its field; anything else in one line without internals
-        from moduletune.app.errors import is_refusal, visitor_message
+        from moduletune.app.errors import error_field, visitor_message
 
         return {
             "error": visitor_message(err, "preview this selection"),
-            "field": getattr(err, "field", "settings") if is_refusal(err) else "settings",
+            "field": error_field(err),
             "runs": 0,
             "rows": [],
         }

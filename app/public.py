@@ -39,9 +39,10 @@ TRUE = ("1", "true", "yes", "on")
 
 
 class LimitError(ValueError):
-    """A request public mode refuses; `field` names the form control it is about (model, settings, ...)."""
+    """A request public mode refuses; `field` names the form control it is about (app.form.FIELDS), None when it
+    is about no control (a quota, another visitor's run)."""
 
-    def __init__(self, message: str, field: str = "settings"):
+    def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.field = field
 
@@ -132,14 +133,15 @@ def check_model(limits: PublicLimits, name) -> str:
 # ---------------------------------------------------------------------------------------------- the check
 
 
-def _cap(value, cap: int, what: str, zero_means_all: bool = False) -> None:
+def _cap(value, cap: int, what: str, fld: str, zero_means_all: bool = False) -> None:
     if value is None and zero_means_all:
         raise LimitError(
             f"{what}: at most {cap:,} per run in this public demo (0 = the whole split is not "
-            f"available here); set it to {cap:,} or fewer"
+            f"available here); set it to {cap:,} or fewer",
+            fld,
         )
     if value is not None and int(value) > cap:
-        raise LimitError(f"{what}: at most {cap:,} per run in this public demo, you asked for {int(value):,}")
+        raise LimitError(f"{what}: at most {cap:,} per run in this public demo, you asked for {int(value):,}", fld)
 
 
 def check_config(limits: PublicLimits, config) -> None:
@@ -147,12 +149,14 @@ def check_config(limits: PublicLimits, config) -> None:
     get = (lambda k: config.get(k)) if isinstance(config, dict) else (lambda k: getattr(config, k, None))
     check_model(limits, get("model"))
     if get("glue_dir"):
-        raise LimitError("a data folder cannot be chosen in this public demo: runs use the server's GLUE data")
-    _cap(get("epochs"), limits.max_epochs, "epochs")
-    _cap(get("max_train"), limits.max_train, "training examples", zero_means_all=True)
-    _cap(get("max_eval"), limits.max_eval, "evaluation examples", zero_means_all=True)
-    _cap(get("max_seq_len"), limits.max_seq_len, "max sequence length")
-    _cap(get("batch_size"), limits.max_batch_size, "batch size")
+        raise LimitError(
+            "a data folder cannot be chosen in this public demo: runs use the server's GLUE data", "settings"
+        )
+    _cap(get("epochs"), limits.max_epochs, "epochs", "epochs")
+    _cap(get("max_train"), limits.max_train, "training examples", "max_train", zero_means_all=True)
+    _cap(get("max_eval"), limits.max_eval, "evaluation examples", "max_eval", zero_means_all=True)
+    _cap(get("max_seq_len"), limits.max_seq_len, "max sequence length", "settings")
+    _cap(get("batch_size"), limits.max_batch_size, "batch size", "batch_size")
 
 
 def active_runs(registry, submitter: str | None) -> int:

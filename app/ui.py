@@ -21,8 +21,8 @@ Transformer Modules in Parameter-Efficient Fine-Tuning* (EMNLP 2022)."""
 
 CSS = """
 .gradio-container { max-width: 1400px !important; }
-#submit-msg, #layers-msg, #model-msg, #paper-msg, #run-action-msg, #play-msg { min-height: 0; }
-#layers-msg p, #model-msg p { color: #b42318; font-weight: 600; }
+#submit-msg, #paper-msg, #run-action-msg, #play-msg, .field-msg { min-height: 0; }
+.field-msg p { color: #b42318; font-weight: 600; font-size: 0.92em; margin: 2px 0 0 0; }
 #preview { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 4px 12px; }
 #preview table { font-size: 0.92em; width: auto; }
 #preview th, #preview td { white-space: nowrap; padding: 4px 8px; }
@@ -35,9 +35,11 @@ ELEM_IDS = {
     "tabs": ["tabs", "tab-experiment", "tab-runs", "tab-compare", "tab-study", "tab-weights", "tab-playground"],
     "experiment": [
         "task",
+        "tasks-msg",
         "model",
         "model-msg",
         "families",
+        "families-msg",
         "together",
         "random-control",
         "layers",
@@ -50,12 +52,19 @@ ELEM_IDS = {
         "each-layer",
         "layers-msg",
         "lr",
+        "lr-msg",
         "seeds",
+        "seeds-msg",
         "max-train",
+        "max-train-msg",
         "max-eval",
+        "max-eval-msg",
         "epochs",
+        "epochs-msg",
         "batch-size",
+        "batch-size-msg",
         "train-head",
+        "settings-msg",
         "prefix-cache",
         "preview",
         "submit",

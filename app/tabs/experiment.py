@@ -5,65 +5,8 @@ import gradio as gr
 
 from moduletune.app import experiment as ex
 from moduletune.app import visitors
-from moduletune.app.form import FORM_PARAMS, form_of
+from moduletune.app.tabs.form_widgets import field_message, form_handler, knob_input
 from moduletune.tuning.config import DEFAULT_MODEL
-
-
-def form_handler(body, before: tuple[str, ...] = (), identity: bool = False):
-    """A Gradio handler over the whole form: one named parameter per form value (what the API and
-    gradio_client see), and body(*before_values, form[, request, profile]) receiving one Form.
-
-    With identity, Gradio fills in the request and the OAuth profile (by their annotations) after the form."""
-    import inspect
-
-    import gradio as gr
-
-    names = (*before, *FORM_PARAMS)
-
-    def handler(*args):
-        values = dict(zip(names, args))
-        rest = args[len(names) :]
-        return body(*(values[n] for n in before), form_of(values), *rest)
-
-    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for n in names]
-    handler.__annotations__ = {}
-    if identity:
-        params += [
-            inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for n in ("request", "profile")
-        ]
-        handler.__annotations__ = {"request": gr.Request, "profile": gr.OAuthProfile | None}
-    handler.__signature__ = inspect.Signature(params)
-    handler.__name__ = handler.__qualname__ = body.__name__
-    handler.__doc__ = body.__doc__
-    return handler
-
-
-def knob_input(name: str):
-    """The form input for one Advanced setting, made from its Knob: label, help, bounds, choices, default."""
-    import gradio as gr
-
-    from moduletune.tuning.config import KNOBS, RunConfig
-
-    k = KNOBS[name]
-    default = RunConfig.__dataclass_fields__[name].default
-    label = k.label or name.replace("_", " ").replace("lr ", "LR ").replace("cuda ", "CUDA ")
-    label = label[0].upper() + label[1:]
-    common = dict(label=label, info=k.help, elem_id="adv-" + name.replace("_", "-"))
-    if k.kind == "int":
-        # No minimum or maximum here: the Knob's own check names the range beside the field, and an optional
-        # setting's box holds 0 for "the default" (a number box cannot be blank).
-        if k.optional:
-            common["info"] += " (0 = the default)"
-        return gr.Number(0 if default is None else default, precision=0, **common)
-    if k.kind == "number":
-        return gr.Number(default, **common)
-    if k.kind == "choice":
-        return gr.Dropdown(list(k.choices), value=default, **common)
-    if k.kind == "bool":
-        return gr.Checkbox(default, **common)
-    return gr.Textbox(
-        "" if default is None else str(default), placeholder="default" if default is None else None, **common
-    )
 
 
 def build(ctx):
@@ -88,15 +31,16 @@ def build(ctx):
         with gr.Row(equal_height=False):
             with gr.Column(scale=7):
                 with gr.Row():
-                    task = gr.Dropdown(
-                        tasks,
-                        value=list(defaults.tasks),
-                        multiselect=True,
-                        label="GLUE task(s)",
-                        info="one run per task",
-                        elem_id="task",
-                        scale=1,
-                    )
+                    with gr.Column(scale=1, min_width=160):
+                        task = gr.Dropdown(
+                            tasks,
+                            value=list(defaults.tasks),
+                            multiselect=True,
+                            label="GLUE task(s)",
+                            info="one run per task",
+                            elem_id="task",
+                        )
+                        tasks_msg = field_message("tasks")
                     model = model_box(
                         "model",
                         2,
@@ -104,7 +48,7 @@ def build(ctx):
                         "(bert-base-uncased) or a local path; press Enter to load "
                         "its layers",
                     )
-                model_msg = gr.Markdown("", elem_id="model-msg")
+                model_msg = field_message("model")
                 families = gr.CheckboxGroup(
                     ex.FAMILY_CHOICES,
                     value=list(defaults.families),
@@ -112,6 +56,7 @@ def build(ctx):
                     elem_id="families",
                     info="each family is a separate run, everything else frozen",
                 )
+                families_msg = field_message("families")
                 with gr.Row():
                     together = gr.Checkbox(
                         False, label="train the chosen families together in one run", elem_id="together"
@@ -154,17 +99,21 @@ def build(ctx):
                         each_layer = gr.Checkbox(
                             False, label="each layer separately (one run per layer)", elem_id="each-layer", scale=2
                         )
-                layers_msg = gr.Markdown("", elem_id="layers-msg")
+                layers_msg = field_message("layers")
                 with gr.Row():
-                    lr = gr.Number(
-                        ex.lr_default(defaults.families),
-                        label="Learning rate",
-                        elem_id="lr",
-                        info=ex.lr_hint(defaults.families),
-                    )
-                    seeds = gr.Textbox(
-                        defaults.seeds, label="Seeds", elem_id="seeds", info="comma-separated: one run per seed"
-                    )
+                    with gr.Column(min_width=160):
+                        lr = gr.Number(
+                            ex.lr_default(defaults.families),
+                            label="Learning rate",
+                            elem_id="lr",
+                            info=ex.lr_hint(defaults.families),
+                        )
+                        lr_msg = field_message("lr")
+                    with gr.Column(min_width=160):
+                        seeds = gr.Textbox(
+                            defaults.seeds, label="Seeds", elem_id="seeds", info="comma-separated: one run per seed"
+                        )
+                        seeds_msg = field_message("seeds")
                 lr_search = gr.Checkbox(
                     defaults.lr_search,
                     elem_id="lr-search",
@@ -172,30 +121,38 @@ def build(ctx):
                     "successive halving on a held-out 10% of the training rows, "
                     "about 1.5× one run; the typed lr is then ignored)",
                 )
+                # No minimum= on the number boxes: Gradio's own check would answer with a toast naming no field;
+                # the form's check puts the allowed range beside the box instead.
                 with gr.Row():
-                    max_train = gr.Number(
-                        defaults.max_train,
-                        label="Training examples",
-                        precision=0,
-                        minimum=0,
-                        elem_id="max-train",
-                        info="a seeded, stratified sample; 0 = the whole training set",
-                    )
-                    # 0 is the whole set; the public demo caps it, and its cap covers SST-2's 872.
-                    max_eval = gr.Number(
-                        defaults.max_eval or (public.max_eval if public else 0),
-                        label="Evaluation examples",
-                        precision=0,
-                        minimum=0,
-                        elem_id="max-eval",
-                        info="0 = the whole validation set",
-                    )
-                with gr.Accordion("More settings", open=False):
-                    with gr.Row():
-                        epochs = gr.Number(defaults.epochs, label="Epochs", precision=0, minimum=1, elem_id="epochs")
-                        batch_size = gr.Number(
-                            defaults.batch_size, label="Batch size", precision=0, minimum=1, elem_id="batch-size"
+                    with gr.Column(min_width=160):
+                        max_train = gr.Number(
+                            defaults.max_train,
+                            label="Training examples",
+                            precision=0,
+                            elem_id="max-train",
+                            info="a seeded, stratified sample; 0 = the whole training set",
                         )
+                        max_train_msg = field_message("max_train")
+                    with gr.Column(min_width=160):
+                        # 0 is the whole set; the public demo caps it, and its cap covers SST-2's 872.
+                        max_eval = gr.Number(
+                            defaults.max_eval or (public.max_eval if public else 0),
+                            label="Evaluation examples",
+                            precision=0,
+                            elem_id="max-eval",
+                            info="0 = the whole validation set",
+                        )
+                        max_eval_msg = field_message("max_eval")
+                with gr.Accordion("More settings", open=False) as more_settings:
+                    with gr.Row():
+                        with gr.Column(min_width=120):
+                            epochs = gr.Number(defaults.epochs, label="Epochs", precision=0, elem_id="epochs")
+                            epochs_msg = field_message("epochs")
+                        with gr.Column(min_width=120):
+                            batch_size = gr.Number(
+                                defaults.batch_size, label="Batch size", precision=0, elem_id="batch-size"
+                            )
+                            batch_size_msg = field_message("batch_size")
                         train_head = gr.Checkbox(True, label="train the classifier head too", elem_id="train-head")
                     prefix_cache = gr.Radio(
                         ["auto", "on", "off"],
@@ -214,6 +171,7 @@ def build(ctx):
                     for i in range(0, len(ex.ADVANCED), 3):  # three to a row
                         with gr.Row():
                             advanced += [knob_input(name) for name in ex.ADVANCED[i : i + 3]]
+                    settings_msg = field_message("settings")
             with gr.Column(scale=6):
                 preview = gr.Markdown("Counting parameters…", elem_id="preview")
                 submit = gr.Button("Queue runs", variant="primary", elem_id="submit")
@@ -235,7 +193,9 @@ def build(ctx):
                             "Yes, queue them", variant="primary", visible=False, elem_id="paper-confirm"
                         )
                         paper_cancel = gr.Button("Cancel", visible=False, elem_id="paper-cancel")
-                    paper_open = gr.State(False)
+                    # A hidden box, not gr.State: a State input is not an API parameter, and the browser then
+                    # warns "Too many arguments provided for the endpoint" on every form edit.
+                    paper_open = gr.Checkbox(False, visible=False, elem_id="paper-open")
 
     form_inputs = [
         task,
@@ -258,13 +218,33 @@ def build(ctx):
         *advanced,
     ]
 
+    # One message line beside each control, in app.form.FIELDS order; the accordion opens on a message in it.
+    field_msgs = [
+        tasks_msg,
+        model_msg,
+        families_msg,
+        layers_msg,
+        lr_msg,
+        seeds_msg,
+        max_train_msg,
+        max_eval_msg,
+        epochs_msg,
+        batch_size_msg,
+        settings_msg,
+    ]
+    assert len(field_msgs) == len(ex.FIELDS)
+    in_more_settings = ("epochs", "batch_size", "settings")
+
+    def beside(fld, text) -> list:
+        """The field messages (text beside fld) and the More settings accordion (opened when fld is in it)."""
+        more = gr.Accordion(open=True) if fld in in_more_settings else gr.skip()
+        return [*ex.field_messages(fld, text), more]
+
     def preview_form(form: ex.Form):
         """Run count and parameter counts of the form's selection (nothing is queued)."""
         view = ex.preview(form)
-        field = view.get("field")
-        layer_text = f"⚠️ {view['error']}" if field == "layers" else ""
-        model_text = f"⚠️ {view['error']}" if field == "model" else ""
-        return ex.preview_markdown(view), layer_text, model_text
+        text = f"⚠️ {view['error']}" if view.get("error") else ""
+        return ex.preview_markdown(view), *beside(view.get("field"), text)
 
     on_preview = form_handler(preview_form)
 
@@ -277,7 +257,7 @@ def build(ctx):
         preview_triggers,
         on_preview,
         form_inputs,
-        [preview, layers_msg, model_msg],
+        [preview, *field_msgs, more_settings],
         api_name="preview",
         trigger_mode="always_last",
         show_progress="minimal",
@@ -315,19 +295,19 @@ def build(ctx):
     families.change(on_families, families, lr, **private)
 
     def submit_form(form: ex.Form, request=None, profile=None):
-        """Validate the form and queue its runs: (message, layers message, model message, queued ids)."""
+        """Validate the form and queue its runs: (message, queued ids, one message beside each field ...)."""
         try:
             out = ex.submit_form(registry, form, who(request, profile))
         except visitors.LoginRequired as err:
             out = ex.error_outcome(err)
-        return out.message, out.layers_message, out.model_message, out.ids
+        return out.message, out.ids, *beside(out.control, out.field_message)
 
     on_submit = form_handler(submit_form, identity=True)
 
     submit.click(
         on_submit,
         form_inputs,
-        [submit_msg, layers_msg, model_msg, queued_ids],
+        [submit_msg, queued_ids, *field_msgs, more_settings],
         api_name="submit",
         concurrency_limit=1,
         preprocess=False,
@@ -378,5 +358,5 @@ def build(ctx):
         lambda: ("", gr.Button(visible=False), gr.Button(visible=False), False), None, paper_targets, **private
     )
 
-    demo.load(on_preview, form_inputs, [preview, layers_msg, model_msg], preprocess=False, **private)
+    demo.load(on_preview, form_inputs, [preview, *field_msgs, more_settings], preprocess=False, **private)
     return tab_experiment

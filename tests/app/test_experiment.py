@@ -133,13 +133,24 @@ def test_together_and_random_controls():
         (dict(seeds="0,x"), "seeds"),
         (dict(seeds=""), "seeds"),
         (dict(lr=2.0), "lr"),
-        (dict(max_train=-5), "settings"),
+        (dict(max_train=-5), "max_train"),
+        (dict(max_eval=1.5), "max_eval"),
+        (dict(epochs=0), "epochs"),
+        (dict(batch_size=-1), "batch_size"),
+        (dict(advanced={"warmup_ratio": "lots"}), "settings"),
+        (dict(layer_spec="0-99"), "layers"),
     ],
 )
 def test_form_errors_name_their_control(kw, fld):
     with pytest.raises(ex.FormError) as err:
         ex.build_configs(form(**kw))
     assert err.value.field == fld
+    # The preview and Submit put the message beside that control alone, and the preview promises no runs.
+    view = ex.preview(form(**kw))
+    assert view["field"] == fld and view["runs"] == 0 and "will be queued" not in ex.preview_markdown(view)
+    out = ex.error_outcome(err.value)
+    beside = dict(zip(ex.FIELDS, out.field_messages))
+    assert [f for f, text in beside.items() if text] == [fld] and "Nothing was queued" in out.message
 
 
 def test_learning_rate_shows_the_family_default_and_only_a_change_overrides_it():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from moduletune.app import charts, pooling, tables, views
+from moduletune.tasks import submission
 from moduletune.tuning.config import RunConfig
 from tests.app.test_views import record
 
@@ -87,7 +88,7 @@ def test_a_search_shows_its_choice_and_curve_and_only_its_final_runs_are_reporte
     config = RunConfig(
         **{**BASE, "modules": ("query",), "lr_search": True, "lr_grid": (1e-4, 1e-2), "extra": {"final_seeds": [0, 1]}}
     )
-    search_id = registry.submit(config)
+    search_id = submission.submit(registry, config)
     token = registry.claim(search_id, "w", "cpu")
     registry.record_progress(
         search_id,

@@ -48,7 +48,7 @@ def public_mode(monkeypatch, registry):
 
 
 def refused(out: ex.Outcome, text: str) -> str:
-    shown = " ".join((out.message, out.model_message, out.layers_message))
+    shown = " ".join((out.message, out.field_message))  # beside the button, and beside the control at fault
     assert not out.ok and text in shown and "Nothing was queued" in out.message, shown
     return shown
 
@@ -306,7 +306,7 @@ def test_the_public_blocks_pick_models_from_the_allow_list_and_show_the_limits(h
         assert p["value"] == "all-MiniLM-L6-v2"
     assert "**2** runs queued or running per visitor" in props["public-limits"][1]["value"]
     apis = {d.get("api_name") for d in config["dependencies"] if d.get("api_visibility", "public") == "public"}
-    assert {"submit", "preview", "runs", "run", "compare_data", "cancel", "retry", "predict"} <= apis
+    assert {"submit", "preview", "runs", "run", "compare_data", "cancel", "retry", "classify"} <= apis
     open_app = ui.build_app(Registry(), worker_status=lambda: "ok").get_config_file()
     assert ex.public_limits() is None
     assert not any(c.get("props", {}).get("elem_id") == "public-limits" for c in open_app["components"])

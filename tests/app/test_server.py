@@ -91,7 +91,7 @@ def test_the_blocks_have_six_labelled_tabs_stable_ids_and_named_endpoints(tmp_pa
     missing = [e for ids in ui.ELEM_IDS.values() for e in ids if e not in elem_ids]
     assert not missing
     apis = {d.get("api_name") for d in config["dependencies"] if d.get("api_visibility", "public") == "public"}
-    assert {"submit", "preview", "runs", "run", "compare_data", "cancel", "retry", "predict"} <= apis
+    assert {"submit", "preview", "runs", "run", "compare_data", "cancel", "retry", "classify"} <= apis
     assert ui.submitter_of(None) == "web"
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from moduletune.app import model_views, tables, views
+from moduletune.tasks import submission
 from moduletune.tasks.registry import Registry
 from moduletune.tuning.config import RunConfig
 
@@ -44,7 +45,7 @@ def record(
     trainable_pct: float = 0.01,
 ) -> int:
     """A run as a worker leaves it: claimed, loss and eval events per step, then its outcome."""
-    run_id = reg.submit(config, submitter="test")
+    run_id = submission.submit(reg, config, submitter="test")
     if status == "queued":
         return run_id
     token = reg.claim(run_id, "test-worker", "cpu")

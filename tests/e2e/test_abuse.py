@@ -101,14 +101,15 @@ def refusal(client: Client, *args, api_name: str, **kwargs) -> str:
     except AppError as err:
         return str(err)
     changed = {k: v for k, v in kwargs.items() if TINY.get(k, "?") != v} or args
-    if api_name == "/submit":
-        message, layers_message, model_message, ids = out
+    if api_name == "/submit":  # (message beside the button, ids, one message beside each field ...)
+        message, ids, *beside = out
+        beside = [m for m in beside if isinstance(m, str) and m]
         assert ids == [] and "Nothing was queued" in message, f"{changed!r:.200} was queued: {message}"
-        return " ".join(m for m in (layers_message or model_message or message,) if m)
-    if api_name == "/preview":
-        text = " ".join(m for m in out if m)
-        assert "Nothing to queue yet" in text, f"{changed!r:.200} previewed as valid: {text[:300]}"
-        return next((m for m in out[1:] if m), out[0])
+        return beside[0] if beside else message
+    if api_name == "/preview":  # (preview, one message beside each field ...)
+        texts = [m for m in out if isinstance(m, str) and m]
+        assert "Nothing to queue yet" in " ".join(texts), f"{changed!r:.200} previewed as valid: {texts!r:.300}"
+        return next(iter(texts[1:]), texts[0])
     raise AssertionError(f"{api_name} {args!r:.200} was answered as valid: {out!r:.300}")
 
 
@@ -161,7 +162,7 @@ def test_every_malformed_value_gets_one_line_and_queues_nothing(lab):
             ("/cancel", (value,)),
             ("/retry", (value,)),
             ("/run", (value,)),
-            ("/predict", (value, "a sentence", "")),
+            ("/classify", (value, "a sentence", "")),
         ):
             text = refusal(client, *args, api_name=api)
             calls += 1

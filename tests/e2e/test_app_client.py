@@ -8,6 +8,8 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from moduletune.app.form import FIELDS
+
 from .conftest import TINY, wait_for
 
 RUN_TIMEOUT = 240  # seconds for a tiny run on a busy 2-core machine (model load dominates)
@@ -20,18 +22,21 @@ def client(app_server):
 
 def test_a_submitted_run_finishes_and_appears_in_the_compare_data(client, app_server):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/submit", "/preview", "/runs", "/run", "/compare_data", "/cancel", "/retry", "/predict"} <= set(api)
+    assert {"/submit", "/preview", "/runs", "/run", "/compare_data", "/cancel", "/retry", "/classify"} <= set(api)
 
-    preview, layers_msg, _ = client.predict(**TINY, api_name="/preview")
-    assert "1 run will be queued" in preview and "1,536" in preview and not layers_msg
+    # /preview: (preview, one message beside each field in app.form.FIELDS order)
+    preview, *beside = client.predict(**TINY, api_name="/preview")
+    assert "1 run will be queued" in preview and "1,536" in preview and not any(beside)
 
     # A bad selection: the message beside the layers control, nothing queued.
-    message, layers_msg, _, ids = client.predict(**{**TINY, "layer_spec": "9"}, api_name="/submit")
+    # /submit: (message, queued ids, one message beside each field)
+    message, ids, *beside = client.predict(**{**TINY, "layer_spec": "9"}, api_name="/submit")
+    layers_msg = dict(zip(FIELDS, beside))["layers"]
     assert ids == [] and "out of range" in layers_msg and "Nothing was queued" in message
     assert client.predict(api_name="/runs") == []
 
-    message, layers_msg, _, ids = client.predict(**TINY, prefix_cache="on", api_name="/submit")
-    assert len(ids) == 1 and f"#{ids[0]}" in message and not layers_msg
+    message, ids, *beside = client.predict(**TINY, prefix_cache="on", api_name="/submit")
+    assert len(ids) == 1 and f"#{ids[0]}" in message and not any(beside)
     run_id = ids[0]
     queued = client.predict(api_name="/runs")
     assert [r["id"] for r in queued] == [run_id] and queued[0]["submitter"].startswith("web-")
@@ -60,7 +65,7 @@ def test_a_submitted_run_finishes_and_appears_in_the_compare_data(client, app_se
     assert client.predict("mrpc", api_name="/compare_data") == []
 
     # The same run in the playground, next to the untuned model.
-    out = client.predict(run_id, "A man is playing a guitar.", "A person plays music.", api_name="/predict")
+    out = client.predict(run_id, "A man is playing a guitar.", "A person plays music.", api_name="/classify")
     assert out["task"] == "rte" and set(out["tuned"]) == {"entailment", "not_entailment"}
     assert set(out["base"]) == set(out["tuned"])
 
@@ -68,7 +73,7 @@ def test_a_submitted_run_finishes_and_appears_in_the_compare_data(client, app_se
 def test_cancel_and_retry_through_the_api(client, app_server):
     # Long enough (96 steps) that the cancel lands while the run is queued or running, never after it ended.
     long_run = {**TINY, "max_train": 512, "epochs": 3, "families": ["query"]}
-    _, _, _, (run_id,) = client.predict(**long_run, api_name="/submit")
+    _, (run_id,), *_ = client.predict(**long_run, api_name="/submit")
     status = client.predict(run_id, api_name="/cancel")
     assert status in ("cancelled", "cancelling")
     wait_for(lambda: client.predict(run_id, api_name="/run")["status"] == "cancelled", 120, "the cancel", app_server)

@@ -114,14 +114,14 @@ def test_public_space_runs_a_tiny_run_and_every_limit_refuses_with_its_message(s
     assert "**3** runs queued or running per visitor" in note and "**2** epochs" in note and "**64**" in note
     assert props["model"]["type"] == "dropdown"
 
-    message, _, _, ids = a.predict(**TINY, api_name="/submit")
+    message, ids, *_ = a.predict(**TINY, api_name="/submit")  # (message, ids, one message beside each field)
     assert len(ids) == 1 and f"#{ids[0]}" in message, message
     run_id = ids[0]
 
     def refused(client, expected: str, **change) -> None:
         before = registry.count()
-        message, layers_msg, model_msg, ids = client.predict(**{**TINY, **change}, api_name="/submit")
-        shown = " ".join((message, layers_msg, model_msg))
+        message, ids, *beside = client.predict(**{**TINY, **change}, api_name="/submit")
+        shown = " ".join((message, *beside))
         assert ids == [] and expected in shown and "Nothing was queued" in message, shown
         assert registry.count() == before, f"{change} queued something"
 
@@ -150,7 +150,7 @@ def test_public_space_runs_a_tiny_run_and_every_limit_refuses_with_its_message(s
     assert first["status"] in ("queued", "running") and not first["cancel_requested"]
 
     # One's own run: cancelled (it waits behind the first on the one worker).
-    _, _, _, (second,) = a.predict(**{**TINY, "seeds": "1"}, api_name="/submit")
+    _, (second,), *_ = a.predict(**{**TINY, "seeds": "1"}, api_name="/submit")
     assert a.predict(second, api_name="/cancel") in ("cancelled", "cancelling")
     assert registry.count() == 2
 
@@ -179,7 +179,7 @@ def test_public_space_runs_a_tiny_run_and_every_limit_refuses_with_its_message(s
     # The app kept serving everyone: the finished run is in the shared Compare data, without its submitter.
     points = b.predict("rte", api_name="/compare_data")
     assert [p["id"] for p in points] == [run_id] and "submitter" not in points[0]
-    preview, _, _ = b.predict(**TINY, api_name="/preview")
+    preview, *_ = b.predict(**TINY, api_name="/preview")
     assert "1 run will be queued" in preview
     wait_for(lambda: registry.get(second)["status"] == "cancelled", 60, "the cancel", space)
     assert registry.count() == 2

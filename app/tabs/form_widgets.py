@@ -1,0 +1,66 @@
+"""The Experiment form's building blocks: handlers over the whole form, the message line beside a control,
+and the Advanced inputs made from the RunConfig's Knobs."""
+
+import gradio as gr
+
+from moduletune.app.form import FORM_PARAMS, form_of
+
+
+def form_handler(body, before: tuple[str, ...] = (), identity: bool = False):
+    """A Gradio handler over the whole form: one named parameter per form value (what the API and
+    gradio_client see), and body(*before_values, form[, request, profile]) receiving one Form.
+
+    With identity, Gradio fills in the request and the OAuth profile (by their annotations) after the form."""
+    import inspect
+
+    names = (*before, *FORM_PARAMS)
+
+    def handler(*args):
+        values = dict(zip(names, args))
+        rest = args[len(names) :]
+        return body(*(values[n] for n in before), form_of(values), *rest)
+
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for n in names]
+    handler.__annotations__ = {}
+    if identity:
+        params += [
+            inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for n in ("request", "profile")
+        ]
+        handler.__annotations__ = {"request": gr.Request, "profile": gr.OAuthProfile | None}
+    handler.__signature__ = inspect.Signature(params)
+    handler.__name__ = handler.__qualname__ = body.__name__
+    handler.__doc__ = body.__doc__
+    return handler
+
+
+def field_message(fld: str):
+    """The empty line beside one form control where a message about it appears (app.form.FIELDS)."""
+
+    return gr.Markdown("", elem_id=fld.replace("_", "-") + "-msg", elem_classes="field-msg")
+
+
+def knob_input(name: str):
+    """The form input for one Advanced setting, made from its Knob: label, help, bounds, choices, default."""
+
+    from moduletune.tuning.config import KNOBS, RunConfig
+
+    k = KNOBS[name]
+    default = RunConfig.__dataclass_fields__[name].default
+    label = k.label or name.replace("_", " ").replace("lr ", "LR ").replace("cuda ", "CUDA ")
+    label = label[0].upper() + label[1:]
+    common = dict(label=label, info=k.help, elem_id="adv-" + name.replace("_", "-"))
+    if k.kind == "int":
+        # No minimum or maximum here: the Knob's own check names the range beside the field, and an optional
+        # setting's box holds 0 for "the default" (a number box cannot be blank).
+        if k.optional:
+            common["info"] += " (0 = the default)"
+        return gr.Number(0 if default is None else default, precision=0, **common)
+    if k.kind == "number":
+        return gr.Number(default, **common)
+    if k.kind == "choice":
+        return gr.Dropdown(list(k.choices), value=default, **common)
+    if k.kind == "bool":
+        return gr.Checkbox(default, **common)
+    return gr.Textbox(
+        "" if default is None else str(default), placeholder="default" if default is None else None, **common
+    )
