@@ -2,7 +2,7 @@
 
 build_app(registry) builds the Blocks; importing this module builds nothing and imports no Gradio.
 Stable elem_ids (see ELEM_IDS) are what the browser tests touch; named API endpoints (submit,
-preview, runs, run, cancel, retry, compare_data, predict) are what gradio_client calls.
+preview, runs, run, cancel, retry, compare_data, classify) are what gradio_client calls.
 build_app(registry, public=PublicLimits(...)) is the public demo (app.public): models from an allow-list,
 the limits shown on the page, cancel/retry on a visitor's own runs, no submitter shown to anyone.
 """
@@ -24,8 +24,9 @@ CSS = """
 #submit-msg, #paper-msg, #run-action-msg, #play-msg, .field-msg { min-height: 0; }
 .field-msg p { color: #b42318; font-weight: 600; font-size: 0.92em; margin: 2px 0 0 0; }
 #preview { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 4px 12px; }
-#preview table { font-size: 0.92em; width: auto; }
-#preview th, #preview td { white-space: nowrap; padding: 4px 8px; }
+#preview table { font-size: 0.88em; width: 100%; table-layout: auto; }
+#preview td { white-space: nowrap; padding: 3px 6px; }
+#preview th { white-space: normal; padding: 3px 6px; }  /* headers wrap, so the table fits a 1,280 px window */
 .layer-buttons button { height: 34px; }
 #worker-status p { font-size: 0.9em; color: var(--body-text-color-subdued); }
 .help p { font-size: 0.9em; color: var(--body-text-color-subdued); margin: 0; }
@@ -69,6 +70,8 @@ ELEM_IDS = {
         "preview",
         "submit",
         "submit-msg",
+        "command-box",
+        "command",
         "paper-study",
         "paper-msg",
         "paper-confirm",

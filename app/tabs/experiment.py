@@ -5,7 +5,8 @@ import gradio as gr
 
 from moduletune.app import experiment as ex
 from moduletune.app import visitors
-from moduletune.app.tabs.form_widgets import field_message, form_handler, knob_input
+from moduletune.app.form_command import form_command
+from moduletune.app.tabs.form_widgets import field_message, form_handler, keep_in_browser, knob_input
 from moduletune.tuning.config import DEFAULT_MODEL
 
 
@@ -177,6 +178,17 @@ def build(ctx):
                 submit = gr.Button("Queue runs", variant="primary", elem_id="submit")
                 submit_msg = gr.Markdown("", elem_id="submit-msg")
                 queued_ids = gr.JSON(visible=False)
+                with gr.Accordion("Show the command", open=False, elem_id="command-box") as command_box:
+                    command = gr.Code(
+                        "",
+                        language="shell",
+                        label="The same runs from a shell (copy it; it queues what Queue runs would)",
+                        elem_id="command",
+                        interactive=False,
+                        lines=2,
+                        wrap_lines=True,
+                        buttons=["copy"],
+                    )
                 with gr.Group():
                     gr.Markdown(
                         "**Preset: the paper's study.** Every module family (Q K V AO FI FO LN; bias "
@@ -358,5 +370,23 @@ def build(ctx):
         lambda: ("", gr.Button(visible=False), gr.Button(visible=False), False), None, paper_targets, **private
     )
 
-    demo.load(on_preview, form_inputs, [preview, *field_msgs, more_settings], preprocess=False, **private)
+    def show_command(form: ex.Form):
+        """The `moduletune submit|sweep` line equal to the form, or why there is none yet."""
+        try:
+            return form_command(form)
+        except Exception as err:  # a refusal says what to fix, as the preview does
+            from moduletune.app.errors import visitor_message
+
+            return f"# no command yet: {visitor_message(err, 'write the command')}"
+
+    on_command = form_handler(show_command)
+    # Written when the box is opened, and kept equal to the form while it is open.
+    command_box.expand(on_command, form_inputs, command, preprocess=False, **private)
+    gr.on(preview_triggers, on_command, form_inputs, command, trigger_mode="always_last", preprocess=False, **private)
+
+    restored = keep_in_browser(demo, form_inputs, private)
+    # After the restore: the restored model's layer toggles, then the preview and the command of the form.
+    restored.then(on_model, [model, layers], [layers, model_msg], **private).then(
+        on_preview, form_inputs, [preview, *field_msgs, more_settings], preprocess=False, **private
+    )
     return tab_experiment

@@ -64,3 +64,22 @@ def knob_input(name: str):
     return gr.Textbox(
         "" if default is None else str(default), placeholder="default" if default is None else None, **common
     )
+
+
+def keep_in_browser(demo, form_inputs: list, private: dict):
+    """Keep the form in the browser (gr.BrowserState: localStorage) so a reload gives back what was typed; returns
+    the load event that restores it, for the events that must follow it."""
+    saved = gr.BrowserState({}, storage_key="moduletune-form")
+
+    def keep(*values):
+        return dict(zip(FORM_PARAMS, values))
+
+    # change, not input: the layer buttons and a model's new depth change the toggles without typing.
+    gr.on([c.change for c in form_inputs], keep, form_inputs, saved, show_progress="hidden", **private)
+
+    def restore(kept):
+        """The kept values back into their controls (a control the saved form lacks keeps its default)."""
+        kept = kept if isinstance(kept, dict) else {}
+        return [kept[n] if n in kept else gr.skip() for n in FORM_PARAMS]
+
+    return demo.load(restore, saved, form_inputs, **private)
