@@ -50,6 +50,13 @@ def build_huey(url: str, name: str):
     from huey import RedisHuey, SqliteHuey
 
     if url.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            import redis  # noqa: F401  (an optional backend: the extra moduletune[redis])
+        except ImportError:
+            raise QueueError(
+                f"the queue {describe(url)} needs the Redis client, which is not installed: "
+                "pip install 'moduletune[redis]'"
+            ) from None
         # Blocking reads with a short timeout: idle workers cost Redis nothing and still see a stop quickly.
         huey = RedisHuey(name, url=url, results=False, blocking=True, read_timeout=1)
     elif url.startswith("sqlite:///"):
