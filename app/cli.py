@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from moduletune.app import server
+from moduletune.app import cli_export, server
 from moduletune.app.cli_engine import cmd_count, cmd_magnitudes, cmd_report, cmd_run
 from moduletune.app.cli_queue import (
     SWEEP_LIMIT,
@@ -170,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
 
+    cli_export.add_parser(sub)
     return parser
 
 
