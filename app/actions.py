@@ -140,3 +140,28 @@ def queued_message(configs: list[RunConfig], ids: list[int]) -> str:
         f"✅ Queued **{len(ids)} runs** (#{min(ids)}–#{max(ids)}). Follow them in the **Runs** tab; "
         "results appear in **Compare** as they finish."
     )
+
+
+def tag_run(registry, run_id, tags, note: str | None, submitter: str | None, remove: bool = False) -> dict:
+    """Add tags to a run (remove=True: take them off) and set its note (None: left as it is; blank: cleared);
+    tags is a list or the text of one box ('baseline, ln-only'). In public mode only on the visitor's own run.
+    Returns {"id", "tags", "notes"}; a bad tag or note changes nothing (tasks.tags.TagError says what is allowed)."""
+    from moduletune.tasks.tags import check_tags, parse_tags
+
+    run_id = run_id_of(run_id)
+    labels = parse_tags(tags) if isinstance(tags, str) else check_tags(tags)
+    vet(registry, submitter, run_id=run_id, action="tag or annotate")
+    edit = {"remove": labels} if remove else {"add": labels}
+    return registry.annotate(run_id, **edit, note=note)
+
+
+def set_run_labels(registry, run_id, tags, note: str | None, submitter: str | None) -> dict:
+    """Make a run's tags exactly `tags` (a list or one box's text; empty: none) and its note `note` (None: left as
+    it is; blank: cleared), as an edit form saves them. In public mode only on the visitor's own run. Returns
+    {"id", "tags", "notes"}; a bad tag or note changes nothing."""
+    from moduletune.tasks.tags import check_tags, parse_tags
+
+    run_id = run_id_of(run_id)
+    labels = parse_tags(tags) if isinstance(tags, str) else check_tags(tags)
+    vet(registry, submitter, run_id=run_id, action="tag or annotate")
+    return registry.annotate(run_id, replace=labels, note=note)

@@ -11,6 +11,8 @@ from moduletune.app.cli_engine import cmd_count, cmd_magnitudes, cmd_report, cmd
 from moduletune.app.cli_queue import (
     SWEEP_LIMIT,
     add_queue_flags,
+    add_tag_command,
+    add_tag_flags,
     cmd_cancel,
     cmd_retry,
     cmd_runs,
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None)
     p.add_argument("--sweep", default=None, help="only the runs of this sweep id")
     p.add_argument("--limit", type=int, default=None)
+    add_tag_flags(p, "only the runs tagged TAG (repeat: those with every one)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_runs)
 
@@ -112,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
+    add_tag_command(sub)
 
     p = sub.add_parser("cancel", help="cancel a queued run, or stop a running one at its next step")
     p.add_argument("id", type=int)

@@ -1,5 +1,5 @@
-"""The CLI commands that go through the queue and the registry: `submit`, `sweep`, `runs`, `show`, `cancel`,
-`retry`, and the processes that serve them: `worker` and `serve`."""
+"""The CLI commands that go through the queue and the registry: `submit`, `sweep`, `runs`, `show`, `tag`,
+`cancel`, `retry`, and the processes that serve them: `worker` and `serve`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,25 @@ SWEEP_LIMIT = 100  # sweeps larger than this need --yes
 def add_queue_flags(p: argparse.ArgumentParser) -> None:
     """Flags of queued runs beyond the run flags (shared by submit and sweep)."""
     p.add_argument("--submitter", default=None, help="who submitted it (default: the OS user)")
+    add_tag_flags(p, "tag each run with TAG (repeat for more): letters, digits, - _ . : (40 at most)")
+    p.add_argument("--note", default=None, help="a note on each run (2,000 characters at most)")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def add_tag_flags(p: argparse.ArgumentParser, help: str) -> None:
+    """--tag T, repeatable (submit, sweep, and runs' filter)."""
+    p.add_argument("--tag", action="append", dest="tags", default=[], metavar="TAG", help=help)
+
+
+def add_tag_command(sub) -> None:
+    """`moduletune tag RUN_ID TAG... [--remove] [--note TEXT]`."""
+    p = sub.add_parser("tag", help="add tags to a run (or --remove them), and set its note")
+    p.add_argument("id", type=int)
+    p.add_argument("tags", nargs="*", metavar="TAG", help="letters, digits, - _ . : (40 at most; 20 per run)")
+    p.add_argument("--remove", action="store_true", help="take these tags off the run instead")
+    p.add_argument("--note", default=None, help='set the run\'s note (2,000 characters at most; "" clears it)')
+    p.add_argument("--json", action="store_true", help="print the run's tags and note as JSON")
+    p.set_defaults(func=cmd_tag)
 
 
 def cmd_submit(args) -> int:
@@ -25,7 +43,7 @@ def cmd_submit(args) -> int:
     config = config_from_args(args)
     if config.lr_search:
         config = config.replace(extra={**config.extra, "final_seeds": [config.seed]})
-    run_id = submit(Registry(), config, submitter=args.submitter)
+    run_id = submit(Registry(), config, submitter=args.submitter, tags=args.tags, note=args.note)
     print(json.dumps({"id": run_id, "status": "queued"}) if args.json else run_id)
     return 0
 
@@ -73,7 +91,7 @@ def cmd_sweep(args) -> int:
             "pass --yes to queue them all, or narrow the tasks, modules, layers or seeds"
         )
     sweep_id = uuid.uuid4().hex[:12]
-    ids = submit_many(Registry(), configs, submitter=args.submitter, sweep_id=sweep_id)
+    ids = submit_many(Registry(), configs, submitter=args.submitter, sweep_id=sweep_id, tags=args.tags, note=args.note)
     searches = sum(c.lr_search for c in configs)
     if args.json:
         print(json.dumps({"sweep_id": sweep_id, "queued": len(ids), "ids": ids, "searches": searches}))
@@ -102,6 +120,7 @@ RUNS_TABLE = [
     ("metric", 22),
     ("worker", 20),
     ("queued_at", 20),
+    ("tags", 0),
 ]
 
 
@@ -118,6 +137,8 @@ def _table_cell(run: dict, key: str) -> str:
         return f"{run['lr']:g}" if run["lr"] is not None else "-"
     if key == "queued_at":
         return (run["queued_at"] or "-").replace("T", " ")[:19]
+    if key == "tags":
+        return ",".join(run["tags"]) or "-"
     value = run[key]
     return "-" if value is None else str(value)
 
@@ -125,7 +146,9 @@ def _table_cell(run: dict, key: str) -> str:
 def cmd_runs(args) -> int:
     from moduletune.tasks.registry import Registry
 
-    rows = Registry().list_runs(status=args.status, task=args.task, sweep_id=args.sweep, limit=args.limit)
+    rows = Registry().list_runs(
+        status=args.status, task=args.task, sweep_id=args.sweep, limit=args.limit, tag=args.tags or None
+    )
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -143,12 +166,26 @@ def cmd_show(args) -> int:
         print(json.dumps(run))
         return 0
     for key, value in run.items():
-        if key in ("config", "result") or value is None:
+        if key in ("config", "result") or value is None or value == []:
             continue
-        print(f"{key:<20}{value}")
+        print(f"{key:<20}{', '.join(value) if key == 'tags' else value}")
     print(f"{'config':<20}{json.dumps(run['config'], sort_keys=True)}")
     if run["result"]:
         print(f"{'metrics':<20}{json.dumps(run['result'].get('metrics'))}")
+    return 0
+
+
+def cmd_tag(args) -> int:
+    from moduletune.tasks.registry import Registry
+
+    if not args.tags and args.note is None:
+        raise ValueError("name a tag or more, or --note TEXT: moduletune tag RUN_ID TAG... [--remove] [--note TEXT]")
+    edit = {"remove": args.tags} if args.remove else {"add": args.tags}
+    run = Registry().annotate(args.id, **edit, note=args.note)
+    if args.json:
+        print(json.dumps(run))
+    else:
+        print(f"run {run['id']}: tags {', '.join(run['tags']) or '(none)'}; note {run['notes'] or '(none)'}")
     return 0
 
 

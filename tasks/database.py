@@ -2,7 +2,8 @@
 
 SQLite in MODULETUNE_HOME by default (WAL: the UI reads while workers write); PostgreSQL when
 MODULETUNE_DB_URL says postgresql://..., shared by workers on many machines. Engines are made on first
-use, with their schema, so importing this module opens nothing.
+use, their schema made or upgraded then by the Alembic migrations in tasks/migrations, so importing this module
+opens nothing.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 
 from sqlalchemy import (
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -25,18 +26,17 @@ from sqlalchemy import (
     Table,
     Text,
     event,
-    insert,
-    select,
-    update,
 )
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from moduletune.tuning.settings import home
 from moduletune.tuning.text import one_line
 from moduletune.tuning.text import without_password as describe
 
 DB_URL_ENV = "MODULETUNE_DB_URL"
-SCHEMA_VERSION = 2  # 2: kind, parent_id, chance_metric, learned (added in place to a version-1 registry)
+# The schema version the newest migration (tasks/migrations/versions) records: 3, tags and notes; 2, the baseline
+# (kind, parent_id, chance_metric, learned over version 1).
+SCHEMA_VERSION = 3
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
     "queued",
@@ -120,6 +120,16 @@ runs = Table(
     Column("examples_per_second", Float),
     Column("result", Text),
     Column("artifact_dir", Text),
+    Column("notes", Text),  # a person's note on the run (tasks.tags)
+)
+
+# A run's tags (tasks.tags): short slugs to group and filter runs by, one row each.
+run_tags = Table(
+    "run_tags",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(40), primary_key=True),
+    Index("ix_run_tags_tag", "tag"),
 )
 
 events = Table(
@@ -178,6 +188,9 @@ def get_engine(url: str | None = None):
                 raise RegistryUnavailable(
                     f"could not open the run registry at {describe(url)}: {one_line(err.orig or err)}"
                 ) from None
+            except BaseException:  # refused (a newer schema): no pooled connection left behind
+                engine.dispose()
+                raise
             _ENGINES[key] = engine
         return engine
 
@@ -210,49 +223,14 @@ def _create_engine(url: str):
 
 
 def ensure_schema(engine) -> int:
-    """Create the tables on first use and record the schema version; refuse a newer schema."""
-    for attempt in range(8):
-        try:
-            metadata.create_all(engine, checkfirst=True)
-            with engine.begin() as conn:
-                found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-                if found is None:
-                    conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-                    found = SCHEMA_VERSION
-            break
-        except (IntegrityError, OperationalError, ProgrammingError):
-            # Several processes creating the schema at once: one wins, the others retry and find it.
-            if attempt == 7:
-                raise
-            time.sleep(0.1 * (attempt + 1))
-    if int(found) > SCHEMA_VERSION:
-        raise RegistryError(
-            f"the run registry has schema version {found}, newer than this moduletune "
-            f"understands ({SCHEMA_VERSION}); upgrade moduletune"
-        )
-    if int(found) < SCHEMA_VERSION:
-        _add_missing_columns(engine)
-        with engine.begin() as conn:
-            conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
-        found = SCHEMA_VERSION
-    return int(found)
+    """Make or upgrade the registry's schema to this release's through its migrations (tasks/migrations), under a
+    lock so that processes starting together do it once; refuse a database newer than this code."""
+    from moduletune.tasks import migrations
 
-
-def _add_missing_columns(engine) -> None:
-    """Upgrade an older registry in place: add the columns this release has and it lacks (all nullable or
-    with a server default), keeping every run and event."""
-    from sqlalchemy import inspect, text
-
-    present = {c["name"] for c in inspect(engine).get_columns("runs")}
-    with engine.begin() as conn:
-        for column in runs.c:
-            if column.name in present:
-                continue
-            kind = column.type.compile(dialect=engine.dialect)
-            default = f" DEFAULT '{column.server_default.arg}'" if column.server_default is not None else ""
-            nullable = "" if column.nullable or default else " NULL"
-            conn.execute(text(f"ALTER TABLE runs ADD COLUMN {column.name} {kind}{default}{nullable}"))
-            log.info("registry upgraded: added runs.%s", column.name)
+    try:
+        return migrations.upgrade(engine, SCHEMA_VERSION)
+    except migrations.NewerSchema as err:
+        raise RegistryError(str(err)) from None
 
 
 def dispose_engines() -> None:

@@ -2,7 +2,8 @@
 
 The registry is the source of truth (Huey only carries run ids) and the UI's only interface to runs.
 It stores; it never enqueues: submission (validate, insert, enqueue, roll back) is tasks.submission,
-the dead-worker sweep is tasks.worker, and the tables and engines are tasks.database.
+the dead-worker sweep is tasks.worker, the tables and engines are tasks.database (the schema's upgrades
+tasks.migrations), and a run's tags and note tasks.tags.
 
 Every status change is one conditional UPDATE (... WHERE status = <expected>), so two workers can
 never both claim a run, and a worker that lost its run (declared dead, run handed to another) can
@@ -42,14 +43,16 @@ from moduletune.tasks.database import (  # noqa: F401
     log,
     meta,
     normalize_url,
+    run_tags,
     runs,
 )
 from moduletune.tasks.rows import EVENT_COLUMNS, FRAME_COLUMNS, RUN_COLUMNS  # noqa: F401  (the frames' columns)
+from moduletune.tasks.tags import RunTags, TagError, check_note, check_tags, tags_of, with_tags  # noqa: F401
 
 
-class Registry(WorkerWrites):
+class Registry(WorkerWrites, RunTags):
     """Runs and their events in one database; a small plain API that the CLI, the UI and workers share (the
-    workers' writes are tasks.claims.WorkerWrites)."""
+    workers' writes are tasks.claims.WorkerWrites, the tag and note edits tasks.tags.RunTags)."""
 
     def __init__(self, url: str | None = None):
         self.url = normalize_url(url or db_url())
@@ -92,17 +95,31 @@ class Registry(WorkerWrites):
     # -- people: record, look, cancel
 
     def insert_queued(
-        self, config, submitter: str | None = None, sweep_id: str | None = None, retry_of: int | None = None
+        self,
+        config,
+        submitter: str | None = None,
+        sweep_id: str | None = None,
+        retry_of: int | None = None,
+        tags=(),
+        note: str | None = None,
     ) -> int:
-        """Record a checked RunConfig as a queued run (no queue message yet: tasks.submission sends it)."""
-        values = rows.row_values(config, submitter, sweep_id, retry_of)
+        """Record a checked RunConfig as a queued run with its tags and note (no queue message yet:
+        tasks.submission sends it)."""
+        values = {**rows.row_values(config, submitter, sweep_id, retry_of), "notes": check_note(note)}
+        labels = check_tags(tags)
         with self.engine.begin() as conn:
-            return int(conn.execute(insert(runs).values(**values)).inserted_primary_key[0])
+            run_id = int(conn.execute(insert(runs).values(**values)).inserted_primary_key[0])
+            if labels:
+                conn.execute(insert(run_tags), [{"run_id": run_id, "tag": t} for t in labels])
+        return run_id
 
     def delete_queued(self, run_id: int) -> bool:
         """Forget a queued run that was never sent (its message could not be enqueued): nothing half-made."""
         with self.engine.begin() as conn:
-            return conn.execute(delete(runs).where(runs.c.id == int(run_id), runs.c.status == QUEUED)).rowcount == 1
+            gone = conn.execute(delete(runs).where(runs.c.id == int(run_id), runs.c.status == QUEUED)).rowcount == 1
+            if gone:
+                conn.execute(delete(run_tags).where(run_tags.c.run_id == int(run_id)))
+            return gone
 
     def children(self, run_id: int, kind: str | None = None) -> list[dict]:
         """A search's candidates and final runs (flat rows, oldest first)."""
@@ -110,34 +127,36 @@ class Registry(WorkerWrites):
         if kind:
             query = query.where(runs.c.kind == kind)
         with self.engine.connect() as conn:
-            return [rows.flat_row(r) for r in conn.execute(query).mappings().all()]
+            found = conn.execute(query).mappings().all()
+            labels = tags_of(conn, query.with_only_columns(runs.c.id))
+        return [rows.flat_row(r, tags=labels.get(r["id"], ())) for r in found]
 
     def get(self, run_id: int) -> dict:
-        """Everything about one run: flat columns, the full config and result (JSON-ready values)."""
+        """Everything about one run: flat columns (its tags and note too), the full config and result (JSON-ready
+        values)."""
         with self.engine.connect() as conn:
             row = conn.execute(select(runs).where(runs.c.id == int(run_id))).mappings().first()
+            labels = tags_of(conn, [int(run_id)])
         if row is None:
             raise RunNotFound(f"no run with id {run_id}")
-        out = rows.flat_row(row)
+        out = rows.flat_row(row, tags=labels.get(int(run_id), ()))
         out["config"] = json.loads(row["config"])
         out["result"] = json.loads(row["result"]) if row["result"] else None
         return out
 
-    def list_runs(
-        self, status: str | None = None, task: str | None = None, sweep_id: str | None = None, limit: int | None = None
-    ) -> list[dict]:
-        """Runs newest first as flat dicts (the RUN_COLUMNS keys; times as ISO-8601 UTC strings)."""
-        return [rows.flat_row(r) for r in self._rows(status, task, sweep_id, limit)]
+    def list_runs(self, status=None, task=None, sweep_id=None, limit=None, tag=None) -> list[dict]:
+        """Runs newest first as flat dicts (the RUN_COLUMNS keys; times as ISO-8601 UTC strings); tag: only the
+        runs that carry it (a list: every one of them)."""
+        found, labels = self._rows(status, task, sweep_id, limit, tag=tag)
+        return [rows.flat_row(r, tags=labels.get(r["id"], ())) for r in found]
 
-    def runs_frame(
-        self, status: str | None = None, task: str | None = None, sweep_id: str | None = None, limit: int | None = None
-    ):
-        """A pandas DataFrame with one row per run and the RUN_COLUMNS columns; times as UTC datetimes."""
+    def runs_frame(self, status=None, task=None, sweep_id=None, limit=None, tag=None):
+        """A pandas DataFrame with one row per run and the FRAME_COLUMNS columns; times as UTC datetimes; tag as in
+        list_runs."""
+        return rows.runs_frame_of(*self._rows(status, task, sweep_id, limit, with_config=True, tag=tag))
 
-        found = self._rows(status, task, sweep_id, limit, with_config=True)
-        return rows.runs_frame_of(found)
-
-    def _rows(self, status, task, sweep_id, limit, with_config: bool = False):
+    def _rows(self, status, task, sweep_id, limit, with_config: bool = False, tag=None):
+        """The rows the filters select, newest first, and each one's tags (by run id)."""
         if status is not None and status not in STATUSES:
             raise RegistryError(f"unknown status {status!r}; allowed: {', '.join(STATUSES)}")
         columns = [*rows.FLAT, runs.c.config] if with_config else rows.FLAT
@@ -150,10 +169,12 @@ class Registry(WorkerWrites):
             query = query.where(runs.c.task == get_task(task).name)
         if sweep_id:
             query = query.where(runs.c.sweep_id == sweep_id)
+        if tag:
+            query = with_tags(query, tag)
         if limit:
             query = query.limit(int(limit))
         with self.engine.connect() as conn:
-            return conn.execute(query).mappings().all()
+            return conn.execute(query).mappings().all(), tags_of(conn, query.with_only_columns(runs.c.id))
 
     def count(self, status: str | None = None) -> int:
         query = select(func.count()).select_from(runs)
@@ -178,6 +199,14 @@ class Registry(WorkerWrites):
             found = conn.execute(query).all()
         frame = pd.DataFrame([tuple(r) for r in found], columns=EVENT_COLUMNS)
         return frame.astype({"run_id": "int64", "step": "int64", "epoch": "float64", "value": "float64"})
+
+    def complete_search(self, run_id: int, token: int, outcome: dict, candidates: list[tuple], finals: list):
+        """WorkerWrites.complete_search, then the search's tags given to its candidates and runs (before the caller
+        sends the runs' messages), so that a tag filter finds the runs a tagged search queued."""
+        ids = super().complete_search(run_id, token, outcome, candidates, finals)
+        if ids is not None:
+            self.pass_tags_on(run_id)
+        return ids
 
     def request_cancel(self, run_id: int) -> str:
         """Cancel: a queued (or interrupted) run never starts; a running one stops at its next step.

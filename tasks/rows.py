@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from moduletune.tasks.database import QUEUED, runs
 from moduletune.tuning.text import json_safe
 
-# The columns of runs_frame() and of each list_runs() row, in order.
+# The columns of each list_runs() row, in order (runs_frame() puts NOTE_COLUMNS after its own).
 RUN_COLUMNS = [
     "id",
     "status",
@@ -63,6 +63,8 @@ RUN_COLUMNS = [
     "train_seconds",
     "examples_per_second",
 ]
+NOTE_COLUMNS = ["tags", "notes"]  # a person's labels (tasks.tags): the tags a sorted list, the note text or None
+RUN_COLUMNS += NOTE_COLUMNS
 FLOAT_COLUMNS = (
     "lr",
     "primary_metric",
@@ -85,8 +87,9 @@ NULLABLE_INT_COLUMNS = (
     "resumed_from_step",
     "parent_id",
 )  # null until known: pandas Int64
-# runs_frame() adds what each run's config says about replicates (tuning.replicates).
-FRAME_COLUMNS = RUN_COLUMNS + ["settings", "settings_key", "comparison_key"]
+# runs_frame() adds what each run's config says about replicates (tuning.replicates), then the labels.
+FRAME_COLUMNS = [c for c in RUN_COLUMNS if c not in NOTE_COLUMNS] + ["settings", "settings_key", "comparison_key"]
+FRAME_COLUMNS += NOTE_COLUMNS
 EVENT_COLUMNS = ["run_id", "step", "epoch", "split", "name", "value"]
 TIME_COLUMNS = ("queued_at", "started_at", "heartbeat_at", "finished_at")
 FLAT = [c for c in runs.c if c.name not in ("config", "result")]
@@ -135,14 +138,16 @@ def default_submitter() -> str:
         return os.environ.get("USER") or "unknown"
 
 
-def runs_frame_of(found):
-    """A DataFrame of registry rows (with their config): the RUN_COLUMNS typed, times as UTC datetimes, plus what
-    each run's config says about replicates (pooled over seeds) and comparisons (the same full-FT reference)."""
+def runs_frame_of(found, tags: dict | None = None):
+    """A DataFrame of registry rows (with their config; tags: each run id's tags): the FRAME_COLUMNS typed, times
+    as UTC datetimes, with what each run's config says about replicates (pooled over seeds) and comparisons (the
+    same full-FT reference)."""
     import pandas as pd
 
     from moduletune.tuning.replicates import comparison_key, replicate_key, replicate_settings
 
-    rows = [flat_row(r, iso=False) for r in found]
+    tags = tags or {}
+    rows = [flat_row(r, iso=False, tags=tags.get(r["id"], ())) for r in found]
     frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
     configs = [json.loads(r["config"]) for r in found]
     # What makes runs replicates (pooled over seeds) and comparable (the same full-FT reference).
@@ -163,7 +168,7 @@ def runs_frame_of(found):
     frame["kind"] = frame["kind"].fillna("run").astype(object)
     for col in TIME_COLUMNS:
         frame[col] = pd.to_datetime(frame[col].astype("float64"), unit="s", utc=True)
-    return frame
+    return frame[FRAME_COLUMNS]
 
 
 def result_columns(result: dict) -> dict:
@@ -193,9 +198,11 @@ def result_columns(result: dict) -> dict:
     return out
 
 
-def flat_row(row, iso: bool = True) -> dict:
-    """A row as a dict of the RUN_COLUMNS (times as ISO-8601 UTC strings unless iso=False; NaN as None)."""
+def flat_row(row, iso: bool = True, tags=()) -> dict:
+    """A row and its tags as a dict of the RUN_COLUMNS (times as ISO-8601 UTC strings unless iso=False; NaN as
+    None; the tags sorted)."""
     out = {c.name: row[c.name] for c in FLAT}
+    out["tags"] = sorted(tags)
     out["progress"] = (row["step"] / row["total_steps"]) if row["total_steps"] else 0.0
     out["resumed"] = row["resumed_from_step"] is not None
     out["cancel_requested"] = bool(row["cancel_requested"])

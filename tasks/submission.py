@@ -1,8 +1,9 @@
 """Submission: validate a run fully, record it as queued, send its message; undo the record if the send fails.
 
 The one way runs enter the system (the CLI, the UI and the Python API all come here), so a run is
-either checked, recorded and on the queue, or not there at all. Retrying a run is submitting its
-config again, linked to the old run.
+either checked, recorded and on the queue, or not there at all. Tags and a note (tasks.tags) are checked
+with the config and recorded with the run. Retrying a run is submitting its config again, linked to the old
+run and with its tags (a note is about one run, so it stays with the old one).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 
 from moduletune.tasks.queue import enqueue_run, get_huey
 from moduletune.tasks.registry import QUEUED, RETRYABLE, Registry, RegistryError
+from moduletune.tasks.tags import check_note, check_tags
 from moduletune.tuning.text import one_line
 
 log = logging.getLogger("moduletune.submission")
@@ -36,17 +38,29 @@ def submit(
     sweep_id: str | None = None,
     retry_of: int | None = None,
     huey=None,
+    tags=(),
+    note: str | None = None,
 ) -> int:
-    """Validate fully, record the run as queued, enqueue it; returns its id. Nothing is left half-made."""
-    return _record_and_send(registry, check_submission(config), submitter, sweep_id, retry_of, huey)
+    """Validate fully (the config, the tags and the note), record the run as queued with its tags and note,
+    enqueue it; returns its id. Nothing is left half-made."""
+    labels = check_tags(tags), check_note(note)
+    return _record_and_send(registry, check_submission(config), submitter, sweep_id, retry_of, huey, *labels)
 
 
 def submit_many(
-    registry: Registry, configs, submitter: str | None = None, sweep_id: str | None = None, huey=None
+    registry: Registry,
+    configs,
+    submitter: str | None = None,
+    sweep_id: str | None = None,
+    huey=None,
+    tags=(),
+    note: str | None = None,
 ) -> list[int]:
-    """Validate every config first (all or nothing), then submit each; returns the ids in order."""
+    """Validate every config, the tags and the note first (all or nothing), then submit each with those tags and
+    that note; returns the ids in order."""
+    labels = check_tags(tags), check_note(note)
     checked = [check_submission(c) for c in configs]
-    return [_record_and_send(registry, c, submitter, sweep_id, None, huey) for c in checked]
+    return [_record_and_send(registry, c, submitter, sweep_id, None, huey, *labels) for c in checked]
 
 
 def retry(registry: Registry, run_id: int, submitter: str | None = None, huey=None) -> int:
@@ -54,7 +68,9 @@ def retry(registry: Registry, run_id: int, submitter: str | None = None, huey=No
     old = registry.get(run_id)
     if old["status"] not in RETRYABLE:
         raise RegistryError(f"run {run_id} is {old['status']}; only {', '.join(RETRYABLE)} runs can be retried")
-    return submit(registry, old["config"], submitter or old["submitter"], old["sweep_id"], int(run_id), huey)
+    return submit(
+        registry, old["config"], submitter or old["submitter"], old["sweep_id"], int(run_id), huey, tags=old["tags"]
+    )
 
 
 def send_or_interrupt(registry: Registry, run_id: int, why: str, huey=None) -> bool:
@@ -70,8 +86,8 @@ def send_or_interrupt(registry: Registry, run_id: int, why: str, huey=None) -> b
     return True
 
 
-def _record_and_send(registry: Registry, config, submitter, sweep_id, retry_of, huey) -> int:
-    run_id = registry.insert_queued(config, submitter, sweep_id, retry_of)
+def _record_and_send(registry: Registry, config, submitter, sweep_id, retry_of, huey, tags=(), note=None) -> int:
+    run_id = registry.insert_queued(config, submitter, sweep_id, retry_of, tags=tags, note=note)
     try:
         enqueue_run(run_id, huey or get_huey())
     except BaseException:
