@@ -10,6 +10,8 @@ from moduletune.app import cli_export, server
 from moduletune.app.cli_engine import cmd_count, cmd_magnitudes, cmd_report, cmd_run
 from moduletune.app.cli_queue import (
     SWEEP_LIMIT,
+    add_data_flags,
+    add_events_command,
     add_queue_flags,
     add_tag_command,
     add_tag_flags,
@@ -109,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     add_tag_flags(p, "only the runs tagged TAG (repeat: those with every one)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
+    add_data_flags(p)
     p.set_defaults(func=cmd_runs)
+    add_events_command(sub)
 
     p = sub.add_parser("show", help="everything about one run")
     p.add_argument("id", type=int)
@@ -144,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds without a heartbeat before a running run counts as dead "
         "(default: MODULETUNE_HEARTBEAT_TIMEOUT or 60)",
     )
+    p.add_argument("--report-to", default=None, help="trackio, mlflow, tensorboard: for runs whose config names none")
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=cmd_worker)
 

@@ -11,15 +11,18 @@ from moduletune.app.run_flags import config_from_args
 
 def cmd_run(args) -> int:
     from moduletune.tuning.models import check_against_model
+    from moduletune.tuning.trackers import check_installed, run_label, track
     from moduletune.tuning.train import fine_tune
 
     config = config_from_args(args)
     check_against_model(config)  # before anything heavy is loaded
+    check_installed(config.report_to)  # ... and so is a tracker that is not installed
     search = None
     if config.lr_search:  # before the run's own bar, so the two bars never interleave
         from moduletune.tuning.search import final_config
 
-        search = run_search(config, quiet=args.quiet)
+        searching = track(config, run_label(config.to_dict()) + "-lr-search")
+        search = run_search(config, quiet=args.quiet, tracking=searching)
         config = final_config(config, search)
     bar = step_bar(f"{config.task} {'+'.join(config.modules)}@{config.layers}", args.quiet)
 
@@ -29,7 +32,12 @@ def cmd_run(args) -> int:
         elif event["kind"] == "eval":
             bar.write(f"step {event['step']}: " + ", ".join(f"{k}={v:.4f}" for k, v in event["metrics"].items()))
 
-    result = fine_tune(config, on_event, output_dir=args.output)
+    tracking = track(config)
+    try:
+        result = fine_tune(config, tracking.wrap(on_event), output_dir=args.output)
+        tracking.finish(result)
+    finally:
+        tracking.finish()  # a run that failed: its trackers are closed as failed (after a result: nothing)
     bar.close()
     out = result.to_dict()
     if search is not None:
@@ -69,9 +77,11 @@ def step_bar(desc: str, quiet: bool = False):
     return bar
 
 
-def run_search(config, quiet: bool = False):
-    """An lr search in this process with a progress bar; prints each candidate's held-out scores."""
+def run_search(config, quiet: bool = False, tracking=None):
+    """An lr search in this process with a progress bar; prints each candidate's held-out scores (and reports
+    them to the trackers of `tracking`, a tuning.trackers.Tracking)."""
     from moduletune.tuning.search import lr_search
+    from moduletune.tuning.trackers import Tracking
 
     bar = step_bar(f"lr search {'+'.join(config.modules)}@{config.layers}", quiet)
 
@@ -81,7 +91,12 @@ def run_search(config, quiet: bool = False):
         elif event["kind"] == "rung":
             bar.write(f"lr {event['lr']:g} at step {event['step']}: {event['metric']}={event['score']:.4f}")
 
-    result = lr_search(config, on_event)
+    tracking = tracking or Tracking()
+    try:
+        result = lr_search(config, tracking.wrap(on_event))
+        tracking.finish(result)
+    finally:
+        tracking.finish()
     bar.close()
     where = "held-out slice" if result.selection == "holdout" else "evaluation set (optimistic)"
     print(

@@ -146,6 +146,8 @@ def _table_cell(run: dict, key: str) -> str:
 def cmd_runs(args) -> int:
     from moduletune.tasks.registry import Registry
 
+    if args.format or args.output:  # the runs as a file instead of a table
+        return export_runs(args)
     rows = Registry().list_runs(
         status=args.status, task=args.task, sweep_id=args.sweep, limit=args.limit, tag=args.tags or None
     )
@@ -155,6 +157,49 @@ def cmd_runs(args) -> int:
     print("  ".join(f"{name.upper():<{width}}" for name, width in RUNS_TABLE).rstrip())
     for run in rows:
         print("  ".join(f"{_table_cell(run, name):<{width}}" for name, width in RUNS_TABLE).rstrip())
+    return 0
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    """--format and --output: a command's table written as a file (app.data_export)."""
+    from moduletune.app.data_export import FORMATS
+
+    p.add_argument("--format", default=None, choices=FORMATS, help="write a file (default: from --output's suffix)")
+    p.add_argument("--output", default=None, metavar="FILE", help="the file to write (csv, parquet or json)")
+
+
+def export_runs(args) -> int:
+    """`moduletune runs --format csv|parquet|json --output FILE`: the registry's runs_frame, filtered alike."""
+    from moduletune.app.data_export import runs_file
+    from moduletune.tasks.registry import Registry
+
+    if not args.output:
+        raise ValueError("--format needs --output FILE, the file to write")
+    filters = dict(status=args.status, task=args.task, sweep_id=args.sweep, limit=args.limit)
+    if getattr(args, "tags", None):
+        filters["tag"] = args.tags
+    path = runs_file(Registry(), args.format, output=args.output, **filters)
+    print(f"wrote {path}")
+    return 0
+
+
+def add_events_command(sub) -> None:
+    """`moduletune events RUN_ID [RUN_ID ...] --output FILE [--format ...] [--name NAME ...]`."""
+    p = sub.add_parser("events", help="runs' curves (every step's loss and lr, every evaluation) as a file")
+    p.add_argument("ids", nargs="+", type=int, metavar="RUN_ID")
+    add_data_flags(p)
+    p.add_argument("--name", action="extend", nargs="+", default=None, help="only these series (loss lr accuracy ...)")
+    p.set_defaults(func=cmd_events)
+
+
+def cmd_events(args) -> int:
+    from moduletune.app.data_export import events_file
+    from moduletune.tasks.registry import Registry
+
+    if not args.output:
+        raise ValueError("events needs --output FILE, the file to write (csv, parquet or json)")
+    path = events_file(Registry(), args.ids, args.format, names=args.name, output=args.output)
+    print(f"wrote {path}")
     return 0
 
 
@@ -217,7 +262,11 @@ def cmd_worker(args) -> int:
         format="%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s",
     )
     return run_worker(
-        device=args.device, workers=args.workers, worker_type=args.worker_type, heartbeat_timeout=args.heartbeat_timeout
+        device=args.device,
+        workers=args.workers,
+        worker_type=args.worker_type,
+        heartbeat_timeout=args.heartbeat_timeout,
+        report_to=args.report_to,
     )
 
 

@@ -22,6 +22,7 @@ from moduletune.tasks.registry import QUEUED, Registry, RunNotFound
 from moduletune.tasks.run_folders import drop_resume_state, own_run_dir, run_dir
 from moduletune.tasks.submission import send_or_interrupt
 from moduletune.tuning.text import one_line
+from moduletune.tuning.trackers import Tracking, track
 
 HEARTBEAT_TIMEOUT_ENV = "MODULETUNE_HEARTBEAT_TIMEOUT"
 MAX_RESUMES_ENV = "MODULETUNE_MAX_RESUMES"
@@ -41,6 +42,7 @@ class WorkerContext:
     stop_flag: object | None = None  # the consumer's stop flag: set on SIGINT/SIGTERM (graceful stop)
     replaceable: bool = False  # a forked worker, which the consumer replaces when it exits
     replace_me: bool = False  # set after an error that spoils this process's GPU state (see spoils_process)
+    report_to: str | None = None  # the worker's --report-to: the trackers of runs whose config names none
 
 
 CONTEXT = WorkerContext()
@@ -101,6 +103,7 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
     beat = _Heartbeat(registry, run_id, token, heartbeat_timeout())
     recorder = _Recorder(registry, run_id, token)
     beat.start()
+    tracking = Tracking()  # none until the config is read
     try:
         from moduletune.tuning.config import RunConfig
         from moduletune.tuning.search import lr_search
@@ -110,7 +113,8 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
         _share_threads()
         owner = {"registry": registry.identity(), "run": run_id}
         folder = own_run_dir(run_id, owner, config)
-        on_event = _event_handler(registry, run_id, config, recorder, beat)
+        tracking = track(config, f"run-{run_id}", default=CONTEXT.report_to)
+        on_event = tracking.wrap(_event_handler(registry, run_id, config, recorder, beat))
         if search:
             result = lr_search(config, on_event, workdir=folder / "search", owner=owner)
         else:
@@ -118,6 +122,7 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
                 config, on_event, checkpoint_dir=folder / "checkpoint", output_dir=folder / "artifact", owner=owner
             )
         recorder.flush(force=True)
+        tracking.finish(result)
     except LostRun:
         log.warning("run %s was taken from this worker (declared dead); stopped without recording", run_id)
         return "lost"
@@ -136,6 +141,7 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
         return "failed"
     finally:
         beat.stop()
+        tracking.finish()  # a run that failed or was lost: its trackers are closed as failed
     if beat.lost.is_set() or recorder.lost:
         return "lost"
     return (_record_search if search else _record_run)(registry, run_id, token, config, result, beat)

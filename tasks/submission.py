@@ -23,8 +23,10 @@ def check_submission(config):
     """A fully validated RunConfig, or the engine's ValueError: settings, model, architecture, layer range."""
     from moduletune.tuning.config import RunConfig
     from moduletune.tuning.models import check_against_model, load_config
+    from moduletune.tuning.trackers import check_installed
 
     config = RunConfig.from_dict(config if isinstance(config, dict) else config.to_dict())
+    check_installed(config.report_to)  # a tracker not installed here is refused now, not a failed run later
     if config.model not in _MODEL_CONFIGS:  # a model's config is read once per process
         _MODEL_CONFIGS[config.model] = load_config(config.model)
     check_against_model(config, _MODEL_CONFIGS[config.model])

@@ -41,6 +41,7 @@ from moduletune.tasks.queue import (
 from moduletune.tasks.registry import Registry
 from moduletune.tasks.submission import send_or_interrupt
 from moduletune.tuning.config import DEVICES
+from moduletune.tuning.trackers import check_installed, parse_report_to
 
 log = logging.getLogger("moduletune.worker")
 WORKER_TYPES = ("process", "thread")
@@ -166,15 +167,22 @@ class WorkerConsumer(Consumer):
 
 
 def run_worker(
-    device: str | None = None, workers: int = 1, worker_type: str = "process", heartbeat_timeout: float | None = None
+    device: str | None = None,
+    workers: int = 1,
+    worker_type: str = "process",
+    heartbeat_timeout: float | None = None,
+    report_to: str | None = None,
 ) -> int:
-    """Start a consumer on the configured queue and registry; returns when it has stopped (0)."""
+    """Start a consumer on the configured queue and registry; returns when it has stopped (0).
+
+    report_to: the trackers (tuning.trackers) of runs whose config names none; each must be installed here."""
     if device is not None and not re.fullmatch(DEVICES, device):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if not isinstance(workers, int) or not 1 <= workers <= 64:
         raise ValueError(f"workers must be an integer from 1 to 64, got {workers!r}")
     if worker_type not in WORKER_TYPES:
         raise ValueError(f"worker type must be one of {', '.join(WORKER_TYPES)}, got {worker_type!r}")
+    check_installed(None, report_to)  # an unknown or missing tracker stops the worker before it takes a run
     timeout = float(heartbeat_timeout if heartbeat_timeout is not None else jobs.heartbeat_timeout())
     if timeout <= 0:
         raise ValueError(f"heartbeat timeout must be a positive number of seconds, got {timeout}")
@@ -187,6 +195,7 @@ def run_worker(
     set_task_body(jobs.run_job)  # this process and its forked workers train what the queue hands them
     jobs.CONTEXT.device = None if device in (None, "auto") else device
     jobs.CONTEXT.workers = workers
+    jobs.CONTEXT.report_to = parse_report_to(report_to)
     jobs.CONTEXT.replaceable = worker_type == "process"  # a thread shares its process's CUDA state
     if device and device.startswith("cuda") and workers > 1 and worker_type == "process":
         log.warning("%d workers will share %s; one worker per GPU is usually faster", workers, device)

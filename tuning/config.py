@@ -8,7 +8,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from moduletune.tuning import glue, modules
+from moduletune.tuning import glue, modules, trackers
 from moduletune.tuning.modules import MAX_LAYER_SPEC_CHARS
 
 
@@ -249,6 +249,14 @@ class RunConfig:
         "comma-separated learning rates to search (default: the family's log-spaced grid)",
         optional=True,
     )
+    # Experiment trackers fed from the run's events by `moduletune run` and the workers (tuning/trackers.py).
+    report_to: str | None = setting(
+        None,
+        "trackers",
+        "also log to trackio, mlflow, tensorboard (comma-separated) or none (default: the worker's --report-to)",
+        limit=100,
+        optional=True,
+    )
     extra: dict = setting(
         {},
         "mapping",
@@ -287,6 +295,7 @@ class RunConfig:
         try:
             self.task = glue.get_task(self.task).name
             self.modules = modules.parse_families(self.modules)
+            self.report_to = trackers.parse_report_to(self.report_to)
             # Syntax now; the range is checked against the model once its depth is known.
             modules.layer_spec_parts(self.layers)
         except ValueError as err:

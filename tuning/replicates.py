@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 
 # How a run executes, not what it computes: evaluating more often, checkpointing, compiling, CUDA
-# graphs, where the GLUE files lie and free-form notes leave the trained weights the same.
+# graphs, where the GLUE files lie, free-form notes and experiment trackers leave the trained weights the same.
 EXECUTION_ONLY = (
     "seed",
     "eval_batch_size",
@@ -23,6 +23,7 @@ EXECUTION_ONLY = (
     "cuda_graphs",
     "glue_dir",
     "extra",
+    "report_to",  # where the curves are also logged
 )
 # What a comparison varies on purpose (full fine-tuning's reference is found across these).
 COMPARED = ("modules", "layers", "lr", "lr_grid", "lr_search")
