@@ -154,3 +154,34 @@ def score_range(values, chance: float, full_mean: float) -> list[float] | None:
 def hover_lr(lr) -> str:
     """A learning rate as hover text ('0.003'), or '' when the run has none."""
     return "" if lr is None or (isinstance(lr, float) and math.isnan(lr)) else f"{lr:g}"
+
+
+# ---------------------------------------------------------------- runs and log axes
+
+
+def run_color(index: int) -> str:
+    """The colour of the index-th run in a figure that tells runs apart (RUN_COLORS, cycled)."""
+    return RUN_COLORS[index % len(RUN_COLORS)]
+
+
+def decade_axis(values) -> dict:
+    """Log-axis settings with one labelled tick per power of ten ('1e-4', '1e-3', ...) and faint unlabelled minor
+    grid lines, over whole decades that hold the values: Plotly's own '2 5' minor labels read as values."""
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x)) and float(x) > 0]
+    if not v:
+        return dict(type="log")
+    lo, hi = math.log10(min(v)), math.log10(max(v))
+    start, end = math.floor(lo), math.ceil(hi)
+    if end == start:  # at least two labelled ticks
+        end += 1
+    # a point on a decade line would sit on the frame, half clipped: leave it a little room
+    start -= 0.1 if lo - start < 0.05 else 0
+    end += 0.1 if end - hi < 0.05 else 0
+    decades = range(math.ceil(start), math.floor(end) + 1)
+    return dict(
+        type="log",
+        range=[start, end],
+        tickvals=[10.0**k for k in decades],
+        ticktext=[f"1e{k}" for k in decades],
+        minor=dict(dtick="D1", showgrid=True, gridcolor="#f2f2f2"),
+    )

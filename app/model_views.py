@@ -2,14 +2,18 @@
 
 Each loads a model or an artifact, so each is computed once per model or run and kept in a small
 in-process cache (loaded models in an LRU of MODEL_CACHE_SIZE); app.views holds the registry-only views.
+The two tabs' run pickers (scored labels), input labels and example rows live here too: they load no model.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 
 import pandas as pd
+
+from moduletune.app.labels import short_name
 
 _LOCK = threading.Lock()
 _MAGNITUDES: dict[str, pd.DataFrame] = {}
@@ -17,6 +21,25 @@ _MAGNITUDE_LOCKS: dict[str, threading.Lock] = {}
 _DELTAS: dict[int, pd.DataFrame] = {}
 _MODELS: "OrderedDict[tuple, tuple]" = OrderedDict()  # (kind, key) -> (model, tokenizer, config)
 MODEL_CACHE_SIZE = 4
+PICKER_LIMIT = 500  # newest succeeded runs offered in a picker (as many as the Runs tab's table shows)
+
+
+# ---------------------------------------------------------------------------------------------- run pickers
+
+
+def run_name(run: dict) -> str:
+    """'#12 rte LN@5 seed 0': a run as a chart legend and a picker name it."""
+    return f"#{run['id']} {run['task']} {short_name(run['modules'])}@{run['layers']} seed {run['seed']}"
+
+
+def scored_run_choices(registry, limit: int = PICKER_LIMIT) -> list[tuple[str, int]]:
+    """(label, id) of succeeded runs, newest first, each with its score: '#12 rte LN@5 seed 0 · accuracy 0.620'."""
+    out = []
+    for run in registry.list_runs(status="succeeded", limit=limit):
+        value, metric = run.get("primary_metric"), run.get("primary_metric_name") or "score"
+        shown = "n/a" if value is None or not math.isfinite(float(value)) else f"{float(value):.3f}"
+        out.append((f"{run_name(run)} · {metric} {shown}", int(run["id"])))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- weights
@@ -62,7 +85,7 @@ def run_deltas(registry, run_ids) -> pd.DataFrame:
                 raise FormError("run", f"run {rid} is {run['status']}; deltas need a succeeded run with an artifact")
             from moduletune.tuning.magnitudes import run_deltas as compute
 
-            cached = pd.DataFrame(compute(run["artifact_dir"])).assign(run_id=rid)
+            cached = pd.DataFrame(compute(run["artifact_dir"])).assign(run_id=rid, run_label=run_name(run))
             with _LOCK:
                 _DELTAS[rid] = cached
         frames.append(cached)
@@ -113,13 +136,60 @@ def base_model(model: str, task: str, seed: int = 0):
 
 
 def task_inputs(registry, run_id) -> dict:
-    """The text boxes a run's task needs: {'task', 'columns', 'pair'}."""
+    """The text boxes a run's task needs: {'task', 'columns', 'labels', 'pair'}; labels as a person reads them."""
     from moduletune.tuning import glue
 
     if run_id in (None, ""):
-        return {"task": None, "columns": ("sentence",), "pair": False}
+        return {"task": None, "columns": ("sentence",), "labels": ("sentence",), "pair": False}
     task = glue.get_task(registry.get(int(run_id))["task"])
-    return {"task": task.name, "columns": task.text_columns, "pair": len(task.text_columns) == 2}
+    return {
+        "task": task.name,
+        "columns": task.text_columns,
+        "labels": task.input_labels,
+        "pair": len(task.text_columns) == 2,
+    }
+
+
+EXAMPLE_ROWS = 5  # real validation rows offered to click in the Playground
+EXAMPLE_CHARS = 300  # longer rows are skipped: an example should read at a glance
+
+
+def example_rows(task, n: int = EXAMPLE_ROWS, glue_dir=None, max_chars: int = EXAMPLE_CHARS) -> list[dict]:
+    """A few real rows of a task's first evaluation split, spread over its answers: [{'texts', 'label', 'idx'}].
+
+    In file order, at most ceil(n / classes) rows per class (STS-B: per rounded score 0..5) so both answers
+    show; 'label' is the class name (or the score) and 'idx' the row's place in the split."""
+    from moduletune.tuning import glue
+
+    task = glue.get_task(task)
+    if not isinstance(n, int) or n < 1:
+        raise glue.GlueError(f"Ask for a positive whole number of example rows, got {n!r}")
+    per_class = math.ceil(n / (6 if task.is_regression else task.num_labels))
+    taken: dict[int, int] = {}
+    out: list[dict] = []
+    for row in glue.split_rows(task, task.eval_splits[0], glue_dir):
+        texts = tuple(row[c] for c in task.text_columns)
+        bucket = round(row["label"]) if task.is_regression else int(row["label"])
+        if sum(map(len, texts)) > max_chars or taken.get(bucket, 0) >= per_class:
+            continue
+        taken[bucket] = taken.get(bucket, 0) + 1
+        label = float(row["label"]) if task.is_regression else task.label_names[int(row["label"])]
+        out.append({"texts": texts, "label": label, "idx": int(row["idx"])})
+        if len(out) == n:
+            break
+    return out
+
+
+def task_examples(registry, run_id, n: int = EXAMPLE_ROWS) -> dict:
+    """A few real rows of a run's evaluation split, read from its GLUE folder; no model is loaded.
+
+    {'task', 'split', 'labels', 'rows': [{'texts': (a, b?), 'label': gold label or score, 'idx'}]}"""
+    from moduletune.tuning import glue
+
+    run = registry.get(int(run_id))
+    task = glue.get_task(run["task"])
+    rows = example_rows(task, n, (run.get("config") or {}).get("glue_dir"))
+    return {"task": task.name, "split": task.eval_splits[0], "labels": task.input_labels, "rows": rows}
 
 
 MAX_PREDICT_CHARS = 5000  # a sentence or paragraph; the model reads at most max_seq_len tokens of it anyway
@@ -140,12 +210,12 @@ def predict(registry, run_id, text_a: str, text_b: str | None = None) -> dict:
         if value is not None and (not isinstance(value, str) or len(value) > MAX_PREDICT_CHARS):
             raise FormError("text", f"the {label} must be text of at most {MAX_PREDICT_CHARS:,} characters")
     if not (text_a or "").strip():
-        raise FormError("text", "type a sentence first")
+        raise FormError("text", f"type the {task_inputs(registry, run_id)['labels'][0]} first")
     model, tokenizer, config = tuned_model(registry, run_id)
     task = glue.get_task(config.task)
     if len(task.text_columns) == 2:
         if not (text_b or "").strip():
-            raise FormError("text", f"{task.name} compares two texts: fill in {task.text_columns[1]} too")
+            raise FormError("text", f"{task.name} compares two texts: fill in the {task.input_labels[1]} too")
         text = (text_a, text_b)
     else:
         text = text_a

@@ -10,15 +10,24 @@ import math
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from moduletune.app.figure_style import LOG_FLOOR, empty_figure, family_color, layout
+from moduletune.app.figure_style import LOG_FLOOR, decade_axis, empty_figure, family_color, layout, run_color
 from moduletune.app.labels import family_sort_key, id_key, layer_label, short_name
 from moduletune.app.pooling import frame
+from moduletune.tuning.modules import FAMILY
 
 NO_MAGNITUDES = "No weight-magnitude statistics yet — compute them for a model first"
 DELTAS_TITLE = "How far tuning moved each module"
 NO_DELTAS = "Pick succeeded runs above and press Show deltas"
 QUANTILE_COLUMNS = ("q05", "q25", "q50", "q75", "q95")
+PLURALS = {"bias": "biases"}  # tensor kinds whose plural is not kind + 's'
+FACET_COLUMNS = 3  # module-family panels per row of the deltas figure
+
+
+def plural(kind: str) -> str:
+    """'weight' -> 'weights', 'bias' -> 'biases': the figures' titles name tensor kinds in the plural."""
+    return PLURALS.get(kind, f"{kind}s")
 
 
 # ---------------------------------------------------------------- magnitudes
@@ -43,7 +52,7 @@ def _pooled_quantiles(m: pd.DataFrame) -> pd.DataFrame:
 
 def magnitude_distributions(mags, kind: str = "weight", by_layer: bool = False) -> go.Figure:
     """Boxes of |w| per family (whiskers 5%/95%, box 25/50/75%) on a log axis: LayerNorm's scale stands out."""
-    title = f"|{'w' if kind == 'weight' else 'b'}| by module family ({kind}s)"
+    title = f"|{'w' if kind == 'weight' else 'b'}| by module family ({plural(kind)})"
     m = _magnitude_rows(mags, kind)
     if m.empty or not set(QUANTILE_COLUMNS) <= set(m.columns):
         return empty_figure(title, NO_MAGNITUDES)
@@ -81,7 +90,8 @@ def magnitude_distributions(mags, kind: str = "weight", by_layer: bool = False) 
         for group in families:
             fig.add_trace(box(group, [short_name(group)], pooled.loc[[group]]))
         fig.update_xaxes(title_text="module family", type="category")
-    fig.update_yaxes(type="log", title_text=f"|{kind}| (log scale)")
+    shown = m[[c for c in (*QUANTILE_COLUMNS, "mean_abs") if c in m.columns]].to_numpy(dtype=float).ravel()
+    fig.update_yaxes(**decade_axis(np.maximum(shown, LOG_FLOOR)), title_text=f"|{kind}| (log scale)")
     return layout(fig, title, legend_title_text="module")
 
 
@@ -123,40 +133,72 @@ def magnitude_heatmap(mags, kind: str = "weight") -> go.Figure:
 # ---------------------------------------------------------------- deltas
 
 
+def _facet_title(family: str) -> str:
+    """A deltas panel's title: the family's checkbox label ('LN · LayerNorms'), or its short name if that is long."""
+    label = FAMILY[family].label if family in FAMILY else short_name(family)
+    return label if len(label) <= 30 else short_name(family)
+
+
 def delta_by_layer(deltas, kind: str | None = None) -> go.Figure:
-    """Relative change ||Δw||/||w|| per layer, one line per (run, family); bias tensors dotted."""
-    title = DELTAS_TITLE
+    """Relative change ||Δw||/||w|| by layer, one panel per module family and one colour per run (its one legend
+    entry), bias tensors open and dotted: runs that trained the same family stay apart, side by side at each layer."""
     d = frame(deltas)
     need = {"run_id", "family", "layer", "kind", "relative_change"}
     if d.empty or not need <= set(d.columns):
-        return empty_figure(title)
+        return empty_figure(DELTAS_TITLE)
     if kind is not None:
         d = d[d["kind"] == kind]
     if d.empty:
-        return empty_figure(title)
-    several_kinds = d["kind"].nunique() > 1
-    fig = go.Figure()
-    keys = sorted(
-        d[["run_id", "family", "kind"]].drop_duplicates().itertuples(index=False, name=None),
-        key=lambda t: (id_key(t[0]), family_sort_key(t[1]), str(t[2])),
+        return empty_figure(DELTAS_TITLE)
+    runs = sorted(d["run_id"].unique(), key=id_key)
+    names = d.groupby("run_id")["run_label"].first() if "run_label" in d.columns else {}
+    name = {rid: str(names.get(rid, f"#{rid}")) for rid in runs}
+    families = sorted(d["family"].unique(), key=family_sort_key)
+    kinds = sorted(d["kind"].unique(), key=lambda k: (k != "weight", k))
+    cols = min(len(families), FACET_COLUMNS)
+    rows = math.ceil(len(families) / cols)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[_facet_title(f) for f in families],
+        shared_yaxes="all",
+        horizontal_spacing=0.05,
+        vertical_spacing=0.25 / rows,  # room for a panel's tick labels and the next one's title
     )
-    for run_id, family, k in keys:
-        g = d[(d["run_id"] == run_id) & (d["family"] == family) & (d["kind"] == k)].sort_values("layer")
-        label = f"#{run_id} {short_name(family)}" + (f" ({k})" if several_kinds else "")
-        fig.add_trace(
-            go.Scatter(
-                x=g["layer"].astype(int).to_numpy(),
-                y=g["relative_change"].astype(float).to_numpy(),
-                mode="lines+markers",
-                name=label,
-                legendgroup=f"{run_id}",
-                line=dict(color=family_color(family), dash="dot" if k == "bias" else "solid"),
-                marker=dict(size=6),
-                hovertemplate=f"{label}<br>layer %{{x}}<br>‖Δw‖/‖w‖ %{{y:.3g}}<extra></extra>",
-            )
-        )
-    layers = sorted(d["layer"].astype(int).unique())
-    fig.update_xaxes(title_text="layer", tickvals=layers, ticktext=[layer_label(v) for v in layers])
-    positive = (d["relative_change"].astype(float) > 0).all()
-    fig.update_yaxes(title_text="‖Δw‖ / ‖w‖" + (" (log)" if positive else ""), type="log" if positive else "linear")
-    return layout(fig, title, legend_title_text="run / module")
+    in_legend = set()
+    for i, family in enumerate(families):
+        where = dict(row=i // cols + 1, col=i % cols + 1)
+        f = d[d["family"] == family]
+        layers = sorted(f["layer"].astype(int).unique())
+        for n, rid in enumerate(runs):
+            for k in kinds:
+                g = f[(f["run_id"] == rid) & (f["kind"] == k)].sort_values("layer")
+                if g.empty:
+                    continue
+                what = f"{short_name(family)}" + (f" {plural(k)}" if len(kinds) > 1 else "")
+                fig.add_trace(
+                    go.Scatter(
+                        x=[layer_label(v) for v in g["layer"].astype(int)],
+                        y=g["relative_change"].astype(float).to_numpy(),
+                        mode="lines+markers",
+                        name=name[rid],
+                        legendgroup=str(rid),
+                        showlegend=rid not in in_legend,
+                        legendrank=n,
+                        offsetgroup=str(rid),
+                        line=dict(color=run_color(n), dash="dot" if k == "bias" else "solid"),
+                        marker=dict(size=7, color=run_color(n), symbol="circle-open" if k == "bias" else "circle"),
+                        hovertemplate=f"{name[rid]}<br>{what} · layer %{{x}}<br>‖Δw‖/‖w‖ %{{y:.3g}}<extra></extra>",
+                    ),
+                    **where,
+                )
+                in_legend.add(rid)
+        order = [layer_label(v) for v in layers]
+        fig.update_xaxes(type="category", categoryorder="array", categoryarray=order, **where)
+    fig.update_xaxes(title_text="layer", row=rows)
+    values = d["relative_change"].astype(float)
+    axis = decade_axis(values) if (values > 0).all() else dict(type="linear")
+    fig.update_yaxes(**axis)
+    fig.update_yaxes(title_text="‖Δw‖ / ‖w‖" + (" (log)" if axis["type"] == "log" else ""), col=1)
+    note = " · weights: filled, solid · biases: open, dotted" if len(kinds) > 1 else ""
+    return layout(fig, DELTAS_TITLE + note, height=120 + 300 * rows, legend_title_text="run", scattermode="group")

@@ -28,7 +28,7 @@ class GlueError(ValueError):
 
 @dataclass(frozen=True)
 class GlueTask:
-    """One GLUE task as the Hub names it: text columns, label names, metrics, evaluation splits."""
+    """One GLUE task as the Hub names it: text columns, labels, metrics, eval splits; input_labels: as people say."""
 
     name: str
     folder: str
@@ -37,6 +37,7 @@ class GlueTask:
     metrics: tuple[str, ...]
     primary_metric: str
     eval_splits: tuple[str, ...] = ("validation",)
+    input_labels: tuple[str, ...] = ("sentence",)
 
     @property
     def is_regression(self) -> bool:
@@ -51,6 +52,9 @@ class GlueTask:
 
 _PAIR = ("sentence1", "sentence2")
 _NLI = ("entailment", "not_entailment")
+_QQP, _QNLI = ("question1", "question2"), ("question", "sentence")
+# What a person calls the texts (the Playground's boxes), where that is not the column's name.
+_SENT, _QUES, _PREMISE = ("sentence 1", "sentence 2"), ("question 1", "question 2"), ("premise", "hypothesis")
 
 TASKS: dict[str, GlueTask] = {
     t.name: t
@@ -64,9 +68,9 @@ TASKS: dict[str, GlueTask] = {
             "matthews_correlation",
         ),
         GlueTask("sst2", "SST-2", ("sentence",), ("negative", "positive"), ("accuracy",), "accuracy"),
-        GlueTask("mrpc", "MRPC", _PAIR, ("not_equivalent", "equivalent"), ("f1", "accuracy"), "f1"),
-        GlueTask("stsb", "STS-B", _PAIR, (), ("pearson", "spearman"), "pearson"),
-        GlueTask("qqp", "QQP", ("question1", "question2"), ("not_duplicate", "duplicate"), ("f1", "accuracy"), "f1"),
+        GlueTask("mrpc", "MRPC", _PAIR, ("not_equivalent", "equivalent"), ("f1", "accuracy"), "f1", input_labels=_SENT),
+        GlueTask("stsb", "STS-B", _PAIR, (), ("pearson", "spearman"), "pearson", input_labels=_SENT),
+        GlueTask("qqp", "QQP", _QQP, ("not_duplicate", "duplicate"), ("f1", "accuracy"), "f1", input_labels=_QUES),
         GlueTask(
             "mnli",
             "MNLI",
@@ -75,10 +79,13 @@ TASKS: dict[str, GlueTask] = {
             ("accuracy_matched", "accuracy_mismatched"),
             "accuracy_matched",
             ("validation_matched", "validation_mismatched"),
+            input_labels=_PREMISE,
         ),
-        GlueTask("qnli", "QNLI", ("question", "sentence"), _NLI, ("accuracy",), "accuracy"),
-        GlueTask("rte", "RTE", _PAIR, _NLI, ("accuracy",), "accuracy"),
-        GlueTask("wnli", "WNLI", _PAIR, ("not_entailment", "entailment"), ("accuracy",), "accuracy"),
+        GlueTask("qnli", "QNLI", _QNLI, _NLI, ("accuracy",), "accuracy", input_labels=_QNLI),
+        GlueTask("rte", "RTE", _PAIR, _NLI, ("accuracy",), "accuracy", input_labels=_PREMISE),
+        GlueTask(
+            "wnli", "WNLI", _PAIR, ("not_entailment", "entailment"), ("accuracy",), "accuracy", input_labels=_PREMISE
+        ),
     )
 }
 
@@ -209,6 +216,14 @@ def _load_local(task: GlueTask, root: Path) -> "datasets.DatasetDict":
 def _read_tsv(path: Path, task: GlueTask, layout: _Layout) -> dict[str, list]:
     """Parse one GLUE TSV into Hub-named columns; idx is the data row's position in the file."""
     out: dict[str, list] = {column: [] for column in (*task.text_columns, "label", "idx")}
+    for row in _tsv_rows(path, task, layout):
+        for column, value in row.items():
+            out[column].append(value)
+    return out
+
+
+def _tsv_rows(path: Path, task: GlueTask, layout: _Layout):
+    """The data rows of one GLUE TSV, one at a time, as Hub-named dicts (text columns, label, idx)."""
     # utf-8-sig drops MRPC's byte-order mark; QUOTE_NONE because sentences hold unbalanced quotes.
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -222,11 +237,11 @@ def _read_tsv(path: Path, task: GlueTask, layout: _Layout) -> dict[str, list]:
             # A few real GLUE rows (QQP train) are cut short; like the Hub, skip them but keep counting.
             if len(row) < needed or not row[positions[-1]].strip():
                 continue
-            out["label"].append(_parse_label(task, row[positions[-1]], f"{path}:{reader.line_num}"))
-            for column, position in zip(task.text_columns, positions):
-                out[column].append(row[position])
-            out["idx"].append(n)
-    return out
+            yield {
+                **{column: row[position] for column, position in zip(task.text_columns, positions)},
+                "label": _parse_label(task, row[positions[-1]], f"{path}:{reader.line_num}"),
+                "idx": n,
+            }
 
 
 def _position(header: list[str], name: str, path: Path) -> int:
@@ -250,6 +265,16 @@ def _parse_label(task: GlueTask, raw: str, where: str) -> int | float:
         return int(value)
     allowed = ", ".join([*task.label_names, *map(str, range(task.num_labels))])
     raise GlueError(f"{where}: label {value!r} for {task.name} is not one of {allowed}")
+
+
+def split_rows(task: str | GlueTask, split: str, glue_dir: str | Path | None = None):
+    """The rows of one split as Hub-named dicts (text columns, label id or score, idx), one at a time; a local
+    GLUE file is streamed, not loaded whole, so reading its first rows (the Playground's examples) is instant."""
+    task = get_task(task)
+    root, files = resolve_glue_dir(glue_dir), dict(_LAYOUTS[task.name].files)
+    if root is None or split not in files or not (root / task.folder / files[split]).is_file():
+        return iter(require_split({} if root else load_glue(task), split, task, root))  # raises unless the Hub has it
+    return _tsv_rows(root / task.folder / files[split], task, _LAYOUTS[task.name])
 
 
 def subsample(

@@ -2,7 +2,7 @@
 
 import gradio as gr
 
-from moduletune.app import model_views, views
+from moduletune.app import model_views
 from moduletune.app.figure_style import empty_figure
 from moduletune.app.weight_charts import (
     DELTAS_TITLE,
@@ -60,7 +60,7 @@ def build(ctx):
     )
 
     def on_weights_tab(name, kind, by_layer, shown):
-        choices = gr.Dropdown(choices=views.run_choices(registry, status="succeeded"))
+        choices = gr.Dropdown(choices=model_views.scored_run_choices(registry))
         if shown:  # already drawn in this session: only refresh the run list
             return (gr.skip(), gr.skip(), gr.skip(), shown, choices)
         return (*show_magnitudes(name, kind, by_layer), choices)
