@@ -261,14 +261,19 @@ def test_deltas_are_computed_once_per_run(registry, tuned, study, monkeypatch):
 
 def test_playground_predicts_with_the_tuned_and_the_base_model(registry, tuned, study):
     spec = model_views.task_inputs(registry, tuned)
-    assert spec == {"task": "rte", "columns": ("sentence1", "sentence2"), "pair": True}
+    assert spec == {
+        "task": "rte",
+        "columns": ("sentence1", "sentence2"),
+        "pair": True,
+        "labels": ("premise", "hypothesis"),
+    }
     out = model_views.predict(registry, tuned, "A man is playing a guitar.", "A person plays music.")
     assert out["task"] == "rte" and set(out["tuned"]) == {"entailment", "not_entailment"}
     assert sum(out["tuned"].values()) == pytest.approx(1.0) and sum(out["base"].values()) == pytest.approx(1.0)
     assert out["tuned"] != out["base"] and out["label"] in out["tuned"]
     again = model_views.predict(registry, tuned, "A man is playing a guitar.", "A person plays music.")
     assert again == out  # cached models, deterministic base head
-    with pytest.raises(ValueError, match="sentence2"):
+    with pytest.raises(ValueError, match="hypothesis"):  # named as a person reads it (issue 14)
         model_views.predict(registry, tuned, "only one sentence", "")
     with pytest.raises(ValueError, match="succeeded"):
         model_views.predict(registry, study["running"], "a", "b")
