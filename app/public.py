@@ -152,6 +152,10 @@ def check_config(limits: PublicLimits, config) -> None:
         raise LimitError(
             "a data folder cannot be chosen in this public demo: runs use the server's GLUE data", "settings"
         )
+    if get("report_to") not in (None, "", "none"):  # the server's disk and its trackers are the operator's
+        raise LimitError(
+            "experiment trackers cannot be chosen in this public demo (report to: leave it blank)", "settings"
+        )
     _cap(get("epochs"), limits.max_epochs, "epochs", "epochs")
     _cap(get("max_train"), limits.max_train, "training examples", "max_train", zero_means_all=True)
     _cap(get("max_eval"), limits.max_eval, "evaluation examples", "max_eval", zero_means_all=True)

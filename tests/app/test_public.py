@@ -158,6 +158,10 @@ def test_capped_settings_are_refused_before_anything_is_queued(registry, public_
         ex.submit_runs(registry, [RunConfig(task="rte", max_train=32, max_eval=32, max_seq_len=512)], "web-a")
     with pytest.raises(LimitError, match="a data folder cannot be chosen"):
         ex.submit_runs(registry, [RunConfig(task="rte", max_train=32, max_eval=32, glue_dir="/etc")], "web-a")
+    refused(
+        ex.submit_form(registry, form(advanced={"report_to": "tensorboard"}), "web-a"),
+        "experiment trackers cannot be chosen in this public demo",
+    )
     assert registry.count() == 0
     assert ex.submit_form(registry, form(epochs=3, max_train=2000, max_eval=1000, batch_size=64), "web-a").ok
 
