@@ -31,7 +31,7 @@ def save_artifact(output_dir, model, selection, config: RunConfig, result=None) 
 
 
 def load_tuned(artifact_dir, device: str = "cpu"):
-    """The base model with the artifact's tensors put back: (model, tokenizer, config)."""
+    """The base model with the artifact's tensors put back, exactly as the run left it: (model, tokenizer, config)."""
     from safetensors.torch import load_file
 
     from moduletune.tuning.models import load_classifier, load_tokenizer
@@ -41,7 +41,11 @@ def load_tuned(artifact_dir, device: str = "cpu"):
         raise FileNotFoundError(f"no artifact at {path} (expected {TENSORS_FILE} and {CONFIG_FILE})")
     config = RunConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
     task = glue.get_task(config.task)
-    model = load_classifier(config.model, task.num_labels)
+    # A run that kept its head frozen (train_head off) has no head in the artifact: its head is the one fine_tune
+    # drew right after seeding with the run's seed, so it is drawn again that way (the caller's RNG untouched).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = load_classifier(config.model, task.num_labels)
     missing = model.load_state_dict(load_file(str(path / TENSORS_FILE)), strict=False).unexpected_keys
     if missing:
         raise ValueError(f"artifact {path} has tensors this model lacks: {missing[:3]}")

@@ -79,18 +79,11 @@ def saved_tensor_names(path: Path) -> list[str]:
 
 
 def rebuild(artifact_dir):
-    """(model, tokenizer, config): the trained model as the run left it, on the CPU.
-
-    The head of a run that kept it frozen (--no-head) is not in the artifact: it is the fresh head fine_tune drew
-    right after seeding with the run's seed, so it is drawn again the same way (the caller's RNG is left alone)."""
-    import torch
-
+    """(model, tokenizer, config): the trained model as the run left it, on the CPU (a frozen head included:
+    load_tuned draws it again from the run's seed)."""
     from moduletune.tuning.artifacts import load_tuned
 
-    config = read_config(artifact_dir)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        return load_tuned(Path(artifact_dir).expanduser())
+    return load_tuned(Path(artifact_dir).expanduser())
 
 
 def head_modules(model) -> list[str]:

@@ -211,9 +211,17 @@ def test_no_head_run_exports_the_head_it_was_evaluated_with(tmp_path, glue_dir):
     assert exported == pytest.approx(result.metrics["pearson"], abs=1e-5)
     adapter = export_artifact(tmp_path / "artifact", "peft", tmp_path / "adapter")  # the frozen head is in it too
     assert torch.allclose(peft_logits(adapter, num_labels=1), logits(merged), atol=1e-5, rtol=0)
+    # moduletune's own loader draws the frozen head from the run's seed too, whatever the caller's RNG holds.
     torch.manual_seed(config.seed + 1)
-    other = pearson(*load_tuned(tmp_path / "artifact")[:2])
-    assert abs(other - result.metrics["pearson"]) > 1e-3
+    again = pearson(*load_tuned(tmp_path / "artifact")[:2])
+    assert again == pytest.approx(result.metrics["pearson"], abs=1e-5)
+    # ... and the seed is what makes it the run's head: one drawn from another seed scores otherwise.
+    from moduletune.tuning.models import load_classifier
+
+    torch.manual_seed(config.seed + 1)
+    drawn = load_classifier(config.model, 1)
+    drawn.load_state_dict(merged.state_dict() | {k: v for k, v in drawn.state_dict().items() if "classifier" in k})
+    assert abs(pearson(drawn.eval(), AutoTokenizer.from_pretrained(out)) - result.metrics["pearson"]) > 1e-3
 
 
 def test_push_to_an_unreachable_hub_is_one_line(tmp_path, monkeypatch):
