@@ -3,13 +3,13 @@
 Nothing here reads files, a database or a model, so every chart is unit tested on hand-built
 frames. Colours are fixed per module family (app.figure_style), labels use the paper's short names
 (Q, K, V, AO, FI, FO, LN), and an empty or unfinished frame gives a figure that says so instead of an
-error. Tables live in app.tables, the Weights tab's figures in app.weight_charts.
+error. Tables live in app.tables, the Weights tab's figures in app.weight_charts, the training curves in
+app.curves (re-exported here).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from moduletune.app import pooling
+
+# Re-exported: the tabs and views draw every chart from this module.
+from moduletune.app.curves import MAX_SMOOTHING, NO_EVENTS, SMOOTHING, UIREVISION, training_curves  # noqa: F401
 from moduletune.app.figure_style import (
     HEIGHT,
     RUN_COLORS,
@@ -30,11 +33,9 @@ from moduletune.app.figure_style import (
     score_range,
 )
 from moduletune.app.labels import family_sort_key, layer_sort_key, short_name, task_sort_key
-from moduletune.app.pooling import frame, module_keys, str_col
+from moduletune.app.pooling import frame
 
-NO_EVENTS = "No training progress yet — submit a run in the Experiment tab"
 NO_SEARCHES = "No lr searches yet — tick 'search the learning rate first' in the Experiment tab"
-UIREVISION = "moduletune-curves"  # constant so zoom and legend clicks survive live refreshes
 
 
 # ---------------------------------------------------------------- 1. scores by family
@@ -230,100 +231,6 @@ def layer_module_heatmap(runs, task: str, model: str | None = None) -> go.Figure
     fig.update_yaxes(title_text="module", autorange="reversed", type="category")
     note = pooling.reference_note(chance, full_mean, math.nan, metric)
     return layout(fig, title + (f" · {note}" if note else ""), height=max(320, 60 + 42 * len(rows)))
-
-
-# ---------------------------------------------------------------- 4. training curves
-
-
-def _eval_metric_rows(ev: pd.DataFrame, metric: str | None) -> pd.DataFrame:
-    """One run's eval rows of its primary metric (MNLI-style 'accuracy' on split '*_matched' counts too)."""
-    if ev.empty:
-        return ev
-    if metric:
-        suffix = ev["split"].astype(str).str.extract(r"^validation_(.+)$", expand=False)
-        pick = ev[(ev["name"] == metric) | ((ev["name"] + "_" + suffix) == metric)]
-        if not pick.empty:
-            ev = pick
-    first_name = ev["name"].iloc[0]
-    first_split = sorted(ev.loc[ev["name"] == first_name, "split"].astype(str).unique())[0]
-    return ev[(ev["name"] == first_name) & (ev["split"].astype(str) == first_split)]
-
-
-def training_curves(events, run_ids: Sequence[int] | None = None, runs=None) -> go.Figure:
-    """Training loss (top) and eval primary metric (bottom) vs step for the chosen runs, zoom kept across refreshes."""
-    title = "Training curves"
-    events = frame(events)
-    need = {"run_id", "step", "split", "name", "value"}
-    if events.empty or not need <= set(events.columns):
-        return empty_figure(title, NO_EVENTS).update_layout(uirevision=UIREVISION)
-    if run_ids is not None:
-        events = events[events["run_id"].isin(list(run_ids))]
-    if events.empty:
-        return empty_figure(title, NO_EVENTS).update_layout(uirevision=UIREVISION)
-    info: dict = {}
-    runs = frame(runs)
-    if not runs.empty and "id" in runs.columns:
-        keys = module_keys(runs)
-        layers = str_col(runs, "layers", "all")
-        names = str_col(runs, "primary_metric_name", "")
-        for rid, key, lay, name in zip(runs["id"], keys, layers, names):
-            info[rid] = (f"#{rid} {short_name(key)}@{lay}", name or None)
-    is_train = events["split"] == "train"
-    losses = dict(tuple(events[is_train & (events["name"] == "loss")].groupby("run_id")))
-    evals = dict(
-        tuple(events[~is_train & ~events["name"].isin(["loss", "lr", "examples_per_second"])].groupby("run_id"))
-    )
-    order = list(run_ids) if run_ids is not None else sorted(events["run_id"].unique())
-    order = [r for r in dict.fromkeys(order) if r in losses or r in evals]
-    if not order:
-        return empty_figure(title, NO_EVENTS).update_layout(uirevision=UIREVISION)
-    fig = make_subplots(
-        rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, subplot_titles=("training loss", "evaluation")
-    )
-    loss_traces, eval_traces, metric_names = [], [], set()
-    for i, rid in enumerate(order):
-        label, metric = info.get(rid, (f"#{rid}", None))
-        line = dict(color=RUN_COLORS[i % len(RUN_COLORS)], width=1.6)
-        train = losses.get(rid)
-        if train is not None:
-            train = train.sort_values("step")
-            loss_traces.append(
-                go.Scatter(
-                    x=train["step"].to_numpy(),
-                    y=train["value"].to_numpy(),
-                    mode="lines",
-                    name=label,
-                    legendgroup=str(rid),
-                    line=line,
-                    hovertemplate=f"{label}<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>",
-                )
-            )
-        ev = _eval_metric_rows(evals.get(rid, events.iloc[0:0]), metric).sort_values("step")
-        if not ev.empty:
-            name = metric or str(ev["name"].iloc[0])
-            metric_names.add(name)
-            eval_traces.append(
-                go.Scatter(
-                    x=ev["step"].to_numpy(),
-                    y=ev["value"].to_numpy(),
-                    mode="lines+markers",
-                    name=label,
-                    legendgroup=str(rid),
-                    showlegend=train is None,
-                    line=line,
-                    marker=dict(size=6),
-                    hovertemplate=f"{label}<br>step %{{x}}<br>{name} %{{y:.4f}}<extra></extra>",
-                )
-            )
-    fig.add_traces(
-        loss_traces + eval_traces,
-        rows=[1] * len(loss_traces) + [2] * len(eval_traces),
-        cols=[1] * (len(loss_traces) + len(eval_traces)),
-    )
-    fig.update_yaxes(title_text="loss", row=1, col=1)
-    fig.update_yaxes(title_text=metric_names.pop() if len(metric_names) == 1 else "eval metric", row=2, col=1)
-    fig.update_xaxes(title_text="step", row=2, col=1)
-    return layout(fig, title, height=620, uirevision=UIREVISION, legend_title_text="run")
 
 
 # ---------------------------------------------------------------- 5. lr searches

@@ -125,7 +125,7 @@ def detail_key(registry, run_id) -> tuple:
     return (int(run_id), run["status"], run["step"], run["total_steps"], run["finished_at"], run["cancel_requested"])
 
 
-def run_detail(registry, run_id, viewer: str | None = None) -> RunDetail:
+def run_detail(registry, run_id, viewer: str | None = None, smoothing: float | None = None) -> RunDetail:
     """A run's summary line, config, result and live curves (training loss and eval metric).
 
     With a viewer (a public-mode visitor) Cancel and Retry are offered on the viewer's own runs only."""
@@ -144,9 +144,8 @@ def run_detail(registry, run_id, viewer: str | None = None) -> RunDetail:
         curves = charts.lr_search_curves(search_points(registry, [rid]), f"Run #{rid}: held-out score vs lr")
     else:
         events = registry.events_frame([rid])
-        curves = charts.training_curves(
-            events, [rid], pd.DataFrame([{k: run[k] for k in ("id", "modules", "layers", "primary_metric_name")}])
-        )
+        row = pd.DataFrame([{k: run[k] for k in ("id", "task", "modules", "layers", "primary_metric_name")}])
+        curves = charts.training_curves(events, [rid], row, smoothing=smoothing)
     return RunDetail(
         run_id=rid,
         summary=summary_markdown(run),

@@ -223,7 +223,8 @@ def _event_handler(registry, run_id, config, recorder, beat):
                         "value": event[name],
                         "t": now,
                     }
-                    for name in ("loss", "lr")
+                    # examples_per_second is the run's mean so far (LoopState.step_event): the curves' throughput.
+                    for name in ("loss", "lr", "examples_per_second")
                 ],
                 progress=(step, event["total_steps"], event.get("eta_seconds")),
             )

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bench.charts_compare import synthetic_events, synthetic_runs
-from moduletune.app import charts, comparison, figure_style, labels, tables, weight_charts
+from moduletune.app import charts, comparison, curves, figure_style, labels, tables, weight_charts
 
 NOW = pd.Timestamp("2026-01-01 12:00:00")
 
@@ -262,28 +262,177 @@ def curve_events():
     return pd.DataFrame(rows, columns=["run_id", "step", "split", "name", "value"]).assign(epoch=1)
 
 
-def test_training_curves_overlay_loss_and_eval_with_uirevision():
+def series(fig, meta: str) -> list:
+    """The traces of one series ("loss", "loss raw", "eval", "lr", "examples_per_second"), in run order."""
+    return [t for t in fig.data if t.meta == meta]
+
+
+def axis_titles(fig) -> dict:
+    return {k: fig.layout[k].title.text for k in TITLES}
+
+
+TITLES = {"yaxis": "loss", "yaxis2": "accuracy", "yaxis3": "lr", "yaxis4": "examples/s", "xaxis4": "step"}
+
+
+def test_training_curves_overlay_loss_eval_and_lr_with_uirevision():
     runs = frame(run(1, "layernorm", "all"), run(2, "query+value", "last:4"))
-    fig = charts.training_curves(curve_events(), run_ids=[2, 1], runs=runs)
+    fig = charts.training_curves(curve_events(), run_ids=[2, 1], runs=runs, smoothing=0)
     assert fig.layout.uirevision == charts.UIREVISION
-    names = [t.name for t in fig.data]
-    assert names == ["#2 Q+V@last:4", "#1 LN@all", "#2 Q+V@last:4", "#1 LN@all"]
-    loss = fig.data[1]
+    assert [t.name for t in series(fig, "loss")] == ["#2 Q+V@last:4", "#1 LN@all"]
+    assert series(fig, "loss raw") == []  # smoothing 0: the raw line is the loss line
+    loss = series(fig, "loss")[1]
     assert list(loss.x) == [10, 20, 30] and list(loss.y) == pytest.approx([1.1, 1.05, 1 + 1 / 30])
     assert loss.yaxis == "y"
-    ev = fig.data[3]
+    ev = series(fig, "eval")[1]
     assert ev.yaxis == "y2" and list(ev.x) == [15, 30] and list(ev.y) == pytest.approx([0.5, 0.6])
-    assert fig.layout.yaxis2.title.text == "accuracy" and fig.layout.xaxis2.title.text == "step"
-    assert fig.data[0].line.color == fig.data[2].line.color  # a run keeps its colour across panels
+    lr = series(fig, "lr")
+    assert [t.yaxis for t in lr] == ["y3", "y3"] and list(lr[0].y) == [0.001] * 3
+    assert axis_titles(fig) == TITLES
+    # Rows from before throughput was recorded: the panel keeps its axis and says why it is empty.
+    assert [t.yaxis for t in series(fig, "empty")] == ["y4"]
+    assert "no throughput recorded (runs before it was logged)" in annotation_texts(fig)
+    assert series(fig, "loss")[0].line.color == series(fig, "eval")[0].line.color == lr[0].line.color
+    assert [t.name for t in fig.data if t.showlegend] == ["#2 Q+V@last:4", "#1 LN@all"]  # one legend entry a run
 
 
 def test_training_curves_matches_mnli_style_split_metric_and_works_without_runs():
     runs = frame(run(3, "layernorm", primary_metric_name="accuracy_matched", task="mnli"))
     fig = charts.training_curves(curve_events(), run_ids=[3], runs=runs)
-    assert list(fig.data[1].y) == [0.77]
+    assert list(series(fig, "eval")[0].y) == [0.77] and fig.layout.yaxis2.title.text == "accuracy_matched"
     bare = charts.training_curves(curve_events())
-    assert [t.name for t in bare.data][:3] == ["#1", "#2", "#3"]
+    assert [t.name for t in series(bare, "loss")] == ["#1", "#2", "#3"]
     assert bare.layout.uirevision == charts.UIREVISION
+
+
+# Real rows: one tiny RTE run trained by the worker's own job body (tasks.jobs.run_job) into a SQLite registry,
+# so the frame holds exactly what a worker records per step (loss, lr, examples_per_second) and per evaluation.
+REAL_STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory, glue_dir):
+    """(events frame, runs frame) of one real run: 64 examples in batches of 8, one evaluation at its end."""
+    from moduletune.tasks import jobs, submission
+    from moduletune.tasks.queue import close_all
+    from moduletune.tasks.registry import Registry, dispose_engines
+    from moduletune.tuning.config import RunConfig
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MODULETUNE_HOME", str(tmp_path_factory.mktemp("curves") / "home"))
+    for var in ("MODULETUNE_DB_URL", "MODULETUNE_QUEUE_URL"):
+        mp.delenv(var, raising=False)
+    try:
+        registry = Registry()
+        config = RunConfig(
+            task="rte",
+            modules=("layernorm",),
+            layers="5",
+            max_train=8 * REAL_STEPS,
+            max_eval=16,
+            batch_size=8,
+            max_seq_len=32,
+            device="cpu",
+            glue_dir=str(glue_dir),
+        )
+        run_id = submission.submit(registry, config, submitter="test")
+        assert jobs.run_job(run_id, registry) == "succeeded", registry.get(run_id)["error"]
+        yield registry.events_frame([run_id]), registry.runs_frame()
+    finally:
+        dispose_engines()
+        close_all()
+        mp.undo()
+
+
+def test_a_worker_records_loss_lr_and_throughput_at_every_step(real_run):
+    events, runs = real_run
+    train = events[events["split"] == "train"]
+    for name in ("loss", "lr", "examples_per_second"):
+        assert train.loc[train["name"] == name, "step"].tolist() == list(range(1, REAL_STEPS + 1)), name
+    rate = train.loc[train["name"] == "examples_per_second", "value"]
+    assert (rate > 0).all() and rate.iloc[-1] == pytest.approx(runs["examples_per_second"].iloc[0], rel=0.5)
+    lr = train.loc[train["name"] == "lr", "value"].to_numpy()
+    assert lr[0] > lr[-1] >= 0  # the schedule decays towards 0 over the run
+
+
+def test_training_curves_of_a_real_run_draw_lr_and_throughput_on_titled_axes(real_run):
+    events, runs = real_run
+    rid = int(runs["id"].iloc[0])
+    fig = charts.training_curves(events, [rid], runs)
+    train = events[events["split"] == "train"]
+    for meta, axis in (("lr", "y3"), ("examples_per_second", "y4")):
+        (t,) = series(fig, meta)
+        assert t.yaxis == axis and list(t.y) == train.loc[train["name"] == meta, "value"].tolist()
+    assert axis_titles(fig) == TITLES
+    assert series(fig, "empty") == [] and fig.layout.uirevision == charts.UIREVISION
+
+
+def test_smoothing_changes_the_loss_line_and_keeps_the_raw_points(real_run):
+    events, runs = real_run
+    rid = int(runs["id"].iloc[0])
+    raw = events[(events["split"] == "train") & (events["name"] == "loss")]["value"].to_numpy()
+    fig = charts.training_curves(events, [rid], runs, smoothing=0.9)
+    (faint,) = series(fig, "loss raw")
+    (line,) = series(fig, "loss")
+    assert list(faint.y) == raw.tolist() and faint.opacity < 1 and not faint.showlegend
+    assert fig.data.index(faint) < fig.data.index(line)  # drawn first: behind the smoothed line
+    # TensorBoard's debiased EMA, written out: s_t = 0.9 s_{t-1} + 0.1 x_t, divided by 1 - 0.9^t.
+    s, expected = 0.0, []
+    for t, x in enumerate(raw, start=1):
+        s = 0.9 * s + 0.1 * x
+        expected.append(s / (1 - 0.9**t))
+    assert list(line.y) == pytest.approx(expected) and not np.allclose(line.y, raw)
+    assert np.ptp(line.y) < np.ptp(raw)  # smoother: a narrower swing than the raw reads
+    assert "smoothing 0.9" in annotation_texts(fig)[0]
+    unsmoothed = charts.training_curves(events, [rid], runs, smoothing=0)
+    assert series(unsmoothed, "loss raw") == [] and list(series(unsmoothed, "loss")[0].y) == raw.tolist()
+    assert len(series(charts.training_curves(events, [rid], runs), "loss raw")) == 1  # default: smoothed
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, "much", float("nan"), [0.5]])
+def test_smoothing_outside_zero_to_0_99_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match=r"smoothing must be a number from 0 to 0\.99"):
+        charts.training_curves(curve_events(), smoothing=bad)
+
+
+def test_a_single_eval_point_gets_an_axis_fitted_to_it(real_run):
+    events, runs = real_run
+    fig = charts.training_curves(events, [int(runs["id"].iloc[0])], runs)
+    (ev,) = series(fig, "eval")
+    assert list(ev.x) == [REAL_STEPS] and ev.mode == "markers"  # one evaluation, at the end
+    (value,) = ev.y
+    lo, hi = fig.layout.yaxis2.range
+    assert 0 <= lo < value < hi <= 1 and hi - lo <= 0.15  # not the -0.5..1 an autorange drew
+    assert ev.cliponaxis is False  # a point on a bound is drawn whole
+
+
+def test_eval_range_pads_the_values_and_keeps_to_the_metric_bounds():
+    lo, hi = curves.eval_range([0.62, 0.7], ["accuracy"])
+    assert lo < 0.62 and 0.7 < hi and hi - lo < 0.15
+    assert curves.eval_range([1.0], ["accuracy"]) == pytest.approx([0.884, 1.0])  # slid inside [0, 1]
+    assert curves.eval_range([0.0], ["f1"])[0] == 0.0
+    lo, hi = curves.eval_range([-0.05, 0.31], ["matthews_correlation"])
+    assert -1 <= lo < -0.05 and 0.31 < hi <= 1
+    assert curves.eval_range([0.5, 0.55], ["accuracy_matched"]) == curves.eval_range([0.5, 0.55], ["accuracy"])
+    lo, hi = curves.eval_range([12.0], ["perplexity"])  # unknown bounds: a window around the value itself
+    assert lo < 12 < hi and hi - lo == pytest.approx(12 * 0.1 * 1.16)
+    assert curves.eval_range([float("nan")], ["accuracy"]) is None
+
+
+def test_a_cancelled_run_keeps_its_curves_and_titled_axes(real_run):
+    events, runs = real_run
+    # What a run cancelled at step 3 leaves: its per-step rows so far, no evaluation (the run stopped first).
+    cancelled = events[(events["split"] == "train") & (events["step"] <= 3)]
+    row = runs.assign(status="cancelled")
+    fig = charts.training_curves(cancelled, [int(row["id"].iloc[0])], row)
+    for meta in ("loss", "loss raw", "lr", "examples_per_second"):
+        (t,) = series(fig, meta)
+        assert list(t.x) == [1, 2, 3], meta
+    assert axis_titles(fig) == TITLES
+    assert [t.yaxis for t in series(fig, "empty")] == ["y2"] and "no evaluation yet" in annotation_texts(fig)
+    assert list(fig.layout.yaxis2.range) == [0, 1]  # an empty accuracy axis still spans accuracy
+    # A run still training has no metric name in the registry yet: its task names the axis.
+    running = runs.assign(status="running", primary_metric_name=None)
+    assert charts.training_curves(cancelled, None, running).layout.yaxis2.title.text == "accuracy"
 
 
 # ---------------------------------------------------------------- 5. config_diff
@@ -451,7 +600,8 @@ def test_magnitude_heatmap_log10_mean_by_family_and_layer():
 # ---------------------------------------------------------------- 9. delta_by_layer
 
 
-def test_delta_by_layer_one_trace_per_run_and_family():
+def test_delta_by_layer_one_colour_and_legend_entry_per_run_and_a_panel_per_family():
+    """Issue 14: with several runs picked, each run keeps one colour in every family's panel (layer on x)."""
     deltas = pd.DataFrame(
         [
             (1, "layernorm", 1, "weight", 0.02),
@@ -462,14 +612,15 @@ def test_delta_by_layer_one_trace_per_run_and_family():
         columns=["run_id", "family", "layer", "kind", "relative_change"],
     )
     fig = weight_charts.delta_by_layer(deltas)
-    assert [t.name for t in fig.data] == ["#1 Q", "#1 LN", "#2 LN"]
-    ln = trace(fig, "#1 LN")
-    assert list(ln.x) == [0, 1] and list(ln.y) == [0.01, 0.02]
-    assert fig.layout.yaxis.type == "log" and fig.layout.xaxis.title.text == "layer"
-    both = pd.concat([deltas, pd.DataFrame([(1, "layernorm", 0, "bias", 0.5)], columns=deltas.columns)])
-    fig2 = weight_charts.delta_by_layer(both)
-    assert trace(fig2, "#1 LN (bias)").line.dash == "dot"
-    assert [t.name for t in weight_charts.delta_by_layer(both, kind="bias").data] == ["#1 LN"]
+    colours = {t.name: set() for t in fig.data}
+    for t in fig.data:
+        colours[t.name].add(t.marker.color)
+    assert set(colours) == {"#1", "#2"} and all(len(c) == 1 for c in colours.values())
+    assert colours["#1"] != colours["#2"]
+    assert sorted(t.name for t in fig.data if t.showlegend) == ["#1", "#2"]  # one legend entry per run
+    ln = next(t for t in fig.data if t.name == "#1" and list(t.x) == ["0", "1"])
+    assert list(ln.y) == [0.01, 0.02] and ln.xaxis != next(t for t in fig.data if t.name == "#1").xaxis
+    assert fig.layout.yaxis.type == "log"
 
 
 # ---------------------------------------------------------------- 10. runs_table
@@ -606,7 +757,10 @@ def test_compare_view_on_a_thousand_runs():
     assert sum(len(t.x) for t in frontier.data if not t.name.startswith("frontier")) == sets
     bars = view["score_by_family"]
     assert {t.name for t in bars.data} == {labels.short_name(m) for m in done["modules"] if m != "full"}
-    assert len(view["training_curves"].data) == 40  # loss + eval for each of 20 runs
+    curves_fig = view["training_curves"]
+    for meta in ("loss", "loss raw", "eval", "lr"):  # each of the 20 runs in every panel it has rows for
+        assert len(series(curves_fig, meta)) == 20, meta
+    assert sum(t.showlegend for t in curves_fig.data) == 20
     table = view["results_table"]
     assert list(table.columns[:3]) == ["module", "trainable %", "lr"] and table.shape[1] == 3 + 9
     assert table["module"].iloc[-2] == "full" and table["module"].iloc[0] == "Q"
