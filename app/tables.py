@@ -40,7 +40,9 @@ RUNS_TABLE_COLUMNS = [
     "progress",
     "ETA",
     "worker/device",
+    "sweep",
     "age",
+    "duration",
 ]
 
 
@@ -65,8 +67,32 @@ def _run_lr(lr, kind: str, status: str) -> str:
     return "" if lr is None or pd.isna(lr) else f"{float(lr):g}"
 
 
+def _times(r: pd.DataFrame, name: str) -> pd.Series:
+    """A time column as UTC timestamps (NaT where missing or absent)."""
+    if name not in r.columns:
+        return pd.Series(pd.NaT, index=r.index, dtype="datetime64[ns, UTC]")
+    return pd.to_datetime(r[name], utc=True, errors="coerce")
+
+
+def _durations(r: pd.DataFrame, status: list[str], now) -> list[str]:
+    """How long each run has run: since it started while running, from start to finish once finished."""
+    started, finished = _times(r, "started_at"), _times(r, "finished_at")
+    running = pd.Series([s == "running" for s in status], index=r.index)
+    end = finished.where(~running, _utc_now(now))
+    return [humanize_seconds(s) for s in (end - started).dt.total_seconds()]
+
+
+def _membership(sweep, parent) -> str:
+    """The sweep a run was queued in and the lr search it belongs to: 'paper-1a2b · search #3'."""
+    parts = [str(sweep)] if sweep is not None and not pd.isna(sweep) and str(sweep) else []
+    if parent is not None and not pd.isna(parent):
+        parts.append(f"search #{int(parent)}")
+    return " · ".join(parts)
+
+
 def runs_table(runs, now=None) -> pd.DataFrame:
-    """The Runs tab's table, newest first: short module names, formatted metric, progress, ETA and age."""
+    """The Runs tab's table, newest first: short module names, formatted metric, progress, ETA, the sweep or
+    search a run belongs to, age and duration."""
     runs = frame(runs)
     if runs.empty:
         return pd.DataFrame(columns=RUNS_TABLE_COLUMNS)
@@ -89,11 +115,7 @@ def runs_table(runs, now=None) -> pd.DataFrame:
         " / ".join(str(x) for x in pair if x is not None and not pd.isna(x) and str(x))
         for pair in zip(col("worker"), col("device"))
     ]
-    if "queued_at" in r.columns:
-        queued = pd.to_datetime(r["queued_at"], utc=True, errors="coerce")
-        ages = [humanize_age(s) for s in (_utc_now(now) - queued).dt.total_seconds()]
-    else:
-        ages = [""] * n
+    ages = [humanize_age(s) for s in (_utc_now(now) - _times(r, "queued_at")).dt.total_seconds()]
     return pd.DataFrame(
         {
             "id": col("id"),
@@ -113,10 +135,36 @@ def runs_table(runs, now=None) -> pd.DataFrame:
             "progress": [_progress(s, t) for s, t in zip(col("step"), col("total_steps"))],
             "ETA": eta,
             "worker/device": where,
+            "sweep": [_membership(s, p) for s, p in zip(col("sweep_id"), col("parent_id"))],
             "age": ages,
+            "duration": _durations(r, status, now),
         },
         columns=RUNS_TABLE_COLUMNS,
     )
+
+
+def matching(runs, text: str | None) -> pd.Series:
+    """Which runs a search box's text finds: every word must match the id ('12' or '#12'), the search a run
+    belongs to (#12), or part of its task, family, modules, layers, status or sweep (case-insensitive)."""
+    runs = frame(runs)
+    words = str(text or "").lower().split()
+    found = pd.Series(True, index=runs.index)
+    if not words or runs.empty:
+        return found
+    fields = [str_col(runs, c, "").str.lower() for c in ("task", "family", "modules", "layers", "status", "sweep_id")]
+    ids = [pd.to_numeric(runs[c], errors="coerce") if c in runs.columns else None for c in ("id", "parent_id")]
+    for word in words:
+        number = word.lstrip("#")
+        hit = pd.Series(False, index=runs.index)
+        if number.isdigit():
+            for values in ids:
+                if values is not None:
+                    hit |= values == int(number)
+        if not word.startswith("#"):
+            for values in fields:
+                hit |= values.str.contains(word, regex=False)
+        found &= hit
+    return found
 
 
 # ---------------------------------------------------------------- config diff

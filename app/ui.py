@@ -7,6 +7,7 @@ build_app(registry, public=PublicLimits(...)) is the public demo (app.public): m
 the limits shown on the page, cancel/retry on a visitor's own runs, no submitter shown to anyone.
 """
 
+import json
 from dataclasses import dataclass
 
 from moduletune.app import visitors
@@ -80,6 +81,8 @@ ELEM_IDS = {
     "runs": [
         "runs-status",
         "runs-task",
+        "runs-sweep",
+        "runs-search",
         "runs-refresh",
         "worker-status",
         "runs-table",
@@ -87,6 +90,7 @@ ELEM_IDS = {
         "run-summary",
         "cancel",
         "retry",
+        "prepare-download",
         "download",
         "run-action-msg",
         "run-curves",
@@ -153,6 +157,23 @@ def submitter_of(request, profile=None, oauth: bool = False) -> str:
     """Who submits (app.visitors): the Hugging Face username when logged in, else a digest of the client's
     address; never the session hash, which a client chooses. LoginRequired where OAuth is required."""
     return visitors.visitor(request, profile, oauth=oauth)
+
+
+# The open tab into the address bar (keeping ?run=), so a reload or a shared link opens the same tab.
+TAB_URL_JS = """() => {
+  const url = new URL(window.location.href);
+  url.searchParams.set("tab", %s);
+  window.history.replaceState(window.history.state, "", url);
+}"""
+
+
+# On load: the tab the address names (?tab=runs), clicked; buttons maps each tab id to its button's element id.
+TAB_FROM_URL_JS = """() => {
+  const buttons = %s;
+  const tab = (new URLSearchParams(window.location.search).get("tab") || "").toLowerCase();
+  const button = buttons[tab] && document.getElementById(buttons[tab]);
+  if (button) { button.click(); }
+}"""
 
 
 def build_app(registry=None, worker_status=None, public=None):
@@ -230,6 +251,13 @@ def build_app(registry=None, worker_status=None, public=None):
         tab_runs.select(lambda: gr.Timer(active=True), None, timer, **ctx.private)
         for other in (tab_experiment, *others):
             other.select(lambda: gr.Timer(active=False), None, timer, **ctx.private)
+        every_tab = (tab_experiment, tab_runs, *others)
+        for tab in every_tab:
+            tab.select(None, None, None, js=TAB_URL_JS % json.dumps(tab.id))
+        # A link's ?tab= opens that tab as a click on it does, so the tab's own select events run (the Runs timer
+        # and refresh), which a gr.Tabs(selected=...) update from the load event would not trigger.
+        buttons = {t.id: f"{t.elem_id}-button" for t in every_tab}
+        demo.load(None, None, None, js=TAB_FROM_URL_JS % json.dumps(buttons))
         api.register(ctx)
     return demo
 

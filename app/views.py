@@ -6,17 +6,14 @@ only ever runs a registry query and a chart function. What loads a model lives i
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import threading
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
-from moduletune.app import charts, tables
+from moduletune.app import charts, run_list, tables
 from moduletune.app.comparison import compare_view
+from moduletune.app.downloads import artifact_download, downloads_dir  # noqa: F401  (the Runs tab's download)
 from moduletune.app.figure_style import NO_RUNS, empty_figure
 from moduletune.app.labels import format_pct, humanize_seconds, layer_sort_key, short_name
 from moduletune.app.pooling import finished_runs
@@ -26,22 +23,10 @@ ALL = "all"
 STATUS_CHOICES = [ALL, "queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 TABLE_LIMIT = 500  # newest runs shown in the Runs tab (filters apply first)
 
-_LOCK = threading.Lock()
-_DOWNLOADS: Path | None = None
-
 
 def _filter(value) -> str | None:
     """A filter dropdown's value: 'all' or empty means no filter."""
     return None if value in (None, "", ALL) else str(value)
-
-
-def downloads_dir() -> Path:
-    """A per-process temporary folder for files the UI offers for download (Gradio serves the temp dir)."""
-    global _DOWNLOADS
-    with _LOCK:
-        if _DOWNLOADS is None or not _DOWNLOADS.is_dir():
-            _DOWNLOADS = Path(tempfile.mkdtemp(prefix="moduletune-downloads-"))
-        return _DOWNLOADS
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -52,9 +37,11 @@ def runs_frame(registry, status=None, task=None, limit: int | None = None) -> pd
     return registry.runs_frame(status=_filter(status), task=_filter(task), limit=limit)
 
 
-def runs_table(registry, status=ALL, task=ALL, limit: int = TABLE_LIMIT) -> pd.DataFrame:
-    """The Runs tab's table (tables.runs_table), newest first."""
-    return tables.runs_table(runs_frame(registry, status, task, limit))
+def runs_table(registry, status=ALL, task=ALL, limit: int = TABLE_LIMIT, sweep=ALL, search="", now=None):
+    """The Runs tab's table (tables.runs_table), newest first: status, task and sweep filters, the search box's
+    words (tables.matching), and the trainable share of runs not yet finished (run_list)."""
+    found = run_list.runs_frame(registry, _filter(status), _filter(task), _filter(sweep), search, limit)
+    return tables.runs_table(found, now)
 
 
 def runs_records(registry, status=ALL, task=ALL, limit: int | None = None, viewer: str | None = None) -> list[dict]:
@@ -85,12 +72,19 @@ def run_label(run: dict) -> str:
     )
 
 
-def run_choices(registry, status=None, task=None, limit: int = TABLE_LIMIT) -> list[tuple[str, int]]:
-    """(label, id) pairs for run dropdowns, newest first."""
-    return [
-        (run_label(r), int(r["id"]))
-        for r in registry.list_runs(status=_filter(status), task=_filter(task), limit=limit)
-    ]
+def run_choices(registry, status=None, task=None, limit: int = TABLE_LIMIT, include=None, rows=None):
+    """(label, id) pairs for run dropdowns, newest first; `include` (a run id) is added when older than the
+    newest `limit`, so the dropdown can show any picked run. rows: the registry's rows, if already read."""
+    from moduletune.tasks.registry import RegistryError
+
+    rows = registry.list_runs(status=_filter(status), task=_filter(task), limit=limit) if rows is None else rows
+    choices = [(run_label(r), int(r["id"])) for r in rows]
+    if include is not None and int(include) not in {i for _, i in choices}:
+        try:
+            choices.append((run_label(registry.get(int(include))), int(include)))
+        except (RegistryError, ValueError):
+            pass  # no such run: the panel says so
+    return choices
 
 
 @dataclass
@@ -254,20 +248,6 @@ def task_searches(registry, task: str, limit: int = 12) -> list[int]:
     """The task's most recent lr searches (running or succeeded) that the Compare tab draws."""
     found = registry.list_runs(task=_filter(task), limit=None)
     return [int(r["id"]) for r in found if r["kind"] == "search" and r["status"] in ("running", "succeeded")][:limit]
-
-
-def artifact_download(run: dict | None) -> str | None:
-    """A zip of a succeeded run's artifact (trained tensors + config + result), made once; None if none."""
-    if not run or not run.get("artifact_dir"):
-        return None
-    src = Path(run["artifact_dir"])
-    if not src.is_dir():
-        return None
-    target = downloads_dir() / f"moduletune-run-{int(run['id'])}.zip"
-    if not target.is_file():
-        tmp = shutil.make_archive(str(target.with_suffix("")) + ".part", "zip", root_dir=src)
-        Path(tmp).replace(target)
-    return str(target)
 
 
 # ---------------------------------------------------------------------------------------------- compare
