@@ -69,7 +69,35 @@ def build(ctx):
                 "Download artifact (.zip)", value=None, size="sm", elem_id="download", visible=False
             )
         run_action_msg = gr.Markdown("", elem_id="run-action-msg")
+        from moduletune.app.curves import MAX_SMOOTHING, SMOOTHING
+
+        curves_smoothing = gr.Slider(
+            0,
+            MAX_SMOOTHING,
+            value=SMOOTHING,
+            step=0.01,
+            label="Loss smoothing (EMA weight; 0 = raw loss)",
+            elem_id="curves-smoothing",
+        )
         run_curves = gr.Plot(show_label=False, elem_id="run-curves")
+        smoothing_of: dict = {}  # session -> its slider's weight, so the live refresh redraws with it too
+
+        def resmooth(run_id, weight, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+            session = request.session_hash if request else None
+            smoothing_of.pop(session, None)  # re-inserted last: the oldest sessions are the first forgotten
+            smoothing_of[session] = weight
+            while len(smoothing_of) > 10_000:  # one float a session, but never unbounded
+                smoothing_of.pop(next(iter(smoothing_of)))
+            return views.run_detail(registry, run_id, viewer_of(request, profile), smoothing=weight).curves
+
+        curves_smoothing.change(
+            resmooth,
+            [run_select, curves_smoothing],
+            run_curves,
+            show_progress="hidden",
+            trigger_mode="always_last",
+            **private,
+        )
         with gr.Row():
             with gr.Accordion("Config", open=False):
                 run_config = gr.JSON(elem_id="run-config", show_label=False)
@@ -90,7 +118,8 @@ def build(ctx):
         key = views.detail_key(registry, run_id)
         d = None
         if state.moved(run_id, key):
-            d = views.run_detail(registry, run_id, viewer=viewer_of(request, profile))
+            weight = smoothing_of.get(request.session_hash if request else None)
+            d = views.run_detail(registry, run_id, viewer=viewer_of(request, profile), smoothing=weight)
         sent = state.answer(version, run_id, key, choices)
         if sent is None:
             return (skip(),) * len(show_targets)
