@@ -263,7 +263,6 @@ def serve(
     registry.count()  # fail fast, naming the URL, if the registry is unreachable; creates the schema
     check_port(host, port)  # ... and before a worker is started for nothing
     embedded = EmbeddedWorker(worker_args).start() if worker else None
-    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
     status = (
         embedded.status
         if embedded
@@ -273,6 +272,9 @@ def serve(
         print(f"moduletune serve: public mode: {public}", file=sys.stderr, flush=True)
     visitors.trust_no_proxy_by_default()  # a visitor is their address, not a header they typed (app.visitors)
     demo = build_app(registry, worker_status=status, public=public)
+    # After the build, which reads the default model's config: two threads importing transformers' lazy module
+    # at once can see it half made ("cannot import name 'AutoConfig'").
+    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
     demo.queue(default_concurrency_limit=4)
     if not block:
         demo.launch(prevent_thread_lock=True, **launch_kwargs(host, port, share, public is not None))

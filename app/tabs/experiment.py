@@ -178,6 +178,9 @@ def build(ctx):
                 submit = gr.Button("Queue runs", variant="primary", elem_id="submit")
                 submit_msg = gr.Markdown("", elem_id="submit-msg")
                 queued_ids = gr.JSON(visible=False)
+                # Inside the tab: a component made directly under gr.Tabs becomes a tab of its own, and the
+                # tab bar then drew each clicked tab's button again in place of its neighbour's.
+                saved_form = gr.BrowserState({}, storage_key="moduletune-form")
                 with gr.Accordion("Show the command", open=False, elem_id="command-box") as command_box:
                     command = gr.Code(
                         "",
@@ -384,7 +387,7 @@ def build(ctx):
     command_box.expand(on_command, form_inputs, command, preprocess=False, **private)
     gr.on(preview_triggers, on_command, form_inputs, command, trigger_mode="always_last", preprocess=False, **private)
 
-    restored = keep_in_browser(demo, form_inputs, private)
+    restored = keep_in_browser(demo, form_inputs, saved_form, private)
     # After the restore: the restored model's layer toggles, then the preview and the command of the form.
     restored.then(on_model, [model, layers], [layers, model_msg], **private).then(
         on_preview, form_inputs, [preview, *field_msgs, more_settings], preprocess=False, **private

@@ -66,10 +66,9 @@ def knob_input(name: str):
     )
 
 
-def keep_in_browser(demo, form_inputs: list, private: dict):
-    """Keep the form in the browser (gr.BrowserState: localStorage) so a reload gives back what was typed; returns
+def keep_in_browser(demo, form_inputs: list, saved, private: dict):
+    """Keep the form in `saved` (a gr.BrowserState: localStorage) so a reload gives back what was typed; returns
     the load event that restores it, for the events that must follow it."""
-    saved = gr.BrowserState({}, storage_key="moduletune-form")
 
     def keep(*values):
         return dict(zip(FORM_PARAMS, values))

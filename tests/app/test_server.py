@@ -87,6 +87,14 @@ def test_the_blocks_have_six_labelled_tabs_stable_ids_and_named_endpoints(tmp_pa
     props = [c.get("props", {}) for c in config["components"]]
     tabs = [p["label"] for c, p in zip(config["components"], props) if c["type"] == "tabitem"]
     assert tabs == ["Experiment", "Runs", "Compare", "Study", "Weights", "Playground"]
+    # Nothing but tabs directly under the Tabs: a component made there (a State, a BrowserState) shifts the tab
+    # bar, which then draws a clicked tab's button in place of its neighbour's.
+    import gradio as gr
+
+    for block in demo.blocks.values():
+        if isinstance(block, gr.Tabs):
+            strays = [type(c).__name__ for c in block.children if not isinstance(c, gr.Tab)]
+            assert not strays, f"components directly under gr.Tabs: {strays}"
     elem_ids = {p.get("elem_id") for p in props}
     missing = [e for ids in ui.ELEM_IDS.values() for e in ids if e not in elem_ids]
     assert not missing
