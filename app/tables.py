@@ -145,15 +145,22 @@ def runs_table(runs, now=None) -> pd.DataFrame:
 
 def matching(runs, text: str | None) -> pd.Series:
     """Which runs a search box's text finds: every word must match the id ('12' or '#12'), the search a run
-    belongs to (#12), or part of its task, family, modules, layers, status or sweep (case-insensitive)."""
+    belongs to (#12), part of its task, family, modules, layers, status, sweep, tags or note (case-insensitive),
+    or, written tag:NAME, one of its tags exactly."""
     runs = frame(runs)
     words = str(text or "").lower().split()
     found = pd.Series(True, index=runs.index)
     if not words or runs.empty:
         return found
-    fields = [str_col(runs, c, "").str.lower() for c in ("task", "family", "modules", "layers", "status", "sweep_id")]
+    tags = runs["tags"] if "tags" in runs.columns else pd.Series([()] * len(runs), index=runs.index)
+    tags = tags.map(lambda t: {str(x).lower() for x in t} if isinstance(t, (list, tuple, set)) else set())
+    columns = ("task", "family", "modules", "layers", "status", "sweep_id", "notes")
+    fields = [str_col(runs, c, "").str.lower() for c in columns] + [tags.map(" ".join)]
     ids = [pd.to_numeric(runs[c], errors="coerce") if c in runs.columns else None for c in ("id", "parent_id")]
     for word in words:
+        if word.startswith("tag:"):
+            found &= tags.map(lambda have, want=word[4:]: want in have)
+            continue
         number = word.lstrip("#")
         hit = pd.Series(False, index=runs.index)
         if number.isdigit():

@@ -259,9 +259,12 @@ def default_curve_runs(runs: pd.DataFrame, task: str, limit: int = 5) -> list[in
     return sorted(int(i) for i in done["id"])[-limit:] if "id" in done.columns else []
 
 
-def compare(registry, task: str, layers: str | None = ALL, run_ids=None, only_differences: bool = True) -> dict:
-    """All Compare-tab charts for a task (comparison.compare_view), with the selected runs' full configs diffed."""
-    runs = registry.runs_frame()
+def compare(
+    registry, task: str, layers: str | None = ALL, run_ids=None, only_differences: bool = True, tag=None
+) -> dict:
+    """All Compare-tab charts for a task (comparison.compare_view), with the selected runs' full configs diffed;
+    with a tag, only the runs that carry it."""
+    runs = registry.runs_frame(tag=_filter(tag))
     ids = [int(i) for i in (run_ids or [])] or default_curve_runs(runs, task)
     events = registry.events_frame(ids) if ids else None
     view = compare_view(runs, events, task, ids, layers=layers or ALL)
@@ -377,3 +380,8 @@ def layer_filter_choices(registry) -> list[str]:
     runs = registry.runs_frame(status="succeeded")
     specs = set(runs["layers"].astype(str)) | {ALL}
     return sorted(specs, key=layer_sort_key)
+
+
+def tag_choices(registry) -> list[str]:
+    """Every tag some run carries, sorted (the Compare tab's tag filter)."""
+    return sorted({t for tags in registry.runs_frame()["tags"] for t in (tags or ())})

@@ -22,6 +22,9 @@ def build(ctx):
                 allow_custom_value=True,
                 scale=1,
             )
+            compare_tag = gr.Dropdown(
+                [views.ALL], value=views.ALL, label="Tag (only runs with it)", elem_id="compare-tag", scale=1
+            )
             compare_refresh = gr.Button("Refresh", size="sm", elem_id="compare-refresh", scale=0, min_width=90)
         with gr.Row():
             chart_score = gr.Plot(show_label=False, elem_id="chart-score")
@@ -51,8 +54,8 @@ def build(ctx):
         results_note = gr.Markdown("", elem_id="results-note", elem_classes="help")
         results_csv = gr.DownloadButton("Download CSV", size="sm", elem_id="results-csv")
 
-    def refresh_compare(task_name, layer_choice, run_ids, only):
-        view = views.compare(registry, task_name, layer_choice, run_ids, only)
+    def refresh_compare(task_name, layer_choice, run_ids, only, tag):
+        view = views.compare(registry, task_name, layer_choice, run_ids, only, tag)
         choices = views.run_choices(registry, status="succeeded", task=task_name)
         layer_choices = views.layer_filter_choices(registry)
         return (
@@ -67,6 +70,7 @@ def build(ctx):
             views.results_csv_file(registry, layer_choice),
             gr.Dropdown(choices=choices, value=[i for i in (run_ids or []) if i in {c[1] for c in choices}]),
             gr.Dropdown(choices=layer_choices),
+            gr.Dropdown(choices=[views.ALL, *views.tag_choices(registry)]),
         )
 
     compare_outputs = [
@@ -81,23 +85,24 @@ def build(ctx):
         results_csv,
         compare_runs,
         compare_layers,
+        compare_tag,
     ]
     gr.on(
-        [tab_compare.select, compare_refresh.click, compare_task.change, compare_layers.change],
+        [tab_compare.select, compare_refresh.click, compare_task.change, compare_layers.change, compare_tag.input],
         refresh_compare,
-        [compare_task, compare_layers, compare_runs, only_diff],
+        [compare_task, compare_layers, compare_runs, only_diff, compare_tag],
         compare_outputs,
         **private,
     )
 
-    def refresh_selected(task_name, layer_choice, run_ids, only):
-        view = views.compare(registry, task_name, layer_choice, run_ids, only)
+    def refresh_selected(task_name, layer_choice, run_ids, only, tag):
+        view = views.compare(registry, task_name, layer_choice, run_ids, only, tag)
         return view["training_curves"], view["config_diff"]
 
     gr.on(
         [compare_runs.change, only_diff.change],
         refresh_selected,
-        [compare_task, compare_layers, compare_runs, only_diff],
+        [compare_task, compare_layers, compare_runs, only_diff, compare_tag],
         [chart_curves, config_diff],
         trigger_mode="always_last",
         **private,

@@ -11,6 +11,7 @@ import gradio as gr
 from moduletune.app import experiment as ex
 from moduletune.app import run_list, runs_state, tables, views
 from moduletune.app.errors import visitor_message
+from moduletune.app.tabs import run_tools
 
 TIMER_SECONDS = 2.0  # the live table's refresh while the tab is open
 # Pixels per column of the runs table: every column, age and duration included, fits a 1,280 px window.
@@ -103,6 +104,7 @@ def build(ctx):
                 run_config = gr.JSON(elem_id="run-config", show_label=False)
             with gr.Accordion("Result", open=False):
                 run_result = gr.JSON(elem_id="run-result", show_label=False)
+        run_tools.build(ctx, run_select, run_action_msg)  # tags and note, export, data files
         state = gr.State(runs_state.RunsTabState())
         timer = gr.Timer(TIMER_SECONDS, active=False)
 

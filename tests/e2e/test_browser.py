@@ -30,16 +30,51 @@ T = 60_000  # ms: the default wait for one UI update on a busy machine
 RUN_T = 240_000  # ms: a tiny run from click to "succeeded"
 
 
+class Console:
+    """What the page logs as an error or a warning (and every uncaught exception), outside page reloads: a
+    reload aborts the requests in flight, and the browser says so, which is no fault of the app's."""
+
+    def __init__(self, page):
+        self.page, self.problems, self.reloading = page, [], False
+        page.on("console", self.on_console)
+        page.on("pageerror", lambda err: self.problems.append(f"uncaught: {err}"))
+
+    def on_console(self, msg) -> None:
+        if msg.type in ("error", "warning") and not self.reloading:
+            self.problems.append(f"{msg.type}: {msg.text}")
+
+    def reload(self) -> None:
+        self.reloading = True
+        try:
+            self.page.reload()
+            self.page.wait_for_load_state("load")
+            self.page.wait_for_timeout(1500)  # the aborted requests' messages arrive after the load event
+        finally:
+            self.reloading = False
+
+
 @pytest.fixture(scope="module")
-def page(app_server):
+def browser(app_server):
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(T)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    # 1,280 px: the width of a laptop's window, where the preview table must fit.
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(T)
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def console(page):
+    return Console(page)
 
 
 def shoot(page, name: str) -> Path:
@@ -79,7 +114,49 @@ def plots(page, elem_id: str) -> int:
     return page.locator(f"#{elem_id} .js-plotly-plot").count()
 
 
-def test_every_tab_by_clicking(page, app_server, tmp_path):
+def test_a_wrong_value_is_named_beside_its_field_and_a_reload_keeps_the_form(page, console, app_server):
+    """A negative training-example count: the message beside that box alone, no promise of runs, nothing queued,
+    no traceback in the server's log. Then a filled form survives a reload (the browser keeps it)."""
+    registry = app_server.registry()
+    page.goto(app_server.url)
+    wait_text(page, "preview", "will be queued")
+    before, log_before = registry.count(), len(app_server.logs(10**7))
+
+    fill(page, "max-train", "-5")
+    wait_text(page, "max-train-msg", "must be a whole number from 0")
+    assert "will be queued" not in text_of(page, "preview") and "Nothing to queue yet" in text_of(page, "preview")
+    others = [e for e in ("tasks-msg", "families-msg", "layers-msg", "lr-msg", "seeds-msg", "max-eval-msg")]
+    assert not any(text_of(page, e).strip() for e in others)
+    page.locator("#submit").click()
+    wait_text(page, "submit-msg", "Nothing was queued: fix the training examples")
+    assert registry.count() == before
+    assert page.locator(".toast-body").count() == 0  # no Gradio toast naming no field
+    shoot(page, "experiment-negative-examples")
+    assert "Traceback" not in app_server.logs(10**7)[log_before:]
+
+    # Fill the form, reload: the values are back (and the preview follows them).
+    fill(page, "max-train", "48")
+    fill(page, "seeds", "0,1")
+    page.locator("#families label", has_text="Q · attention query").click()
+    wait_text(page, "preview", "4 runs will be queued")
+    page.wait_for_timeout(1500)  # the browser keeps the form on each change
+    console.reload()
+    wait_text(page, "preview", "4 runs will be queued")
+    assert page.locator("#max-train input").first.input_value() == "48"
+    assert page.locator("#seeds textarea, #seeds input").first.input_value() == "0,1"
+    assert page.locator("#families input:checked").count() == 2
+
+    # The command equal to the form, ready to copy.
+    page.locator("#command-box").get_by_text("Show the command").click()
+    wait_text(page, "command", "moduletune sweep --tasks sst2 --modules layernorm,query --layers all --seeds 0,1")
+    assert "--max-train 48" in text_of(page, "command")
+    shoot(page, "experiment-command")
+    # Back to the defaults for the walk-through that follows (the kept form would carry over).
+    page.evaluate("() => localStorage.clear()")
+    assert not console.problems, console.problems
+
+
+def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     registry = app_server.registry()
     page.goto(app_server.url)
     for tab in ("Experiment", "Runs", "Compare", "Weights", "Playground"):
@@ -166,17 +243,34 @@ def test_every_tab_by_clicking(page, app_server, tmp_path):
     wait_text(page, "run-summary", "succeeded", timeout=RUN_T)
     page.wait_for_selector("#run-curves .js-plotly-plot")
     wait_text(page, "worker-status", "embedded worker running")
-    assert page.locator("#download").is_visible()
+    assert page.locator("#prepare-download").is_visible()  # the archive is built when asked for, not on refresh
     shoot(page, "runs")
+
+    # Tags and a note on the run, saved to the registry, then found by the search box's tag:NAME.
+    page.locator("#run-tools").get_by_text("Tags, note, export and data").click()
+    fill(page, "run-tags", "baseline, LN-only")
+    fill(page, "run-note", "the walk-through's run")
+    page.locator("#save-labels").click()
+    wait_text(page, "run-action-msg", "tags baseline, ln-only; note saved")
+    assert registry.get(run_id)["tags"] == ["baseline", "ln-only"]
+    assert registry.get(run_id)["notes"] == "the walk-through's run"
+    fill(page, "runs-search", "tag:ln-only")
+    page.wait_for_function("() => document.querySelectorAll('#runs-table tbody tr').length === 1")
+    wait_text(page, "runs-table", str(run_id))
+    shoot(page, "runs-tags")
+    fill(page, "runs-search", "")
 
     # Clicking a row shows that run.
     runs = registry.list_runs()  # newest first, like the table
     page.locator('#runs-table [role=gridcell][data-testid="cell-1-0"]').click()  # a cancelled paper search
     wait_text(page, "run-summary", f"lr search #{runs[1]['id']}")
 
-    # Reloading the page never affects a run; coming back shows where it is.
-    page.reload()
-    page.get_by_role("tab", name="Runs").click()
+    # Reloading the page never affects a run, and keeps your place: the tab and the picked run are in the URL.
+    console.reload()
+    wait_text(page, "run-summary", f"lr search #{runs[1]['id']}")
+    assert "tab=runs" in page.url and f"run={runs[1]['id']}" in page.url
+    page.locator("#run-select input").click()
+    page.get_by_role("option", name=f"#{run_id} ").first.click()
     wait_text(page, "run-summary", f"Run #{run_id}")
     assert "succeeded" in text_of(page, "run-summary")
 
@@ -222,6 +316,8 @@ def test_every_tab_by_clicking(page, app_server, tmp_path):
     assert "positive" in text_of(page, "play-tuned") and "positive" in text_of(page, "play-base")
     page.wait_for_timeout(1000)  # let the labels finish fading in before the screenshot
     shoot(page, "playground")
+    # The whole walk-through logged no error or warning in the browser's console.
+    assert not console.problems, console.problems
     assert {p.name for p in COPY.glob("*.png")} >= {
         "experiment.png",
         "experiment-bad-layers.png",
