@@ -1,4 +1,5 @@
-"""`moduletune serve | worker | run | submit | sweep | runs | show | cancel | retry | report | count | magnitudes`."""
+"""`moduletune serve | worker | run | submit | sweep | runs | events | show | tag | cancel | retry | export | report |
+count | magnitudes`: the parser over the commands in cli_engine, cli_queue and cli_export."""
 
 from __future__ import annotations
 
