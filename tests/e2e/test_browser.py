@@ -266,6 +266,7 @@ def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     wait_text(page, "run-summary", f"lr search #{runs[1]['id']}")
 
     # Reloading the page never affects a run, and keeps your place: the tab and the picked run are in the URL.
+    page.wait_for_function("(id) => location.search.includes('run=' + id)", arg=str(runs[1]["id"]))
     console.reload()
     wait_text(page, "run-summary", f"lr search #{runs[1]['id']}")
     assert "tab=runs" in page.url and f"run={runs[1]['id']}" in page.url

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pandas as pd
+import pytest
 
 from moduletune.tasks.registry import Registry
 
@@ -13,6 +14,7 @@ from .conftest import cli, cli_json, wait_for
 SMALL = ["--max-train", "48", "--max-eval", "48", "--batch-size", "16", "--max-seq-len", "48", "--device", "cpu"]
 
 
+@pytest.mark.study  # a real (small) study through workers: a minute, with the science checks (make test-study)
 def test_report_of_a_small_real_study_in_every_format(env, workers, tmp_path):
     sweep = cli_json(
         "sweep", "--tasks", "rte,sst2", "--modules", "LN,Q,full", "--layers", "all", "--seeds", "0,1", *SMALL

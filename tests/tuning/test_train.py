@@ -36,7 +36,7 @@ def run_cli(args, env_extra=None, timeout=600):
     )
 
 
-@pytest.mark.slow
+@pytest.mark.study  # a science check of a minute: with the others in `make test-study` (CI runs it)
 @pytest.mark.parametrize("modules,lr", [("full", "5e-5"), ("layernorm", "1e-2")])
 def test_sst2_2000_examples_one_epoch_reaches_075(glue_dir, home, modules, lr):
     """The issue's acceptance run, typed as a user would: both reach 0.75 on the full dev set."""
