@@ -167,19 +167,23 @@ def submitter_of(request, profile=None, oauth: bool = False) -> str:
     return visitors.visitor(request, profile, oauth=oauth)
 
 
-# The open tab into the address bar (keeping ?run=), so a reload or a shared link opens the same tab.
+# On load: open the tab the address names (?tab=runs) by clicking its button, and from then on write the tab a
+# person clicks into the address (keeping ?run=), so a reload or a shared link opens the same tab. A listener on
+# the tab buttons, not the tabs' select events: Gradio fires those for the wrong tab (a click on the second tab
+# runs the first's and the second's, a click back on the first runs none).
 TAB_URL_JS = """() => {
-  const url = new URL(window.location.href);
-  url.searchParams.set("tab", %s);
-  window.history.replaceState(window.history.state, "", url);
-}"""
-
-
-# On load: the tab the address names (?tab=runs), clicked; buttons maps each tab id to its button's element id.
-TAB_FROM_URL_JS = """() => {
   const buttons = %s;
-  const tab = (new URLSearchParams(window.location.search).get("tab") || "").toLowerCase();
-  const button = buttons[tab] && document.getElementById(buttons[tab]);
+  const tabOf = Object.fromEntries(Object.entries(buttons).map(([tab, id]) => [id, tab]));
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest && event.target.closest('[role="tab"]');
+    const tab = button && tabOf[button.id];
+    if (!tab) { return; }
+    const url = new URL(window.location.href);
+    url.searchParams.set("tab", tab);
+    window.history.replaceState(window.history.state, "", url);
+  }, true);
+  const linked = (new URLSearchParams(window.location.search).get("tab") || "").toLowerCase();
+  const button = buttons[linked] && document.getElementById(buttons[linked]);
   if (button) { button.click(); }
 }"""
 
@@ -260,12 +264,10 @@ def build_app(registry=None, worker_status=None, public=None):
         for other in (tab_experiment, *others):
             other.select(lambda: gr.Timer(active=False), None, timer, **ctx.private)
         every_tab = (tab_experiment, tab_runs, *others)
-        for tab in every_tab:
-            tab.select(None, None, None, js=TAB_URL_JS % json.dumps(tab.id))
         # A link's ?tab= opens that tab as a click on it does, so the tab's own select events run (the Runs timer
         # and refresh), which a gr.Tabs(selected=...) update from the load event would not trigger.
         buttons = {t.id: f"{t.elem_id}-button" for t in every_tab}
-        demo.load(None, None, None, js=TAB_FROM_URL_JS % json.dumps(buttons))
+        demo.load(None, None, None, js=TAB_URL_JS % json.dumps(buttons))
         api.register(ctx)
     return demo
 
