@@ -6,7 +6,7 @@ import gradio as gr
 from moduletune.app import experiment as ex
 from moduletune.app import visitors
 from moduletune.app.form_command import form_command
-from moduletune.app.tabs.form_widgets import field_message, form_handler, keep_in_browser, knob_input
+from moduletune.app.tabs.form_widgets import field_message, form_handler, keep_in_browser, knob_input, restored_model
 from moduletune.tuning.config import DEFAULT_MODEL
 
 
@@ -388,8 +388,10 @@ def build(ctx):
     gr.on(preview_triggers, on_command, form_inputs, command, trigger_mode="always_last", preprocess=False, **private)
 
     restored = keep_in_browser(demo, form_inputs, saved_form, private)
+
     # After the restore: the restored model's layer toggles, then the preview and the command of the form.
-    restored.then(on_model, [model, layers], [layers, model_msg], **private).then(
-        on_preview, form_inputs, [preview, *field_msgs, more_settings], preprocess=False, **private
-    )
+    # Only the restored model's toggles (its depth): the restored values' own change events bring the preview, and an
+    # answer computed from the values at load would undo what a person did meanwhile.
+    restored.then(restored_model, model, layers, **private)
+    demo.load(on_preview, form_inputs, [preview, *field_msgs, more_settings], preprocess=False, **private)
     return tab_experiment

@@ -82,3 +82,15 @@ def keep_in_browser(demo, form_inputs: list, saved, private: dict):
         return [kept[n] if n in kept else gr.skip() for n in FORM_PARAMS]
 
     return demo.load(restore, saved, form_inputs, **private)
+
+
+def restored_model(name):
+    """The restored model's layer toggles: its depth only, never a selection (the restore set the layers, and a
+    person may have changed them since)."""
+    from moduletune.app import experiment as ex
+
+    try:
+        info = ex.model_info(name)
+    except ex.FormError:
+        return gr.skip()
+    return gr.CheckboxGroup(choices=ex.layer_toggle_choices(info.num_layers), info=info.layers_note)

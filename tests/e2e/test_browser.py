@@ -44,9 +44,13 @@ class Console:
             self.problems.append(f"{msg.type}: {msg.text}")
 
     def reload(self) -> None:
+        self.goto(None)
+
+    def goto(self, url: str | None) -> None:
+        """Open url (None: reload), not counting what the page that is left logs about its aborted requests."""
         self.reloading = True
         try:
-            self.page.reload()
+            self.page.reload() if url is None else self.page.goto(url)
             self.page.wait_for_load_state("load")
             self.page.wait_for_timeout(1500)  # the aborted requests' messages arrive after the load event
         finally:
@@ -114,11 +118,22 @@ def plots(page, elem_id: str) -> int:
     return page.locator(f"#{elem_id} .js-plotly-plot").count()
 
 
-def test_a_wrong_value_is_named_beside_its_field_and_a_reload_keeps_the_form(page, console, app_server):
+@pytest.fixture
+def own_page(browser):
+    """A page in its own browser context: its kept form (localStorage) is nobody else's."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(T)
+    yield page
+    context.close()
+
+
+def test_a_wrong_value_is_named_beside_its_field_and_a_reload_keeps_the_form(own_page, app_server):
     """A negative training-example count: the message beside that box alone, no promise of runs, nothing queued,
     no traceback in the server's log. Then a filled form survives a reload (the browser keeps it)."""
+    page, console = own_page, Console(own_page)
     registry = app_server.registry()
-    page.goto(app_server.url)
+    console.goto(app_server.url)
     wait_text(page, "preview", "will be queued")
     before, log_before = registry.count(), len(app_server.logs(10**7))
 
@@ -151,14 +166,12 @@ def test_a_wrong_value_is_named_beside_its_field_and_a_reload_keeps_the_form(pag
     wait_text(page, "command", "moduletune sweep --tasks sst2 --modules layernorm,query --layers all --seeds 0,1")
     assert "--max-train 48" in text_of(page, "command")
     shoot(page, "experiment-command")
-    # Back to the defaults for the walk-through that follows (the kept form would carry over).
-    page.evaluate("() => localStorage.clear()")
     assert not console.problems, console.problems
 
 
 def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     registry = app_server.registry()
-    page.goto(app_server.url)
+    console.goto(app_server.url)
     for tab in ("Experiment", "Runs", "Compare", "Weights", "Playground"):
         page.get_by_role("tab", name=tab).wait_for(state="visible")
     wait_text(page, "preview", "will be queued")
