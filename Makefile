@@ -39,7 +39,8 @@ test: setup services
 		$(PY) -m pytest -q
 
 test-study: setup services
-	# The slow science checks (an lr search on STS-B that must find an lr that learns): about 8 minutes.
+	# The slow science checks (SST-2 learnt, a small real study, an lr search on STS-B that must find an lr that
+	# learns): about 10 minutes.
 	MODULETUNE_TEST_REQUIRE_SERVICES=1 MODULETUNE_GLUE_DIR=$${MODULETUNE_GLUE_DIR:-$(abspath ..)/shared/glue} \
 		$(PY) -m pytest -q -m study
 
