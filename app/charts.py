@@ -49,7 +49,7 @@ def score_by_family(runs, task: str, model: str | None = None) -> go.Figure:
     if d.empty:
         return empty_figure(title)
     pooled = pooling.pool(d)
-    chance, full_mean, full_std, mixed = pooling.task_references(pooled, task)
+    chance, full_mean, full_std, mixed, full_failed = pooling.task_references(pooled, task)
     metric = pooled["metric"].mode().iloc[0]
     fig = go.Figure()
     bars = pooled[pooled["group"] != "full"]
@@ -80,7 +80,7 @@ def score_by_family(runs, task: str, model: str | None = None) -> go.Figure:
                 ),
             )
         )
-    add_references(fig, chance, full_mean, full_std)
+    add_references(fig, chance, full_mean, full_std, full_failed)
     fig.update_xaxes(title_text="layers trained", type="category", categoryorder="array", categoryarray=layer_order)
     tops = (pooled["mean"] + pooled["std"].fillna(0)).tolist() + (pooled["mean"] - pooled["std"].fillna(0)).tolist()
     fig.update_yaxes(title_text=metric, range=score_range(tops, chance, full_mean))
@@ -163,8 +163,8 @@ def efficiency_frontier(runs, task: str | None = None, model: str | None = None)
                 **where,
             )
             shown.add(group)
-        chance, full_mean, full_std, _ = pooling.task_references(pt, t)
-        add_references(fig, chance, full_mean, full_std, **where)
+        chance, full_mean, full_std, _, full_failed = pooling.task_references(pt, t)
+        add_references(fig, chance, full_mean, full_std, full_failed, **where)
         spread = pt["std"].fillna(0)
         fig.update_yaxes(
             title_text=pt["metric"].mode().iloc[0],
@@ -205,7 +205,7 @@ def layer_module_heatmap(runs, task: str, model: str | None = None) -> go.Figure
         ["" if v is None else f"{v:.3f}" + (" ✗" if f is True else "") for v, f in zip(zr, fr)]
         for zr, fr in zip(z, flags.to_numpy())
     ]
-    chance, full_mean, _, _ = pooling.task_references(everything, task)
+    chance, full_mean, _, _, full_failed = pooling.task_references(everything, task)
     values = [v for row in z for v in row if v is not None]
     lo = chance if not math.isnan(chance) else min(values)
     # Up to full FT (or the best cell); never narrower than 0.1, so noise stays one colour.
@@ -229,7 +229,7 @@ def layer_module_heatmap(runs, task: str, model: str | None = None) -> go.Figure
     )
     fig.update_xaxes(title_text="layer", type="category")
     fig.update_yaxes(title_text="module", autorange="reversed", type="category")
-    note = pooling.reference_note(chance, full_mean, math.nan, metric)
+    note = pooling.reference_note(chance, full_mean, math.nan, metric, full_failed)
     return layout(fig, title + (f" · {note}" if note else ""), height=max(320, 60 + 42 * len(rows)))
 
 

@@ -19,7 +19,7 @@ def cmd_run(args) -> int:
     check_installed(config.report_to)  # ... and so is a tracker that is not installed
     search = None
     if config.lr_search:  # before the run's own bar, so the two bars never interleave
-        from moduletune.tuning.search import final_config
+        from moduletune.tuning.finals import final_config
 
         searching = track(config, run_label(config.to_dict()) + "-lr-search")
         search = run_search(config, quiet=args.quiet, tracking=searching)

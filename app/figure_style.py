@@ -105,8 +105,11 @@ def mix_note(d: pd.DataFrame) -> str:
     return f" · mixes {', '.join(names)}" if names else ""
 
 
-def add_references(fig: go.Figure, chance: float, full_mean: float, full_std: float, **where) -> None:
-    """The chance level (dotted) and the full fine-tuning mean ± std (dashed line, shaded band)."""
+def add_references(
+    fig: go.Figure, chance: float, full_mean: float, full_std: float, full_failed: bool = False, **where
+) -> None:
+    """The chance level (dotted) and the full fine-tuning mean ± std (dashed line, shaded band); when full
+    fine-tuning ran but did not learn, a sentence saying so instead of a line."""
     if not math.isnan(chance):
         fig.add_hline(
             y=chance,
@@ -114,6 +117,19 @@ def add_references(fig: go.Figure, chance: float, full_mean: float, full_std: fl
             line_color="#888888",
             annotation_text=f"chance {chance:.3f}",
             annotation_position="bottom right",
+            **where,
+        )
+    if math.isnan(full_mean) and full_failed:
+        fig.add_annotation(
+            text=pooling.FULL_FAILED,
+            xref="x domain",  # a subplot's own axes when `where` names its row and col
+            yref="y domain",
+            x=1,
+            y=1,
+            xanchor="right",
+            yanchor="bottom",
+            showarrow=False,
+            font=dict(color=FAMILY_COLORS["full"]),
             **where,
         )
     if not math.isnan(full_mean):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -39,6 +40,7 @@ POOLED_COLUMNS = [
     "chance",
     "not_learned",
     "did_not_learn",
+    "lr_verdict",  # how the lr was found: an lr search's verdict (clear, tied, edge, no-learner), or "" for none
 ]
 
 
@@ -201,6 +203,7 @@ def pool(runs, task: str | None = None, model: str | None = None) -> pd.DataFram
                 "chance": _chance_of(g, metric),
                 "not_learned": not_learned,
                 "did_not_learn": not_learned * 2 > len(g),
+                "lr_verdict": lr_verdict(g),
             }
         )
     out = pd.DataFrame(rows, columns=POOLED_COLUMNS)
@@ -216,16 +219,28 @@ def pool(runs, task: str | None = None, model: str | None = None) -> pd.DataFram
     return out.iloc[order].reset_index(drop=True)
 
 
+FULL_FAILED = "full fine-tuning did not learn at these settings"
+
+
+def lr_verdict(g: pd.DataFrame) -> str:
+    """The verdict of the lr search that chose these runs' lr ("" when it was typed or a family default); replicates
+    share one search, so the first one found speaks for them."""
+    notes = g["lr_search"] if "lr_search" in g.columns else []
+    return next((str(n.get("verdict") or "") for n in notes if isinstance(n, dict)), "")
+
+
 def references(pooled: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, comparison_key): the chance level and the full fine-tuning reference (its best pooled mean,
-    with std, n and lr) that every score at those settings is read against."""
-    columns = ["task", "comparison_key", "chance", "full_mean", "full_std", "full_n", "full_lr"]
+    """Per (task, comparison_key): the chance level and the full fine-tuning reference (its best pooled mean that
+    learned, with std, n and lr) that every score at those settings is read against. A full fine-tuning that did
+    not learn is no reference: full_mean stays empty and full_failed says why."""
+    columns = ["task", "comparison_key", "chance", "full_mean", "full_std", "full_n", "full_lr", "full_failed"]
     if pooled.empty:
         return pd.DataFrame(columns=columns)
     rows = []
     for (task, ckey), g in pooled.groupby(["task", "comparison_key"], sort=False):
         chance = g["chance"].dropna()
-        full = g[g["group"] == "full"].sort_values("mean", ascending=False)
+        tried = g[g["group"] == "full"]
+        full = tried[~tried["did_not_learn"].astype(bool)].sort_values("mean", ascending=False)
         best = full.iloc[0] if len(full) else None
         rows.append(
             {
@@ -236,6 +251,7 @@ def references(pooled: pd.DataFrame) -> pd.DataFrame:
                 "full_std": float(best["std"]) if best is not None else math.nan,
                 "full_n": int(best["n"]) if best is not None else 0,
                 "full_lr": float(best["lr"]) if best is not None else math.nan,
+                "full_failed": best is None and len(tried) > 0,
             }
         )
     return pd.DataFrame(rows, columns=columns)
@@ -251,16 +267,29 @@ def with_references(pooled: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns=["_ref_chance"])
 
 
-def task_references(pooled: pd.DataFrame, task: str) -> tuple[float, float, float, bool]:
-    """(chance, full-FT mean, full-FT std, mixed) for one task's chart: one reference line each; `mixed` when
-    the task's runs come from several comparison settings (then the lines are those of the most common one)."""
+class References(NamedTuple):
+    """One task's reference lines: chance, the full fine-tuning mean ± std (NaN when none learned), whether the
+    task's runs come from several comparison settings (the lines are then the most common one's), and whether
+    full fine-tuning ran at these settings but did not learn (then a chart says so instead of drawing it)."""
+
+    chance: float
+    full_mean: float
+    full_std: float
+    mixed: bool
+    full_failed: bool = False
+
+
+def task_references(pooled: pd.DataFrame, task: str) -> References:
+    """The References of one task's chart (a single line each)."""
     p = pooled[pooled["task"] == task] if not pooled.empty else pooled
     if p.empty:
-        return math.nan, math.nan, math.nan, False
+        return References(math.nan, math.nan, math.nan, False)
     refs = references(p)
     main = p["comparison_key"].value_counts().index[0]
     ref = refs[refs["comparison_key"] == main].iloc[0]
-    return float(ref["chance"]), float(ref["full_mean"]), float(ref["full_std"]), len(refs) > 1
+    return References(
+        float(ref["chance"]), float(ref["full_mean"]), float(ref["full_std"]), len(refs) > 1, bool(ref["full_failed"])
+    )
 
 
 def seed_means_frontier(pooled: pd.DataFrame) -> pd.DataFrame:
@@ -279,11 +308,13 @@ def learn_flag(did_not_learn: bool, not_learned: int = 0, n: int = 0) -> str:
     return "✗ did not learn" + (f" ({not_learned}/{n} runs)" if n > 1 else "")
 
 
-def reference_note(chance: float, full_mean: float, full_std: float, metric: str) -> str:
-    """'chance 0.509 · full FT 0.812 ± 0.004' for titles and table notes."""
+def reference_note(chance: float, full_mean: float, full_std: float, metric: str, full_failed: bool = False) -> str:
+    """'chance 0.509 · full FT 0.812 ± 0.004' for titles and table notes (or that full fine-tuning did not learn)."""
     parts = []
     if not math.isnan(chance):
         parts.append(f"chance {chance:.3f}")
     if not math.isnan(full_mean):
         parts.append(f"full FT {full_mean:.3f}" + ("" if math.isnan(full_std) else f" ± {full_std:.3f}"))
+    elif full_failed:
+        parts.append(FULL_FAILED)
     return f"{metric}: " + " · ".join(parts) if parts else ""

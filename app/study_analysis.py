@@ -56,7 +56,7 @@ def layerwise_figure(runs, task: str, model: str | None = None) -> go.Figure:
     if single.empty:
         return empty_figure(title, NO_SINGLE_LAYER)
     pooled = pooling.pool(single)
-    chance, full_mean, full_std, mixed = pooling.task_references(pooling.pool(d), task)
+    chance, full_mean, full_std, mixed, full_failed = pooling.task_references(pooling.pool(d), task)
     metric = pooled["metric"].mode().iloc[0]
     fig = go.Figure()
     for (group, variant), s in pooled.groupby(["group", "variant"], sort=False):
@@ -80,7 +80,7 @@ def layerwise_figure(runs, task: str, model: str | None = None) -> go.Figure:
                 ),
             )
         )
-    add_references(fig, chance, full_mean, full_std)
+    add_references(fig, chance, full_mean, full_std, full_failed)
     layers = sorted(int(x) for x in pooled["layers"].unique())
     fig.update_xaxes(title_text="layer trained (all others frozen)", tickmode="array", tickvals=layers)
     spread = pooled["std"].fillna(0)
@@ -223,8 +223,8 @@ def magnitude_vs_score(
             )
         )
     pooled = pooling.pool(pooling.finished_runs(runs, task, model))
-    chance, full_mean, full_std, _ = pooling.task_references(pooled, task)
-    add_references(fig, chance, full_mean, full_std)
+    chance, full_mean, full_std, _, full_failed = pooling.task_references(pooled, task)
+    add_references(fig, chance, full_mean, full_std, full_failed)
     fig.update_xaxes(type="log", title_text="mean |w| of the weights trained (log)")
     spread = points["std"].fillna(0)
     fig.update_yaxes(

@@ -223,6 +223,7 @@ def _global_family(group: str) -> bool:
 
 
 CHANCE_ROW = "chance (majority class; 0 for MCC and r)"
+FULL_REFERENCE_ROW = "full fine-tuning reference"
 NUMERIC_COLUMNS = [
     "module",
     "family",
@@ -238,7 +239,18 @@ NUMERIC_COLUMNS = [
     "chance",
     "full_mean",
     "did_not_learn",
+    "full_failed",  # full fine-tuning ran at these settings but did not learn: no reference (full_mean empty)
+    "lr_verdict",  # the verdict of the lr search that chose the lr (tuning.verdict), "" when none searched
 ]
+# How a cell reads an lr search's verdict: a tie and an edge are marked, and a cell whose search found no lr that
+# learned says so instead of a score (tuning.verdict).
+VERDICT_MARKS = {"tied": " ≈", "edge": " ≥"}
+NO_LEARNER_CELL = "no lr tried learned"
+VERDICT_LEGEND = (
+    "≈: the lr search could not tell its best candidates apart (it took the family default or the grid's middle); "
+    "≥: the best lr lay at the end of the searched grid, so the score is a lower bound; "
+    f"'{NO_LEARNER_CELL}': no candidate of its lr search beat chance."
+)
 
 
 def results_table_numeric(runs, layers: str | None = "all", model: str | None = None) -> pd.DataFrame:
@@ -261,9 +273,12 @@ def results_table_numeric(runs, layers: str | None = "all", model: str | None = 
     return out[NUMERIC_COLUMNS].reset_index(drop=True)
 
 
-def _result_cell(mean: float, std: float, n: int, did_not_learn: bool = False) -> str:
-    """'0.812 ± 0.004 (3)'; a single seed has no spread, so just '0.812 (1)'; ' ✗' when it did not learn."""
-    flag = " ✗" if did_not_learn else ""
+def _result_cell(mean: float, std: float, n: int, did_not_learn: bool = False, verdict: str = "") -> str:
+    """'0.812 ± 0.004 (3)'; a single seed has no spread, so just '0.812 (1)'; ' ✗' when it did not learn; the lr
+    search's verdict as a mark (VERDICT_MARKS), or NO_LEARNER_CELL instead of a score."""
+    if verdict == "no-learner":
+        return f"{NO_LEARNER_CELL} ({n})"
+    flag = (" ✗" if did_not_learn else "") + VERDICT_MARKS.get(verdict, "")
     if n <= 1 or pd.isna(std):
         return f"{mean:.3f} ({n}){flag}"
     return f"{mean:.3f} ± {std:.3f} ({n}){flag}"
@@ -279,11 +294,10 @@ def results_table(runs, layers: str | None = "all", model: str | None = None) ->
     key_cols = ["family", "layers", "variant"]
     several_layers = long.loc[~long["family"].map(_global_family), "layers"].nunique() > 1
     rows_of = list(dict.fromkeys(zip(*(long[c] for c in key_cols))))  # already in paper order
+    columns = [*key_cols, "task", "mean", "std", "n", "did_not_learn", "lr_verdict"]
     cells = {
-        (f, la, v, t): _result_cell(m, s, n, bool(x))
-        for f, la, v, t, m, s, n, x in long[[*key_cols, "task", "mean", "std", "n", "did_not_learn"]].itertuples(
-            index=False, name=None
-        )
+        (f, la, v, t): _result_cell(m, s, n, bool(x), verdict)
+        for f, la, v, t, m, s, n, x, verdict in long[columns].itertuples(index=False, name=None)
     }
     first = long.drop_duplicates(key_cols).set_index(key_cols)
     rows = []
@@ -302,6 +316,9 @@ def results_table(runs, layers: str | None = "all", model: str | None = None) ->
     # Full fine-tuning is the last module row (paper order); chance closes the table.
     chance = long.groupby("task")["chance"].mean()
     rows.append([CHANCE_ROW, "", ""] + ["" if pd.isna(chance.get(t)) else f"{chance[t]:.3f}" for t in tasks])
+    failed = long.groupby("task")["full_failed"].any()
+    if failed.any():  # a full fine-tuning that did not learn is no reference: the table says so
+        rows.append([FULL_REFERENCE_ROW, "", ""] + [pooling.FULL_FAILED if failed.get(t) else "" for t in tasks])
     return pd.DataFrame(rows, columns=["module", "trainable %", "lr"] + tasks)
 
 

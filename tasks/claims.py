@@ -11,8 +11,20 @@ import time
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
-from moduletune.tasks.database import CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, events, log, runs
+from moduletune.tasks.database import (
+    CANCELLED,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    events,
+    log,
+    runs,
+    studies,
+)
 from moduletune.tasks.rows import finite, result_columns, row_values
+from moduletune.tasks.studies import STOPPED, runnable
 from moduletune.tuning.text import json_safe
 
 
@@ -21,12 +33,13 @@ class WorkerWrites:
     UPDATE, so two workers never both claim a run and a lost worker writes nothing."""
 
     def claim(self, run_id: int, worker: str, device: str | None = None) -> int | None:
-        """queued -> running for exactly one caller; returns its claim number (a token), else None."""
+        """queued -> running for exactly one caller; returns its claim number (a token), else None (taken, or its
+        study is paused: one conditional UPDATE, so a pause committed first is never overtaken)."""
         now = time.time()
         with self.engine.begin() as conn:
             done = conn.execute(
                 update(runs)
-                .where(runs.c.id == int(run_id), runs.c.status == QUEUED)
+                .where(runs.c.id == int(run_id), runs.c.status == QUEUED, runnable())
                 .values(
                     status=RUNNING,
                     claims=runs.c.claims + 1,
@@ -136,9 +149,11 @@ class WorkerWrites:
     ) -> list[int] | None:
         """An lr search finished: in one transaction the search succeeds (its chosen lr in `lr`), its candidates
         are recorded as its children (config, score) and its final runs (one per seed, at the chosen lr) are
-        recorded as queued children; returns their ids (the caller sends their messages). None, and nothing
-        written, when this claim no longer holds the search."""
+        recorded as queued children of its study; returns their ids (the caller sends their messages). None, and
+        nothing written, when this claim no longer holds the search. When its study was cancelled meanwhile, the
+        runs are recorded as cancelled (and no id is returned for them)."""
         parent = self.get(run_id)
+        study = parent["study_id"]
         now = time.time()
         values = {
             "status": SUCCEEDED,
@@ -154,6 +169,11 @@ class WorkerWrites:
         with self.engine.begin() as conn:
             if conn.execute(update(runs).where(self._mine(run_id, token)).values(**values)).rowcount != 1:
                 return None
+            # Read after the search's own row is written: a study cancelled in a transaction before ours shows.
+            stopped = (
+                study is not None
+                and conn.execute(select(studies.c.state).where(studies.c.id == int(study))).scalar() == STOPPED
+            )
             for config, cand in candidates:
                 score = finite(cand.get("score"))
                 steps = int(cand.get("steps") or 0)
@@ -167,6 +187,7 @@ class WorkerWrites:
                                 None,
                                 kind="candidate",
                                 parent_id=run_id,
+                                study_id=study,
                             ),
                             "status": SUCCEEDED,
                             "started_at": now,
@@ -180,16 +201,22 @@ class WorkerWrites:
                         }
                     )
                 )
+            final = dict(parent_id=run_id, study_id=study)
+            if stopped:
+                final = {**final, "status": CANCELLED, "finished_at": now, "error": f"cancelled with study {study}"}
             ids = [
                 int(
                     conn.execute(
                         insert(runs).values(
-                            **row_values(config, parent["submitter"], parent["sweep_id"], None, parent_id=run_id)
+                            **{**row_values(config, parent["submitter"], parent["sweep_id"], None, **final), **final}
                         )
                     ).inserted_primary_key[0]
                 )
                 for config in finals
             ]
+        if stopped:
+            log.info("search %s chose; its study %s was cancelled, so are the runs it would queue", run_id, study)
+            return []
         log.info("search %s chose lr %s; runs %s recorded as queued", run_id, outcome.get("chosen_lr"), ids)
         return ids
 

@@ -34,9 +34,9 @@ from moduletune.tuning.text import one_line
 from moduletune.tuning.text import without_password as describe
 
 DB_URL_ENV = "MODULETUNE_DB_URL"
-# The schema version the newest migration (tasks/migrations/versions) records: 3, tags and notes; 2, the baseline
-# (kind, parent_id, chance_metric, learned over version 1).
-SCHEMA_VERSION = 3
+# The schema version the newest migration (tasks/migrations/versions) records: 4, studies; 3, tags and notes; 2, the
+# baseline (kind, parent_id, chance_metric, learned over version 1).
+SCHEMA_VERSION = 4
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
     "queued",
@@ -121,6 +121,23 @@ runs = Table(
     Column("result", Text),
     Column("artifact_dir", Text),
     Column("notes", Text),  # a person's note on the run (tasks.tags)
+    Column("study_id", Integer, index=True),  # the study (tasks.studies) a sweep or the preset queued it in
+)
+
+# A study: the grid of runs and searches one sweep or preset queued, with what was asked (tasks.studies). Its
+# status and progress are derived from its runs; `state` is what a person asked of it as a whole.
+studies = Table(
+    "studies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("spec", Text, nullable=False),  # JSON: tasks, families, layers, seeds, sizes, lr-search settings
+    Column("owner", String(200)),  # who queued it (a public-mode visitor's id)
+    Column("created_at", Float, nullable=False),
+    Column("state", String(16), nullable=False, default="active", server_default="active"),
+    Column("priority", Integer, nullable=False, default=0, server_default="0"),  # its runs' queue priority
+    Column("tags", Text),  # JSON list, given to each of its runs too
+    Column("notes", Text),
 )
 
 # A run's tags (tasks.tags): short slugs to group and filter runs by, one row each.

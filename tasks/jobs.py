@@ -17,10 +17,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from moduletune.tasks.queue import enqueue_run
 from moduletune.tasks.registry import QUEUED, Registry, RunNotFound
 from moduletune.tasks.run_folders import drop_resume_state, own_run_dir, run_dir
-from moduletune.tasks.submission import send_or_interrupt
+from moduletune.tasks.studies import PAUSED
+from moduletune.tasks.submission import send, send_or_interrupt
 from moduletune.tuning.text import one_line
 from moduletune.tuning.trackers import Tracking, track
 
@@ -83,16 +83,20 @@ def run_job(run_id: int, registry: Registry | None = None) -> str:
         # Cancelled while queued, or already finished: a run is trained to completion exactly once.
         log.info("run %s is %s; skipped", run_id, row["status"])
         return f"skipped ({row['status']})"
+    if row["study_id"] is not None and registry.study(row["study_id"]).state == PAUSED:
+        # Its study is paused: the run stays queued without a message; resuming the study sends one again.
+        log.info("run %s waits: its study %s is paused", run_id, row["study_id"])
+        return "held (study paused)"
     if shutdown_requested():
         # This worker is stopping: hand the message back instead of starting the run.
-        enqueue_run(run_id)
+        send(registry, run_id)
         return "handed back"
     config = dict(row["config"])
     if CONTEXT.device and config.get("device", "auto") == "auto":
         config["device"] = CONTEXT.device
     token = registry.claim(run_id, worker_name(), config.get("device", "auto"))
     if token is None:
-        log.info("run %s was claimed by another worker; skipped", run_id)
+        log.info("run %s was claimed by another worker (or its study paused); skipped", run_id)
         return "skipped (claimed elsewhere)"
     log.info("run %s claimed (claim %s) on %s", run_id, token, worker_name())
     return _execute(registry, int(run_id), token, config, search=row["kind"] == "search")
@@ -166,7 +170,8 @@ def _record_run(registry: Registry, run_id: int, token: int, config, result, bea
 def _record_search(registry: Registry, run_id: int, token: int, config, result, beat) -> str:
     """An lr search's outcome: each rung's held-out scores are already its events (split "search", name = the
     lr); a finished search records its candidates and queues one final run per seed at the chosen lr."""
-    from moduletune.tuning.search import candidate_config, final_config
+    from moduletune.tuning.finals import final_configs
+    from moduletune.tuning.search import candidate_config
 
     outcome = {**result.to_dict(), "primary_metric_name": result.metric}
     if result.stopped or result.chosen_lr is None:
@@ -177,9 +182,7 @@ def _record_search(registry: Registry, run_id: int, token: int, config, result, 
         return _requeue(registry, run_id, token, "worker stopped mid-search; re-queued to resume")
     chosen = next(c for c in result.candidates if c["lr"] == result.chosen_lr)
     outcome["primary_metric"] = chosen["score"]  # the held-out score that chose it, never the reported one
-    finals = [
-        final_config(config, result).replace(seed=int(seed)) for seed in config.extra.get("final_seeds", [config.seed])
-    ]
+    finals = final_configs(config, result)
     candidates = [(candidate_config(config, c["lr"]), c) for c in result.candidates]
     ids = registry.complete_search(run_id, token, outcome, candidates, finals)
     if ids is None:
@@ -187,7 +190,7 @@ def _record_search(registry: Registry, run_id: int, token: int, config, result, 
     for final_id in ids:
         send_or_interrupt(registry, final_id, "could not be queued")
     shutil.rmtree(run_dir(run_id) / "search", ignore_errors=True)
-    log.info("search %s chose lr %g by %s; runs %s queued", run_id, result.chosen_lr, result.metric, ids)
+    log.info("search %s: %s (%s); runs %s queued", run_id, result.verdict, result.verdict_note, ids)
     return "succeeded"
 
 

@@ -46,8 +46,9 @@ def describe(url: str | None = None) -> str:
 
 
 def build_huey(url: str, name: str):
-    """A fresh Huey for url (redis://, rediss://, unix:// -> RedisHuey; sqlite:///path -> SqliteHuey)."""
-    from huey import RedisHuey, SqliteHuey
+    """A fresh Huey for url (redis://, rediss://, unix:// -> PriorityRedisHuey; sqlite:///path -> SqliteHuey): both
+    take higher-priority messages first."""
+    from huey import PriorityRedisHuey, SqliteHuey
 
     if url.startswith(("redis://", "rediss://", "unix://")):
         try:
@@ -58,7 +59,7 @@ def build_huey(url: str, name: str):
                 "pip install 'moduletune[redis]'"
             ) from None
         # Blocking reads with a short timeout: idle workers cost Redis nothing and still see a stop quickly.
-        huey = RedisHuey(name, url=url, results=False, blocking=True, read_timeout=1)
+        huey = PriorityRedisHuey(name, url=url, results=False, blocking=True, read_timeout=1)
     elif url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///") :]).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +71,22 @@ def build_huey(url: str, name: str):
         )
     huey.moduletune_run = huey.task(name=TASK_NAME)(_run_registry_job)
     return huey
+
+
+def _prioritize_old_queue(huey) -> None:
+    """Move the messages of a queue an older release kept as a Redis list (no priorities) into the sorted set a
+    priority queue reads: the key's type would otherwise refuse every message. The list is renamed aside first
+    (atomic), so nothing is read twice; a message lost in a race is sent again by requeue_lost."""
+    conn, key = huey.storage.conn, huey.storage.queue_key
+    if conn.type(key) not in (b"list", "list"):
+        return
+    aside = key + ".list"
+    conn.rename(key, aside)
+    waiting = conn.lrange(aside, 0, -1)[::-1]  # lpush puts the newest first
+    for data in waiting:
+        huey.storage.enqueue(data)
+    conn.delete(aside)
+    log.warning("the Redis queue %s held %d messages in a list (an older release): now prioritised", key, len(waiting))
 
 
 def get_huey(url: str | None = None, name: str | None = None):
@@ -138,11 +155,18 @@ def _run_registry_job(run_id: int) -> str:
     return _TASK_BODY(run_id)
 
 
-def enqueue_run(run_id: int, huey=None) -> None:
-    """Put a run id on the queue; any failure becomes a QueueError naming the queue."""
+def enqueue_run(run_id: int, huey=None, priority: int | None = None) -> None:
+    """Put a run id on the queue (higher priorities are taken first); any failure becomes a QueueError naming the
+    queue."""
     huey = huey or get_huey()
     try:
-        huey.moduletune_run(int(run_id))
+        try:
+            huey.moduletune_run(int(run_id), priority=priority)
+        except Exception as err:
+            if "WRONGTYPE" not in str(err):
+                raise
+            _prioritize_old_queue(huey)  # a list an older release left: made a priority queue, then sent again
+            huey.moduletune_run(int(run_id), priority=priority)
     except Exception as err:
         raise QueueError(
             f"could not enqueue run {run_id} on {describe(_huey_url(huey))}: {one_line(err, with_type=True)}"
@@ -177,7 +201,7 @@ def requeue_lost(registry, huey=None, missing_before: frozenset = frozenset()) -
     missing = frozenset(registry.queued_ids()) - set(pending_run_ids(huey))
     lost = sorted(missing & missing_before)
     for run_id in lost:
-        enqueue_run(run_id, huey)
+        enqueue_run(run_id, huey, priority=registry.priority_of(run_id))
         log.warning("run %s was queued but no queue held its message; re-queued", run_id)
     return missing - set(lost), lost
 

@@ -47,12 +47,14 @@ from moduletune.tasks.database import (  # noqa: F401
     runs,
 )
 from moduletune.tasks.rows import EVENT_COLUMNS, FRAME_COLUMNS, RUN_COLUMNS  # noqa: F401  (the frames' columns)
+from moduletune.tasks.studies import StudyStore, runnable
 from moduletune.tasks.tags import RunTags, TagError, check_note, check_tags, tags_of, with_tags  # noqa: F401
 
 
-class Registry(WorkerWrites, RunTags):
+class Registry(WorkerWrites, RunTags, StudyStore):
     """Runs and their events in one database; a small plain API that the CLI, the UI and workers share (the
-    workers' writes are tasks.claims.WorkerWrites, the tag and note edits tasks.tags.RunTags)."""
+    workers' writes are tasks.claims.WorkerWrites, the tag and note edits tasks.tags.RunTags, the studies
+    tasks.studies.StudyStore)."""
 
     def __init__(self, url: str | None = None):
         self.url = normalize_url(url or db_url())
@@ -85,12 +87,11 @@ class Registry(WorkerWrites, RunTags):
         raise RegistryError("could not read or store the registry's id")
 
     def queued_ids(self) -> list[int]:
-        """The ids of every queued run (what the queue should hold a message for), oldest first."""
+        """The ids of every queued run a worker may take (what the queue should hold a message for), oldest first: a
+        paused study's runs wait without one."""
+        query = select(runs.c.id).where(runs.c.status == QUEUED, runnable()).order_by(runs.c.id)
         with self.engine.connect() as conn:
-            return [
-                int(i)
-                for i in conn.execute(select(runs.c.id).where(runs.c.status == QUEUED).order_by(runs.c.id)).scalars()
-            ]
+            return [int(i) for i in conn.execute(query).scalars()]
 
     # -- people: record, look, cancel
 
@@ -102,10 +103,14 @@ class Registry(WorkerWrites, RunTags):
         retry_of: int | None = None,
         tags=(),
         note: str | None = None,
+        study_id: int | None = None,
     ) -> int:
-        """Record a checked RunConfig as a queued run with its tags and note (no queue message yet:
-        tasks.submission sends it)."""
-        values = {**rows.row_values(config, submitter, sweep_id, retry_of), "notes": check_note(note)}
+        """Record a checked RunConfig as a queued run with its tags and note, in a study or none (no queue message
+        yet: tasks.submission sends it)."""
+        values = {
+            **rows.row_values(config, submitter, sweep_id, retry_of, study_id=study_id),
+            "notes": check_note(note),
+        }
         labels = check_tags(tags)
         with self.engine.begin() as conn:
             run_id = int(conn.execute(insert(runs).values(**values)).inserted_primary_key[0])
@@ -144,18 +149,20 @@ class Registry(WorkerWrites, RunTags):
         out["result"] = json.loads(row["result"]) if row["result"] else None
         return out
 
-    def list_runs(self, status=None, task=None, sweep_id=None, limit=None, tag=None) -> list[dict]:
+    def list_runs(self, status=None, task=None, sweep_id=None, limit=None, tag=None, study_id=None) -> list[dict]:
         """Runs newest first as flat dicts (the RUN_COLUMNS keys; times as ISO-8601 UTC strings); tag: only the
-        runs that carry it (a list: every one of them)."""
-        found, labels = self._rows(status, task, sweep_id, limit, tag=tag)
+        runs that carry it (a list: every one of them); study_id: only that study's."""
+        found, labels = self._rows(status, task, sweep_id, limit, tag=tag, study_id=study_id)
         return [rows.flat_row(r, tags=labels.get(r["id"], ())) for r in found]
 
-    def runs_frame(self, status=None, task=None, sweep_id=None, limit=None, tag=None):
-        """A pandas DataFrame with one row per run and the FRAME_COLUMNS columns; times as UTC datetimes; tag as in
-        list_runs."""
-        return rows.runs_frame_of(*self._rows(status, task, sweep_id, limit, with_config=True, tag=tag))
+    def runs_frame(self, status=None, task=None, sweep_id=None, limit=None, tag=None, study_id=None):
+        """A pandas DataFrame with one row per run and the FRAME_COLUMNS columns; times as UTC datetimes; tag and
+        study_id as in list_runs."""
+        return rows.runs_frame_of(
+            *self._rows(status, task, sweep_id, limit, with_config=True, tag=tag, study_id=study_id)
+        )
 
-    def _rows(self, status, task, sweep_id, limit, with_config: bool = False, tag=None):
+    def _rows(self, status, task, sweep_id, limit, with_config: bool = False, tag=None, study_id=None):
         """The rows the filters select, newest first, and each one's tags (by run id)."""
         if status is not None and status not in STATUSES:
             raise RegistryError(f"unknown status {status!r}; allowed: {', '.join(STATUSES)}")
@@ -169,6 +176,8 @@ class Registry(WorkerWrites, RunTags):
             query = query.where(runs.c.task == get_task(task).name)
         if sweep_id:
             query = query.where(runs.c.sweep_id == sweep_id)
+        if study_id is not None:
+            query = query.where(runs.c.study_id == int(study_id))
         if tag:
             query = with_tags(query, tag)
         if limit:

@@ -47,6 +47,7 @@ RUN_COLUMNS = [
     "device",
     "submitter",
     "sweep_id",
+    "study_id",
     "queued_at",
     "started_at",
     "heartbeat_at",
@@ -86,9 +87,16 @@ NULLABLE_INT_COLUMNS = (
     "retry_of",
     "resumed_from_step",
     "parent_id",
+    "study_id",
 )  # null until known: pandas Int64
-# runs_frame() adds what each run's config says about replicates (tuning.replicates), then the labels.
-FRAME_COLUMNS = [c for c in RUN_COLUMNS if c not in NOTE_COLUMNS] + ["settings", "settings_key", "comparison_key"]
+# runs_frame() adds how a final run's lr was found (its search's verdict: extra["lr_search"] of its config) and what
+# each run's config says about replicates (tuning.replicates), then the labels.
+FRAME_COLUMNS = [c for c in RUN_COLUMNS if c not in NOTE_COLUMNS] + [
+    "lr_search",
+    "settings",
+    "settings_key",
+    "comparison_key",
+]
 FRAME_COLUMNS += NOTE_COLUMNS
 EVENT_COLUMNS = ["run_id", "step", "epoch", "split", "name", "value"]
 TIME_COLUMNS = ("queued_at", "started_at", "heartbeat_at", "finished_at")
@@ -98,7 +106,15 @@ FLAT = [c for c in runs.c if c.name not in ("config", "result")]
 # ---------------------------------------------------------------------------------------------- new rows
 
 
-def row_values(config, submitter, sweep_id, retry_of, kind: str | None = None, parent_id: int | None = None) -> dict:
+def row_values(
+    config,
+    submitter,
+    sweep_id,
+    retry_of,
+    kind: str | None = None,
+    parent_id: int | None = None,
+    study_id: int | None = None,
+) -> dict:
     """The columns of a newly queued run; a search config makes a search, and the lr used is made explicit."""
     from moduletune.tuning.modules import short_label
 
@@ -122,6 +138,7 @@ def row_values(config, submitter, sweep_id, retry_of, kind: str | None = None, p
         retry_of=retry_of,
         kind=kind or "run",
         parent_id=parent_id,
+        study_id=study_id,
         queued_at=time.time(),
         step=0,
         cancel_requested=False,
@@ -150,6 +167,9 @@ def runs_frame_of(found, tags: dict | None = None):
     rows = [flat_row(r, iso=False, tags=tags.get(r["id"], ())) for r in found]
     frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
     configs = [json.loads(r["config"]) for r in found]
+    frame["lr_search"] = pd.Series(
+        [(c.get("extra") or {}).get("lr_search") for c in configs], index=frame.index, dtype=object
+    )
     # What makes runs replicates (pooled over seeds) and comparable (the same full-FT reference).
     frame["settings"] = pd.Series(
         [replicate_settings(c, r["lr"]) for c, r in zip(configs, found)], index=frame.index, dtype=object

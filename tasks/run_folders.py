@@ -68,7 +68,7 @@ def drop_resume_state(run_id: int) -> None:
     """A cancelled or failed run leaves no checkpoint or search state that anything could resume; what was moved
     aside (a corrupt or stale checkpoint, which the failure's message names) stays for a person to look at."""
     from moduletune.tuning.checkpoints import CHECKPOINT_FILE
-    from moduletune.tuning.search import STATE_FILE
+    from moduletune.tuning.search_state import STATE_FILE
 
     for name in ("checkpoint", "search"):
         folder = run_dir(run_id) / name

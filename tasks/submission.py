@@ -3,7 +3,10 @@
 The one way runs enter the system (the CLI, the UI and the Python API all come here), so a run is
 either checked, recorded and on the queue, or not there at all. Tags and a note (tasks.tags) are checked
 with the config and recorded with the run. Retrying a run is submitting its config again, linked to the old
-run and with its tags (a note is about one run, so it stays with the old one).
+run and with its tags (a note is about one run, so it stays with the old one). A study (tasks.studies) is
+submitted whole or not at all, and what steers one that needs queue messages (resume, retry, raise) is here,
+since the registry never enqueues. Each message carries its run's priority: a run of its own goes before
+the queued runs of studies.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import logging
 
 from moduletune.tasks.queue import enqueue_run, get_huey
 from moduletune.tasks.registry import QUEUED, RETRYABLE, Registry, RegistryError
+from moduletune.tasks.studies import ACTIVE, PAUSED, RAISED_PRIORITY, STOPPED, STUDY_PRIORITY
 from moduletune.tasks.tags import check_note, check_tags
 from moduletune.tuning.text import one_line
+from moduletune.tuning.verdict import check_searchable
 
 log = logging.getLogger("moduletune.submission")
 _MODEL_CONFIGS: dict[str, object] = {}
@@ -30,6 +35,7 @@ def check_submission(config):
     if config.model not in _MODEL_CONFIGS:  # a model's config is read once per process
         _MODEL_CONFIGS[config.model] = load_config(config.model)
     check_against_model(config, _MODEL_CONFIGS[config.model])
+    check_searchable(config)  # a search scored on too few rows would choose by coin toss: refused now
     return config
 
 
@@ -42,11 +48,13 @@ def submit(
     huey=None,
     tags=(),
     note: str | None = None,
+    study_id: int | None = None,
 ) -> int:
-    """Validate fully (the config, the tags and the note), record the run as queued with its tags and note,
-    enqueue it; returns its id. Nothing is left half-made."""
+    """Validate fully (the config, the tags and the note), record the run as queued with its tags and note (in a
+    study, or none), enqueue it; returns its id. Nothing is left half-made."""
     labels = check_tags(tags), check_note(note)
-    return _record_and_send(registry, check_submission(config), submitter, sweep_id, retry_of, huey, *labels)
+    config = check_submission(config)
+    return _record_and_send(registry, config, submitter, sweep_id, retry_of, huey, *labels, study_id=study_id)
 
 
 def submit_many(
@@ -65,14 +73,92 @@ def submit_many(
     return [_record_and_send(registry, c, submitter, sweep_id, None, huey, *labels) for c in checked]
 
 
+def submit_study(
+    registry: Registry,
+    configs,
+    name: str,
+    spec: dict,
+    submitter: str | None = None,
+    huey=None,
+    tags=(),
+    note: str | None = None,
+    sweep_id: str | None = None,
+) -> tuple[int, list[int]]:
+    """Validate every config, the tags and the note first, record a study (what was asked: spec) and queue each run
+    in it; returns (study id, run ids). All or nothing: a queue that refuses half-way takes the study and its
+    queued runs back out."""
+    labels = check_tags(tags), check_note(note)
+    checked = [check_submission(c) for c in configs]
+    if not checked:
+        raise RegistryError("a study needs at least one run")
+    study_id = registry.create_study(name, spec, submitter, *labels, priority=STUDY_PRIORITY)
+    try:
+        ids = [
+            _record_and_send(registry, c, submitter, sweep_id, None, huey, *labels, study_id=study_id) for c in checked
+        ]
+    except BaseException:
+        registry.forget_study(study_id)  # messages already sent find no run and are dropped by the worker
+        raise
+    return study_id, ids
+
+
 def retry(registry: Registry, run_id: int, submitter: str | None = None, huey=None) -> int:
-    """A failed, cancelled or interrupted run again, as a new run linked to it (retry_of); returns the new id."""
+    """A failed, cancelled or interrupted run again, as a new run linked to it (retry_of) in its study; returns the
+    new id."""
     old = registry.get(run_id)
     if old["status"] not in RETRYABLE:
         raise RegistryError(f"run {run_id} is {old['status']}; only {', '.join(RETRYABLE)} runs can be retried")
     return submit(
-        registry, old["config"], submitter or old["submitter"], old["sweep_id"], int(run_id), huey, tags=old["tags"]
+        registry,
+        old["config"],
+        submitter or old["submitter"],
+        old["sweep_id"],
+        int(run_id),
+        huey,
+        tags=old["tags"],
+        study_id=old["study_id"],
     )
+
+
+def send(registry: Registry, run_id: int, huey=None) -> None:
+    """Put a recorded run's message on the queue at its priority (its study's, or a single run's)."""
+    enqueue_run(run_id, huey or get_huey(), priority=registry.priority_of(run_id))
+
+
+def pause_study(registry: Registry, study_id: int) -> dict:
+    """Its queued runs stay queued but no worker takes them (running ones finish); returns the study's summary."""
+    if not registry.set_study_state(study_id, PAUSED, (ACTIVE,)):
+        raise RegistryError(f"study {study_id} is {registry.study(study_id).status}; only an active study pauses")
+    return registry.study(study_id).to_dict()
+
+
+def resume_study(registry: Registry, study_id: int, huey=None) -> dict:
+    """A paused study's queued runs go back to the workers (their messages sent again); returns its summary."""
+    if not registry.set_study_state(study_id, ACTIVE, (PAUSED,)):
+        raise RegistryError(f"study {study_id} is {registry.study(study_id).status}; only a paused study resumes")
+    for run_id in registry.study_run_ids(study_id):
+        send_or_interrupt(registry, run_id, "could not be queued again", huey)
+    return registry.study(study_id).to_dict()
+
+
+def retry_study(registry: Registry, study_id: int, submitter: str | None = None, huey=None) -> list[int]:
+    """Every failed or interrupted run and search of a study again, as new runs in it (a cancelled study is active
+    again for them); returns the new ids."""
+    failed = registry.retryable_in_study(study_id)
+    if not failed:
+        raise RegistryError(f"study {study_id} has no failed or interrupted run to retry")
+    registry.set_study_state(study_id, ACTIVE, (STOPPED,))
+    return [retry(registry, run_id, submitter, huey) for run_id in failed]
+
+
+def raise_study(registry: Registry, study_id: int, raised: bool = True, huey=None) -> dict:
+    """Put a study's queued runs before single runs (raised) or back behind them; their messages are sent again at
+    the new priority (a run's older message is skipped once it is claimed). Returns its summary."""
+    registry.set_study_priority(study_id, RAISED_PRIORITY if raised else STUDY_PRIORITY)
+    if registry.study(study_id).state == ACTIVE:
+        for run_id in registry.study_run_ids(study_id):
+            send_or_interrupt(registry, run_id, "could not be queued again", huey)
+    return registry.study(study_id).to_dict()
 
 
 def send_or_interrupt(registry: Registry, run_id: int, why: str, huey=None) -> bool:
@@ -81,17 +167,19 @@ def send_or_interrupt(registry: Registry, run_id: int, why: str, huey=None) -> b
     When the queue refuses, the run becomes interrupted with `why` and the queue's error: recorded and
     retryable, never silently lost. True when the message was sent."""
     try:
-        enqueue_run(run_id, huey or get_huey())
+        send(registry, run_id, huey)
     except Exception as err:
         registry.interrupt_unsent(run_id, f"{why}: {one_line(err)}")
         return False
     return True
 
 
-def _record_and_send(registry: Registry, config, submitter, sweep_id, retry_of, huey, tags=(), note=None) -> int:
-    run_id = registry.insert_queued(config, submitter, sweep_id, retry_of, tags=tags, note=note)
+def _record_and_send(
+    registry: Registry, config, submitter, sweep_id, retry_of, huey, tags=(), note=None, study_id=None
+) -> int:
+    run_id = registry.insert_queued(config, submitter, sweep_id, retry_of, tags=tags, note=note, study_id=study_id)
     try:
-        enqueue_run(run_id, huey or get_huey())
+        send(registry, run_id, huey)
     except BaseException:
         registry.delete_queued(run_id)  # nothing half-made: no row without a queue message
         raise

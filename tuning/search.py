@@ -1,61 +1,36 @@
-"""lr_search(config) -> SearchResult: successive halving over a learning-rate grid, resumable from a folder.
+"""lr_search(config) -> SearchResult: successive halving over a learning-rate grid, with a stated verdict.
 
 With n candidates and a full run of R steps, k = ceil(log2 n) rungs train the survivors to R/2^k, ...,
 R/2 steps (each resumed from its own checkpoint, on the full run's schedule) and keep the better half
-after each rung. For 5 candidates that costs 1.5 full runs where trying every one costs 5.
+after each rung. For 5 candidates that costs 1.5 full runs where trying every one costs 5. Candidates that
+learned and cannot be told from the cut go on too, within a budget of MAX_COST runs in all.
+
+Every search ends with a verdict (SearchResult.verdict), judged on the last rung's held-out scores:
+- clear: the chosen lr beat every other candidate by more than the noise band;
+- tied: several were within noise of the best; the choice among them is the family default if it is tied, else
+  the tied lr nearest the middle of the grid (never silently the lowest);
+- edge: the best lr was an end of the grid, clearly ahead of its neighbour: the grid is extended by half-decade
+  steps beyond that end (EXTEND_POINTS at most, each costing half a run); still at the edge, the chosen lr's
+  score is a lower bound on what the module can do;
+- no-learner: no candidate beat chance; the lr is chosen as for a tie and the final runs are flagged.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from moduletune.tuning.chance import noise_band
 from moduletune.tuning.config import RunConfig
 from moduletune.tuning.glue import rank_value
+from moduletune.tuning.search_state import Rung, SearchResult, load_state, new_state, result_of, save_state, steps_taken
+from moduletune.tuning.verdict import EDGE, NO_LEARNER, TIED, SearchError, grid_middle, judge, rank, tie_choice
 
-STATE_FILE = "search.json"
-
-
-class SearchError(ValueError):
-    """A search that cannot go on as asked (e.g. a workdir holding another search); the message says why."""
-
-
-@dataclass(frozen=True)
-class Rung:
-    """One rung of the schedule: train the `candidates` still in to `step` steps, then score them."""
-
-    index: int
-    step: int
-    candidates: int
-
-
-@dataclass
-class SearchResult:
-    """What a search tried, what each candidate scored at each rung, what it chose and what it cost."""
-
-    chosen_lr: float | None  # None while the search is unfinished (stopped)
-    metric: str
-    selection: str  # holdout (a slice of the training rows) or eval (the reported set: optimistic)
-    grid: list[float]
-    rungs: list[dict]  # the schedule: [{index, step, candidates}]
-    candidates: list[dict]  # [{lr, rungs: [{step, score}], score, pruned_at_step, steps}]
-    cost_steps: int  # training steps taken by all candidates together
-    full_steps: int  # R: one full run of the candidates' training rows
-    cost_ratio: float  # cost_steps / full_steps
-    grid_cost_ratio: float  # the plain grid's: every candidate for the full run
-    seconds: float
-    stopped: bool = False
-    workdir: str | None = None
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+MAX_COST = 2.5  # a search's steps before any edge extension, in full runs: halving's 1.5 plus near-ties kept
+EXTEND_POINTS = 2  # half-decade points added beyond an edge at most (one decade), each trained to the last rung
 
 
 def schedule(n: int, full_steps: int) -> list[Rung]:
@@ -85,22 +60,23 @@ def remaining_cost(rungs: list[Rung], index: int, kept: int) -> int:
     return cost
 
 
-def rank(scores: dict[float, float]) -> list[float]:
-    """Learning rates best first: higher score wins, NaN (diverged) is worst, a tie goes to the smaller lr."""
-    return sorted(scores, key=lambda lr: (-rank_value(scores[lr]), lr))
+def survivors(
+    order: list[float], scores: dict[float, float], noise: float, learned=None, room: int | None = None
+) -> list[float]:
+    """Who goes on after a rung: the better half, plus candidates that learned and are within `noise` of the worst
+    of that half, nearest the cut first, while they fit in `room` (how many more candidates the budget allows).
 
-
-def survivors(order: list[float], scores: dict[float, float], noise: float) -> list[float]:
-    """Who goes on after a rung: the better half, plus every candidate within `noise` of the worst of them.
-
-    Early in training the held-out scores of all candidates may still be indistinguishable (STS-B query-only
-    after 21 steps: every Pearson within ±0.14 of 0 on 200 rows); pruning then is a coin toss that can drop
-    the lr that wins later. Keeping what cannot be told apart costs at most every candidate to the last rung
-    (5 candidates: 2.5 runs instead of 1.5), and only when the scores really are too close to call.
+    Early in training held-out scores may be indistinguishable (STS-B query-only after 21 steps: every Pearson
+    within ±0.14 of 0 on 200 rows); pruning an lr that learned on such a coin toss can drop the one that wins
+    later, so those go on. A candidate still at chance is never kept for being close: an uninformative rung
+    keeps only the better half (ties broken toward the preferred lr), so it does not turn into the whole grid.
     """
     half = order[: math.ceil(len(order) / 2)]
     cutoff = rank_value(scores[half[-1]])
-    close = [lr for lr in order[len(half) :] if rank_value(scores[lr]) >= cutoff - noise]
+    learned = learned or {}
+    close = [lr for lr in order[len(half) :] if learned.get(lr, True) and rank_value(scores[lr]) >= cutoff - noise]
+    if room is not None:
+        close = close[: max(0, room)]
     return half + close
 
 
@@ -111,20 +87,11 @@ def candidate_config(config: RunConfig, lr: float) -> RunConfig:
     )
 
 
-def final_config(config: RunConfig, result: SearchResult) -> RunConfig:
-    """The config to train for real: the chosen lr, evaluated on the task's validation split(s)."""
-    if result.chosen_lr is None:
-        raise SearchError("the search has not finished (it was stopped); run it again with the same workdir")
-    note = {"chosen_lr": result.chosen_lr, "selection": result.selection, "grid": list(result.grid)}
-    return config.replace(
-        lr=result.chosen_lr, lr_search=False, eval_on="validation", extra={**config.extra, "lr_search": note}
-    )
-
-
 def lr_search(
     config: RunConfig, on_event=None, workdir: str | Path | None = None, owner: dict | None = None
 ) -> SearchResult:
-    """Successive halving over config.search_grid; resumable: a later call with the same workdir goes on.
+    """Successive halving over config.search_grid, then a verdict (extending the grid past an edge); resumable:
+    a later call with the same workdir goes on.
 
     on_event gets each candidate's step events (with the search's cumulative step and total), a "rung"
     event after each rung evaluation and a "pruned" event per dropped candidate. Returning True from it
@@ -134,37 +101,129 @@ def lr_search(
     search may land on another device) and the same owner (a worker passes its registry and run id, which
     also stamp each candidate's checkpoint; see tuning.checkpoints).
     """
-    from moduletune.tuning.train import fine_tune, planned_steps
+    from moduletune.tuning.train import planned_steps
 
     config.validate()
-    emit = on_event or (lambda event: None)
     temporary = workdir is None
     root = Path(tempfile.mkdtemp(prefix="lr-search-") if temporary else workdir)
     grid = list(config.search_grid)
     full_steps = planned_steps(candidate_config(config, grid[0]))[1]
     rungs = schedule(len(grid), full_steps)
-    total = planned_cost(rungs)  # grows when a rung keeps more candidates than the schedule (see survivors)
-    state = _load_state(root, config, grid, owner) or _new_state(config, grid, owner)
-    by_lr = {c["lr"]: c for c in state["candidates"]}
-    started, steps_at_start = time.perf_counter(), _steps(state)
-    interrupted = False
+    state = load_state(root, config, grid, owner) or new_state(config, grid, owner)
+    run = _Runner(config, state, root, on_event, owner, rungs, full_steps)
+    try:
+        if state["chosen_lr"] is None:
+            for rung in rungs:
+                ins = [c for c in state["candidates"] if _in_at(c, rung)]
+                state.setdefault("rung_counts", {})[str(rung.step)] = len(ins)
+                if not run.train_all(ins, rung):
+                    break
+                if rung.index < len(rungs) - 1:
+                    run.prune(rung)
+            else:
+                run.decide()
+    finally:
+        run.save()
+    if state["chosen_lr"] is not None:
+        for cand in state["candidates"]:  # the checkpoints were only there to resume; the chosen lr trains afresh
+            shutil.rmtree(root / _folder(cand["lr"]), ignore_errors=True)
+    result = result_of(state, rungs, full_steps, root)
+    if temporary and state["chosen_lr"] is not None:
+        shutil.rmtree(root, ignore_errors=True)
+        result.workdir = None
+    return result
 
-    def run_candidate(cand: dict, rung: Rung) -> None:
-        nonlocal interrupted
-        before = _steps(state) - cand["steps"]  # the other candidates' steps, for the cumulative count
+
+class _Runner:
+    """One search's candidates trained to their rungs, its halving, its verdict, and its state (search.json)."""
+
+    def __init__(self, config: RunConfig, state: dict, root: Path, on_event, owner, rungs: list[Rung], full: int):
+        self.config, self.state, self.root, self.owner = config, state, root, owner
+        self.rungs, self.full_steps = rungs, full
+        self.grid = [c["lr"] for c in state["candidates"] if not c.get("extended")]
+        self.emit = on_event or (lambda event: None)
+        # The steps the search expects to take: grows when near-ties are kept or the grid is extended.
+        self.total = max(planned_cost(rungs), steps_taken(state))
+        self.started, self.steps_at_start = time.perf_counter(), steps_taken(state)
+        self.interrupted = False
+
+    def save(self) -> None:
+        save_state(self.root, self.state, self.started)
+
+    def train_all(self, cands: list[dict], rung: Rung) -> bool:
+        """Train each candidate to the rung and score it (one scored by an earlier call is not re-run); False when a
+        stop was asked for."""
+        for cand in cands:
+            if _at(cand, rung.step) is None:
+                self.train(cand, rung)
+                self.save()
+                if self.interrupted:
+                    return False
+        return True
+
+    def prune(self, rung: Rung) -> None:
+        """After a rung: keep the better half and the near-ties that fit in MAX_COST runs, drop the rest. The
+        decision is recorded, so a resumed search keeps it whatever it has spent since."""
+        decided = self.state.setdefault("kept", {})
+        ins = [c for c in self.state["candidates"] if _in_at(c, rung)]
+        if str(rung.step) not in decided:
+            scores = {c["lr"]: _score(c, rung.step) for c in ins}
+            order = rank(scores, grid_middle(self.grid))
+            half = math.ceil(len(order) / 2)
+            spent = steps_taken(self.state) + remaining_cost(self.rungs, rung.index, half)
+            each = self.rungs[-1].step - rung.step  # a near-tie kept costs at most its steps to the last rung
+            room = int((MAX_COST * self.full_steps - spent) // each) if each > 0 else 0
+            learned = {c["lr"]: bool(_at(c, rung.step).get("learned", True)) for c in ins}
+            decided[str(rung.step)] = survivors(order, scores, self.state.get("noise", 0.0), learned, room)
+        kept = decided[str(rung.step)]
+        self.total = max(self.total, steps_taken(self.state) + remaining_cost(self.rungs, rung.index, len(kept)))
+        for cand in ins:
+            if cand["lr"] not in kept and cand["pruned_at_step"] is None:
+                cand["pruned_at_step"] = rung.step
+                self.emit({"kind": "pruned", "lr": cand["lr"], "rung": rung.index})
+        self.save()
+
+    def decide(self) -> None:
+        """The verdict on the last rung's scores; an edge first extends the grid (up to EXTEND_POINTS half-decades,
+        each new lr trained to the last rung), then the verdict is taken again."""
+        last, cands = self.rungs[-1], self.state["candidates"]
+        while True:
+            pending = [c for c in cands if c.get("extended") and _at(c, last.step) is None]
+            if pending:
+                if not self.train_all(pending, last):
+                    return
+                continue
+            scored = [c for c in cands if _at(c, last.step) is not None]
+            scores = {c["lr"]: _score(c, last.step) for c in scored}
+            learned = {c["lr"] for c in scored if _at(c, last.step).get("learned", True)}
+            verdict = judge(scores, learned, self.state.get("noise", 0.0), [c["lr"] for c in cands])
+            if verdict["verdict"] in (TIED, NO_LEARNER):
+                verdict["chosen_lr"] = tie_choice(verdict["tied"], self.config, self.grid)
+            beyond = _beyond(verdict["chosen_lr"], cands) if verdict["verdict"] == EDGE else None
+            if beyond is None:
+                break
+            cands.append({"lr": beyond, "rungs": [], "pruned_at_step": None, "steps": 0, "extended": True})
+            self.total += last.step
+        self.state["verdict"] = verdict
+        self.state["chosen_lr"] = verdict["chosen_lr"]
+
+    def train(self, cand: dict, rung: Rung) -> None:
+        """One candidate to the rung's step (resumed from its checkpoint), then its held-out score."""
+        from moduletune.tuning.train import fine_tune
+
+        before = steps_taken(self.state) - cand["steps"]  # the other candidates' steps, for the cumulative count
 
         def forward(event: dict):
-            nonlocal interrupted
             if event.get("kind") != "step":
                 return None
             step = before + event["step"]
-            done_here = step - steps_at_start
-            rate = done_here / max(time.perf_counter() - started, 1e-9)
-            stop = emit(
+            rate = (step - self.steps_at_start) / max(time.perf_counter() - self.started, 1e-9)
+            total = max(self.total, step)
+            stop = self.emit(
                 {
                     "kind": "step",
                     "step": step,
-                    "total_steps": max(total, step),
+                    "total_steps": total,
                     "loss": event["loss"],
                     "lr": event["lr"],
                     "examples_per_second": event["examples_per_second"],
@@ -173,24 +232,26 @@ def lr_search(
                     "candidate_lr": cand["lr"],
                 }
             )
-            interrupted = interrupted or bool(stop)
+            self.interrupted = self.interrupted or bool(stop)
             return stop
 
         result = fine_tune(
-            candidate_config(config, cand["lr"]),
+            candidate_config(self.config, cand["lr"]),
             forward,
-            checkpoint_dir=root / _folder(cand["lr"]),
+            checkpoint_dir=self.root / _folder(cand["lr"]),
             stop_at_step=rung.step,
-            owner=owner,
+            owner=self.owner,
         )
         cand["steps"] = result.steps
-        state["metric"] = result.primary_metric_name
+        self.state["metric"] = result.primary_metric_name
         if result.chance_metric is not None:  # how far apart two scores must be to tell them apart
-            state["noise"] = noise_band(result.primary_metric_name, result.chance_metric, result.eval_examples)
+            self.state["chance"] = result.chance_metric
+            self.state["noise"] = noise_band(result.primary_metric_name, result.chance_metric, result.eval_examples)
         if result.steps >= rung.step:  # reached the rung (a stop asked for at that very step still evaluates)
             score = result.primary_metric
-            cand["rungs"].append({"step": rung.step, "score": None if score is None or math.isnan(score) else score})
-            emit(
+            score = None if score is None or math.isnan(score) else score
+            cand["rungs"].append({"step": rung.step, "score": score, "learned": bool(result.learned)})
+            self.emit(
                 {
                     "kind": "rung",
                     "lr": cand["lr"],
@@ -201,125 +262,41 @@ def lr_search(
                 }
             )
 
-    try:
-        for rung in rungs if state["chosen_lr"] is None else ():
-            ins = [by_lr[lr] for lr in grid if _in_at(by_lr[lr], rung)]
-            for cand in ins:
-                if len(cand["rungs"]) <= rung.index:  # a rung finished by an earlier call is not re-run
-                    run_candidate(cand, rung)
-                    _save_state(root, state, started)
-                    if interrupted:
-                        break
-            if interrupted:
-                break
-            order = rank({c["lr"]: _score(c, rung.index) for c in ins})
-            if rung.index == len(rungs) - 1:
-                state["chosen_lr"] = order[0]  # the last rung picks; its runner-up is not "pruned"
-                break
-            kept = survivors(order, {c["lr"]: _score(c, rung.index) for c in ins}, state.get("noise", 0.0))
-            total = _steps(state) + remaining_cost(rungs, rung.index, len(kept))
-            for lr in order[len(kept) :]:
-                if by_lr[lr]["pruned_at_step"] is None:
-                    by_lr[lr]["pruned_at_step"] = rung.step
-                    emit({"kind": "pruned", "lr": lr, "rung": rung.index})
-            _save_state(root, state, started)
-    finally:
-        _save_state(root, state, started)
-    if state["chosen_lr"] is not None:
-        for lr in grid:  # the checkpoints were only there to resume; the chosen lr is trained afresh
-            shutil.rmtree(root / _folder(lr), ignore_errors=True)
-    result = _result(state, rungs, full_steps, root)
-    if temporary and state["chosen_lr"] is not None:
-        shutil.rmtree(root, ignore_errors=True)
-        result.workdir = None
-    return result
+
+def _beyond(chosen: float, cands: list[dict]) -> float | None:
+    """The next half-decade lr past the edge `chosen` sits at, or None once EXTEND_POINTS were added (or past 1)."""
+    lrs = sorted(c["lr"] for c in cands)
+    if sum(bool(c.get("extended")) for c in cands) >= EXTEND_POINTS:
+        return None
+    nxt = _half_decade(chosen, up=chosen == lrs[-1])
+    return nxt if nxt <= 1 and nxt not in lrs else None
+
+
+def _half_decade(lr: float, up: bool) -> float:
+    """The 1-3-10 neighbour of lr: 1e-2 -> 3e-2 (up) or 3e-3 (down); 3e-2 -> 1e-1 or 1e-2."""
+    exponent = math.floor(math.log10(lr) + 1e-9)
+    points = [float(f"{m}e{e}") for e in range(exponent - 1, exponent + 2) for m in (1, 3)]
+    here = min(range(len(points)), key=lambda i: abs(math.log10(points[i]) - math.log10(lr)))
+    return points[here + 1] if up else points[here - 1]
 
 
 def _in_at(cand: dict, rung: Rung) -> bool:
-    """Whether a candidate takes part in a rung: not pruned, or pruned at this rung or a later one."""
-    return cand["pruned_at_step"] is None or rung.index < len(cand["rungs"])
+    """Whether a candidate takes part in a rung: not extended past an edge, and not pruned (or pruned at this rung
+    or a later one)."""
+    if cand.get("extended"):
+        return False
+    return cand["pruned_at_step"] is None or cand["pruned_at_step"] >= rung.step
 
 
-def _score(cand: dict, index: int) -> float:
-    score = cand["rungs"][index]["score"]
-    return math.nan if score is None else score
+def _at(cand: dict, step: int) -> dict | None:
+    """A candidate's score entry at a rung's step, if it reached it."""
+    return next((r for r in cand["rungs"] if r["step"] == step), None)
+
+
+def _score(cand: dict, step: int) -> float:
+    entry = _at(cand, step)
+    return math.nan if entry is None or entry["score"] is None else entry["score"]
 
 
 def _folder(lr: float) -> str:
     return f"lr-{lr:.3g}"
-
-
-def _steps(state: dict) -> int:
-    return sum(c["steps"] for c in state["candidates"])
-
-
-def _identity(config: RunConfig, grid: list[float], owner: dict | None = None) -> dict:
-    """What must match for a workdir's state to be resumed: the run settings bar lr, notes and where it runs
-    (the checkpoints' NOT_FINGERPRINTED), the grid and the owner."""
-    from moduletune.tuning.checkpoints import NOT_FINGERPRINTED  # imports torch: only when a search runs
-
-    settings = config.replace(lr=None, lr_search=False, extra={}).to_dict()
-    return {**_comparable(settings, NOT_FINGERPRINTED), "grid": grid, "owner": owner or {}}
-
-
-def _comparable(identity: dict, ignored) -> dict:
-    """An identity less the settings that never decide a resume (also applied to a stored one, which older
-    versions wrote with the device in it)."""
-    return {k: v for k, v in identity.items() if k not in ignored}
-
-
-def _new_state(config: RunConfig, grid: list[float], owner: dict | None = None) -> dict:
-    return {
-        "version": 1,
-        "identity": _identity(config, grid, owner),
-        "selection": config.lr_selection,
-        "metric": None,
-        "chosen_lr": None,
-        "seconds": 0.0,
-        "candidates": [{"lr": lr, "rungs": [], "pruned_at_step": None, "steps": 0} for lr in grid],
-    }
-
-
-def _load_state(root: Path, config: RunConfig, grid: list[float], owner: dict | None = None) -> dict | None:
-    from moduletune.tuning.checkpoints import NOT_FINGERPRINTED
-
-    path = root / STATE_FILE
-    if not path.is_file():
-        return None
-    state = json.loads(path.read_text())
-    found = {"owner": {}, **_comparable(state.get("identity") or {}, NOT_FINGERPRINTED)}
-    if found != _identity(config, grid, owner):
-        raise SearchError(
-            f"{path} holds a search with other settings or of another run; use another workdir or remove that one"
-        )
-    state["base_seconds"] = state["seconds"]
-    return state
-
-
-def _save_state(root: Path, state: dict, started: float) -> None:
-    """search.json, written atomically; seconds adds this call's time to earlier calls'."""
-    state["seconds"] = state.get("base_seconds", 0.0) + time.perf_counter() - started
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps({k: v for k, v in state.items() if k != "base_seconds"}, indent=1))
-    tmp.replace(root / STATE_FILE)
-
-
-def _result(state: dict, rungs: list[Rung], full_steps: int, root: Path) -> SearchResult:
-    cost = _steps(state)
-    candidates = [{**c, "score": c["rungs"][-1]["score"] if c["rungs"] else None} for c in state["candidates"]]
-    return SearchResult(
-        chosen_lr=state["chosen_lr"],
-        metric=state["metric"] or "",
-        selection=state["selection"],
-        grid=[c["lr"] for c in state["candidates"]],
-        rungs=[dataclasses.asdict(r) for r in rungs],
-        candidates=candidates,
-        cost_steps=cost,
-        full_steps=full_steps,
-        cost_ratio=cost / full_steps,
-        grid_cost_ratio=float(len(state["candidates"])),
-        seconds=state["seconds"],
-        stopped=state["chosen_lr"] is None,
-        workdir=str(root),
-    )

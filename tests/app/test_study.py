@@ -114,6 +114,8 @@ def test_table_never_pools_different_settings_and_flags_failures():
         "chance",
         "full_mean",
         "did_not_learn",
+        "full_failed",
+        "lr_verdict",
     ]
 
 

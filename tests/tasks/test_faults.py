@@ -205,16 +205,16 @@ def test_the_fingerprint_ignores_where_a_run_goes_but_not_what_it_computes():
 
 
 def test_a_search_workdir_resumes_on_another_device_but_not_for_another_run(tmp_path):
-    from moduletune.tuning import search
+    from moduletune.tuning import search, search_state
 
     config = RunConfig(task="rte", modules=("layernorm",), lr_search=True, device="cpu")
     grid, owner = list(config.search_grid), {"registry": "A", "run": 4}
-    search._save_state(tmp_path, search._new_state(config, grid, owner), time.perf_counter())
+    search_state.save_state(tmp_path, search_state.new_state(config, grid, owner), time.perf_counter())
     moved = config.replace(device="cuda:1", eval_batch_size=64)  # a resumed search on another worker
-    assert search._load_state(tmp_path, moved, grid, owner)["candidates"]
+    assert search_state.load_state(tmp_path, moved, grid, owner)["candidates"]
     for other, why in ((config, {"registry": "B", "run": 4}), (config.replace(seed=1), owner)):
         with pytest.raises(search.SearchError, match="other settings or of another run"):
-            search._load_state(tmp_path, other, grid, why)
+            search_state.load_state(tmp_path, other, grid, why)
 
 
 @pytest.fixture

@@ -225,7 +225,7 @@ def test_a_release_2026_12_registry_is_upgraded_in_place_with_every_run_and_even
     runs_before, events_before = old_registry(url)
     assert len(runs_before) == 8 and len(events_before) == 200
     registry = Registry(url)
-    assert registry.schema_version() == database.SCHEMA_VERSION == 3
+    assert registry.schema_version() == database.SCHEMA_VERSION == 4
     assert revision_of(registry.engine) == [migrations.script_directory().get_current_head()]
     assert old_rows(registry.engine) == (runs_before, events_before)  # every value of every run and event
     assert registry.identity() == "0123456789abcdef"  # the registry keeps its id, so its run folders stay its own
@@ -258,7 +258,7 @@ def test_a_registry_from_before_alembic_with_no_version_row_is_taken_for_version
         conn.execute(insert(first.tables["runs"]).values(**values))
     engine.dispose()
     registry = Registry(url)
-    assert registry.schema_version() == 3
+    assert registry.schema_version() == database.SCHEMA_VERSION
     run = registry.get(1)
     assert (run["kind"], run["learned"], run["seed"], run["tags"]) == ("run", None, 2, [])
     assert differences(registry.engine, database.metadata) == []
@@ -275,6 +275,7 @@ def test_a_fresh_registry_is_made_by_the_migrations_and_matches_the_tables(url):
         "events",
         "moduletune_meta",
         "run_tags",
+        "studies",
     }
 
 
@@ -301,7 +302,7 @@ def test_the_baseline_revision_is_the_release_2026_12_schema_and_the_next_goes_d
             assert conn.execute(select(OLD_RUNS.c.seed, OLD_RUNS.c.lr)).all() == [(0, 1e-2)]
     finally:
         engine.dispose()
-    assert Registry(url).schema_version() == 3 and Registry(url).get(1)["notes"] is None
+    assert Registry(url).schema_version() == database.SCHEMA_VERSION and Registry(url).get(1)["notes"] is None
 
 
 OPEN = """
@@ -326,7 +327,7 @@ def test_processes_opening_an_old_registry_at_once_upgrade_it_once(url):
     ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err.decode()[-2000:] for _, err in outs]
-    assert [out.decode().split() for out, _ in outs] == [["3", "5", "0"]] * 4
+    assert [out.decode().split() for out, _ in outs] == [[str(database.SCHEMA_VERSION), "5", "0"]] * 4
     engine = create_engine(url)
     try:
         assert revision_of(engine) == [migrations.script_directory().get_current_head()]
@@ -342,10 +343,13 @@ def test_a_registry_newer_than_the_code_is_refused_and_left_alone(url):
     with engine.begin() as conn:
         conn.execute(text("UPDATE moduletune_meta SET value = '99' WHERE key = 'schema_version'"))
     database.dispose_engines()
-    with pytest.raises(RegistryError, match=r"schema version 99, newer than this moduletune understands \(3\)"):
+    newer = rf"schema version 99, newer than this moduletune understands \({database.SCHEMA_VERSION}\)"
+    with pytest.raises(RegistryError, match=newer):
         Registry(url).count()
     with engine.begin() as conn:
-        conn.execute(text("UPDATE moduletune_meta SET value = '3' WHERE key = 'schema_version'"))
+        conn.execute(
+            text(f"UPDATE moduletune_meta SET value = '{database.SCHEMA_VERSION}' WHERE key = 'schema_version'")
+        )
         conn.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
     with pytest.raises(RegistryError, match=r"schema revision 'f00d', which this moduletune does not know"):
         Registry(url).count()

@@ -65,7 +65,7 @@ def test_urls_from_settings(env, home, monkeypatch):
     assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("postgres://u:p@h:5/db") == "postgresql+psycopg://u:p@h:5/db"
     monkeypatch.setenv("MODULETUNE_QUEUE_URL", "redis://127.0.0.1:6379/3")
-    assert type(queue.get_huey()).__name__ == "RedisHuey"
+    assert type(queue.get_huey()).__name__ == "PriorityRedisHuey"
     monkeypatch.setenv("MODULETUNE_QUEUE_URL", "amqp://nowhere")
     with pytest.raises(queue.QueueError, match="unsupported queue URL"):
         queue.get_huey()

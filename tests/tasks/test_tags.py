@@ -144,7 +144,9 @@ def test_retry_keeps_the_tags_and_a_searchs_runs_inherit_them(registry):
     registry.request_cancel(run_id)
     again = submission.retry(registry, run_id)
     assert (registry.get(again)["tags"], registry.get(again)["notes"]) == (["exp-7"], None)
-    search = submission.submit(registry, CONFIG.replace(lr_search=True), tags=["search-me"])
+    # A search is scored on at least 100 held-out rows (tuning.verdict): half of 200 training examples.
+    searchable = CONFIG.replace(lr_search=True, max_train=200, holdout_fraction=0.5)
+    search = submission.submit(registry, searchable, tags=["search-me"])
     token = registry.claim(search, "w", "cpu")
     from moduletune.tuning.search import candidate_config
 

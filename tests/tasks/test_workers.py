@@ -275,7 +275,9 @@ def test_an_lr_search_is_one_parent_with_candidates_then_a_run_per_seed(env, wor
         "--layers",
         "5",
         "--max-train",
-        "64",
+        "200",  # the search scores on half of them: the 100 held-out rows a search needs (tuning.verdict)
+        "--holdout-fraction",
+        "0.5",
         "--max-eval",
         "32",
         "--batch-size",

@@ -8,8 +8,11 @@ import pytest
 
 from moduletune.tuning import search
 from moduletune.tuning.config import RunConfig
-from moduletune.tuning.search import Rung, final_config, lr_search, planned_cost, rank, schedule
+from moduletune.tuning.finals import final_config
+from moduletune.tuning.search import Rung, lr_search, planned_cost, rank, schedule
+from moduletune.tuning.search_state import STATE_FILE
 from moduletune.tuning.train import fine_tune
+from moduletune.tuning.verdict import VERDICTS
 
 
 def test_five_candidates_take_three_rungs_and_cost_one_and_a_half_runs():
@@ -85,7 +88,12 @@ def test_search_events_cost_and_final_config(glue_dir, home, tmp_path):
         "chosen_lr": result.chosen_lr,
         "selection": "holdout",
         "grid": list(cfg.lr_grid),
+        "verdict": result.verdict,
+        "lower_bound": result.lower_bound,
+        "searched_layers": "last:2",
+        **({"tied": result.tied} if result.tied else {}),
     }
+    assert result.verdict in VERDICTS and result.verdict_note
     # Called again on a finished search, it does no work.
     assert lr_search(cfg, workdir=tmp_path / "s").candidates == result.candidates
 
@@ -95,7 +103,7 @@ def test_interrupted_search_resumes_to_the_same_choice(glue_dir, home, tmp_path)
     whole = lr_search(cfg)
     stopped = lr_search(cfg, lambda e: e["kind"] == "step" and e["step"] == 13, workdir=tmp_path / "s")
     assert stopped.stopped and stopped.chosen_lr is None and stopped.cost_steps == 13
-    assert (tmp_path / "s" / search.STATE_FILE).is_file()
+    assert (tmp_path / "s" / STATE_FILE).is_file()
     events = []
     resumed = lr_search(cfg, events.append, workdir=tmp_path / "s")
     assert [e["step"] for e in events if e["kind"] == "step"][0] == 14  # carries on; finished rungs not re-run
