@@ -12,26 +12,55 @@ from dataclasses import dataclass, field
 from moduletune.app.fields import FIELD_LABELS, field_messages
 from moduletune.app.form import Form, FormError, checked, run_id_of
 from moduletune.app.plan import FORM_LIMIT, build_configs, final_run_count, shape
-from moduletune.app.preset import paper_study, preset_searches
-from moduletune.app.public import allow, gate, vet
+from moduletune.app.preset import paper_study, preset_searches, quick_study
+from moduletune.app.public import allow, gate, vet, vet_study
 from moduletune.tasks import submission
+from moduletune.tasks.studies import default_name, spec_of
 from moduletune.tuning import modules
 from moduletune.tuning.config import RunConfig
 
 
-def submit_runs(registry, configs, submitter: str | None, sweep_id: str | None = None) -> list[int]:
-    """Queue validated configs through the registry (all or nothing); every UI submission comes here."""
+def submit_runs(
+    registry, configs, submitter: str | None, sweep_id: str | None = None, study: dict | None = None
+) -> tuple[int | None, list[int]]:
+    """Queue validated configs through the registry (all or nothing); every UI submission comes here. One config
+    is a run of its own; several are a study (study: its spec's extra keys, e.g. source and scope). Returns
+    (study id or None, run ids)."""
     configs = list(configs)
     if not configs:
         raise FormError(None, "nothing to queue")
     with gate():
         vet(registry, submitter, configs)
         allow("submit", submitter, len(configs))
-        if len(configs) == 1 and sweep_id is None:
-            return [submission.submit(registry, configs[0], submitter=submitter)]
-        return submission.submit_many(
-            registry, configs, submitter=submitter, sweep_id=sweep_id or uuid.uuid4().hex[:12]
+        if len(configs) == 1 and study is None:
+            return None, [submission.submit(registry, configs[0], submitter=submitter)]
+        spec = spec_of(configs, **({"source": "form"} | (study or {})))
+        return submission.submit_study(
+            registry, configs, default_name(spec), spec, submitter=submitter, sweep_id=sweep_id or uuid.uuid4().hex[:12]
         )
+
+
+def study_action(registry, study_id, action: str, submitter: str | None) -> dict:
+    """cancel, pause, resume, retry, raise or lower a whole study; in public mode only the visitor's own, and never
+    raised over other visitors' runs. Returns the study's record (retry: also the new run ids)."""
+    study_id = run_id_of(study_id)
+    vet_study(registry, study_id, submitter, action)
+    with gate():
+        if action == "cancel":
+            registry.cancel_study(study_id)
+        elif action == "pause":
+            submission.pause_study(registry, study_id)
+        elif action == "resume":
+            submission.resume_study(registry, study_id)
+        elif action == "retry":
+            allow("retry", submitter, len(registry.retryable_in_study(study_id)))
+            ids = submission.retry_study(registry, study_id, submitter)
+            return {**registry.study(study_id).to_dict(), "retried": ids}
+        elif action in ("raise", "lower"):
+            submission.raise_study(registry, study_id, action == "raise")
+        else:
+            raise ValueError(f"unknown study action {action!r}; allowed: cancel, pause, resume, retry, raise, lower")
+    return registry.study(study_id).to_dict()
 
 
 def cancel_run(registry, run_id, submitter: str | None) -> str:
@@ -59,6 +88,7 @@ class Outcome:
     control: str | None = None  # the control (app.form.FIELDS) the error is about, if any
     field_message: str = ""
     ids: list = field(default_factory=list)
+    study_id: int | None = None  # the study a sweep or the preset queued
 
     @property
     def ok(self) -> bool:
@@ -101,26 +131,36 @@ def submit_form(registry, form: Form, submitter: str | None) -> Outcome:
         if found.runs <= FORM_LIMIT:
             allow("submit", submitter, entries)
         configs = build_configs(form)  # refuses more than FORM_LIMIT runs before listing them
-        ids = submit_runs(registry, configs, submitter)
+        scope = {"scope": form.lr_search_scope} if form.lr_search else {}
+        study_id, ids = submit_runs(registry, configs, submitter, study=scope if len(configs) > 1 else None)
     except Exception as err:  # refusals say what to fix; anything else is logged and named in one safe line
         return error_outcome(err, "queue these runs")
-    return Outcome(message=queued_message(configs, ids), ids=ids)
+    return Outcome(message=queued_message(configs, ids, study_id), ids=ids, study_id=study_id)
 
 
-def submit_preset(registry, form: Form, submitter: str | None) -> Outcome:
-    """Queue the paper's study (after the user confirmed the count)."""
+def submit_preset(registry, form: Form, submitter: str | None, quick: bool = False) -> Outcome:
+    """Queue the paper's study, whole or at its quick size (after the user confirmed the count), as one study."""
     try:
         checked(form)
-        allow("submit", submitter, preset_searches(form))  # the quota, before a single config is built
-        configs = paper_study(form)
-        ids = submit_runs(registry, configs, submitter, sweep_id="paper-" + uuid.uuid4().hex[:8])
+        allow("submit", submitter, preset_searches(form, quick))  # the quota, before a single config is built
+        configs = quick_study(form) if quick else paper_study(form)
+        source = {"source": "paper preset" + (" (quick)" if quick else ""), "scope": form.lr_search_scope}
+        study_id, ids = submit_runs(registry, configs, submitter, "paper-" + uuid.uuid4().hex[:8], study=source)
     except Exception as err:
         return error_outcome(err, "queue the study")
-    return Outcome(message=queued_message(configs, ids), ids=ids)
+    return Outcome(message=queued_message(configs, ids, study_id), ids=ids, study_id=study_id)
 
 
-def queued_message(configs: list[RunConfig], ids: list[int]) -> str:
-    """'✅ Queued run #12: rte LN @ layer 5, seed 0 ...' or a count with the id range for sweeps."""
+def queued_message(configs: list[RunConfig], ids: list[int], study_id: int | None = None) -> str:
+    """'✅ Queued run #12: rte LN @ layer 5, seed 0 ...' or a count with the id range for sweeps; a study links to
+    its page in the Study tab."""
+    text = _queued_runs(configs, ids)
+    if study_id is not None:
+        text += f" They form **study #{study_id}**: watch, pause or cancel it in the **Study** tab."
+    return text
+
+
+def _queued_runs(configs: list[RunConfig], ids: list[int]) -> str:
     searches = sum(c.lr_search for c in configs)
     if searches:
         runs = final_run_count(configs)

@@ -1,5 +1,5 @@
-"""`moduletune serve | worker | run | submit | sweep | runs | events | show | tag | cancel | retry | export | report |
-count | magnitudes`: the parser over the commands in cli_engine, cli_queue and cli_export."""
+"""`moduletune serve | worker | run | submit | sweep | study | runs | events | show | tag | cancel | retry | export |
+report | count | magnitudes`: the parser over the commands in cli_engine, cli_queue, cli_study and cli_export."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from moduletune.app import cli_export, server
+from moduletune.app import cli_export, cli_study, server
 from moduletune.app.cli_engine import cmd_count, cmd_magnitudes, cmd_report, cmd_run
 from moduletune.app.cli_queue import (
     SWEEP_LIMIT,
@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default=None, help="comma-separated GLUE tasks (default: --task)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
     p.add_argument("--yes", action="store_true", help=f"queue a sweep of more than {SWEEP_LIMIT} runs")
+    p.add_argument("--name", default=None, help="the study's name (default: made from what it asks)")
+    p.add_argument(
+        "--lr-search-scope",
+        default="setting",
+        choices=["setting", "family"],
+        help="with --lr-search: one search per setting (default), or per task and family on all layers, its lr "
+        "reused for that family's single-layer settings (cheaper; those cells share their family's lr)",
+    )
     p.set_defaults(func=cmd_sweep)
     for action in p._actions:
         if action.dest == "modules":
@@ -181,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     cli_export.add_parser(sub)
+    cli_study.add_parser(sub)
     return parser
 
 

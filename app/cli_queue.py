@@ -52,7 +52,8 @@ def sweep_configs(args) -> list:
     """The cross product tasks x module sets x layer specs x seeds, as validated RunConfigs.
 
     --modules is a comma list of module sets (one run each; '+' trains families together);
-    --layers each means one run per layer (families that ignore layers get one run)."""
+    --layers each means one run per layer (families that ignore layers get one run); with --lr-search, one
+    search per setting, or per task and family (--lr-search-scope family)."""
     import copy
 
     from moduletune.app.form import parse_seeds
@@ -75,35 +76,46 @@ def sweep_configs(args) -> list:
         ns = copy.copy(args)
         ns.task, ns.modules, ns.layers, ns.seed = point.task, "+".join(point.modules), point.layers, point.seed
         configs.append(config_from_args(ns))
-    return search_configs(configs)  # with --lr-search: one search per setting, over every seed
+    return search_configs(configs, args.lr_search_scope)  # with --lr-search: one search per setting, over every seed
 
 
 def cmd_sweep(args) -> int:
     import uuid
 
     from moduletune.tasks.registry import Registry
-    from moduletune.tasks.submission import submit_many
+    from moduletune.tasks.studies import default_name, spec_of
+    from moduletune.tasks.submission import submit_study
 
-    configs = sweep_configs(args)  # submit_many checks every run before it queues any
+    configs = sweep_configs(args)  # submit_study checks every run before it queues any
     if len(configs) > SWEEP_LIMIT and not args.yes:
         raise ValueError(
             f"this sweep would queue {len(configs)} runs, more than the limit of {SWEEP_LIMIT}; "
             "pass --yes to queue them all, or narrow the tasks, modules, layers or seeds"
         )
     sweep_id = uuid.uuid4().hex[:12]
-    ids = submit_many(Registry(), configs, submitter=args.submitter, sweep_id=sweep_id, tags=args.tags, note=args.note)
+    spec = spec_of(configs, "sweep", **({"scope": args.lr_search_scope} if args.lr_search else {}))
+    study_id, ids = submit_study(
+        Registry(),
+        configs,
+        args.name or default_name(spec),
+        spec,
+        submitter=args.submitter,
+        tags=args.tags,
+        note=args.note,
+        sweep_id=sweep_id,
+    )
     searches = sum(c.lr_search for c in configs)
     if args.json:
-        print(json.dumps({"sweep_id": sweep_id, "queued": len(ids), "ids": ids, "searches": searches}))
+        out = {"study_id": study_id, "sweep_id": sweep_id, "queued": len(ids), "ids": ids, "searches": searches}
+        print(json.dumps(out))
     elif searches:
-        from moduletune.app.plan import final_run_count
-
         print(
-            f"queued {len(ids)} lr searches (sweep {sweep_id}, ids {ids[0]}-{ids[-1]}); each queues its runs at "
-            f"the chosen lr ({final_run_count(configs)} in all)"
+            f"study {study_id}: queued {len(ids)} lr searches (ids {ids[0]}-{ids[-1]}); each queues its runs at the "
+            f"chosen lr ({spec['planned_runs']} in all). Watch it: moduletune study show {study_id}"
         )
     else:
-        print(f"queued {len(ids)} runs (sweep {sweep_id}, ids {ids[0]}-{ids[-1]})")
+        watch = f"Watch it: moduletune study show {study_id}"
+        print(f"study {study_id}: queued {len(ids)} runs (ids {ids[0]}-{ids[-1]}). {watch}")
     return 0
 
 

@@ -24,8 +24,9 @@ def refusal_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
     from moduletune.tuning.config import ConfigError
     from moduletune.tuning.glue import GlueError
     from moduletune.tuning.modules import ModuleSpecError
+    from moduletune.tuning.verdict import SearchError
 
-    ours = (FormError, LimitError, LoginRequired, ConfigError, GlueError, ModuleSpecError, RegistryError)
+    ours = (FormError, LimitError, LoginRequired, ConfigError, GlueError, ModuleSpecError, RegistryError, SearchError)
     return ours, (RegistryUnavailable,)
 
 

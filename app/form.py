@@ -57,6 +57,7 @@ class Form:
     train_head: bool = True
     prefix_cache: str = "auto"  # the frozen-prefix cache: auto, on or off (tuning/prefix.py)
     lr_search: bool = False  # search each run's lr first (successive halving on a held-out slice), then train
+    lr_search_scope: str = "setting"  # one search per setting, or per task and family on all layers (app.plan)
     advanced: dict = field(default_factory=dict)  # Advanced settings: RunConfig field -> value (blank: its default)
 
 
@@ -72,6 +73,7 @@ MAX_TEXT_CHARS = {
     "max_eval": 20,
     "epochs": 20,
     "batch_size": 20,
+    "lr_search_scope": 20,
 }
 FLAGS = ("together", "random_control", "each_layer", "train_head", "lr_search")
 PREFIX_CHOICES = ("auto", "on", "off")
@@ -357,6 +359,7 @@ FORM_FIELDS = (
     "train_head",
     "prefix_cache",
     "lr_search",
+    "lr_search_scope",
 )
 # Every value the form sends, by name: the main controls, then the Advanced settings made from their Knobs.
 FORM_PARAMS = FORM_FIELDS + ADVANCED

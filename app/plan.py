@@ -23,7 +23,9 @@ from moduletune.app.form import (
 from moduletune.app.model_info import model_info, model_name
 from moduletune.tuning import modules
 from moduletune.tuning.config import KNOBS, ConfigError, RunConfig
+from moduletune.tuning.finals import planned_finals
 from moduletune.tuning.text import one_line
+from moduletune.tuning.verdict import SearchError, check_searchable
 
 FORM_LIMIT = 200  # runs one click of Submit may queue; larger studies go through the preset
 
@@ -137,7 +139,8 @@ def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
                     **advanced,
                 )
             )
-        except ConfigError as err:
+            check_searchable(out[-1])  # a search scored on too few rows: refused beside the training examples
+        except (ConfigError, SearchError) as err:
             raise FormError(field_of(str(err)) or "settings", str(err)) from None
         except (TypeError, ValueError) as err:
             raise FormError("settings", one_line(err)) from None
@@ -146,25 +149,45 @@ def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
 
 def build_configs(form: Form) -> list[RunConfig]:
     """The form's runs as validated RunConfigs (one per sweep point; with lr search, one search per point
-    over every seed)."""
-    return search_configs(to_configs(form, plan(form)))
+    over every seed, or per task and family with the family scope)."""
+    return search_configs(to_configs(form, plan(form)), form.lr_search_scope)
 
 
-def search_configs(configs: list[RunConfig]) -> list[RunConfig]:
+SCOPES = ("setting", "family")  # one lr search per setting, or per task and family (on all layers)
+
+
+def search_configs(configs: list[RunConfig], scope: str = "setting") -> list[RunConfig]:
     """Search configs grouped over seeds: one search per setting (at the first seed), whose chosen lr then
-    trains every seed (extra["final_seeds"]); plain configs pass through unchanged."""
+    trains every seed (extra["final_seeds"]); plain configs pass through unchanged.
+
+    scope "family": one search per task and family, on all layers, whose lr also trains that family's other layer
+    choices (extra["final_layers"]): a cheaper study whose single-layer cells share their family's lr."""
+    if scope not in SCOPES:
+        raise FormError("settings", f"lr search scope must be one of {', '.join(SCOPES)}, got {str(scope)[:40]!r}")
     groups: dict[object, list[RunConfig]] = {}
     for c in configs:
-        groups.setdefault(c.replace(seed=0).to_json() if c.lr_search else id(c), []).append(c)
-    return [
-        g[0].replace(extra={**g[0].extra, "final_seeds": [c.seed for c in g]}) if g[0].lr_search else g[0]
-        for g in groups.values()
-    ]
+        if not c.lr_search:
+            groups[id(c)] = [c]
+            continue
+        at = c.replace(seed=0, layers="all") if scope == "family" else c.replace(seed=0)
+        groups.setdefault(at.to_json(), []).append(c)
+    out = []
+    for g in groups.values():
+        first = g[0]
+        if not first.lr_search:
+            out.append(first)
+            continue
+        extra = {**first.extra, "final_seeds": list(dict.fromkeys(c.seed for c in g))}
+        if scope == "family":
+            extra["final_layers"] = list(dict.fromkeys(c.layers for c in g))
+            first = first.replace(layers="all")
+        out.append(first.replace(extra=extra))
+    return out
 
 
 def final_run_count(configs: list[RunConfig]) -> int:
-    """How many reported runs these configs end in (a search ends in one run per final seed)."""
-    return sum(len(c.extra.get("final_seeds", [c.seed])) if c.lr_search else 1 for c in configs)
+    """How many reported runs these configs end in (a search ends in one run per final seed and layer choice)."""
+    return sum(planned_finals(c) if c.lr_search else 1 for c in configs)
 
 
 def sweep_shape(form: Form, planned: list[PlannedRun]) -> str:

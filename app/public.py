@@ -300,6 +300,20 @@ def vet(registry, submitter: str | None, configs=(), run_id=None, action: str = 
         check_config(mode.limits, config)
 
 
+def vet_study(registry, study_id: int, submitter: str | None, action: str) -> None:
+    """Public mode's rules on a whole study: only the visitor's own, and never raised over other visitors' runs.
+    A no-op outside public mode (an unknown study is still refused: tasks.studies.StudyNotFound)."""
+    study = registry.study(study_id)
+    if _PUBLIC is None:
+        return
+    if study.owner != submitter:
+        raise LimitError(
+            f"study {int(study_id)} was queued by another visitor: in this public demo you can {action} only your own"
+        )
+    if action in ("raise", "lower"):
+        raise LimitError("in this public demo a study cannot be put before other visitors' runs")
+
+
 def gate():
     """In public mode, one check-then-queue at a time, so two quick clicks cannot both pass a quota."""
     return _GATE if _PUBLIC is not None else contextlib.nullcontext()

@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from moduletune.app import pooling, tables
-from moduletune.app.labels import task_sort_key
+from moduletune.app.labels import canonical_modules, task_sort_key
 from moduletune.app.study_analysis import (
     efficiency_figure,
     layerwise_figure,
@@ -27,6 +27,7 @@ from moduletune.app.study_analysis import (
     magnitude_vs_score,
     rho_text,
 )
+from moduletune.tuning.finals import final_layers
 
 PAPER = (
     'Akbar-Tajari, Rajaee & Pilehvar, "An Empirical Study on the Transferability of Transformer Modules in '
@@ -73,10 +74,37 @@ def study_numeric(runs, tasks=None, layers: str | None = "all", model: str | Non
     return tables.results_table_numeric(_of_tasks(runs, tasks), layers, model)
 
 
-def study_table(runs, tasks=None, layers: str | None = "all", model: str | None = None) -> pd.DataFrame:
+def study_table(runs, tasks=None, layers: str | None = "all", model: str | None = None, planned=None) -> pd.DataFrame:
     """The paper's table: module families in paper order (then combos, random controls, full fine-tuning) ×
-    tasks as 'mean ± std (n)' (✗: did not learn), with trainable % and lr, closed by the chance row."""
-    return tables.results_table(_of_tasks(runs, tasks), layers, model)
+    tasks as 'mean ± std (n)' (✗: did not learn), with trainable % and lr, closed by the chance row; planned: a
+    study's cells still to come (planned_cells), which read 'pending' instead of blank."""
+    return tables.results_table(_of_tasks(runs, tasks), layers, model, _of_tasks(planned, tasks))
+
+
+# What a planned cell says before a finished run fills it, by the status of what will fill it.
+PENDING_TEXT = {"queued": "pending", "running": "pending", "interrupted": "pending"}
+
+
+def planned_cells(registry, study_id: int) -> pd.DataFrame:
+    """The cells a study's runs will fill (task, family, layers, text): each run and each unfinished search's
+    layer choices, saying 'pending' while queued or running (a search: 'pending (searching)'), else its status
+    (failed, cancelled). A run retried by another speaks through the retry."""
+    rows = [r for r in registry.list_runs(study_id=study_id) if r["kind"] != "candidate"]
+    retried = {r["retry_of"] for r in rows if r["retry_of"] is not None}
+    cells = []
+    for r in rows:
+        if r["id"] in retried or r["status"] == "succeeded":
+            continue  # a finished run fills its cell with its score; a finished search's runs are rows of their own
+        text = PENDING_TEXT.get(r["status"], r["status"])
+        layers = [str(r["layers"])]
+        if r["kind"] == "search":
+            text = "pending (searching)" if text == "pending" else f"{text} (its lr search)"
+            layers = final_layers(registry.get(r["id"])["config"])
+        family = canonical_modules(r["modules"])
+        cells += [(r["task"], family, spec, text) for spec in layers]
+    cells.sort(key=lambda c: c[3] != "pending")  # a pending retry wins over the failure it retries
+    frame = pd.DataFrame(cells, columns=["task", "family", "layers", "text"])
+    return frame.drop_duplicates(["task", "family", "layers"])
 
 
 # ---------------------------------------------------------------- 2. the report
@@ -113,16 +141,20 @@ def build_report(
     tasks=None,
     layers: str | None = "all",
     model: str | None = None,
+    planned=None,
 ) -> Report:
     """The whole study from a runs frame and per-model magnitude rows: table, per-task figures and rho.
 
     layers is the table's layer choice (None: every choice, each its own row); |w| vs score always compares
-    runs over all layers (or `layers` when one is given), as the paper does."""
+    runs over all layers (or `layers` when one is given), as the paper does. planned: a study's cells still to
+    come (planned_cells), shown as pending."""
     runs = _of_tasks(runs, tasks)
     table_layers, layers = layers, layers or "all"
     d = pooling.finished_runs(runs, None, model)
     mags = magnitudes_by_model or {}
-    task_names = _task_list(tasks) if tasks is not None else _task_list(d["task"].unique())
+    planned = pooling.frame(planned)
+    found = list(d["task"].unique()) + (list(planned["task"].unique()) if not planned.empty else [])
+    task_names = _task_list(tasks) if tasks is not None else _task_list(found)
     figures, rho, points = {}, {}, {}
     for t in task_names:
         used = _magnitude_model(d, t, mags, model)
@@ -135,8 +167,10 @@ def build_report(
         }
         rho[t] = {**stats, "model": used}
         points[t] = magnitude_points(runs, magnitudes, t, layers, used or model)
+    table = study_table(runs, None, table_layers, model, planned)
+    notes = [tables.VERDICT_LEGEND] if table.map(lambda v: isinstance(v, str) and _marked(v)).to_numpy().any() else []
     return Report(
-        table=study_table(runs, None, table_layers, model),
+        table=table,
         numeric=study_numeric(runs, None, table_layers, model),
         tasks=task_names,
         figures=figures,
@@ -146,7 +180,13 @@ def build_report(
         n_runs=len(d),
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         layers=table_layers or "every layer choice, each its own row",
+        notes=notes,
     )
+
+
+def _marked(cell: str) -> bool:
+    """Whether a table cell carries an lr search's verdict mark (tables.VERDICT_MARKS) or says none learned."""
+    return cell.endswith(tuple(tables.VERDICT_MARKS.values())) or cell.startswith(tables.NO_LEARNER_CELL)
 
 
 # ---------------------------------------------------------------- 3. exports
@@ -322,12 +362,15 @@ def model_magnitudes(name: str) -> pd.DataFrame:
     return magnitudes(name).copy()
 
 
-def report_from_registry(registry, tasks=None, model: str | None = None, layers: str | None = None) -> Report:
-    """The study of every finished run in a registry (optionally some tasks or one model), with the magnitudes
-    of each model the runs used; a model that cannot be loaded leaves its correlation out and says why."""
+def report_from_registry(
+    registry, tasks=None, model: str | None = None, layers: str | None = None, study_id: int | None = None
+) -> Report:
+    """The study of every finished run in a registry (optionally some tasks or one model; or one study's runs,
+    with its cells still to come as pending), with the magnitudes of each model the runs used; a model that cannot
+    be loaded leaves its correlation out and says why."""
     from moduletune.tuning.models import ModelError
 
-    runs = registry.runs_frame()
+    runs = registry.runs_frame(study_id=study_id)
     d = pooling.finished_runs(_of_tasks(runs, tasks), None, model)
     mags, notes = {}, []
     for name in sorted(set(d["model"].dropna())) if "model" in d.columns else []:
@@ -335,6 +378,7 @@ def report_from_registry(registry, tasks=None, model: str | None = None, layers:
             mags[name] = model_magnitudes(name)
         except (ModelError, OSError, ValueError) as err:
             notes.append(f"No weight magnitudes for model {name}: {err}")
-    report = build_report(runs, mags, tasks, layers, model)
+    planned = planned_cells(registry, study_id) if study_id is not None else None
+    report = build_report(runs, mags, tasks, layers, model, planned)
     report.notes.extend(notes)
     return report

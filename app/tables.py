@@ -284,34 +284,42 @@ def _result_cell(mean: float, std: float, n: int, did_not_learn: bool = False, v
     return f"{mean:.3f} ± {std:.3f} ({n}){flag}"
 
 
-def results_table(runs, layers: str | None = "all", model: str | None = None) -> pd.DataFrame:
+def results_table(runs, layers: str | None = "all", model: str | None = None, planned=None) -> pd.DataFrame:
     """The paper-style table: one row per module (and layer choice when several, and settings variant) in paper
-    order, 'trainable %', 'lr', then 'mean ± std (n)' per task (✗: did not learn), closed by a chance row."""
+    order, 'trainable %', 'lr', then 'mean ± std (n)' per task (✗: did not learn), closed by a chance row.
+
+    planned: cells a study still expects (task, family, layers, text: 'pending', 'failed' ...), shown where no
+    finished run fills them, so a cell reads 'pending' instead of blank."""
     long = results_table_numeric(runs, layers, model)
-    if long.empty:
+    planned = frame(planned).reindex(columns=["task", "family", "layers", "text"])
+    if not planned.empty and layers is not None:
+        planned = planned[(planned["layers"] == str(layers)) | planned["family"].map(_global_family)]
+    if long.empty and planned.empty:
         return pd.DataFrame(columns=["module", "trainable %", "lr"])
-    tasks = sorted(long["task"].unique(), key=task_sort_key)
     key_cols = ["family", "layers", "variant"]
-    several_layers = long.loc[~long["family"].map(_global_family), "layers"].nunique() > 1
-    rows_of = list(dict.fromkeys(zip(*(long[c] for c in key_cols))))  # already in paper order
+    tasks = sorted(set(long["task"]) | set(planned["task"]), key=task_sort_key)
+    layer_wise = [long.loc[~long["family"].map(_global_family), "layers"], planned["layers"]]
+    several_layers = pd.concat(layer_wise).astype(str).nunique() > 1
     columns = [*key_cols, "task", "mean", "std", "n", "did_not_learn", "lr_verdict"]
     cells = {
         (f, la, v, t): _result_cell(m, s, n, bool(x), verdict)
         for f, la, v, t, m, s, n, x, verdict in long[columns].itertuples(index=False, name=None)
     }
+    waiting = {}
+    for t, f, la, text in planned.itertuples(index=False, name=None):
+        waiting.setdefault((f, la, ""), {}).setdefault(t, text)
+    keys = list(dict.fromkeys([*zip(*(long[c] for c in key_cols)), *waiting]))
+    keys.sort(key=lambda k: (family_sort_key(k[0]), layer_sort_key(k[1]), k[2]))
     first = long.drop_duplicates(key_cols).set_index(key_cols)
     rows = []
-    for f, la, v in rows_of:
+    for f, la, v in keys:
         mine = long[(long["family"] == f) & (long["layers"] == la) & (long["variant"] == v)]
         lrs = sorted({f"{x:g}" for x in mine["lr"] if pd.notna(x)})
         where = f" @{la}" if several_layers and not _global_family(f) else ""
+        share = format_pct(first.loc[(f, la, v), "trainable_pct"]) if (f, la, v) in first.index else ""
         rows.append(
-            [
-                short_name(f) + where + (f" ({v})" if v else ""),
-                format_pct(first.loc[(f, la, v), "trainable_pct"]),
-                ", ".join(lrs),
-            ]
-            + [cells.get((f, la, v, t), "") for t in tasks]
+            [short_name(f) + where + (f" ({v})" if v else ""), share, ", ".join(lrs)]
+            + [cells.get((f, la, v, t)) or waiting.get((f, la, v), {}).get(t, "") for t in tasks]
         )
     # Full fine-tuning is the last module row (paper order); chance closes the table.
     chance = long.groupby("task")["chance"].mean()

@@ -105,7 +105,7 @@ def check_searchable(config: RunConfig) -> None:
         else f"{task.name} has only {task.train_rows:,} training rows: raise the holdout fraction"
     )
     raise SearchError(
-        f"an lr search scores its candidates on a held-out {config.holdout_fraction:g} of the training rows: "
+        f"an lr search scores its candidates on a held-out {config.holdout_fraction:.0%} of the training rows: "
         f"here {rows} rows, fewer than the {MIN_SELECTION_ROWS} needed to tell candidates apart; {fix} "
         f"(or a larger holdout fraction)"
     )

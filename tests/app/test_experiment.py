@@ -206,34 +206,82 @@ def test_preview_of_a_sweep_and_of_a_bad_selection():
 # ---------------------------------------------------------------------------------------------- the preset
 
 
-def test_paper_study_is_every_family_all_and_each_layer_plus_full():
-    configs = ex.paper_study(form(layers=["2"], lr=0.5))  # the preset ignores those
+PAPER_SEVEN = list(ex.PAPER_FAMILIES)
+
+
+def preset_form(**kw) -> ex.Form:
+    """The form for the preset: enough training rows for a search to choose (100 held out, tuning.verdict)."""
+    return form(**{"max_train": 1000, **kw})
+
+
+def test_paper_study_is_the_ticked_families_all_and_each_layer_plus_full():
+    configs = ex.paper_study(preset_form(families=PAPER_SEVEN, layers=["2"], lr=0.5))  # the preset ignores those
     assert len(configs) == 7 * (1 + 6) + 1
     assert {c.layers for c in configs if c.modules == ("query",)} == {"all", "0", "1", "2", "3", "4", "5"}
     assert [c.layers for c in configs if c.modules == ("full",)] == ["all"]
     assert all(c.lr is None and c.lr_search for c in configs)  # every setting searches its own lr
-    with_options = ex.paper_study(form(families=["bias"], random_control=True))  # bias and controls on request
+    with_options = ex.paper_study(
+        preset_form(families=PAPER_SEVEN + ["bias"], random_control=True)
+    )  # controls on request
     assert len(with_options) == 8 * (1 + 6) * 2 + 1
     assert {c.modules for c in with_options} >= {("bias",), ("random:layernorm",)}
-    text, n = ex.paper_study_message(form(tasks=["rte", "mrpc"], seeds="0,1"))
+    text, n = ex.paper_study_message(preset_form(families=PAPER_SEVEN, tasks=["rte", "mrpc"], seeds="0,1"))
     assert n == 2 * 50 and "100 lr searches, then 200 runs" in text and "rte, mrpc" in text
     assert "No time estimate yet" in text
 
 
+def test_the_preset_studies_only_the_families_ticked_in_the_form():
+    configs = ex.paper_study(preset_form(families=["layernorm", "query"]))
+    assert {c.modules for c in configs} == {("layernorm",), ("query",), ("full",)} and len(configs) == 2 * 7 + 1
+    assert ex.preset_searches(preset_form(families=["layernorm", "query"])) == len(configs)
+    with pytest.raises(ex.FormError, match="tick at least one module family") as err:
+        ex.paper_study(preset_form(families=["full"]))
+    assert err.value.field == "families"
+
+
+def test_the_quick_size_and_the_family_scope_cost_less():
+    ticked = preset_form(families=["layernorm", "query"], seeds="0,1")
+    quick = ex.quick_study(ticked)
+    assert sorted((c.modules[0], c.layers) for c in quick) == [
+        ("full", "all"),
+        ("layernorm", "5"),
+        ("layernorm", "all"),
+        ("query", "5"),
+        ("query", "all"),
+    ]
+    assert all(c.extra["final_seeds"] == [0] for c in quick) and ex.preset_searches(ticked, quick=True) == 5
+    family = ex.paper_study(preset_form(families=["layernorm", "query"], seeds="0,1", lr_search_scope="family"))
+    assert [(c.modules[0], c.layers) for c in family] == [("layernorm", "all"), ("query", "all"), ("full", "all")]
+    ln = family[0].extra
+    assert ln["final_layers"] == ["all", "0", "1", "2", "3", "4", "5"] and ln["final_seeds"] == [0, 1]
+    assert ex.final_run_count(family) == 2 * 7 * 2 + 2  # the same runs as the per-setting study, 3 searches
+    assert ex.preset_searches(preset_form(families=["layernorm", "query"], lr_search_scope="family")) == 3
+
+
 def test_the_preset_offer_follows_the_form():
-    _, one_task = ex.paper_study_message(form())
-    _, two_tasks = ex.paper_study_message(form(tasks=["rte", "mrpc"]))
+    _, one_task = ex.paper_study_message(preset_form(families=PAPER_SEVEN))
+    _, two_tasks = ex.paper_study_message(preset_form(families=PAPER_SEVEN, tasks=["rte", "mrpc"]))
     assert (one_task, two_tasks) == (50, 100)
 
 
-def test_the_preset_estimates_time_from_this_labs_throughput(registry):
+def test_the_preset_estimates_time_from_this_labs_runs_and_says_on_what(registry):
+    from sqlalchemy import update
+
+    from moduletune.tasks.database import runs
     from tests.app.test_views import record
 
-    rid = record(registry, ex.build_configs(form())[0], 0.6)
-    assert ex.measured_throughput(registry, "all-MiniLM-L6-v2") == registry.get(rid)["examples_per_second"] == 10.0
-    text, _ = ex.paper_study_message(form(max_train=100, seeds="0,1"), registry)
-    # 50 searches x (1.5 + 2 seeds) x 100 rows / 10 ex/s = 1750 s
-    assert "About **29m 10s** of training" in text
+    rid = record(registry, ex.build_configs(form(max_train=1000))[0], 0.6)
+    finished = registry.runs_frame()["finished_at"].iloc[0].timestamp()
+    with registry.engine.begin() as conn:  # 1,000 training examples in 100 s of wall time: 10 examples/s
+        conn.execute(update(runs).where(runs.c.id == rid).values(started_at=finished - 100))
+    text, _ = ex.paper_study_message(preset_form(seeds="0,1"), registry)
+    assert "1 finished run of all-MiniLM-L6-v2" in text and "10 examples/s" in text
+    # LN + full fine-tuning: 8 searches x (2.5 runs, no search measured yet, + 2 seeds) x 1,000 rows / 10 ex/s
+    assert "full study, one search per setting: 8 searches, 16 runs, about **1h 0m**" in text
+    # per family: 2 searches x 2.5 + 16 runs = 21 runs of 100 s
+    assert "full study, one search per family: 2 searches, 16 runs, about **35m 0s**" in text
+    # quick: 3 searches x (2.5 + 1 seed) = 10.5 runs of 100 s
+    assert "quick size (all layers + the last layer, first seed): 3 searches, 3 runs, about **17m 30s**" in text
 
 
 # ---------------------------------------------------------------------------------------------- submission
@@ -275,7 +323,7 @@ def test_a_bad_selection_queues_nothing_and_says_so_beside_the_control(registry)
 def test_every_action_goes_through_one_gate(registry, monkeypatch):
     seen = []
     monkeypatch.setattr(actions, "allow", lambda action, who, n=1: seen.append((action, who, n)))
-    (run_id,) = ex.submit_runs(registry, ex.build_configs(form()), "web-1")
+    _, (run_id,) = ex.submit_runs(registry, ex.build_configs(form()), "web-1")
     assert ex.cancel_run(registry, run_id, "web-1") == "cancelled"
     new_id = ex.retry_run(registry, run_id, "web-1")
     assert registry.get(new_id)["retry_of"] == run_id
@@ -290,8 +338,11 @@ def test_every_action_goes_through_one_gate(registry, monkeypatch):
 
 
 def test_preset_submission_is_one_sweep(registry):
-    out = ex.submit_preset(registry, form(max_train=16, seeds="0,1"), "web-p")
+    out = ex.submit_preset(registry, form(families=PAPER_SEVEN, max_train=2000, seeds="0,1"), "web-p")
     assert len(out.ids) == 50 and registry.count() == 50 and "50 lr searches" in out.message
+    study = registry.study(out.study_id)
+    assert f"study #{out.study_id}" in out.message and study.progress.total == 100 and study.spec["searches"] == 50
+    assert {r["study_id"] for r in registry.list_runs()} == {out.study_id} and study.owner == "web-p"
     assert {r["sweep_id"] for r in registry.list_runs()} == {registry.get(out.ids[0])["sweep_id"]}
     assert {r["kind"] for r in registry.list_runs()} == {"search"}
     assert registry.get(out.ids[0])["config"]["extra"]["final_seeds"] == [0, 1]
