@@ -16,6 +16,7 @@ import pandas as pd
 from moduletune.app.labels import humanize_seconds
 from moduletune.tuning.finals import planned_finals
 from moduletune.tuning.glue import get_task
+from moduletune.tuning.glue_sizes import train_rows
 from moduletune.tuning.search import MAX_COST
 
 FALLBACK_ROWS = 10_000  # a task whose size is not known (never a GLUE one)
@@ -36,9 +37,9 @@ class Throughput:
 
 def work(config: dict) -> float:
     """Training examples one run of this config processes (a config dict)."""
-    task = get_task(config["task"])
-    rows = config.get("max_train") or task.train_rows or FALLBACK_ROWS
-    rows = min(rows, task.train_rows or rows)
+    train = train_rows(get_task(config["task"]).name)
+    rows = config.get("max_train") or train or FALLBACK_ROWS
+    rows = min(rows, train or rows)
     return float(rows) * float(config.get("epochs") or 1)
 
 

@@ -33,9 +33,14 @@ def run_name(run: dict) -> str:
 
 
 def scored_run_choices(registry, limit: int = PICKER_LIMIT) -> list[tuple[str, int]]:
-    """(label, id) of succeeded runs, newest first, each with its score: '#12 rte LN@5 seed 0 · accuracy 0.620'."""
+    """(label, id) of the succeeded runs that left trained weights (an artifact: never a search or its candidates),
+    newest first, each with its score: '#12 rte LN@5 seed 0 · accuracy 0.620'."""
     out = []
-    for run in registry.list_runs(status="succeeded", limit=limit):
+    for run in registry.list_runs(status="succeeded", limit=None):
+        if run["kind"] != "run" or not run.get("artifact_dir"):
+            continue
+        if len(out) >= limit:
+            break
         value, metric = run.get("primary_metric"), run.get("primary_metric_name") or "score"
         shown = "n/a" if value is None or not math.isfinite(float(value)) else f"{float(value):.3f}"
         out.append((f"{run_name(run)} · {metric} {shown}", int(run["id"])))

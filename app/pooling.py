@@ -40,7 +40,7 @@ POOLED_COLUMNS = [
     "chance",
     "not_learned",
     "did_not_learn",
-    "lr_verdict",  # how the lr was found: an lr search's verdict (clear, tied, edge, no-learner), or "" for none
+    "lr_verdict",  # how the lr was found: an lr search's verdict (clear, tied, edge, no-learner) or "not searched"
 ]
 
 
@@ -220,13 +220,14 @@ def pool(runs, task: str | None = None, model: str | None = None) -> pd.DataFram
 
 
 FULL_FAILED = "full fine-tuning did not learn at these settings"
+NOT_SEARCHED = "not searched"  # a run's lr was typed or its family's default
 
 
 def lr_verdict(g: pd.DataFrame) -> str:
-    """The verdict of the lr search that chose these runs' lr ("" when it was typed or a family default); replicates
-    share one search, so the first one found speaks for them."""
+    """The verdict of the lr search that chose these runs' lr (NOT_SEARCHED when it was typed or a family default);
+    replicates share one search, so the first one found speaks for them."""
     notes = g["lr_search"] if "lr_search" in g.columns else []
-    return next((str(n.get("verdict") or "") for n in notes if isinstance(n, dict)), "")
+    return next((str(n.get("verdict") or NOT_SEARCHED) for n in notes if isinstance(n, dict)), NOT_SEARCHED)
 
 
 def references(pooled: pd.DataFrame) -> pd.DataFrame:

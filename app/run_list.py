@@ -64,6 +64,45 @@ def trainable_pct(model, task, modules, layers, train_head: bool = True) -> floa
         return float("nan")
 
 
+VIEWS = ("top level", "every run")  # the Runs tab's table: parents with their children folded, or every row
+
+
+def grouped(runs: pd.DataFrame, expanded=()) -> list[tuple[str, object, int]]:
+    """The top-level view of runs (newest first) as display rows (kind, what, depth): ("study", Study id, 0) for
+    a study's runs folded into one row, ("run", run id, 0) for a run or search of its own, and, below an expanded
+    parent (its key "study:N" or "run:N" in `expanded`), its runs at depth 1. A search's candidates and final runs
+    fold under it, a study's runs and searches under the study (its searches' candidates never show)."""
+    if runs.empty:
+        return []
+    study = runs["study_id"] if "study_id" in runs.columns else pd.Series(pd.NA, index=runs.index)
+    parent = runs["parent_id"] if "parent_id" in runs.columns else pd.Series(pd.NA, index=runs.index)
+    kinds = runs["kind"].fillna("run") if "kind" in runs.columns else pd.Series("run", index=runs.index)
+    ids = runs["id"].astype(int)
+    present = set(ids)
+    children: dict[int, list[int]] = {}
+    for run_id, up in zip(ids, parent):
+        if pd.notna(up):
+            children.setdefault(int(up), []).append(int(run_id))
+    units: list[tuple[int, str, int]] = []  # (newest id, kind, key) for ordering
+    seen_studies: dict[int, int] = {}
+    for run_id, in_study, up in zip(ids, study, parent):
+        if pd.notna(in_study):
+            seen_studies[int(in_study)] = max(seen_studies.get(int(in_study), 0), int(run_id))
+        elif pd.isna(up) or int(up) not in present:
+            units.append((int(run_id), "run", int(run_id)))
+    units += [(newest, "study", sid) for sid, newest in seen_studies.items()]
+    units.sort(reverse=True)
+    rows: list[tuple[str, object, int]] = []
+    for _, kind, key in units:
+        rows.append((kind, key, 0))
+        if kind == "study" and f"study:{key}" in expanded:
+            mine = [int(i) for i, s, k in zip(ids, study, kinds) if pd.notna(s) and int(s) == key and k != "candidate"]
+            rows += [("run", i, 1) for i in mine]
+        elif kind == "run" and f"run:{key}" in expanded:
+            rows += [("run", i, 1) for i in children.get(key, [])]
+    return rows
+
+
 def sweep_choices(registry) -> list[str]:
     """The sweep ids runs were queued under, newest sweep first (the Sweep filter's choices)."""
     sweeps = (r["sweep_id"] for r in registry.list_runs(limit=None))

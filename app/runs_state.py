@@ -39,6 +39,12 @@ class RunsTabState:
     action: tuple = ()  # ("cancel", run id) or ("retry", run id, new id): the last action, re-read on refresh
     action_text: str = ""
     sweeps: tuple = field(default=(None, ()))  # (the registry's run count, the sweep choices sent then)
+    filters: dict = field(default_factory=dict)  # the table's filters as last applied (the run picker follows them)
+    expanded: set = field(default_factory=set)  # parents opened in the top-level view: "study:N", "run:N"
+
+    def toggle(self, key: str) -> None:
+        """Open a folded parent (a study, a search), or fold it again."""
+        self.expanded ^= {key}
 
     def pick(self, run_id) -> int:
         """The person picked a run (None: follow the default again); returns the new version."""

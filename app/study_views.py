@@ -1,13 +1,18 @@
 """What the Study tab and `moduletune study` show of studies: the list with progress and ETA, one study's summary,
-its record as JSON, and its runs. Plain functions of a Registry (tasks.studies), no Gradio."""
+its record as JSON, its runs, and the report (one study's or every finished run's) with its files. Plain functions
+of a Registry (tasks.studies, app.study), no Gradio."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 
 import pandas as pd
 
 from moduletune.app import eta, tables
+from moduletune.app import study as st
+from moduletune.app.downloads import downloads_dir
+from moduletune.app.figure_style import NO_RUNS, empty_figure
 from moduletune.app.labels import humanize_age, humanize_seconds
 from moduletune.tasks.studies import Study
 from moduletune.tuning.text import json_safe
@@ -117,7 +122,49 @@ def study_summary(registry, study: Study) -> str:
     return "\n\n".join(lines)
 
 
+def live_table(registry, study_id: int) -> pd.DataFrame:
+    """The study's table as it stands (each layer choice its own row; cells still to come say pending): cheap
+    enough for a live refresh, unlike the report's figures."""
+    runs = registry.runs_frame(study_id=study_id)
+    return st.study_table(runs, None, None, None, st.planned_cells(registry, study_id))
+
+
 def study_runs_table(registry, study_id: int) -> pd.DataFrame:
     """The study's runs and searches (its candidates left out), newest first, as the Runs tab shows runs."""
     runs = registry.runs_frame(study_id=study_id)
     return tables.runs_table(runs[runs["kind"] != "candidate"])
+
+
+def report_files(registry, tasks=None, study_id: int | None = None):
+    """The Study tab's report (app.study: one study's, with its pending cells, or every finished run's, each layer
+    choice its own row) and its four exports, written under names no other request shares."""
+    if study_id is not None:
+        report = st.report_from_registry(registry, tasks=tasks, study_id=study_id, layers=None)
+    else:
+        report = st.report_from_registry(registry, tasks=tasks)
+    folder = downloads_dir() / f"study-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    files = [str(st.write_report(report, fmt, folder / f"moduletune-study.{fmt}")) for fmt in st.FORMATS]
+    return report, files
+
+
+def report_figures(report, task: str) -> dict:
+    """The report's three figures for one task (explanatory empty figures for a task without runs)."""
+    figures = report.figures.get(task)
+    if figures:
+        return figures
+    empty = empty_figure(f"{task}: study", f"No finished runs of {task} in this report")
+    return {"layerwise": empty, "efficiency": empty, "magnitude": empty}
+
+
+def report_summary(report) -> str:
+    """What the report rests on and what it finds, as Markdown."""
+    if not report.n_runs:
+        return NO_RUNS + "."
+    lines = [
+        f"**{report.n_runs} finished runs** · tasks {', '.join(report.tasks)} · generated {report.generated_at}",
+        st.POOLING_NOTE,
+        *st.summary_lines(report)[1:],
+        *(f"- {line}" for line in st.findings(report)),
+    ]
+    return "\n\n".join(lines)

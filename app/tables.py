@@ -61,9 +61,11 @@ def _progress(step, total) -> str:
 
 
 def _run_lr(lr, kind: str, status: str) -> str:
-    """The lr a run trains at; a search shows 'searching' until it chose, then 'chose 3e-3'."""
+    """The lr a run trains at; a search shows 'searching' while it runs, then 'chose 3e-3' (or that it did not)."""
     if kind == "search":
-        return f"chose {float(lr):g}" if status == "succeeded" and lr is not None and not pd.isna(lr) else "searching"
+        if status == "succeeded" and lr is not None and not pd.isna(lr):
+            return f"chose {float(lr):g}"
+        return "searching" if status in ("queued", "running", "interrupted") else f"none ({status})"
     return "" if lr is None or pd.isna(lr) else f"{float(lr):g}"
 
 
@@ -82,9 +84,11 @@ def _durations(r: pd.DataFrame, status: list[str], now) -> list[str]:
     return [humanize_seconds(s) for s in (end - started).dt.total_seconds()]
 
 
-def _membership(sweep, parent) -> str:
-    """The sweep a run was queued in and the lr search it belongs to: 'paper-1a2b · search #3'."""
+def _membership(sweep, parent, study=None) -> str:
+    """The study (else the sweep) a run was queued in and the lr search it belongs to: 'study #2 · search #3'."""
     parts = [str(sweep)] if sweep is not None and not pd.isna(sweep) and str(sweep) else []
+    if study is not None and not pd.isna(study):
+        parts = [f"study #{int(study)}"]
     if parent is not None and not pd.isna(parent):
         parts.append(f"search #{int(parent)}")
     return " · ".join(parts)
@@ -135,12 +139,61 @@ def runs_table(runs, now=None) -> pd.DataFrame:
             "progress": [_progress(s, t) for s, t in zip(col("step"), col("total_steps"))],
             "ETA": eta,
             "worker/device": where,
-            "sweep": [_membership(s, p) for s, p in zip(col("sweep_id"), col("parent_id"))],
+            "sweep": [_membership(s, p, st) for s, p, st in zip(col("sweep_id"), col("parent_id"), col("study_id"))],
             "age": ages,
             "duration": _durations(r, status, now),
         },
         columns=RUNS_TABLE_COLUMNS,
     )
+
+
+def grouped_runs_table(runs, rows, studies: dict, expanded=(), now=None) -> pd.DataFrame:
+    """The Runs tab's top-level table: run_list.grouped's rows in order, a study as one row ('S12': its name,
+    status, runs done of planned, a progress bar, its age) and a parent that folds runs marked ▸ (▾ when open),
+    the runs under an open parent indented (↳)."""
+    runs = frame(runs)
+    if not rows:
+        return pd.DataFrame(columns=RUNS_TABLE_COLUMNS)
+    shown = runs_table(runs, now).set_index("id", drop=False)
+    parents = set(pd.to_numeric(runs.get("parent_id", pd.Series(dtype=float)), errors="coerce").dropna().astype(int))
+    out = []
+    for kind, key, depth in rows:
+        if kind == "study":
+            study = studies.get(key)
+            if study is not None:
+                out.append(_study_row(study, f"study:{key}" in expanded, now))
+            continue
+        row = shown.loc[key].to_dict()
+        if depth:
+            row["modules"] = "↳ " + row["modules"]
+        elif key in parents:
+            row["modules"] = ("▾ " if f"run:{key}" in expanded else "▸ ") + row["modules"]
+        out.append(row)
+    return pd.DataFrame(out, columns=RUNS_TABLE_COLUMNS)
+
+
+def _study_row(study, is_open: bool, now=None) -> dict:
+    """One study as a row of the Runs table (its id written S<n>, so a click knows it is no run)."""
+    p, spec = study.progress, study.spec
+    filled = round(10 * p.done / p.total) if p.total else 0
+    age = (_utc_now(now) - pd.Timestamp(study.created_at, unit="s", tz="UTC")).total_seconds()
+    return {
+        "id": f"S{study.id}",
+        "status": study.status,
+        "task": ", ".join(spec.get("tasks", [])),
+        "modules": ("▾ " if is_open else "▸ ") + f"study: {study.name}",
+        "layers": f"{len(spec.get('layers', []))} choices",
+        "seed": ", ".join(str(x) for x in spec.get("seeds", [])),
+        "lr": "searched" if spec.get("lr_search") else "",
+        "metric": f"{p.done}/{p.total} runs done",
+        "trainable %": "",
+        "progress": "▰" * filled + "▱" * (10 - filled),
+        "ETA": "",
+        "worker/device": "",
+        "sweep": f"study #{study.id}",
+        "age": humanize_age(age),
+        "duration": "",
+    }
 
 
 def matching(runs, text: str | None) -> pd.Series:
@@ -240,7 +293,7 @@ NUMERIC_COLUMNS = [
     "full_mean",
     "did_not_learn",
     "full_failed",  # full fine-tuning ran at these settings but did not learn: no reference (full_mean empty)
-    "lr_verdict",  # the verdict of the lr search that chose the lr (tuning.verdict), "" when none searched
+    "lr_verdict",  # the verdict of the lr search that chose the lr (tuning.verdict), or "not searched"
 ]
 # How a cell reads an lr search's verdict: a tie and an edge are marked, and a cell whose search found no lr that
 # learned says so instead of a score (tuning.verdict).

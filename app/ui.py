@@ -131,6 +131,17 @@ ELEM_IDS = {
         "chart-study-frontier",
         "chart-magnitude-score",
         "study-files",
+        "studies-table",
+        "study-select",
+        "study-refresh",
+        "study-progress",
+        "study-cancel",
+        "study-pause",
+        "study-resume",
+        "study-retry",
+        "study-raise",
+        "study-action-msg",
+        "study-runs",
     ],
     "weights": [
         "weights-model",
@@ -258,18 +269,29 @@ def build_app(registry=None, worker_status=None, public=None):
         with gr.Tabs(elem_id="tabs"):
             tab_experiment = experiment.build(ctx)
             tab_runs, timer = runs.build(ctx)
-            others = [compare.build(ctx), study.build(ctx), weights.build(ctx), playground.build(ctx)]
-        # The Runs tab's live timer runs only while that tab is open.
-        tab_runs.select(lambda: gr.Timer(active=True), None, timer, **ctx.private)
-        for other in (tab_experiment, *others):
-            other.select(lambda: gr.Timer(active=False), None, timer, **ctx.private)
-        every_tab = (tab_experiment, tab_runs, *others)
+            tab_compare = compare.build(ctx)
+            tab_study, study_timer = study.build(ctx)
+            others = [weights.build(ctx), playground.build(ctx)]
+        # The Runs and Study tabs' live timers run only while their tab is open.
+        every_tab = (tab_experiment, tab_runs, tab_compare, tab_study, *others)
+        for tab in every_tab:
+            tab.select(live_timers(tab.id), None, [timer, study_timer], **ctx.private)
         # A link's ?tab= opens that tab as a click on it does, so the tab's own select events run (the Runs timer
         # and refresh), which a gr.Tabs(selected=...) update from the load event would not trigger.
         buttons = {t.id: f"{t.elem_id}-button" for t in every_tab}
         demo.load(None, None, None, js=TAB_URL_JS % json.dumps(buttons))
         api.register(ctx)
     return demo
+
+
+def live_timers(tab_id: str):
+    """The select handler of a tab: the Runs and Study timers on while their own tab is open, off otherwise."""
+    import gradio as gr
+
+    def select():
+        return gr.Timer(active=tab_id == "runs"), gr.Timer(active=tab_id == "study")
+
+    return select
 
 
 @dataclass

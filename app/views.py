@@ -6,7 +6,6 @@ only ever runs a registry query and a chart function. What loads a model lives i
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -14,7 +13,7 @@ import pandas as pd
 from moduletune.app import charts, run_list, tables
 from moduletune.app.comparison import compare_view
 from moduletune.app.downloads import artifact_download, downloads_dir  # noqa: F401  (the Runs tab's download)
-from moduletune.app.figure_style import NO_RUNS, empty_figure
+from moduletune.app.figure_style import NO_RUNS
 from moduletune.app.labels import format_pct, humanize_seconds, layer_sort_key, short_name
 from moduletune.app.pooling import finished_runs
 from moduletune.tuning.text import json_safe
@@ -37,11 +36,36 @@ def runs_frame(registry, status=None, task=None, limit: int | None = None) -> pd
     return registry.runs_frame(status=_filter(status), task=_filter(task), limit=limit)
 
 
-def runs_table(registry, status=ALL, task=ALL, limit: int = TABLE_LIMIT, sweep=ALL, search="", now=None):
-    """The Runs tab's table (tables.runs_table), newest first: status, task and sweep filters, the search box's
-    words (tables.matching), and the trainable share of runs not yet finished (run_list)."""
+TOP_LEVEL, EVERY_RUN = run_list.VIEWS
+
+
+def runs_table(
+    registry,
+    status=ALL,
+    task=ALL,
+    limit: int = TABLE_LIMIT,
+    sweep=ALL,
+    search="",
+    now=None,
+    view: str = TOP_LEVEL,
+    expanded=(),
+):
+    """The Runs tab's table, newest first: status, task and sweep filters, the search box's words
+    (tables.matching), and the trainable share of runs not yet finished (run_list). At the top level a study's runs
+    fold into one row and a search's runs under it (expanded: the parents opened, "study:N" / "run:N")."""
     found = run_list.runs_frame(registry, _filter(status), _filter(task), _filter(sweep), search, limit)
-    return tables.runs_table(found, now)
+    if view == EVERY_RUN:
+        return tables.runs_table(found, now)
+    rows = run_list.grouped(found, expanded)
+    studies = {s.id: s for s in registry.studies(ids=[key for kind, key, _ in rows if kind == "study"])}
+    return tables.grouped_runs_table(found, rows, studies, expanded, now)
+
+
+def listed_runs(registry, status=ALL, task=ALL, sweep=ALL, search="", limit: int = TABLE_LIMIT) -> list[dict]:
+    """The runs the table's filters list (newest first; search candidates left out), as dicts for run_choices."""
+    found = run_list.runs_frame(registry, _filter(status), _filter(task), _filter(sweep), search, limit)
+    found = found[found["kind"] != "candidate"] if "kind" in found.columns else found
+    return found[["id", "task", "modules", "layers", "seed", "status"]].to_dict("records")
 
 
 def runs_records(registry, status=ALL, task=ALL, limit: int | None = None, viewer: str | None = None) -> list[dict]:
@@ -338,41 +362,6 @@ def results_note(table: pd.DataFrame, layers: str | None, choices: list[str]) ->
             + " in *Layer choice*."
         )
     return NO_RUNS + "."
-
-
-def study(registry, tasks=None):
-    """The Study tab's report (app.study) and its four exports, written under names no other request shares."""
-    from moduletune.app import study as st
-
-    report = st.report_from_registry(registry, tasks=tasks)
-    folder = downloads_dir() / f"study-{uuid.uuid4().hex[:8]}"
-    folder.mkdir()
-    files = [str(st.write_report(report, fmt, folder / f"moduletune-study.{fmt}")) for fmt in st.FORMATS]
-    return report, files
-
-
-def study_figures(report, task: str) -> dict:
-    """The report's three figures for one task (explanatory empty figures for a task without runs)."""
-    figures = report.figures.get(task)
-    if figures:
-        return figures
-    empty = empty_figure(f"{task}: study", f"No finished runs of {task} in this report")
-    return {"layerwise": empty, "efficiency": empty, "magnitude": empty}
-
-
-def study_summary(report) -> str:
-    """What the report rests on and what it finds, as Markdown."""
-    from moduletune.app import study as st
-
-    if not report.n_runs:
-        return NO_RUNS + "."
-    lines = [
-        f"**{report.n_runs} finished runs** · tasks {', '.join(report.tasks)} · generated {report.generated_at}",
-        st.POOLING_NOTE,
-        *st.summary_lines(report)[1:],
-        *(f"- {line}" for line in st.findings(report)),
-    ]
-    return "\n\n".join(lines)
 
 
 def layer_filter_choices(registry) -> list[str]:

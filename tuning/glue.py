@@ -49,31 +49,6 @@ class GlueTask:
         """Size of the model head: one output for regression, one per class otherwise."""
         return 1 if self.is_regression else len(self.label_names)
 
-    @property
-    def train_rows(self) -> int | None:
-        """Rows of the task's GLUE train split (what a run without max_train trains on)."""
-        return SPLIT_ROWS.get(self.name, (None, None))[0]
-
-    @property
-    def validation_rows(self) -> int | None:
-        """Rows of the task's (first) GLUE validation split."""
-        return SPLIT_ROWS.get(self.name, (None, None))[1]
-
-
-# Rows of each task's train and (first) validation split as GLUE released them (the Hub's nyu-mll/glue): for
-# estimates and checks made before any data is loaded (a search's held-out slice, a study's time).
-SPLIT_ROWS = {
-    "cola": (8551, 1043),
-    "sst2": (67349, 872),
-    "mrpc": (3668, 408),
-    "stsb": (5749, 1500),
-    "qqp": (363846, 40430),
-    "mnli": (392702, 9815),
-    "qnli": (104743, 5463),
-    "rte": (2490, 277),
-    "wnli": (635, 71),
-}
-
 
 _PAIR = ("sentence1", "sentence2")
 _NLI = ("entailment", "not_entailment")

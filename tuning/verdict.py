@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 
-from moduletune.tuning import glue
 from moduletune.tuning.config import RunConfig, default_lr
 from moduletune.tuning.glue import rank_value
+from moduletune.tuning.glue_sizes import train_rows, validation_rows
 
 CLEAR, TIED, EDGE, NO_LEARNER = "clear", "tied", "edge", "no-learner"
 VERDICTS = (CLEAR, TIED, EDGE, NO_LEARNER)
@@ -73,12 +73,11 @@ def judge(scores: dict[float, float], learned: set, noise: float, lrs) -> dict:
 def selection_rows(config: RunConfig) -> int | None:
     """How many rows score the candidates: the held-out slice of the training rows, or the evaluation set (eval
     selection); None when the task's split sizes are not known."""
-    task = glue.get_task(config.task)
     if config.lr_selection == "eval":
-        rows = task.validation_rows
+        rows = validation_rows(config.task)
         return min(config.max_eval, rows) if config.max_eval and rows else (config.max_eval or rows)
-    rows = min(config.max_train, task.train_rows) if config.max_train and task.train_rows else config.max_train
-    rows = rows or task.train_rows
+    train = train_rows(config.task)
+    rows = min(config.max_train, train) if config.max_train and train else (config.max_train or train)
     return None if rows is None else round(config.holdout_fraction * rows)
 
 
@@ -98,11 +97,11 @@ def check_searchable(config: RunConfig) -> None:
             + (" or choose on a held-out slice (lr selection holdout)" if rows else "")
         )
     need = math.ceil((MIN_SELECTION_ROWS - 0.5) / config.holdout_fraction)
-    task = glue.get_task(config.task)
+    train = train_rows(config.task)
     fix = (
         f"use at least {need:,} training examples"
-        if task.train_rows is None or need <= task.train_rows
-        else f"{task.name} has only {task.train_rows:,} training rows: raise the holdout fraction"
+        if train is None or need <= train
+        else f"{config.task} has only {train:,} training rows: raise the holdout fraction"
     )
     raise SearchError(
         f"an lr search scores its candidates on a held-out {config.holdout_fraction:.0%} of the training rows: "

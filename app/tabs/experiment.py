@@ -6,6 +6,7 @@ import gradio as gr
 from moduletune.app import experiment as ex
 from moduletune.app import visitors
 from moduletune.app.form_command import form_command
+from moduletune.app.tabs import paper_offer
 from moduletune.app.tabs.form_widgets import field_message, form_handler, keep_in_browser, knob_input, restored_model
 from moduletune.tuning.config import DEFAULT_MODEL
 
@@ -115,13 +116,22 @@ def build(ctx):
                             defaults.seeds, label="Seeds", elem_id="seeds", info="comma-separated: one run per seed"
                         )
                         seeds_msg = field_message("seeds")
-                lr_search = gr.Checkbox(
-                    defaults.lr_search,
-                    elem_id="lr-search",
-                    label="search the learning rate first (a fair lr per family: "
-                    "successive halving on a held-out 10% of the training rows, "
-                    "about 1.5× one run; the typed lr is then ignored)",
-                )
+                with gr.Row(equal_height=True):
+                    lr_search = gr.Checkbox(
+                        defaults.lr_search,
+                        elem_id="lr-search",
+                        label="search the learning rate first (a fair lr per family: successive halving on a "
+                        "held-out 10% of the training rows; the typed lr is then ignored)",
+                        scale=3,
+                    )
+                    lr_search_scope = gr.Radio(
+                        [("per setting", "setting"), ("per family (cheaper)", "family")],
+                        value=defaults.lr_search_scope,
+                        label="one search…",
+                        info="per family: one search on all layers, its lr reused for that family's single layers",
+                        elem_id="lr-search-scope",
+                        scale=2,
+                    )
                 # No minimum= on the number boxes: Gradio's own check would answer with a toast naming no field;
                 # the form's check puts the allowed range beside the box instead.
                 with gr.Row():
@@ -192,25 +202,7 @@ def build(ctx):
                         wrap_lines=True,
                         buttons=["copy"],
                     )
-                with gr.Group():
-                    gr.Markdown(
-                        "**Preset: the paper's study.** Every module family (Q K V AO FI FO LN; bias "
-                        "too when ticked above, random controls when asked) on all layers and on "
-                        "each layer separately, plus full fine-tuning, on the chosen tasks, seeds "
-                        "and subsampling; each setting searches its own learning rate first.",
-                        elem_classes="help",
-                        padding=True,
-                    )
-                    paper = gr.Button("Queue the paper's study…", elem_id="paper-study")
-                    paper_msg = gr.Markdown("", elem_id="paper-msg")
-                    with gr.Row():
-                        paper_confirm = gr.Button(
-                            "Yes, queue them", variant="primary", visible=False, elem_id="paper-confirm"
-                        )
-                        paper_cancel = gr.Button("Cancel", visible=False, elem_id="paper-cancel")
-                    # A hidden box, not gr.State: a State input is not an API parameter, and the browser then
-                    # warns "Too many arguments provided for the endpoint" on every form edit.
-                    paper_open = gr.Checkbox(False, visible=False, elem_id="paper-open")
+                offer = paper_offer.layout()
 
     form_inputs = [
         task,
@@ -230,6 +222,7 @@ def build(ctx):
         train_head,
         prefix_cache,
         lr_search,
+        lr_search_scope,
         *advanced,
     ]
 
@@ -328,50 +321,7 @@ def build(ctx):
         preprocess=False,
     )
 
-    def paper_offer(form: ex.Form):
-        """The preset's confirmation for this form: (message, confirm button, cancel button, offer open)."""
-        try:
-            text, n = ex.paper_study_message(form, registry)
-        except ValueError as err:
-            return f"⚠️ {err}", gr.Button(visible=False), gr.Button(visible=False), False
-        return text, gr.Button(f"Yes, queue {n} searches", visible=True), gr.Button(visible=True), True
-
-    paper_targets = [paper_msg, paper_confirm, paper_cancel, paper_open]
-    paper.click(form_handler(paper_offer), form_inputs, paper_targets, preprocess=False, **private)
-
-    def follow_form(is_open, form: ex.Form):
-        """An open offer follows the form, so the count confirmed is the count queued."""
-        return paper_offer(form) if is_open else (gr.skip(),) * len(paper_targets)
-
-    on_form_change = form_handler(follow_form, before=("is_open",))
-
-    gr.on(
-        preview_triggers,
-        on_form_change,
-        [paper_open, *form_inputs],
-        paper_targets,
-        trigger_mode="always_last",
-        show_progress="hidden",
-        preprocess=False,
-        **private,
-    )
-
-    # form_handler(identity=True): Gradio fills in the request only for a parameter it can see.
-    def confirm_preset(form: ex.Form, request=None, profile=None):
-        try:
-            out = ex.submit_preset(registry, form, who(request, profile))
-        except visitors.LoginRequired as err:
-            out = ex.error_outcome(err)
-        return out.message, "", gr.Button(visible=False), gr.Button(visible=False), False
-
-    on_paper_confirm = form_handler(confirm_preset, identity=True)
-
-    paper_confirm.click(
-        on_paper_confirm, form_inputs, [submit_msg, *paper_targets], concurrency_limit=1, preprocess=False, **private
-    )
-    paper_cancel.click(
-        lambda: ("", gr.Button(visible=False), gr.Button(visible=False), False), None, paper_targets, **private
-    )
+    paper_offer.wire(ctx, offer, form_inputs, families, preview_triggers, submit_msg)
 
     def show_command(form: ex.Form):
         """The `moduletune submit|sweep` line equal to the form, or why there is none yet."""

@@ -49,11 +49,19 @@ def build(ctx):
             runs_search = gr.Textbox(
                 label="Search", placeholder="task, family, layers, status, #id, sweep", elem_id="runs-search", scale=2
             )
+            runs_view = gr.Radio(
+                list(views.run_list.VIEWS),
+                value=views.TOP_LEVEL,
+                label="Show",
+                info="top level: a study's and a search's runs fold under it (click to open)",
+                elem_id="runs-view",
+                scale=2,
+            )
             runs_refresh = gr.Button("Refresh", size="sm", elem_id="runs-refresh", scale=0, min_width=90)
             worker_md = gr.Markdown(status_line(), elem_id="worker-status")
         runs_table = gr.DataFrame(
             tables.runs_table(None),
-            label="Runs (newest first; click a row)",
+            label="Runs (newest first; click a row: a run opens below, a study ▸ or search ▸ unfolds its runs)",
             interactive=False,
             elem_id="runs-table",
             max_height=380,
@@ -116,7 +124,8 @@ def build(ctx):
         version = state.version
         rows = registry.list_runs(limit=views.TABLE_LIMIT)
         run_id = state.picked if state.picked is not None else run_list.default_run(registry, rows)
-        choices = tuple(views.run_choices(registry, include=run_id, rows=rows))
+        listed = views.listed_runs(registry, **state.filters)  # the picker follows the table's filters
+        choices = tuple(views.run_choices(registry, include=run_id, rows=listed))
         key = views.detail_key(registry, run_id)
         d = None
         if state.moved(run_id, key):
@@ -145,9 +154,12 @@ def build(ctx):
 
     show_targets = [run_select, run_summary, run_curves, run_config, run_result, cancel, retry, prepare, download]
 
-    def refresh(status, task_filter, sweep, search, state):
+    def refresh(status, task_filter, sweep, search, view, state):
         """The table, the worker's status, the sweep choices (when runs were added) and the last action's message."""
-        table = views.runs_table(registry, status, task_filter, sweep=sweep, search=search)
+        state.filters = dict(status=status, task=task_filter, sweep=sweep, search=search)
+        table = views.runs_table(
+            registry, status, task_filter, sweep=sweep, search=search, view=view, expanded=state.expanded
+        )
         count, sweeps = registry.count(), skip()
         if count != state.sweeps[0]:
             found = tuple(run_list.sweep_choices(registry))
@@ -160,7 +172,7 @@ def build(ctx):
             state.action_text = text
         return (table, status_line(), sweeps, message)
 
-    filters = [runs_status, runs_task, runs_sweep, runs_search, state]
+    filters = [runs_status, runs_task, runs_sweep, runs_search, runs_view, state]
     refresh_targets = [runs_table, worker_md, runs_sweep, run_action_msg]
     quiet = dict(show_progress="hidden", **private)
     timer.tick(refresh, filters, refresh_targets, trigger_mode="always_last", **quiet)
@@ -168,30 +180,39 @@ def build(ctx):
     gr.on([runs_refresh.click, tab_runs.select], refresh, filters, refresh_targets, **quiet)
     gr.on([runs_refresh.click, tab_runs.select], show, state, show_targets, **quiet)
     gr.on(
-        [runs_status.change, runs_task.change, runs_sweep.change, runs_search.change],
+        [runs_status.change, runs_task.change, runs_sweep.change, runs_search.change, runs_view.change],
         refresh,
         filters,
         refresh_targets,
         trigger_mode="always_last",
         **quiet,
-    )
+    ).then(show, state, show_targets, **quiet)
 
     def on_pick(state, run_id):
         state.pick(run_id)
 
     def on_row(state, evt: gr.SelectData):
+        """A run's row picks it (and a search's unfolds its runs); a study's row (S<n>) unfolds or folds it."""
         row = evt.row_value or []
+        key = str(row[0]) if row else ""
+        if key.startswith("S") and key[1:].isdigit():
+            state.toggle(f"study:{int(key[1:])}")
+            return
         try:
-            state.pick(int(row[0]))
-        except (IndexError, TypeError, ValueError):
-            pass  # not a run's row (an empty table)
+            run_id = int(key)
+        except ValueError:
+            return  # not a run's row (an empty table)
+        if str(row[3]).startswith(("▸", "▾")):
+            state.toggle(f"run:{run_id}")
+        state.pick(run_id)
 
     # A person's pick: recorded first, then the panel for it, then the address bar.
-    for picked in (
-        run_select.input(on_pick, [state, run_select], None, **private),
-        runs_table.select(on_row, state, None, **private),
-    ):
-        picked.then(show, state, show_targets, **quiet).then(None, run_select, None, js=RUN_URL_JS)
+    run_select.input(on_pick, [state, run_select], None, **private).then(show, state, show_targets, **quiet).then(
+        None, run_select, None, js=RUN_URL_JS
+    )
+    runs_table.select(on_row, state, None, **private).then(refresh, filters, refresh_targets, **quiet).then(
+        show, state, show_targets, **quiet
+    ).then(None, run_select, None, js=RUN_URL_JS)
 
     def on_load(state, request: gr.Request = None):
         """A link's ?run=12 becomes the pick (a bad value is named in the action message)."""

@@ -221,9 +221,10 @@ def finished(reg: Registry, config: RunConfig, result: dict) -> int:
     return run_id
 
 
-def scored(metric: str, value: float | None) -> dict:
-    """A worker's result that carries just a primary metric."""
-    return {"primary_metric_name": metric, "primary_metric": value, "metrics": {metric: value}, "steps": 1}
+def scored(metric: str, value: float | None, artifact: bool = True) -> dict:
+    """A worker's result that carries just a primary metric (and, as a worker's run does, an artifact folder)."""
+    out = {"primary_metric_name": metric, "primary_metric": value, "metrics": {metric: value}, "steps": 1}
+    return {**out, "artifact_dir": "/runs/artifact"} if artifact else out
 
 
 @pytest.fixture
@@ -245,6 +246,10 @@ def runs(registry, glue_dir):
 
 
 def test_run_pickers_show_each_succeeded_runs_score(registry, runs):
+    # Neither a search (it leaves no weights) nor a run without an artifact is offered to load.
+    search = RunConfig(task="rte", modules=("layernorm",), layers="4", lr_search=True, max_train=1000)
+    finished(registry, search, scored("accuracy", 0.7))
+    finished(registry, RunConfig(task="rte", modules=("value",), layers="4"), scored("accuracy", 0.7, artifact=False))
     choices = model_views.scored_run_choices(registry)
     assert choices == [
         (f"#{runs['stsb']} stsb LN@5 seed 0 · pearson n/a", runs["stsb"]),
