@@ -201,14 +201,14 @@ class WorkerWrites:
                         }
                     )
                 )
-            final = dict(parent_id=run_id, study_id=study)
-            if stopped:
-                final = {**final, "status": CANCELLED, "finished_at": now, "error": f"cancelled with study {study}"}
+            placed = dict(parent_id=run_id, study_id=study)
+            why = f"cancelled with study {study}"
+            over = {"status": CANCELLED, "finished_at": now, "error": why} if stopped else {}
             ids = [
                 int(
                     conn.execute(
                         insert(runs).values(
-                            **{**row_values(config, parent["submitter"], parent["sweep_id"], None, **final), **final}
+                            **{**row_values(config, parent["submitter"], parent["sweep_id"], None, **placed), **over}
                         )
                     ).inserted_primary_key[0]
                 )
