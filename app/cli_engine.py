@@ -13,10 +13,12 @@ def cmd_run(args) -> int:
     from moduletune.tuning.models import check_against_model
     from moduletune.tuning.trackers import check_installed, run_label, track
     from moduletune.tuning.train import fine_tune
+    from moduletune.tuning.verdict import check_searchable
 
     config = config_from_args(args)
     check_against_model(config)  # before anything heavy is loaded
     check_installed(config.report_to)  # ... and so is a tracker that is not installed
+    check_searchable(config)  # ... and a search scored on too few rows to choose
     search = None
     if config.lr_search:  # before the run's own bar, so the two bars never interleave
         from moduletune.tuning.finals import final_config
@@ -101,7 +103,8 @@ def run_search(config, quiet: bool = False, tracking=None):
     where = "held-out slice" if result.selection == "holdout" else "evaluation set (optimistic)"
     print(
         f"lr search: chose {result.chosen_lr:g} by {result.metric} on the {where}; cost {result.cost_ratio:.2f}x "
-        f"one run (the plain grid: {result.grid_cost_ratio:.0f}x)",
+        f"one run (the plain grid: {result.grid_cost_ratio:.0f}x)\nlr search verdict: {result.verdict}: "
+        f"{result.verdict_note}",
         file=sys.stderr,
     )
     return result

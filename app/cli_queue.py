@@ -229,6 +229,8 @@ def cmd_show(args) -> int:
     print(f"{'config':<20}{json.dumps(run['config'], sort_keys=True)}")
     if run["result"]:
         print(f"{'metrics':<20}{json.dumps(run['result'].get('metrics'))}")
+        if run["result"].get("verdict"):  # an lr search: what it found and how far to trust it
+            print(f"{'verdict':<20}{run['result']['verdict']}: {run['result'].get('verdict_note', '')}")
     return 0
 
 

@@ -218,6 +218,8 @@ def summary_markdown(run: dict) -> str:
             f"{', '.join(f'{g:g}' for g in grid)} · cost {result.get('cost_ratio', 0):.2f}× one run "
             f"(the plain grid: {result.get('grid_cost_ratio', 0):.0f}×)"
         )
+        if result.get("verdict"):
+            lines.append(f"**verdict: {result['verdict']}** — {result.get('verdict_note') or ''}")
     elif run["primary_metric"] is not None:
         chance = run.get("chance_metric")
         verdict = (
@@ -235,7 +237,11 @@ def summary_markdown(run: dict) -> str:
         )
     note = (run.get("config") or {}).get("extra", {}).get("lr_search")
     if kind == "run" and note:
-        lines.append(f"lr {note['chosen_lr']:g} chosen by search #{run.get('parent_id')} ({note['selection']})")
+        verdict = f", verdict **{note['verdict']}**" if note.get("verdict") else ""
+        bound = " · its score is a lower bound (the best lr lay at the grid's end)" if note.get("lower_bound") else ""
+        lines.append(
+            f"lr {note['chosen_lr']:g} chosen by search #{run.get('parent_id')} ({note['selection']}{verdict}){bound}"
+        )
     if run["error"] and status != "succeeded":
         lines.append(f"⚠️ {run['error']}")
     if status == "queued":

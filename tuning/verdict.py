@@ -111,18 +111,19 @@ def check_searchable(config: RunConfig) -> None:
 
 
 def verdict_note(result) -> str:
-    """A SearchResult's verdict in one sentence: what was chosen and how far to trust it."""
+    """A SearchResult's verdict in one sentence: what was chosen and how far to trust it (and that the grid was
+    extended past its edge, when it was)."""
     if result.chosen_lr is None:
         return "the search has not finished"
     lr, metric = f"{result.chosen_lr:g}", result.metric
     tied = ", ".join(f"{t:g}" for t in result.tied)
+    noise = f"±{result.noise:.3f}" if result.noise is not None else "noise"
+    added = ", ".join(f"{e:g}" for e in result.extended)
+    extended = f"the best lr sat at an end of the grid, which was extended by {added}; " if added else ""
     if result.verdict == NO_LEARNER:
-        return f"no lr tried learned (every candidate within noise of chance by {metric}); trained at {lr} anyway"
+        return f"{extended}no lr tried learned (each within noise of chance by {metric}); trained at {lr} anyway"
     if result.verdict == TIED:
-        return f"{tied} tied within noise (±{result.noise:.3f}); chose {lr}, the family default or the grid's middle"
+        return f"{extended}{tied} tied within noise ({noise}); chose {lr}, the family default or the grid's middle"
     if result.verdict == EDGE:
-        extended = (
-            f" after extending the grid to {', '.join(f'{e:g}' for e in result.extended)}" if result.extended else ""
-        )
-        return f"chose {lr}, an end of the grid{extended}: its score is a lower bound (a better lr may lie beyond)"
-    return f"chose {lr}, ahead of every other candidate beyond noise (±{result.noise:.3f}) by {metric}"
+        return f"{extended}chose {lr}, an end of the grid: its score is a lower bound (a better lr may lie beyond)"
+    return f"{extended}chose {lr}, ahead of every other candidate beyond noise ({noise}) by {metric}"

@@ -154,6 +154,28 @@ def test_score_by_family_reference_line_at_full_fine_tuning_mean():
     assert "full fine-tuning 0.920" in annotation_texts(fig)
 
 
+def test_a_full_fine_tuning_that_did_not_learn_is_no_reference_and_every_chart_says_so():
+    """Compare and Study drew 'full fine-tuning 0.522' from a full fine-tuning run that did not learn, so the chart
+    read as 'LayerNorm beats full fine-tuning': such a run is no reference, and the chart and table say why."""
+    runs = frame(
+        run(1, "layernorm", metric=0.80, chance_metric=0.51, learned=True, trainable_pct=0.01),
+        run(2, "layernorm", layers="5", metric=0.70, chance_metric=0.51, learned=True, trainable_pct=0.002),
+        run(3, "full", metric=0.522, chance_metric=0.51, learned=False, trainable_pct=100.0),
+    )
+    view = comparison.compare_view(runs, None, "rte")
+    for name in ("score_by_family", "efficiency_frontier", "layer_module_heatmap"):
+        fig = view[name]
+        lines = [s for s in fig.layout.shapes if s.type == "line" and s.y0 == pytest.approx(0.522)]
+        assert lines == [] and not any("full fine-tuning 0.522" in str(t) for t in annotation_texts(fig)), name
+        said = annotation_texts(fig) + [fig.layout.title.text]
+        assert any("full fine-tuning did not learn at these settings" in str(t) for t in said), name
+    table = view["results_table"].set_index("module")
+    assert table.loc["full fine-tuning reference", "rte"] == "full fine-tuning did not learn at these settings"
+    # A full fine-tuning that learned at the same settings is the reference again.
+    learned = frame(*runs.to_dict("records")[:2], run(4, "full", metric=0.9, chance_metric=0.51, learned=True))
+    assert "full fine-tuning 0.900" in annotation_texts(charts.score_by_family(learned, "rte"))
+
+
 def test_score_by_family_draws_chance_and_flags_runs_that_did_not_learn():
     runs = frame(
         run(1, "layernorm", metric=0.80, chance_metric=0.51, learned=True),
