@@ -16,8 +16,9 @@ import tempfile
 import time
 
 from moduletune.tuning.config import RunConfig
-from moduletune.tuning.search import candidate_config, lr_search, rank
+from moduletune.tuning.search import candidate_config, lr_search
 from moduletune.tuning.train import fine_tune
+from moduletune.tuning.verdict import rank
 
 
 def plain_grid(config: RunConfig) -> dict:

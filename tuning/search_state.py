@@ -47,6 +47,7 @@ class SearchResult:
     extended: list[float] = field(default_factory=list)  # lrs added beyond an edge of the grid
     lower_bound: bool = False  # edge: the chosen lr's score is a lower bound (the best lay beyond the grid)
     noise: float | None = None  # the band two held-out scores must differ by to be told apart
+    decided_at_step: int | None = None  # the rung whose scores decided (a clear winner ends a search early)
     chance: float | None = None  # the held-out slice's chance score
 
     def to_dict(self) -> dict:
@@ -109,7 +110,11 @@ def result_of(state: dict, rungs: list[Rung], full_steps: int, root: Path) -> Se
     cost = steps_taken(state)
     cands = sorted(state["candidates"], key=lambda c: c["lr"])
     candidates = [
-        {**c, "score": c["rungs"][-1]["score"] if c["rungs"] else None, "extended": bool(c.get("extended"))}
+        {
+            **{k: v for k, v in c.items() if k != "losses"},
+            "score": c["rungs"][-1]["score"] if c["rungs"] else None,
+            "extended": bool(c.get("extended")),
+        }
         for c in cands
     ]
     counts = state.get("rung_counts", {})
@@ -135,6 +140,7 @@ def result_of(state: dict, rungs: list[Rung], full_steps: int, root: Path) -> Se
         lower_bound=bool(verdict.get("lower_bound")),
         noise=state.get("noise"),
         chance=state.get("chance"),
+        decided_at_step=verdict.get("step"),
     )
     result.verdict_note = verdict_note(result)
     return result

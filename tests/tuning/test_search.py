@@ -9,32 +9,23 @@ import pytest
 from moduletune.tuning import search
 from moduletune.tuning.config import RunConfig
 from moduletune.tuning.finals import final_config
-from moduletune.tuning.search import Rung, lr_search, planned_cost, rank, schedule
+from moduletune.tuning.search import Rung, lr_search, planned_cost, schedule
 from moduletune.tuning.search_state import STATE_FILE
 from moduletune.tuning.train import fine_tune
-from moduletune.tuning.verdict import VERDICTS
+from moduletune.tuning.verdict import VERDICTS, rank
 
 
-def test_five_candidates_take_three_rungs_and_cost_one_and_a_half_runs():
+def test_five_candidates_race_to_two_finalists_and_cost_at_most_one_and_three_quarter_runs():
     rungs = schedule(5, 800)
-    assert rungs == [Rung(0, 100, 5), Rung(1, 200, 3), Rung(2, 400, 2)]  # R/8, R/4, R/2; keep 5, 3, 2
-    assert planned_cost(rungs) == 1200 and planned_cost(rungs) / 800 == 1.5  # 2*R/8 + 1*R/4 + 2*R/2
-    assert [(r.step, r.candidates) for r in schedule(2, 800)] == [(400, 2)]
-    assert [(r.step, r.candidates) for r in schedule(8, 800)] == [(100, 8), (200, 4), (400, 2)]
-    assert planned_cost(schedule(8, 800)) / 800 == 2.0
+    # R/8 (drop the diverged), R/4 (rank, keep two), 3R/8 and R/2 (the finalists; a clear winner ends it early).
+    assert rungs == [Rung(0, 100, 5), Rung(1, 200, 5), Rung(2, 300, 2), Rung(3, 400, 2)]
+    assert planned_cost(rungs) == 5 * 200 + 2 * 200 and planned_cost(rungs) / 800 == 1.75
+    assert [(r.step, r.candidates) for r in schedule(2, 800)] == [(100, 2), (200, 2), (300, 2), (400, 2)]
+    assert planned_cost(schedule(6, 800)) / 800 == 2.0
+    assert [r.step for r in schedule(5, 4)] == [1, 2]  # a run of a few steps has fewer distinct rungs
+    assert search.remaining_cost(rungs, 1, 2) == 2 * 200
     with pytest.raises(search.SearchError, match="at least 2"):
         schedule(1, 800)
-
-
-def test_candidates_too_close_to_call_are_kept_and_the_cost_stays_within_two_and_a_half_runs():
-    order = [1e-2, 1e-3, 1e-4, 3e-4, 3e-3]
-    scores = {1e-2: 0.087, 1e-3: 0.001, 1e-4: -0.007, 3e-4: -0.016, 3e-3: -0.018}  # STS-B after 21 steps
-    assert search.survivors(order, scores, noise=0.14) == order  # all within noise of the cut: keep all
-    assert search.survivors(order, scores, noise=0.0) == order[:3]  # clear differences: the better half
-    assert search.survivors(order, {**scores, 3e-3: math.nan}, noise=0.14) == order[:4]  # diverged: out
-    rungs = schedule(5, 800)
-    assert search.remaining_cost(rungs, 0, 5) == 5 * 100 + 3 * 200 and search.remaining_cost(rungs, 1, 3) == 3 * 200
-    assert 5 * rungs[-1].step / 800 == 2.5  # at worst every candidate reaches the last rung, R/2
 
 
 def test_rank_nan_is_worst_and_ties_go_to_the_smaller_lr():
@@ -60,20 +51,24 @@ def test_search_events_cost_and_final_config(glue_dir, home, tmp_path):
     cfg = tiny(glue_dir)
     events = []
     result = lr_search(cfg, events.append, workdir=tmp_path / "s")
-    # 108 training rows after the 10% holdout: 7 steps an epoch, R = 14; rungs at 2, 4, 7 steps.
-    assert result.full_steps == 14 and [r["step"] for r in result.rungs] == [2, 4, 7]
-    # At least the halving schedule (1.5 runs), at most every candidate to R/2 (2.5 runs): on 12 held-out rows
-    # most scores are too close to call, so more candidates go on than the schedule's 5, 3, 2.
-    assert 2 * 2 + 1 * 4 + 2 * 7 <= result.cost_steps <= 5 * 7 and result.grid_cost_ratio == 5
+    # 108 training rows after the 10% holdout: 7 steps an epoch, R = 14; rungs at 2, 4, 5 and 7 steps.
+    assert result.full_steps == 14
+    # Every candidate to R/4 unless it diverged at R/8, the finalists on to where a winner was clear (or R/2):
+    # never more than MAX_COST runs before an edge extension.
+    decided = result.decided_at_step
+    assert [r["step"] for r in result.rungs] == [2, 4, 5, 7] and decided in (4, 5, 7)
+    original = [c for c in result.candidates if not c["extended"]]
+    assert sum(c["steps"] for c in original) <= 2.5 * 14 and result.grid_cost_ratio == 5
     assert result.cost_steps == sum(c["steps"] for c in result.candidates)
     assert result.cost_ratio == pytest.approx(result.cost_steps / 14) and result.metric == "accuracy"
-    assert result.selection == "holdout" and result.chosen_lr in cfg.lr_grid and not result.stopped
+    assert result.selection == "holdout" and result.chosen_lr in result.grid and not result.stopped
     assert all(
         c["steps"] == c["rungs"][-1]["step"] and c["score"] == c["rungs"][-1]["score"] for c in result.candidates
     )
     pruned = [c for c in result.candidates if c["pruned_at_step"]]
-    assert all(c["steps"] == c["pruned_at_step"] < 7 for c in pruned)
-    assert all(c["steps"] == 7 for c in result.candidates if not c["pruned_at_step"])
+    assert all(c["steps"] == c["pruned_at_step"] in (2, 4) for c in pruned)
+    assert all(c["steps"] == decided for c in result.candidates if not c["pruned_at_step"])
+    assert [r["candidates"] for r in result.rungs][:2] == [5, 5 - sum(c["pruned_at_step"] == 2 for c in pruned)]
     steps = [e for e in events if e["kind"] == "step"]
     assert [e["step"] for e in steps] == list(range(1, result.cost_steps + 1))
     assert steps[-1]["total_steps"] == result.cost_steps  # the planned total follows what the rungs kept
@@ -87,7 +82,7 @@ def test_search_events_cost_and_final_config(glue_dir, home, tmp_path):
     assert final.extra["lr_search"] == {
         "chosen_lr": result.chosen_lr,
         "selection": "holdout",
-        "grid": list(cfg.lr_grid),
+        "grid": result.grid,
         "verdict": result.verdict,
         "lower_bound": result.lower_bound,
         "searched_layers": "last:2",
