@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from moduletune.app.study_views import failures, progress_bar, study_record
 from moduletune.tasks import submission
 from moduletune.tasks.registry import Registry
+
+# study_views is imported where a command runs: it brings pandas, and `moduletune --help` or a queue command
+# must not pay for it (tests/tasks/test_registry.py checks the CLI's imports).
 
 ACTIONS = ("cancel", "pause", "resume", "retry", "raise", "lower")
 
@@ -57,6 +59,8 @@ def _count(text: str) -> int:
 
 
 def cmd_list(args) -> int:
+    from moduletune.app.study_views import failures, progress_bar
+
     found = Registry().studies(limit=args.limit)
     if args.json:
         print(json.dumps([s.to_dict() for s in found]))
@@ -69,6 +73,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from moduletune.app.study_views import progress_bar, study_record
+
     record = study_record(Registry(), args.id)
     if args.json:
         print(json.dumps(record))

@@ -124,11 +124,13 @@ def build(ctx):
                         "held-out 10% of the training rows; the typed lr is then ignored)",
                         scale=3,
                     )
+                    # Plain choices: a Radio of (label, value) pairs here made the form's change events loop forever
+                    # in the browser (Gradio 6), re-sending the preview several times a second.
                     lr_search_scope = gr.Radio(
-                        [("per setting", "setting"), ("per family (cheaper)", "family")],
+                        ["setting", "family"],
                         value=defaults.lr_search_scope,
-                        label="one search…",
-                        info="per family: one search on all layers, its lr reused for that family's single layers",
+                        label="one lr search per",
+                        info="family (cheaper): one search on all layers, its lr reused for its single layers",
                         elem_id="lr-search-scope",
                         scale=2,
                     )
@@ -261,13 +263,16 @@ def build(ctx):
     preview_triggers = [c.change for c in form_inputs if c is not model] + model_events
     # preprocess=False: the raw values reach app.experiment.checked, which refuses a wrong type or size beside
     # its field in a short line (Gradio's own checks quote a megabyte value back, with Python's type names).
+    # trigger_mode="multiple" (each change answered in turn; one at a time, so the last answer is the last change):
+    # with "always_last", several changes arriving together (a reload restoring seeds and families) made Gradio 6
+    # re-fire the changes for as long as the page stayed open, ~10 events a second (test_browser checks it is idle).
     gr.on(
         preview_triggers,
         on_preview,
         form_inputs,
         [preview, *field_msgs, more_settings],
         api_name="preview",
-        trigger_mode="always_last",
+        trigger_mode="multiple",
         show_progress="minimal",
         preprocess=False,
     )
@@ -335,7 +340,7 @@ def build(ctx):
     on_command = form_handler(show_command)
     # Written when the box is opened, and kept equal to the form while it is open.
     command_box.expand(on_command, form_inputs, command, preprocess=False, **private)
-    gr.on(preview_triggers, on_command, form_inputs, command, trigger_mode="always_last", preprocess=False, **private)
+    gr.on(preview_triggers, on_command, form_inputs, command, trigger_mode="multiple", preprocess=False, **private)
 
     restored = keep_in_browser(demo, form_inputs, saved_form, private)
 

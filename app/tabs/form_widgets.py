@@ -71,15 +71,30 @@ def keep_in_browser(demo, form_inputs: list, saved, private: dict):
     the load event that restores it, for the events that must follow it."""
 
     def keep(*values):
-        return dict(zip(FORM_PARAMS, values))
+        return dict(zip(FORM_PARAMS, values, strict=True))
 
     # change, not input: the layer buttons and a model's new depth change the toggles without typing.
-    gr.on([c.change for c in form_inputs], keep, form_inputs, saved, show_progress="hidden", **private)
+    # trigger_mode="multiple", as for the preview (app.tabs.experiment): "always_last" looped on restored values.
+    gr.on(
+        [c.change for c in form_inputs],
+        keep,
+        form_inputs,
+        saved,
+        show_progress="hidden",
+        trigger_mode="multiple",
+        **private,
+    )
+
+    # What each control shows before any restore: a kept value equal to it is not set again, because setting a
+    # multiselect Dropdown to the value it already holds made Gradio 6 fire its change event over and over (the
+    # preview, the command and the kept form re-sent several times a second, for as long as the page stayed open).
+    shown = {n: c.value for n, c in zip(FORM_PARAMS, form_inputs, strict=True)}
 
     def restore(kept):
-        """The kept values back into their controls (a control the saved form lacks keeps its default)."""
+        """The kept values back into their controls (a control the saved form lacks, or already shows that value,
+        is left as it is)."""
         kept = kept if isinstance(kept, dict) else {}
-        return [kept[n] if n in kept else gr.skip() for n in FORM_PARAMS]
+        return [kept[n] if n in kept and kept[n] != shown[n] else gr.skip() for n in FORM_PARAMS]
 
     return demo.load(restore, saved, form_inputs, **private)
 

@@ -82,7 +82,7 @@ def wire(ctx, offer, form_inputs: list, families, preview_triggers: list, submit
         on_form_change,
         [paper_open, *form_inputs],
         paper_targets,
-        trigger_mode="always_last",
+        trigger_mode="multiple",  # as the preview: "always_last" looped (app.tabs.experiment)
         show_progress="hidden",
         preprocess=False,
         **private,

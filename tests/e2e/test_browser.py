@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import polling
+
 from .conftest import REPO
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -114,6 +116,15 @@ def fill(page, elem_id: str, value: str) -> None:
     box.press("Tab")
 
 
+def wait_rows(page, elem_id: str, n: int) -> None:
+    """Until the table shows n rows, counted by their first cells (cell-<row>-0): Gradio 6 keeps no tr per row."""
+    page.wait_for_function(
+        "([id, n]) => [...document.querySelectorAll(`#${id} [role=gridcell]`)]"
+        ".filter(c => /^cell-\\d+-0$/.test(c.dataset.testid || '')).length === n",
+        arg=[elem_id, n],
+    )
+
+
 def plots(page, elem_id: str) -> int:
     return page.locator(f"#{elem_id} .js-plotly-plot").count()
 
@@ -149,7 +160,9 @@ def test_a_wrong_value_is_named_beside_its_field_and_a_reload_keeps_the_form(own
     shoot(page, "experiment-negative-examples")
     assert "Traceback" not in app_server.logs(10**7)[log_before:]
 
-    # Fill the form, reload: the values are back (and the preview follows them).
+    # Fill the form, reload: the values are back (and the preview follows them), and the page then stays quiet.
+    sent = []
+    page.on("request", lambda r: sent.append(r.url) if "queue/join" in r.url else None)
     fill(page, "max-train", "48")
     fill(page, "seeds", "0,1")
     page.locator("#families label", has_text="Q · attention query").click()
@@ -160,19 +173,28 @@ def test_a_wrong_value_is_named_beside_its_field_and_a_reload_keeps_the_form(own
     assert page.locator("#max-train input").first.input_value() == "48"
     assert page.locator("#seeds textarea, #seeds input").first.input_value() == "0,1"
     assert page.locator("#families input:checked").count() == 2
+    page.wait_for_timeout(3000)
+    idle = len(sent)
+    page.wait_for_timeout(5000)  # restoring a value a control already held made Gradio re-send the form forever
+    assert len(sent) == idle, f"the restored form sent {len(sent) - idle} events in 5 s while nobody touched it"
 
     # The command equal to the form, ready to copy.
     page.locator("#command-box").get_by_text("Show the command").click()
     wait_text(page, "command", "moduletune sweep --tasks sst2 --modules layernorm,query --layers all --seeds 0,1")
     assert "--max-train 48" in text_of(page, "command")
     shoot(page, "experiment-command")
+    # One click ticks the paper's seven families for the preset.
+    page.locator("#paper-families").click()
+    page.wait_for_function("() => document.querySelectorAll('#families input:checked').length === 7")
     assert not console.problems, console.problems
 
 
 def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     registry = app_server.registry()
+    sent = []  # the events the page sends (Gradio's queue/join requests): a quiet form sends none
+    page.on("request", lambda r: sent.append(r.url) if "queue/join" in r.url else None)
     console.goto(app_server.url)
-    for tab in ("Experiment", "Runs", "Compare", "Weights", "Playground"):
+    for tab in ("Experiment", "Runs", "Compare", "Study", "Weights", "Playground"):
         page.get_by_role("tab", name=tab).wait_for(state="visible")
     wait_text(page, "preview", "will be queued")
     assert "default for LN: 1e-2" in text_of(page, "tab-experiment")
@@ -189,6 +211,10 @@ def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     fill(page, "model", "all-MiniLM-L6-v2")
     page.wait_for_function("() => document.querySelectorAll('#layers input[type=checkbox]').length === 6")
     wait_text(page, "preview", "6 layers")
+    page.wait_for_timeout(3000)  # what the edits sent has arrived; from now on the form is idle
+    before_idle = len(sent)
+    page.wait_for_timeout(5000)
+    assert len(sent) == before_idle, f"the idle form sent {len(sent) - before_idle} events in 5 s (a loop)"
 
     # A bad layer selection: the message beside the layers control, and nothing is queued.
     page.locator("#layers-none").click()
@@ -201,28 +227,61 @@ def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     shoot(page, "experiment-bad-layers")
     assert registry.count() == before
 
-    # The paper-study preset asks first, with the count; cancelling queues nothing.
+    # The paper-study preset studies the families ticked (here LayerNorm) and asks first, with the full study's
+    # and the quick size's counts; cancelling queues nothing.
     page.locator("#paper-study").click()
-    wait_text(page, "paper-msg", "50 lr searches, then 50 runs")
-    assert page.locator("#paper-confirm").inner_text() == "Yes, queue 50 searches"
+    wait_text(page, "paper-msg", "8 lr searches, then 8 runs")
+    assert page.locator("#paper-confirm").inner_text() == "Yes, queue the full study (8 searches)"
+    assert page.locator("#paper-quick").inner_text() == "Queue the quick size (3 searches)"
     page.locator("#paper-cancel").click()
     wait_empty(page, "paper-msg")
     assert not page.locator("#paper-confirm").is_visible() and registry.count() == before
 
-    # An open offer follows the form (the count confirmed is the count queued), and confirming queues it.
+    # An open offer follows the form (the count confirmed is the count queued), and confirming queues one study.
     page.locator("#paper-study").click()
-    wait_text(page, "paper-msg", "then 50 runs")
+    wait_text(page, "paper-msg", "then 8 runs")
     fill(page, "seeds", "0,1")
-    wait_text(page, "paper-msg", "50 lr searches, then 100 runs")
+    wait_text(page, "paper-msg", "8 lr searches, then 16 runs")
     shoot(page, "experiment-paper-offer")
     page.locator("#paper-confirm").click()
-    wait_text(page, "submit-msg", "Queued 50 lr searches")
+    wait_text(page, "submit-msg", "Queued 8 lr searches")
     queued = [r for r in registry.list_runs() if r["sweep_id"] and r["sweep_id"].startswith("paper-")]
-    assert len(queued) == 50 and {r["kind"] for r in queued} == {"search"}
+    assert len(queued) == 8 and {r["kind"] for r in queued} == {"search"}
     assert {tuple(registry.get(r["id"])["config"]["extra"]["final_seeds"]) for r in queued} == {(0, 1)}
+    (study_id,) = {r["study_id"] for r in queued}
+    assert f"study #{study_id}" in text_of(page, "submit-msg")
     assert not page.locator("#paper-confirm").is_visible()
-    for r in queued:  # free the embedded worker for the rest of the walk-through
-        registry.request_cancel(r["id"])
+
+    # The Study tab: the study's progress; Cancel asks first, then cancels every queued run of it in one go.
+    page.get_by_role("tab", name="Study").click()
+    wait_text(page, "studies-table", "paper preset")
+    page.locator('#studies-table [role=gridcell][data-testid="cell-0-0"]').click()
+    wait_text(page, "study-progress", f"Study #{study_id}")
+    wait_text(page, "study-progress", "0/16")
+    wait_text(page, "study-table", "pending")
+    shoot(page, "study")
+    page.locator("#study-cancel").click()
+    wait_text(page, "study-cancel-text", "never start")
+    page.locator("#study-cancel-confirm").click()
+    wait_text(page, "study-action-msg", f"Study #{study_id} cancelled")
+    page.wait_for_function("() => !document.body.innerText.includes('queued runs never start')")
+    assert not [r for r in registry.list_runs(study_id=study_id) if r["status"] == "queued"]
+    polling.wait_for(
+        lambda: registry.study(study_id).status == "cancelled", RUN_T / 1000, "the study's running search to stop"
+    )
+    # The address keeps the study: a reload opens it again.
+    page.wait_for_function("(id) => location.search.includes('study=' + id)", arg=str(study_id))
+    console.reload()
+    wait_text(page, "study-progress", f"Study #{study_id}")
+    wait_text(page, "study-progress", "cancelled")
+    assert "tab=study" in page.url
+    shoot(page, "study-cancelled")
+    page.get_by_role("tab", name="Experiment").click()
+    # The reload gave the kept form back (its restore runs on load): wait for it before editing on.
+    page.wait_for_function(
+        "() => (document.querySelector('#layer-spec input, #layer-spec textarea') || {}).value === '9'"
+    )
+    wait_text(page, "layers-msg", "out of range")
     fill(page, "seeds", "0")
     before = registry.count()
 
@@ -268,14 +327,19 @@ def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     assert registry.get(run_id)["tags"] == ["baseline", "ln-only"]
     assert registry.get(run_id)["notes"] == "the walk-through's run"
     fill(page, "runs-search", "tag:ln-only")
-    page.wait_for_function("() => document.querySelectorAll('#runs-table tbody tr').length === 1")
+    wait_rows(page, "runs-table", 1)
     wait_text(page, "runs-table", str(run_id))
     shoot(page, "runs-tags")
     fill(page, "runs-search", "")
 
-    # Clicking a row shows that run.
+    # The study is one row until it is unfolded; then clicking one of its rows shows that run.
     runs = registry.list_runs()  # newest first, like the table
-    page.locator('#runs-table [role=gridcell][data-testid="cell-1-0"]').click()  # a cancelled paper search
+    wait_text(page, "runs-table", f"S{study_id}")
+    # Two rows: the run of its own and the study (the cleared search box refills the table).
+    wait_rows(page, "runs-table", 2)
+    page.locator('#runs-table [role=gridcell][data-testid="cell-1-0"]').click()  # the study: unfold it
+    wait_rows(page, "runs-table", 10)
+    page.locator('#runs-table [role=gridcell][data-testid="cell-2-0"]').click()  # its newest (cancelled) search
     wait_text(page, "run-summary", f"lr search #{runs[1]['id']}")
 
     # Reloading the page never affects a run, and keeps your place: the tab and the picked run are in the URL.

@@ -132,7 +132,7 @@ def test_forty_runs_on_two_workers_each_finish_exactly_once_redis_postgres(
         "--max-seq-len",
         "32",
     ).stdout
-    assert out.startswith("queued 40 runs")
+    assert out.startswith("study 1: queued 40 runs (ids 1-40)")
     assert queue.pending_count() == 40
     workers.start("--workers", "1")
     workers.start("--workers", "1")
