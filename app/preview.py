@@ -76,8 +76,8 @@ def preview_markdown(view: dict) -> str:
     if view.get("searches"):
         k = view["searches"]
         head += (
-            f"\n\n🔎 First {k} learning-rate search{'es' if k != 1 else ''} (successive halving over each "
-            "family's grid, chosen on a held-out 10% of the training rows; about 1.5× one run each), then "
+            f"\n\n🔎 First {k} learning-rate search{'es' if k != 1 else ''} (a race over each family's grid, "
+            "chosen on a held-out 10% of the training rows; 1.25-2.5× one run each, see the README), then "
             "every seed at the chosen lr."
         )
     if n > FORM_LIMIT:

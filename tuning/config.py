@@ -230,8 +230,8 @@ class RunConfig:
     lr_search: bool = setting(
         False,
         "bool",
-        "search the learning rate first: successive halving over the family's "
-        "grid (about 1.5x one run), chosen on a held-out slice of the training rows, then "
+        "search the learning rate first: a race over the family's grid (1.25-2.5x one run's steps, "
+        "more when the best lr is at the grid's edge), chosen on a held-out slice of the training rows, then "
         "train at the chosen lr",
         form="lr_search",
     )
