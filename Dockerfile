@@ -31,6 +31,7 @@ ENV PYTHONUNBUFFERED=1 \
     GRADIO_SERVER_PORT=7860 \
     GRADIO_ANALYTICS_ENABLED=False \
     MODULETUNE_PUBLIC=1 \
+    MODULETUNE_STOP_TIMEOUT=8 \
     HOME=/home/user \
     PATH=/home/user/.local/bin:$PATH
 
@@ -71,7 +72,8 @@ COPY --chown=user:user scripts/space-entrypoint.sh ./scripts/space-entrypoint.sh
 # (tuning/settings.py); MODULETUNE_HOME, if set, wins.
 USER 1000
 EXPOSE 7860
-# SIGINT lets the worker checkpoint its run and re-queue it before the container stops (within Docker's
-# default 10 s on an idle machine; MODULETUNE_STOP_TIMEOUT bounds the worker's share of it).
+# SIGINT lets the worker checkpoint its run and re-queue it before the container stops: within Docker's default
+# 10 s, since MODULETUNE_STOP_TIMEOUT (above) kills a worker still busy after 8 s. A slower model's step needs
+# more: raise both (docker run --stop-timeout 60 -e MODULETUNE_STOP_TIMEOUT=50).
 STOPSIGNAL SIGINT
 ENTRYPOINT ["/usr/bin/tini", "--", "/home/user/app/scripts/space-entrypoint.sh"]
