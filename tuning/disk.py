@@ -15,6 +15,9 @@ FULL = "no space left on the device"
 class DiskFullError(OSError):
     """A write that found the disk full; the message names the file and what to do."""
 
+    def __str__(self) -> str:  # the message alone: OSError would print "[Errno 28] None" once errno is set
+        return str(self.args[0]) if self.args else ""
+
 
 def full(err: BaseException) -> bool:
     """Whether an error is the disk being full (ENOSPC, or EDQUOT: a quota is a full disk to its user)."""

@@ -32,8 +32,8 @@ BUILD_TIMEOUT = 1800  # seconds: a build without cache on 2 loaded cores (torch 
 SERVE_TIMEOUT = 90  # seconds from `docker run` to the page answering (measured 10-30 s on 2 loaded cores)
 STOP_LIMIT = 10.0  # Docker's default stop timeout: past it the container is SIGKILLed and the run is lost
 RUN_TIMEOUT = 300
-# Long enough to be mid-run when stopped (375 steps), short enough to finish after the restart.
-LONG = {**TINY, "families": ["query"], "max_train": 2000, "epochs": 3, "max_eval": 64}
+# Long enough to be mid-run when stopped (60 steps), short enough to finish soon after the restart.
+LONG = {**TINY, "families": ["query"], "max_train": 960, "epochs": 1, "max_eval": 64}
 
 
 def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
