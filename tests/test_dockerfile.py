@@ -108,6 +108,8 @@ def test_the_readme_front_matter_is_a_docker_space():
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     assert fields["sdk"] == "docker" and fields["app_port"] == "7860" and fields["title"] == "moduletune"
     assert {"emoji", "colorFrom", "colorTo", "pinned"} <= set(fields)
+    # The Hub links the Space to the model it embeds and the data it trains on.
+    assert fields["models"] == "[sentence-transformers/all-MiniLM-L6-v2]" and fields["datasets"] == "[nyu-mll/glue]"
     assert "\n## Deploy" in text
 
 
