@@ -6,14 +6,21 @@ PY := $(VENV)/bin/python
 # multi-GB CUDA wheel); with an NVIDIA GPU, pip's default build. Override with TORCH_SPEC=...
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 
-.PHONY: setup serve lint test test-study services bench lock clean
+.PHONY: setup setup-test serve lint test test-study test-image services bench lock clean
 
+# `setup`: what serving needs (the app and both backends); `setup-test` adds the test toolchain (browsers'
+# driver, trackers, linters: about 2 GB more), which `make serve` never pulls in.
 setup: $(VENV)/.installed
+setup-test: $(VENV)/.installed-test
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[postgres,redis]'
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
@@ -28,23 +35,30 @@ lock:
 services:
 	bash scripts/ensure-services.sh
 
-lint: setup
+lint: setup-test
 	# ruff, configured in pyproject.toml: lint rules and the one format of the tree.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: setup services
+test: setup-test services
 	# Services are started above, so a Redis or PostgreSQL test that cannot connect fails instead of skipping.
 	MODULETUNE_TEST_REQUIRE_SERVICES=1 MODULETUNE_GLUE_DIR=$${MODULETUNE_GLUE_DIR:-$(abspath ..)/shared/glue} \
 		$(PY) -m pytest -q
 
-test-study: setup services
+test-study: setup-test services
 	# The slow science checks (SST-2 learnt, a small real study, an lr search on STS-B that must find an lr that
 	# learns): about 10 minutes.
 	MODULETUNE_TEST_REQUIRE_SERVICES=1 MODULETUNE_GLUE_DIR=$${MODULETUNE_GLUE_DIR:-$(abspath ..)/shared/glue} \
 		$(PY) -m pytest -q -m study
 
-bench: setup
+# The Space image built and run as a Space runs it (tests/e2e/test_image.py): needs a Docker engine. A machine
+# without Docker Hub or the PyTorch index gives BASE_IMAGE, TORCH_INDEX_URL and DOCKER_BUILD_FLAGS in the
+# environment (README "Deploy"); they pass through to `docker build`.
+test-image: setup-test
+	MODULETUNE_GLUE_DIR=$${MODULETUNE_GLUE_DIR:-$(abspath ..)/shared/glue} \
+		$(PY) -m pytest -q -s -m image tests/e2e/test_image.py
+
+bench: setup-test
 	$(PY) -m bench.trainer_vs_moduletune --task sst2 --modules full --max-train 2000
 
 clean:

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from moduletune.app import cli_export, cli_study, server
+from moduletune.app import cli_args, cli_export, cli_study, server
 from moduletune.app.cli_engine import cmd_count, cmd_magnitudes, cmd_report, cmd_run
 from moduletune.app.cli_queue import (
     SWEEP_LIMIT,
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", default=None, help="queued running succeeded failed cancelled interrupted")
     p.add_argument("--task", default=None)
     p.add_argument("--sweep", default=None, help="only the runs of this sweep id")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=cli_args.limit, default=None)
     add_tag_flags(p, "only the runs tagged TAG (repeat: those with every one)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     add_data_flags(p)
@@ -125,18 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_events_command(sub)
 
     p = sub.add_parser("show", help="everything about one run")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=cli_args.run_id)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
     add_tag_command(sub)
 
     p = sub.add_parser("cancel", help="cancel a queued run, or stop a running one at its next step")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=cli_args.run_id)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("retry", help="queue a failed, cancelled or interrupted run again as a new run")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=cli_args.run_id)
     p.add_argument("--submitter", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_retry)

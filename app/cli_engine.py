@@ -10,12 +10,17 @@ from moduletune.app.run_flags import config_from_args
 
 
 def cmd_run(args) -> int:
+    from moduletune.tuning.artifacts import check_output_dir
+    from moduletune.tuning.glue_dirs import check_glue_dir
     from moduletune.tuning.models import check_against_model
     from moduletune.tuning.trackers import check_installed, run_label, track
     from moduletune.tuning.train import fine_tune
     from moduletune.tuning.verdict import check_searchable
 
     config = config_from_args(args)
+    if args.output is not None:
+        check_output_dir(args.output)  # a bad path fails now, not after the whole run trained
+    check_glue_dir(config.task, config.glue_dir)
     check_against_model(config)  # before anything heavy is loaded
     check_installed(config.report_to)  # ... and so is a tracker that is not installed
     check_searchable(config)  # ... and a search scored on too few rows to choose

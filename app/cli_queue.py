@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from moduletune.app import cli_args
 from moduletune.app.run_flags import config_from_args
 
 SWEEP_LIMIT = 100  # sweeps larger than this need --yes
@@ -28,7 +29,7 @@ def add_tag_flags(p: argparse.ArgumentParser, help: str) -> None:
 def add_tag_command(sub) -> None:
     """`moduletune tag RUN_ID TAG... [--remove] [--note TEXT]`."""
     p = sub.add_parser("tag", help="add tags to a run (or --remove them), and set its note")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=cli_args.run_id)
     p.add_argument("tags", nargs="*", metavar="TAG", help="letters, digits, - _ . : (40 at most; 20 per run)")
     p.add_argument("--remove", action="store_true", help="take these tags off the run instead")
     p.add_argument("--note", default=None, help='set the run\'s note (2,000 characters at most; "" clears it)')
@@ -198,7 +199,7 @@ def export_runs(args) -> int:
 def add_events_command(sub) -> None:
     """`moduletune events RUN_ID [RUN_ID ...] --output FILE [--format ...] [--name NAME ...]`."""
     p = sub.add_parser("events", help="runs' curves (every step's loss and lr, every evaluation) as a file")
-    p.add_argument("ids", nargs="+", type=int, metavar="RUN_ID")
+    p.add_argument("ids", nargs="+", type=cli_args.run_id, metavar="RUN_ID")
     add_data_flags(p)
     p.add_argument("--name", action="extend", nargs="+", default=None, help="only these series (loss lr accuracy ...)")
     p.set_defaults(func=cmd_events)

@@ -3,9 +3,9 @@ paper preset) watched and steered as one thing, over tasks.studies and tasks.sub
 
 from __future__ import annotations
 
-import argparse
 import json
 
+from moduletune.app import cli_args
 from moduletune.tasks import submission
 from moduletune.tasks.registry import Registry
 
@@ -20,11 +20,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("study", help="watch and steer a study (a sweep or the paper preset) as one thing")
     group = p.add_subparsers(dest="study_command", required=True)
     q = group.add_parser("list", help="every study, newest first, with its progress")
-    q.add_argument("--limit", type=_count, default=50)
+    q.add_argument("--limit", type=cli_args.limit, default=50)
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_list)
     q = group.add_parser("show", help="one study: what was asked, progress, ETA")
-    q.add_argument("id", type=_count)
+    q.add_argument("id", type=cli_args.study_id)
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_show)
     helps = {
@@ -37,25 +37,14 @@ def add_parser(sub) -> None:
     }
     for action in ACTIONS:
         q = group.add_parser(action, help=helps[action])
-        q.add_argument("id", type=_count)
+        q.add_argument("id", type=cli_args.study_id)
         q.add_argument("--json", action="store_true")
         q.set_defaults(func=cmd_action, action=action)
     q = group.add_parser("report", help="the study's findings (pending cells say so) as md, tex, csv or html")
-    q.add_argument("id", type=_count)
+    q.add_argument("id", type=cli_args.study_id)
     q.add_argument("--format", required=True, choices=["md", "tex", "csv", "html"])
     q.add_argument("--output", required=True, help="the file to write")
     q.set_defaults(func=cmd_report)
-
-
-def _count(text: str) -> int:
-    """A study id or a limit: a whole number from 1 to 2**31 - 1 (what a registry column holds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= 2**31 - 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {2**31 - 1:,}, got {text}")
-    return value
 
 
 def cmd_list(args) -> int:

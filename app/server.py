@@ -22,22 +22,39 @@ from moduletune.tasks.parent_death import parent_death_signal
 
 log = logging.getLogger("moduletune.server")
 REPO = Path(__file__).resolve().parent.parent
+STOP_TIMEOUT_ENV = "MODULETUNE_STOP_TIMEOUT"
+DEFAULT_STOP_TIMEOUT = 60.0  # seconds; the image sets 8, inside Docker's default 10 s stop
+CLOSE_TIMEOUT = 2.0  # seconds the UI's close may take at a stop before the process exits anyway
 RESTART_WINDOW = 300.0  # seconds: more than MAX_RESTARTS deaths within this gives up (a broken setup)
 MAX_RESTARTS = 5
+
+
+def stop_timeout_setting() -> float:
+    """How long a stop waits for the worker to checkpoint and re-queue its run before killing it:
+    MODULETUNE_STOP_TIMEOUT, else 60 s."""
+    text = os.environ.get(STOP_TIMEOUT_ENV) or str(DEFAULT_STOP_TIMEOUT)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise ValueError(f"{STOP_TIMEOUT_ENV} must be a number of seconds from 0 to 86400, got {text!r}")
+    return value
 
 
 class EmbeddedWorker:
     """`moduletune worker` as a supervised child: started with the server, restarted if it dies, stopped with it."""
 
-    def __init__(self, args: tuple[str, ...] = ("--workers", "1"), stop_timeout: float = 60.0, env: dict | None = None):
+    def __init__(self, args: tuple[str, ...] = ("--workers", "1"), stop_timeout: float | None = None, env=None):
         self.args = list(args)
-        self.stop_timeout = stop_timeout
+        self.stop_timeout = stop_timeout_setting() if stop_timeout is None else stop_timeout
         self.env = env
         self.proc: subprocess.Popen | None = None
         self.deaths: list[float] = []
         self.last_exit: int | None = None
         self.gave_up = False
         self._stopping = threading.Event()
+        self._signalled = False  # SIGTERM sent once: a second would cut the worker's graceful stop short
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
 
@@ -132,16 +149,20 @@ class EmbeddedWorker:
         return f"⚠️ embedded worker exited (code {proc.returncode}); restarting…"
 
     def stop(self, timeout: float | None = None) -> int | None:
-        """SIGTERM (graceful: the run checkpoints and is re-queued), wait, then SIGKILL the group if needed."""
+        """SIGTERM (graceful: the run checkpoints and is re-queued), wait, then SIGKILL the group if needed.
+
+        Safe to call again, from another thread too: the worker is signalled once and every caller waits."""
         self._stopping.set()
         with self._lock:
-            proc = self.proc
+            proc, first = self.proc, not self._signalled
+            self._signalled = True
         try:
             if proc is None or proc.poll() is not None:
                 return None if proc is None else proc.returncode
             timeout = self.stop_timeout if timeout is None else timeout
             try:
-                proc.send_signal(signal.SIGTERM)
+                if first:
+                    proc.send_signal(signal.SIGTERM)
                 return proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 print(
@@ -280,7 +301,14 @@ def serve(
         demo.launch(prevent_thread_lock=True, **launch_kwargs(host, port, share, public is not None))
         return demo, embedded
 
+    stopping = threading.Event()
+
     def interrupt(signum, frame):  # SIGTERM ends the server the way Ctrl-C does
+        if stopping.is_set():  # a second signal: the stop under way finishes, uninterrupted
+            return
+        stopping.set()
+        if embedded is not None:  # told at once, so its run is checkpointed and re-queued whatever the UI waits on
+            threading.Thread(target=embedded.stop, name="stop-worker", daemon=True).start()
         raise KeyboardInterrupt
 
     main = threading.current_thread() is threading.main_thread()
@@ -291,7 +319,10 @@ def serve(
     try:
         demo.launch(prevent_thread_lock=True, **launch_kwargs(host, port, share, public is not None))
         print(f"moduletune serve: ready; open {browser_url(host, port)} in a browser", file=sys.stderr, flush=True)
-        demo.block_thread()  # until Ctrl-C or SIGTERM (both raise KeyboardInterrupt here)
+        # Not demo.block_thread(): it takes the interrupt itself and waits for the server to close (its open
+        # connections) before this function could stop the worker.
+        while not stopping.is_set():
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     except OSError as err:  # the port is taken, or the address is not ours
@@ -299,12 +330,24 @@ def serve(
             f"could not serve on {host}:{port}: {str(err).splitlines()[0]} (choose another with --port)"
         ) from None
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        stopping.set()
         if embedded is not None:
             embedded.stop()
+        _close(demo, CLOSE_TIMEOUT)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0
+
+
+def _close(demo, timeout: float) -> None:
+    """Close the UI, waiting at most timeout: an open connection must not hold the process past its stop."""
+
+    def close():
         try:
             demo.close()
         except Exception:  # closing an already-closed server is fine
             pass
-    return 0
+
+    closer = threading.Thread(target=close, name="close-ui", daemon=True)
+    closer.start()
+    closer.join(timeout)

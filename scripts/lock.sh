@@ -13,11 +13,15 @@ trap 'rm -rf "$work"' EXIT
 "$work/venv/bin/pip" install -q "torch==2.13.0"
 # The image serves a Space (SQLite) and the docker-compose lab (PostgreSQL + Redis): both backends.
 "$work/venv/bin/pip" install -q ".[postgres,redis]"
+# Pinned too, though this interpreter may not need them, so that the image's `pip install --no-deps -r
+# requirements.lock && pip check` passes: setuptools (torch needs it on newer Pythons; it builds the wheel) and
+# async-timeout (redis needs it below Python 3.11.3, such as Debian bookworm's 3.11.2).
+"$work/venv/bin/pip" install -q "setuptools>=77" "async-timeout>=4.0.3"
 {
     echo "# The Space image's exact dependencies (Python $("$work/venv/bin/python" -c 'import sys; print(".".join(map(str, sys.version_info[:2])))'), Linux; torch and moduletune are installed on their own)."
     echo "# Refresh with: make lock"
     "$work/venv/bin/pip" freeze --all --exclude-editable \
-        | grep -v -i -E '^(torch|pip|setuptools|wheel)==|^moduletune( |=)' \
+        | grep -v -i -E '^(torch|pip|wheel)==|^moduletune( |=)' \
         | sort -f
 } > requirements.lock
 echo "wrote requirements.lock ($(grep -c '==' requirements.lock) pinned packages)"

@@ -148,6 +148,19 @@ def row_values(
     )
 
 
+SUBMITTER_LIMIT = runs.c.submitter.type.length  # the column's: PostgreSQL refuses more, SQLite would keep it
+
+
+def check_submitter(submitter):
+    """Who submits, as given (None: the OS user), checked where runs enter: text of at most SUBMITTER_LIMIT."""
+    if submitter is None:
+        return None
+    if not isinstance(submitter, str) or len(submitter) > SUBMITTER_LIMIT or "\x00" in submitter:
+        size = f"{len(submitter):,} characters" if isinstance(submitter, str) else type(submitter).__name__
+        raise ValueError(f"the submitter is a name of at most {SUBMITTER_LIMIT} characters (no NUL), got {size}")
+    return submitter
+
+
 def default_submitter() -> str:
     try:
         return getpass.getuser()

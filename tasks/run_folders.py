@@ -5,7 +5,6 @@ artifact/ when it succeeded; made sure to belong to this registry's run before a
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -34,6 +33,7 @@ def own_run_dir(run_id: int, owner: dict, config) -> Path:
     import json
 
     from moduletune.tuning.checkpoints import fingerprint, move_aside
+    from moduletune.tuning.disk import DiskFullError, write_text
 
     folder = run_dir(run_id)
     mine = {**owner, "fingerprint": fingerprint(config.to_dict(), owner)}
@@ -52,10 +52,10 @@ def own_run_dir(run_id: int, owner: dict, config) -> Path:
                 aside.name,
             )
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"{OWNER_FILE}.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(mine))
-        tmp.replace(folder / OWNER_FILE)  # atomic: a half-written owner would send the run back to step 0
+        # Atomic: a half-written owner would send the run back to step 0.
+        write_text(folder / OWNER_FILE, json.dumps(mine), "the run folder's owner file")
+    except DiskFullError:
+        raise
     except OSError as err:
         raise OSError(
             f"cannot write the run folder {folder} ({err.strerror or err}): make it writable, or set "

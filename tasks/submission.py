@@ -15,6 +15,7 @@ import logging
 
 from moduletune.tasks.queue import enqueue_run, get_huey
 from moduletune.tasks.registry import QUEUED, RETRYABLE, Registry, RegistryError
+from moduletune.tasks.rows import check_submitter
 from moduletune.tasks.studies import ACTIVE, PAUSED, RAISED_PRIORITY, STOPPED, STUDY_PRIORITY
 from moduletune.tasks.tags import check_note, check_tags
 from moduletune.tuning.text import one_line
@@ -27,10 +28,12 @@ _MODEL_CONFIGS: dict[str, object] = {}
 def check_submission(config):
     """A fully validated RunConfig, or the engine's ValueError: settings, model, architecture, layer range."""
     from moduletune.tuning.config import RunConfig
+    from moduletune.tuning.glue_dirs import check_glue_dir
     from moduletune.tuning.models import check_against_model, load_config
     from moduletune.tuning.trackers import check_installed
 
     config = RunConfig.from_dict(config if isinstance(config, dict) else config.to_dict())
+    check_glue_dir(config.task, config.glue_dir)  # a folder that is not there is refused now, not a failed run
     check_installed(config.report_to)  # a tracker not installed here is refused now, not a failed run later
     if config.model not in _MODEL_CONFIGS:  # a model's config is read once per process
         _MODEL_CONFIGS[config.model] = load_config(config.model)
@@ -53,6 +56,7 @@ def submit(
     """Validate fully (the config, the tags and the note), record the run as queued with its tags and note (in a
     study, or none), enqueue it; returns its id. Nothing is left half-made."""
     labels = check_tags(tags), check_note(note)
+    check_submitter(submitter)
     config = check_submission(config)
     return _record_and_send(registry, config, submitter, sweep_id, retry_of, huey, *labels, study_id=study_id)
 
@@ -69,6 +73,7 @@ def submit_many(
     """Validate every config, the tags and the note first (all or nothing), then submit each with those tags and
     that note; returns the ids in order."""
     labels = check_tags(tags), check_note(note)
+    check_submitter(submitter)
     checked = [check_submission(c) for c in configs]
     return [_record_and_send(registry, c, submitter, sweep_id, None, huey, *labels) for c in checked]
 
@@ -88,6 +93,7 @@ def submit_study(
     in it; returns (study id, run ids). All or nothing: a queue that refuses half-way takes the study and its
     queued runs back out."""
     labels = check_tags(tags), check_note(note)
+    check_submitter(submitter)
     checked = [check_submission(c) for c in configs]
     if not checked:
         raise RegistryError("a study needs at least one run")
@@ -105,6 +111,7 @@ def submit_study(
 def retry(registry: Registry, run_id: int, submitter: str | None = None, huey=None) -> int:
     """A failed, cancelled or interrupted run again, as a new run linked to it (retry_of) in its study; returns the
     new id."""
+    check_submitter(submitter)
     old = registry.get(run_id)
     if old["status"] not in RETRYABLE:
         raise RegistryError(f"run {run_id} is {old['status']}; only {', '.join(RETRYABLE)} runs can be retried")

@@ -56,6 +56,8 @@ def test_every_path_the_dockerfile_copies_exists():
     copies = of("COPY") + of("ADD")
     assert copies, "the Dockerfile copies nothing"
     for args in copies:
+        if "--from=" in args:  # from the wheel stage, not the build context
+            continue
         parts = [p for p in args.split() if not p.startswith("--")]
         *sources, _dest = parts
         for src in sources:
@@ -64,16 +66,20 @@ def test_every_path_the_dockerfile_copies_exists():
             assert src.rstrip("/") not in ignored, f"{src} is copied but .dockerignore leaves it out"
 
 
-def test_slim_python_cpu_torch_and_the_embedded_model():
+def test_slim_python_on_a_named_debian_release_cpu_torch_and_the_embedded_model():
+    """The base is an ARG (a machine without Docker Hub gives a stand-in); by default slim Python, pinned release."""
+    default_base = re.search(r"(?:^|\s)BASE_IMAGE=(\S+)", " ".join(of("ARG")))
+    assert default_base and re.fullmatch(r"python:3\.\d+-slim-(bookworm|trixie)", default_base.group(1))
     base = of("FROM")
-    assert len(base) == 1 and re.fullmatch(r"python:3\.\d+-slim", base[0]), base
+    assert [b.split()[0] for b in base] == ["${BASE_IMAGE}", "${BASE_IMAGE}"], base
     run = " && ".join(of("RUN"))
     torch = [r for r in of("RUN") if "torch" in r and "pip install" in r]
     assert torch, "torch is not installed on its own"
     default_index = re.search(r"TORCH_INDEX_URL=(\S+)", " ".join(of("ARG")))
     assert default_index and default_index.group(1) == "https://download.pytorch.org/whl/cpu"
     assert "${TORCH_INDEX_URL}" in torch[0] or "whl/cpu" in torch[0]
-    assert re.search(r"pip install --no-cache-dir (--no-deps )?\.", run) and "embedded_model_path" in run  # baked in
+    assert re.search(r"pip install --no-cache-dir --no-deps /tmp/wheels/moduletune-", run)  # the wheel, no sources
+    assert "embedded_model_path" in run and "pip check" in run  # baked in, and nothing missing from the lock
 
 
 def test_uid_1000_port_7860_sigint_and_the_gradio_address():
@@ -102,6 +108,8 @@ def test_the_readme_front_matter_is_a_docker_space():
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     assert fields["sdk"] == "docker" and fields["app_port"] == "7860" and fields["title"] == "moduletune"
     assert {"emoji", "colorFrom", "colorTo", "pinned"} <= set(fields)
+    # The Hub links the Space to the model it embeds and the data it trains on.
+    assert fields["models"] == "[sentence-transformers/all-MiniLM-L6-v2]" and fields["datasets"] == "[nyu-mll/glue]"
     assert "\n## Deploy" in text
 
 
@@ -156,7 +164,7 @@ def test_the_image_installs_its_dependencies_from_the_lock():
     """A Space build is reproducible: the lock's exact versions first, then the project without resolving again."""
     runs = of("RUN")
     from_lock = [i for i, r in enumerate(runs) if "-r requirements.lock" in r]
-    project = [i for i, r in enumerate(runs) if re.search(r"pip install .*--no-deps \.(\s|$)", r)]
+    project = [i for i, r in enumerate(runs) if re.search(r"pip install .*--no-deps /tmp/wheels/moduletune-", r)]
     assert from_lock and project and from_lock[0] < project[0], runs
     assert any("requirements.lock" in c for c in of("COPY"))
     assert not [r for r in runs if re.search(r"pip install (?!.*(-r requirements.lock|--no-deps|torch==))", r)], runs
@@ -195,3 +203,12 @@ def test_the_lock_resolves_in_a_fresh_virtual_environment(tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_the_shipped_stage_copies_no_source_tree():
+    """The Space stage gets the project as a wheel: a copied tree in WORKDIR would shadow the installed package."""
+    shipped = instructions()
+    last_from = max(i for i, (kw, _) in enumerate(shipped) if kw == "FROM")
+    copies = [args for kw, args in shipped[last_from:] if kw == "COPY"]
+    sources = [[p for p in args.split() if not p.startswith("--")][:-1] for args in copies if "--from=" not in args]
+    assert sorted(s for group in sources for s in group) == ["requirements.lock", "scripts/space-entrypoint.sh"]

@@ -3,30 +3,48 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 
 from moduletune.tuning import glue
 from moduletune.tuning.config import RunConfig
+from moduletune.tuning.disk import write_atomic, write_text
 
 TENSORS_FILE = "trained.safetensors"
 CONFIG_FILE = "run_config.json"
 RESULT_FILE = "result.json"
 
 
+def check_output_dir(output_dir) -> Path:
+    """Where an artifact is asked to go, checked before training: a new or empty folder that can be made here, so
+    a run never ends by writing over a file (or failing to write) after all its training."""
+    out = Path(output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the output {out} is a file: an artifact is a folder and never replaces a file")
+    if out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"the output folder {out} is not empty: name a new or empty folder for the artifact")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"the output {out} cannot be made: {existing} is not a folder this user can write in")
+    return out
+
+
 def save_artifact(output_dir, model, selection, config: RunConfig, result=None) -> Path:
     """Write the trainable tensors only (a few KB for LayerNorm runs) next to the config and result."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     params = dict(model.named_parameters())
     tensors = {n: params[n].detach().to("cpu", torch.float32).contiguous() for n in selection.names}
-    save_file(tensors, str(out / TENSORS_FILE), metadata={"format": "moduletune", "model": config.model})
-    (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    # Bytes written through a Python file: safetensors' own writer can report success on a full disk.
+    blob = save(tensors, metadata={"format": "moduletune", "model": config.model})
+    write_atomic(out / TENSORS_FILE, lambda f: f.write(blob), "the artifact")
+    write_text(out / CONFIG_FILE, json.dumps(config.to_dict(), indent=2, sort_keys=True), "the artifact's config")
     if result is not None:
-        (out / RESULT_FILE).write_text(json.dumps({**result.to_dict(), "artifact_dir": str(out)}, indent=2))
+        shown = json.dumps({**result.to_dict(), "artifact_dir": str(out)}, indent=2)
+        write_text(out / RESULT_FILE, shown, "the artifact's result")
     return out
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from moduletune.tuning.disk import write_atomic
 from moduletune.tuning.settings import home
 
 
@@ -64,10 +65,8 @@ def encode(tokenizer, dataset, text_columns, max_len: int, use_cache: bool = Tru
     out = tokenizer(*columns, truncation=True, max_length=max_len, padding=False)
     enc = Encoded(list(out["input_ids"]), list(out["token_type_ids"]) if "token_type_ids" in out else None, labels, key)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{np.random.randint(1 << 30)}")
-        torch.save({"input_ids": enc.input_ids, "token_type_ids": enc.token_type_ids}, tmp)
-        tmp.replace(path)
+        blob = {"input_ids": enc.input_ids, "token_type_ids": enc.token_type_ids}
+        write_atomic(path, lambda f: torch.save(blob, f), "the token cache")
     return enc
 
 

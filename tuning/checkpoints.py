@@ -8,7 +8,6 @@ An unreadable or unwritable checkpoint fails with a message naming the file or f
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from moduletune.tuning.disk import DiskFullError, write_atomic
 from moduletune.tuning.replicates import EXECUTION_ONLY
 from moduletune.tuning.text import one_line
 
@@ -65,19 +65,13 @@ def save(path: Path, model, selection, optimizer, scheduler, state: dict, owner:
         "fingerprint": owner,
         **state,
     }
-    tmp = path.with_suffix(f".tmp{os.getpid()}")  # two writers never share a temporary file
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Through a Python file, not a path: an unwritable folder or a full disk is then a plain OSError
-        # ("Permission denied"), not torch's "[enforce fail at inline_container.cc:747] ..." text.
-        with open(tmp, "wb") as f:
-            torch.save(blob, f)
-            f.flush()
-            os.fsync(f.fileno())  # on disk before it replaces the last good checkpoint
-        os.replace(tmp, path)  # atomic: a reader sees the old checkpoint or the new one, never half of one
+        # Through a Python file, not a path: an unwritable folder is then a plain OSError ("Permission denied"),
+        # not torch's "[enforce fail at inline_container.cc:747] ..." text; a full disk names the file.
+        write_atomic(path, lambda f: torch.save(blob, f), "the checkpoint")
+    except DiskFullError:
+        raise
     except (OSError, RuntimeError) as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         reason = getattr(err, "strerror", None) or one_line(err)
         raise CheckpointError(
             f"cannot write the checkpoint in {path.parent}: {reason}; make that folder writable "

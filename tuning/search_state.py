@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moduletune.tuning.config import RunConfig
+from moduletune.tuning.disk import write_text
 from moduletune.tuning.verdict import SearchError, verdict_note
 
 STATE_FILE = "search.json"
@@ -100,10 +101,8 @@ def load_state(root: Path, config: RunConfig, grid: list[float], owner: dict | N
 def save_state(root: Path, state: dict, started: float) -> None:
     """search.json, written atomically; seconds adds this call's time to earlier calls'."""
     state["seconds"] = state.get("base_seconds", 0.0) + time.perf_counter() - started
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps({k: v for k, v in state.items() if k != "base_seconds"}, indent=1))
-    tmp.replace(root / STATE_FILE)
+    shown = json.dumps({k: v for k, v in state.items() if k != "base_seconds"}, indent=1)
+    write_text(root / STATE_FILE, shown, "the lr search's state")
 
 
 def result_of(state: dict, rungs: list[Rung], full_steps: int, root: Path) -> SearchResult:

@@ -73,14 +73,17 @@ def keep_in_browser(demo, form_inputs: list, saved, private: dict):
     def keep(*values):
         return dict(zip(FORM_PARAMS, values, strict=True))
 
-    # change, not input: the layer buttons and a model's new depth change the toggles without typing.
-    # trigger_mode="multiple", as for the preview (app.tabs.experiment): "always_last" looped on restored values.
+    # change, not input: the layer buttons and a model's new depth change the toggles without typing. The values as
+    # the browser holds them, unprocessed both ways: a number box rounds 2.5 to a valid 2 on the way in and out, and
+    # a restored value must be checked like a typed one. trigger_mode="multiple", as for the preview
+    # (app.tabs.experiment): "always_last" looped on restored values.
     gr.on(
         [c.change for c in form_inputs],
         keep,
         form_inputs,
         saved,
         show_progress="hidden",
+        preprocess=False,
         trigger_mode="multiple",
         **private,
     )
@@ -96,7 +99,7 @@ def keep_in_browser(demo, form_inputs: list, saved, private: dict):
         kept = kept if isinstance(kept, dict) else {}
         return [kept[n] if n in kept and kept[n] != shown[n] else gr.skip() for n in FORM_PARAMS]
 
-    return demo.load(restore, saved, form_inputs, **private)
+    return demo.load(restore, saved, form_inputs, postprocess=False, **private)
 
 
 def restored_model(name):

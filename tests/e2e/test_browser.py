@@ -189,6 +189,22 @@ def test_a_wrong_value_is_named_beside_its_field_and_a_reload_keeps_the_form(own
     assert not console.problems, console.problems
 
 
+def test_a_restored_value_is_checked_like_a_typed_one(own_page, app_server):
+    """2.5 training examples, kept by the browser: after a reload the box holds 2.5 again with its message beside
+    it, never a valid 2 and a promise of runs."""
+    page, console = own_page, Console(own_page)
+    console.goto(app_server.url)
+    wait_text(page, "preview", "will be queued")
+    fill(page, "max-train", "2.5")
+    wait_text(page, "max-train-msg", "must be a whole number from 0")
+    page.wait_for_timeout(1500)  # the browser keeps the form on each change
+    console.reload()
+    wait_text(page, "max-train-msg", "must be a whole number from 0")
+    assert page.locator("#max-train input").first.input_value() == "2.5"
+    assert "will be queued" not in text_of(page, "preview")
+    assert not console.problems, console.problems
+
+
 def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     registry = app_server.registry()
     sent = []  # the events the page sends (Gradio's queue/join requests): a quiet form sends none

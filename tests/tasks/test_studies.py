@@ -49,7 +49,7 @@ def test_a_sweep_is_a_study_shown_and_cancelled_in_one_call(env, workers):
     final = cli_json("study", "show", str(study_id))
     assert final["status"] == "cancelled" and final["progress"]["queued"] == 0
     assert final["progress"]["cancelled"] + final["progress"]["done"] == 12
-    assert "expected a whole number from 1" in cli("study", "show", "0", check=False).stderr
+    assert "a study id must be a whole number from 1" in cli("study", "show", "0", check=False).stderr
     assert "no study with id 999" in cli("study", "show", "999", check=False).stderr
 
 
