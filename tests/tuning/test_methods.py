@@ -121,3 +121,22 @@ def test_lora_shape_separates_lora_replicates_and_no_other_run():
     ln = RunConfig(modules="LN").to_dict()
     older = {k: v for k, v in ln.items() if not k.startswith("lora_")}  # a run stored before these settings
     assert replicate_key(ln) == replicate_key(older) and comparison_key(ln) == comparison_key(older)
+
+
+@pytest.mark.study  # real lr searches on real SST-2 rows: minutes on 2 cores, with the others in `make test-study`
+@pytest.mark.parametrize("spec", ["lora:Q+V", "ia3"])
+def test_method_learns_sst2_at_its_searched_lr(glue_dir, home, tmp_path, spec):
+    """Each method, searched over its own grid, learns SST-2 beyond chance's noise band through the same loop."""
+    from moduletune.tuning.finals import final_config
+    from moduletune.tuning.search import lr_search
+    from moduletune.tuning.train import fine_tune
+
+    cfg = RunConfig(
+        task="sst2", modules=spec, layers="all", max_train=1000, max_eval=500, glue_dir=str(glue_dir), device="cpu"
+    )
+    found = lr_search(cfg, workdir=tmp_path / "search")
+    assert found.grid == lr_grid(spec) and found.chosen_lr in found.grid
+    result = fine_tune(final_config(cfg, found))
+    print(f"\n{spec}: searched lr {found.chosen_lr:g} -> accuracy {result.primary_metric:.3f} ({result.learned_note})")
+    assert result.learned and result.primary_metric > 0.6
+    assert result.module_params == select_parameters(meta_minilm(), spec).module_params
