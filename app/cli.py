@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.add_argument("--no-head", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r (lora:<families>)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_count)
 

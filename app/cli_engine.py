@@ -118,12 +118,14 @@ def run_search(config, quiet: bool = False, tracking=None):
 def cmd_count(args) -> int:
     from moduletune.tuning import glue, modules
     from moduletune.tuning.config import DEFAULT_MODEL
+    from moduletune.tuning.methods import AdapterSettings
     from moduletune.tuning.models import build_from_config, load_config
 
     config = load_config(args.model or DEFAULT_MODEL)
     num_labels = glue.get_task(args.task).num_labels
     model = build_from_config(config, num_labels=num_labels, on_meta=True)
-    sel = modules.select_parameters(model, args.modules, args.layers, not args.no_head, args.seed)
+    adapter = AdapterSettings(rank=args.lora_rank)
+    sel = modules.select_parameters(model, args.modules, args.layers, not args.no_head, args.seed, adapter)
     out = {
         "model": args.model or DEFAULT_MODEL,
         "modules": list(modules.parse_families(args.modules)),

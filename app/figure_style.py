@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 
 from moduletune.app import pooling
 from moduletune.app.labels import canonical_modules
+from moduletune.tuning.methods import METHOD_TABLE
 from moduletune.tuning.modules import FAMILY_TABLE
 
 NO_RUNS = "No finished runs yet — submit one in the Experiment tab"
@@ -21,6 +22,7 @@ TEMPLATE = "plotly_white"
 HEIGHT = 450
 
 FAMILY_COLORS = {f.name: f.color for f in FAMILY_TABLE}
+METHOD_COLORS = {m.name: m.color for m in METHOD_TABLE}  # every LoRA in one colour, every (IA)³ in another
 RANDOM_COLOR = "#a3a3a3"  # random:<family> controls: grey, hatched bars, open markers, dotted lines
 COMBO_COLORS = ("#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1")
 RUN_COLORS = (
@@ -54,6 +56,8 @@ def family_color(modules) -> str:
         return RANDOM_COLOR
     if key in FAMILY_COLORS:
         return FAMILY_COLORS[key]
+    if key.partition(":")[0] in METHOD_COLORS:
+        return METHOD_COLORS[key.partition(":")[0]]
     return COMBO_COLORS[zlib.crc32(key.encode()) % len(COMBO_COLORS)]
 
 

@@ -12,7 +12,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from moduletune.tuning.modules import FAMILY_TABLE  # noqa: F401  (SHORT: the charts' name for it)
+from moduletune.tuning.modules import (
+    FAMILY_TABLE,  # noqa: F401  (SHORT: the charts' name for it)
+    short_label,
+)
 from moduletune.tuning.modules import SHORT_NAMES as SHORT
 
 GLUE_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
@@ -20,7 +23,8 @@ FAMILY_ORDER = tuple(f.name for f in FAMILY_TABLE if f.name != "full")  # the pa
 
 
 def _family_rank(family: str) -> int:
-    """Position of a single family in the paper's order (unknown names go last)."""
+    """Position of a single family in the paper's order (a method's by the family it wraps; unknown names last)."""
+    family = family.rpartition(":")[2] if not family.startswith("random:") else family
     return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
 
 
@@ -43,6 +47,8 @@ def short_name(modules) -> str:
     key = canonical_modules(modules)
     if key.startswith("random:"):
         return "random:" + SHORT.get(key.split(":", 1)[1], key.split(":", 1)[1])
+    if ":" in key:  # a method's families (lora:query+lora:value): the method named once, 'lora:Q+V'
+        return short_label(key.split("+"))
     return "+".join(SHORT.get(p, p) for p in key.split("+"))
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from moduletune.app.form import FormError
 from moduletune.app.public import guard_model
-from moduletune.tuning import glue, modules
+from moduletune.tuning import glue, methods, modules
 from moduletune.tuning.config import DEFAULT_MODEL
 from moduletune.tuning.text import one_line
 
@@ -60,15 +60,18 @@ def model_info(name) -> ModelInfo:
     return info
 
 
-def _meta_model(name: str, num_labels: int):
-    """The model built on the meta device (no memory, no weights): enough to count parameters."""
+def _meta_model(name: str, num_labels: int, shared: bool = True):
+    """The model built on the meta device (no memory, no weights): enough to count parameters; shared=False: a new one
+    that no other count sees."""
     key = (name, num_labels)
     with _LOCK:
-        if key in _META_MODELS:
+        if shared and key in _META_MODELS:
             return _META_MODELS[key]
     from moduletune.tuning.models import build_from_config, load_config
 
     model = build_from_config(load_config(name), num_labels=num_labels, on_meta=True)
+    if not shared:
+        return model
     with _LOCK:
         _META_MODELS[key] = model
     return model
@@ -81,7 +84,9 @@ def counts(model: str, task: str, families, layers: str, train_head: bool = True
     with _LOCK:
         if key in _COUNTS:
             return _COUNTS[key]
-    meta = _meta_model(key[0], key[1])
+    # A method's count wraps the model with its adapter: on a meta model of its own, never the shared one.
+    fresh = any(methods.method_of(f) for f in fams)
+    meta = _meta_model(key[0], key[1], shared=not fresh)
     found = modules.select_parameters(meta, fams, layers, train_head, 0).counts()
     with _LOCK:
         _COUNTS[key] = found

@@ -77,8 +77,12 @@ def run_trainer(
     max_train=None,
     max_eval=None,
     evaluate: bool = True,
+    wrap=None,
 ) -> dict:
-    """One stock-Trainer row: load, tokenize (padded to max length), train, predict; timed like a user would."""
+    """One stock-Trainer row: load, tokenize (padded to max length), train, predict; timed like a user would.
+
+    wrap(model, variant, seed) -> (model, trainable params): how the model is made ready to train (default: select,
+    moduletune's choice of the variant's parameters; bench/peft_vs_moduletune.py passes peft's get_peft_model)."""
     from transformers import (
         AutoModelForSequenceClassification,
         Trainer,
@@ -107,8 +111,7 @@ def run_trainer(
             num_labels=task.num_labels,
             problem_type="regression" if task.is_regression else "single_label_classification",
         )
-        selection = modules.select_parameters(model, variant.families, variant.layers, True, args.seed)
-        modules.apply_selection(model, selection)
+        model, trainable = (wrap or select)(model, variant, args.seed)
         training_args = TrainingArguments(
             output_dir=str(workdir / "trainer"),
             per_device_train_batch_size=args.batch_size,
@@ -157,13 +160,20 @@ def run_trainer(
         "peak_memory_mb": mem.peak_mb,
         "metric": metrics[task.primary_metric] if metrics else None,
         "metric_name": task.primary_metric,
-        "trainable_params": selection.trainable_params,
+        "trainable_params": trainable,
         "steps": steps,
         "lr": trainer_lr(variant, args.trainer_full_lr),
         "prefix_cache": None,
         "cuda_graphs": None,
         "cuda_graphs_used": None,
     }
+
+
+def select(model, variant: Variant, seed: int):
+    """The variant's parameters unfrozen, the rest frozen, as fine_tune does: (model, trainable params)."""
+    selection = modules.select_parameters(model, variant.families, variant.layers, True, seed)
+    modules.apply_selection(model, selection)
+    return model, selection.trainable_params
 
 
 def run_moduletune(

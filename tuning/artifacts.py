@@ -8,9 +8,11 @@ from pathlib import Path
 
 import torch
 
-from moduletune.tuning import glue
+from moduletune.tuning import glue, methods
 from moduletune.tuning.config import RunConfig
 from moduletune.tuning.disk import write_atomic, write_text
+from moduletune.tuning.methods import AdapterSettings
+from moduletune.tuning.modules import select_parameters
 
 TENSORS_FILE = "trained.safetensors"
 CONFIG_FILE = "run_config.json"
@@ -48,22 +50,34 @@ def save_artifact(output_dir, model, selection, config: RunConfig, result=None) 
     return out
 
 
+def base_classifier(config: RunConfig):
+    """The run's model before training: the pre-trained encoder and the head fine_tune drew for it.
+
+    A run that kept its head frozen (train_head off) has no head in the artifact: its head is the one fine_tune drew
+    right after seeding with the run's seed, so it is drawn again that way (the caller's RNG untouched)."""
+    from moduletune.tuning.models import load_classifier
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return load_classifier(config.model, glue.get_task(config.task).num_labels)
+
+
 def load_tuned(artifact_dir, device: str = "cpu"):
     """The base model with the artifact's tensors put back, exactly as the run left it: (model, tokenizer, config)."""
     from safetensors.torch import load_file
 
-    from moduletune.tuning.models import load_classifier, load_tokenizer
+    from moduletune.tuning.models import load_tokenizer
 
     path = Path(artifact_dir)
     if not (path / TENSORS_FILE).is_file():
         raise FileNotFoundError(f"no artifact at {path} (expected {TENSORS_FILE} and {CONFIG_FILE})")
     config = RunConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
-    task = glue.get_task(config.task)
-    # A run that kept its head frozen (train_head off) has no head in the artifact: its head is the one fine_tune
-    # drew right after seeding with the run's seed, so it is drawn again that way (the caller's RNG untouched).
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = load_classifier(config.model, task.num_labels)
+    model = base_classifier(config)
+    if methods.method_of(config.modules[0]):
+        # A LoRA or (IA)³ run's tensors live in its adapter: wrap the same modules first, then load them.
+        select_parameters(
+            model, config.modules, config.layers, config.train_head, config.seed, AdapterSettings.of(config)
+        )
     missing = model.load_state_dict(load_file(str(path / TENSORS_FILE)), strict=False).unexpected_keys
     if missing:
         raise ValueError(f"artifact {path} has tensors this model lacks: {missing[:3]}")

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from moduletune.tuning import glue, modules, trackers
+from moduletune.tuning.learning_rates import DEFAULT_LR, LR_SEARCH_RANGE, default_lr, lr_grid, lr_search_range  # noqa: F401
 from moduletune.tuning.modules import MAX_LAYER_SPEC_CHARS
 
 
@@ -18,9 +19,6 @@ class ConfigError(ValueError):
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
-# Each family's default lr and search range live in its row of the family table (tuning/modules.py).
-DEFAULT_LR = {f.name: f.default_lr for f in modules.FAMILY_TABLE}
-LR_SEARCH_RANGE = {f.name: f.lr_range for f in modules.FAMILY_TABLE}
 EVAL_ON = ("validation", "holdout")
 # holdout: choose on a slice of the training rows (honest); eval: on the reported evaluation set (optimistic).
 LR_SELECTION = ("holdout", "eval")
@@ -31,39 +29,6 @@ MAX_FAMILIES = 16  # module families trained together in one run (there are 12)
 MAX_GRID = 20  # learning rates one search may try
 MAX_NAME_CHARS = 300  # a model name, Hub id or path (the registry's column holds 300)
 MAX_EXTRA_CHARS = 10_000
-
-
-def default_lr(families) -> float:
-    """The default learning rate for a family set: the most conservative one among them."""
-    fams = modules.parse_families(families)
-    return min(DEFAULT_LR[f.split(":", 1)[-1]] for f in fams)
-
-
-def lr_search_range(families) -> tuple[float, float]:
-    """The (lo, hi) a search covers for a family set: the families' intersection, else the most conservative.
-
-    random:<family> uses its base family's range. An intersection holding fewer than two grid points
-    counts as empty; then the range of the family with the smallest default learning rate is used.
-    """
-    bases = [f.split(":", 1)[-1] for f in modules.parse_families(families)]
-    lo = max(LR_SEARCH_RANGE[b][0] for b in bases)
-    hi = min(LR_SEARCH_RANGE[b][1] for b in bases)
-    if len(_half_decades(lo, hi)) >= 2:
-        return lo, hi
-    return LR_SEARCH_RANGE[min(bases, key=lambda b: (DEFAULT_LR[b], b))]
-
-
-def lr_grid(families) -> tuple[float, ...]:
-    """Log-spaced candidates for a family set: the 1-3-10 half-decade points inside its search range."""
-    return _half_decades(*lr_search_range(families))
-
-
-def _half_decades(lo: float, hi: float) -> tuple[float, ...]:
-    """Every 1eN and 3eN from lo to hi inclusive, as clean floats (3e-4, not 0.00030000000000000003)."""
-    points = (
-        float(f"{m}e{e}") for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1) for m in (1, 3)
-    )
-    return tuple(p for p in points if lo * (1 - 1e-9) <= p <= hi * (1 + 1e-9))
 
 
 @dataclass(frozen=True)
@@ -126,7 +91,8 @@ class RunConfig:
         "families",
         "module family (query key value attention_output ffn_intermediate ffn_output "
         "layernorm bias embeddings classifier full random:<family>; aliases Q K V AO FI FO LN); join with + to "
-        "train several together",
+        "train several together; lora:<families> or ia3:<families> (lora:Q+V, lora:all-linear, ia3:K+V+FO) "
+        "trains that peft adapter instead",
         form="families",
     )
     layers: str = setting("all", "layers", "all, 7, 0-3,11, first:2, last:4", limit=MAX_LAYER_SPEC_CHARS, form="layers")
@@ -144,6 +110,19 @@ class RunConfig:
         label="train the classifier head",
         flag="--no-head",
         form="train_head",
+    )
+    # A LoRA's shape (modules lora:<families>); (IA)³ has none. Rank 64 on every linear module of a BERT-base is
+    # still under 4% of it; the public Space caps it lower (app/public.py).
+    lora_rank: int = setting(8, "int", "LoRA rank r (lora:<families> runs)", label="LoRA rank", bounds=(1, 1024))
+    lora_alpha: float = setting(
+        16.0,
+        "number",
+        "LoRA alpha: its update is scaled by alpha / r",
+        label="LoRA alpha",
+        allowed=_in(0, 4096, lo_open=True),
+    )
+    lora_dropout: float = setting(
+        0.0, "number", "dropout on a LoRA's input", label="LoRA dropout", allowed=_in(0, 1, hi_open=True)
     )
     epochs: int = setting(1, "int", "passes over the training rows", bounds=(1, 1000), form="epochs")
     lr: float | None = setting(

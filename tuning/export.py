@@ -1,5 +1,6 @@
-"""A run's artifact exported for others: a peft adapter (LNTuningConfig) or a merged transformers model, each with a
-tokenizer and a model card, and pushed to the Hugging Face Hub; so a tuned module can be used without moduletune."""
+"""A run's artifact exported for others: a peft adapter (LNTuningConfig; a LoRA or (IA)³ run's own LoraConfig or
+IA3Config) or a merged transformers model, each with a tokenizer and a model card, and pushed to the Hugging Face Hub;
+so a tuned module can be used without moduletune."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from moduletune.tuning import glue
+from moduletune.tuning import glue, methods
 from moduletune.tuning.config import RunConfig
 from moduletune.tuning.text import one_line
 
@@ -159,6 +160,36 @@ def save_adapter(model, plan: AdapterPlan, folder: Path, base_model: str) -> Non
         )
 
 
+def method_peft_model(artifact_dir, config: RunConfig):
+    """A LoRA or (IA)³ run as peft's own PeftModel: the run's base (its seeded head), the method's config on the same
+    modules with the head saved whole, and the run's trained tensors put in place."""
+    from peft import TaskType, get_peft_model
+    from safetensors.torch import load_file
+
+    from moduletune.tuning.artifacts import TENSORS_FILE, base_classifier
+    from moduletune.tuning.modules import adapter_targets
+
+    model = base_classifier(config)
+    method, targets, feedforward = adapter_targets(model, config.modules, config.layers)
+    adapter = methods.peft_config(method, targets, feedforward, methods.AdapterSettings.of(config))
+    adapter.task_type, adapter.modules_to_save = TaskType.SEQ_CLS, head_modules(model)
+    peft_model = get_peft_model(model, adapter)
+    params = dict(peft_model.base_model.model.named_parameters())
+    heads = set(adapter.modules_to_save)
+    for name, tensor in load_file(str(Path(artifact_dir).expanduser() / TENSORS_FILE)).items():
+        top, _, rest = name.partition(".")
+        # The head trains inside peft's ModulesToSaveWrapper, as the copy it saves; an adapter tensor is where it was.
+        key = f"{top}.modules_to_save.{methods.ADAPTER_NAME}.{rest}" if top in heads else name
+        params[key].data.copy_(tensor)
+    return peft_model.eval()
+
+
+def save_peft_model(peft_model, folder: Path, base_model: str) -> None:
+    """peft's own adapter folder (adapter_config.json and its tensors), naming where the base comes from."""
+    peft_model.peft_config[methods.ADAPTER_NAME].base_model_name_or_path = base_model
+    peft_model.save_pretrained(str(folder), save_embedding_layers=False)
+
+
 def save_merged(model, task: glue.GlueTask, folder: Path) -> None:
     """The whole model, trained tensors in place, as save_pretrained writes it; labels named for pipelines."""
     if not task.is_regression:
@@ -181,8 +212,10 @@ def export_artifact(artifact_dir, fmt: str, out_dir, repo_id: str | None = None)
     if fmt == "peft":
         require_peft()
     model, tokenizer, config = rebuild(artifact_dir)
-    counts = select_parameters(model, config.modules, config.layers, config.train_head, config.seed).counts()
-    plan = adapter_plan(model, trained_names(artifact_dir), config) if fmt == "peft" else None
+    settings = methods.AdapterSettings.of(config)
+    counts = select_parameters(model, config.modules, config.layers, config.train_head, config.seed, settings).counts()
+    method = methods.method_of(config.modules[0])
+    plan = adapter_plan(model, trained_names(artifact_dir), config) if fmt == "peft" and not method else None
     base = model_card.hub_base_model(config.model) or resolve_model(config.model)
     result_file = Path(artifact_dir).expanduser() / RESULT_FILE
     result = json.loads(result_file.read_text()) if result_file.is_file() else None
@@ -191,12 +224,20 @@ def export_artifact(artifact_dir, fmt: str, out_dir, repo_id: str | None = None)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        if plan is not None:
+        if method is not None:
+            peft_model = method_peft_model(artifact_dir, config)
+            targets = sorted(peft_model.peft_config[methods.ADAPTER_NAME].target_modules)
+            if fmt == "peft":
+                save_peft_model(peft_model, partial, base)
+            else:
+                save_merged(peft_model.merge_and_unload(), glue.get_task(config.task), partial)
+        elif plan is not None:
             save_adapter(model, plan, partial, base)
         else:
             save_merged(model, glue.get_task(config.task), partial)
         tokenizer.save_pretrained(str(partial))
-        card = model_card.model_card(config, counts, result, fmt, plan.target_modules if plan else None, repo_id)
+        targets = plan.target_modules if plan else targets if method and fmt == "peft" else None
+        card = model_card.model_card(config, counts, result, fmt, targets, repo_id)
         (partial / "README.md").write_text(card)  # replaces the template peft writes
         if out.exists():
             out.rmdir()  # empty, as check_output made sure

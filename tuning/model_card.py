@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from moduletune.tuning import glue, modules
+from moduletune.tuning import glue, methods, modules
 from moduletune.tuning.config import DEFAULT_MODEL, RunConfig
 
 EMBEDDED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # the embedded model's name on the Hub
@@ -205,7 +205,21 @@ def model_card(
         if counts["head_params"]
         else "- the classifier head: frozen (--no-head) at the fresh head the run's seed drew; the export holds it",
     ]
-    if fmt == "peft":
+    method = methods.method_of(config.modules[0])
+    if fmt == "peft" and method is not None:
+        kind = (
+            f"`LoraConfig` (r={config.lora_rank}, alpha={config.lora_alpha:g})"
+            if method.name == "lora"
+            else "`IA3Config`"
+        )
+        lines += [
+            "",
+            f"The adapter is peft's own {method.label}: an {kind} on these {len(target_modules or [])} modules, "
+            "with the head saved whole (`modules_to_save`):",
+            "",
+            *[f"- `{name}`" for name in target_modules or []],
+        ]
+    elif fmt == "peft":
         lines += [
             "",
             f"The adapter is a peft `LNTuningConfig`: a trained copy of each of these {len(target_modules or [])} "

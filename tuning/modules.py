@@ -1,19 +1,24 @@
 """Module families -> parameter names, per architecture; layer specs; the Selection (tuning/selection.py) a run trains.
 
-One small mapping per architecture (as peft maps target modules), so adding an encoder is
-adding one entry, not an if-chain through the code.
+The architectures (tuning/architectures.py) map where each family lives, one small entry per encoder, not an
+if-chain through the code; methods (tuning/methods.py) wrap families with a peft adapter.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from moduletune.tuning import methods
+from moduletune.tuning.architectures import (  # noqa: F401  (their names, as modules has always offered them)
+    ARCHITECTURES,
+    LINEAR_FAMILIES,
+    Architecture,
+    ModuleSpecError,
+    architecture_for,
+)
+from moduletune.tuning.methods import AdapterSettings
 from moduletune.tuning.selection import Selection, random_masks
-
-
-class ModuleSpecError(ValueError):
-    """A module family, layer spec or architecture a person asked for that we cannot honour."""
 
 
 @dataclass(frozen=True)
@@ -80,96 +85,19 @@ SHORT_NAMES = {f.name: f.short for f in FAMILY_TABLE}
 
 
 def short_label(families) -> str:
-    """The paper's short names joined by '+': ('layernorm',) -> 'LN', ('random:query',) -> 'random:Q'."""
+    """The paper's short names joined by '+': ('layernorm',) -> 'LN', ('random:query',) -> 'random:Q',
+    ('lora:query', 'lora:value') -> 'lora:Q+V' (a method named once, as parse_families reads it back)."""
     parts = families.split("+") if isinstance(families, str) else list(families)
-    out = []
+    out, said = [], None
     for fam in parts:
         prefix, _, base = fam.rpartition(":")
-        out.append((prefix + ":" if prefix else "") + SHORT_NAMES.get(base, base))
+        shown = SHORT_NAMES.get(base, base)
+        if prefix and prefix == said and prefix in methods.METHOD:
+            out.append(shown)
+        else:
+            out.append((prefix + ":" if prefix else "") + shown)
+        said = prefix
     return "+".join(out)
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Where each family's parameters live in one encoder family (names relative to a layer)."""
-
-    name: str
-    model_types: tuple[str, ...]
-    layer_pattern: str  # regex with one group: the layer index
-    families: dict[str, str] = field(default_factory=dict)  # family -> regex on the in-layer name
-    embeddings: str = r"^embeddings\."
-    layers_path: str = "encoder.layer"  # the ModuleList of transformer layers, under the base model
-    embedding_modules: tuple[str, ...] = ("embeddings",)  # what runs before layer 0
-    # Whether a training step captures into CUDA graphs (tuning/graphs.py): only where a capture has
-    # been seen to work on a GPU (tests/tuning/test_graphs.py), since a failed capture spoils the process.
-    cuda_graphs: bool = True
-
-
-_BERT_LIKE = {
-    "query": r"^attention\.self\.query\.",
-    "key": r"^attention\.self\.key\.",
-    "value": r"^attention\.self\.value\.",
-    "attention_output": r"^attention\.output\.dense\.",
-    "ffn_intermediate": r"^intermediate\.dense\.",
-    "ffn_output": r"^output\.dense\.",
-    "layernorm": r"^(attention\.output\.|output\.)LayerNorm\.",
-}
-
-ARCHITECTURES = {
-    arch.name: arch
-    for arch in (
-        Architecture("bert", ("bert",), r"^encoder\.layer\.(\d+)\.", _BERT_LIKE),
-        Architecture("roberta", ("roberta", "xlm-roberta", "camembert"), r"^encoder\.layer\.(\d+)\.", _BERT_LIKE),
-        Architecture(
-            "electra",
-            ("electra",),
-            r"^encoder\.layer\.(\d+)\.",
-            _BERT_LIKE,
-            embeddings=r"^(embeddings\.|embeddings_project\.)",
-            embedding_modules=("embeddings", "embeddings_project"),
-        ),
-        Architecture(
-            "distilbert",
-            ("distilbert",),
-            r"^transformer\.layer\.(\d+)\.",
-            {
-                "query": r"^attention\.q_lin\.",
-                "key": r"^attention\.k_lin\.",
-                "value": r"^attention\.v_lin\.",
-                "attention_output": r"^attention\.out_lin\.",
-                "ffn_intermediate": r"^ffn\.lin1\.",
-                "ffn_output": r"^ffn\.lin2\.",
-                "layernorm": r"^(sa_layer_norm|output_layer_norm)\.",
-            },
-            layers_path="transformer.layer",
-        ),
-        # DeBERTa's position projections (used when share_att_key is off) belong to query/key.
-        Architecture(
-            "deberta-v2",
-            ("deberta-v2",),
-            r"^encoder\.layer\.(\d+)\.",
-            {
-                "query": r"^attention\.self\.(query_proj|pos_query_proj)\.",
-                "key": r"^attention\.self\.(key_proj|pos_key_proj)\.",
-                "value": r"^attention\.self\.value_proj\.",
-                "attention_output": r"^attention\.output\.dense\.",
-                "ffn_intermediate": r"^intermediate\.dense\.",
-                "ffn_output": r"^output\.dense\.",
-                "layernorm": r"^(attention\.output\.|output\.)LayerNorm\.",
-            },
-            embeddings=r"^(embeddings\.|encoder\.rel_embeddings\.|encoder\.LayerNorm\.)",
-        ),
-    )
-}
-
-
-def architecture_for(model_type: str) -> Architecture:
-    """The mapping for a transformers model_type, or an error listing what is supported."""
-    for arch in ARCHITECTURES.values():
-        if model_type in arch.model_types:
-            return arch
-    supported = ", ".join(t for a in ARCHITECTURES.values() for t in a.model_types)
-    raise ModuleSpecError(f"unsupported architecture '{model_type}'; supported model types: {supported}")
 
 
 def canonical_family(name: str) -> str:
@@ -198,12 +126,50 @@ def canonical_family(name: str) -> str:
 def parse_families(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """A comma- or plus-separated family list (trained together in one run) -> canonical names."""
     parts = spec if isinstance(spec, (list, tuple)) else re.split(r"[,+]", spec)
-    families = tuple(dict.fromkeys(canonical_family(p) for p in parts if p.strip()))
+    families = tuple(dict.fromkeys(_with_methods([p for p in parts if p.strip()])))
     if not families:
         raise ModuleSpecError("no module family given; allowed: " + ", ".join(FAMILIES))
     if sum(f.startswith("random:") for f in families) and len(families) > 1:
         raise ModuleSpecError("random:<family> is a control and is trained alone, not with other families")
+    used = {methods.method_of(f) for f in families}
+    if len(used) > 1:
+        names = " and ".join(sorted(m.label if m else "module families" for m in used))
+        raise ModuleSpecError(
+            f"{'+'.join(families)} mixes {names}; a method's run trains its adapter (and the head) alone, "
+            "e.g. lora:Q+V or ia3:K+V+FO"
+        )
     return families
+
+
+def _with_methods(parts) -> list[str]:
+    """Each part canonical, a method's prefix carried on to the parts after it: lora:Q, V -> lora:query, lora:value."""
+    out, method = [], None
+    for part in parts:
+        head, sep, rest = part.strip().partition(":")
+        if head.lower() in methods.METHOD:
+            method = methods.METHOD[head.lower()]
+            out += _method_targets(method, rest if sep else "", part)
+        elif method is not None:
+            out += _method_targets(method, part, part)
+        else:
+            out.append(canonical_family(part))
+    return out
+
+
+def _method_targets(method: methods.Method, spec: str, raw: str) -> list[str]:
+    """'lora' + 'Q' -> ['lora:query']; no family: the method's defaults; all-linear: every family it can wrap."""
+    key = spec.strip().lower().replace("-", "_")
+    if not key:
+        return [f"{method.name}:{f}" for f in method.default_families]
+    if key == methods.ALL_LINEAR:
+        return [f"{method.name}:{f}" for f in LINEAR_FAMILIES]
+    family = canonical_family(spec)
+    if family not in LINEAR_FAMILIES:
+        raise ModuleSpecError(
+            f"'{raw.strip()}': {method.label} wraps the nn.Linear modules Q, K, V, AO, FI, FO (or all-linear), "
+            f"not {family}"
+        )
+    return [f"{method.name}:{family}"]
 
 
 MAX_LAYER_SPEC_CHARS = 200  # far more than any real spec ("0-3,5,7-11"); a longer text is refused unread
@@ -295,8 +261,13 @@ _SELECTS = {
 }
 
 
-def select_parameters(model, families, layers="all", train_head: bool = True, seed: int = 0) -> Selection:
-    """Resolve families x layers on a sequence-classification model into exact parameter names."""
+def select_parameters(
+    model, families, layers="all", train_head: bool = True, seed: int = 0, adapter: AdapterSettings | None = None
+) -> Selection:
+    """Resolve families x layers on a sequence-classification model into exact parameter names.
+
+    A method's families (lora:Q+V) wrap those modules with its peft adapter first (in place, once; adapter: its
+    rank, alpha and dropout), and the selection is the adapter's tensors."""
     families = parse_families(families)
     arch = architecture_for(model.config.model_type)
     n_layers = num_hidden_layers(model.config)
@@ -307,6 +278,8 @@ def select_parameters(model, families, layers="all", train_head: bool = True, se
     everything = dict(model.named_parameters())
     head = [n for n in everything if not n.startswith(prefix)]
 
+    if methods.method_of(families[0]) is not None:
+        return _adapter_selection(model, families, layer_ids, train_head, adapter)
     module: list[str] = []
     masks: dict = {}
     for family in families:
@@ -337,6 +310,54 @@ def select_parameters(model, families, layers="all", train_head: bool = True, se
         head_params=sum(everything[n].numel() for n in head_names),
         encoder_params=sum(p.numel() for p in encoder.values()),
         total_params=sum(p.numel() for p in everything.values()),
+    )
+
+
+def adapter_targets(model, families, layers="all") -> tuple[methods.Method, list[str], list[str]]:
+    """(method, target modules, feedforward modules): the full names a method's families wrap in the chosen layers,
+    read from the model's own names (before or after injection: peft moves a wrapped weight under base_layer)."""
+    families = parse_families(families)
+    method = methods.method_of(families[0])
+    if method is None:
+        raise ModuleSpecError(f"{'+'.join(families)} is no method's (lora:<families> or ia3:<families>)")
+    arch = architecture_for(model.config.model_type)
+    layer_ids = parse_layers(layers, num_hidden_layers(model.config)) if not isinstance(layers, tuple) else layers
+    wanted = [f.split(":", 1)[1] for f in families]
+    refused = [f for f in wanted if f not in arch.adapters]
+    if refused:
+        raise ModuleSpecError(
+            f"{method.label} cannot wrap {', '.join(refused)} in a {arch.name} model; it wraps "
+            + ", ".join(SHORT_NAMES[f] for f in arch.adapters)
+        )
+    prefix = model.base_model_prefix + "."
+    own = [methods.base_name(n) for n, _ in model.base_model.named_parameters() if not methods.is_adapter_tensor(n)]
+    targets, feedforward = [], []
+    for family in wanted:
+        found = _layer_family_names(arch, own, family, layer_ids)
+        names = [prefix + n.removesuffix(".weight") for n in found if n.endswith(".weight")]
+        targets += names
+        feedforward += names if family in method.feedforward else []
+    if not targets:
+        raise ModuleSpecError(f"{'+'.join(families)} in layers {layers} wraps no module of this {arch.name} model")
+    return method, targets, feedforward
+
+
+def _adapter_selection(model, families, layers, train_head, adapter) -> Selection:
+    """The method's adapter on its families' modules, injected, and its tensors as the selection; counts are over
+    the model's own parameters (not the adapter's), so a method's share is comparable with a family's."""
+    method, targets, feedforward = adapter_targets(model, families, layers)
+    module = methods.inject(model, method, targets, feedforward, adapter or AdapterSettings())
+    prefix = model.base_model_prefix + "."
+    params = dict(model.named_parameters())
+    own = {n: p for n, p in params.items() if not methods.is_adapter_tensor(n)}
+    head = [n for n in own if not n.startswith(prefix)] if train_head else []
+    return Selection(
+        module=module,
+        head=head,
+        module_params=sum(params[n].numel() for n in module),
+        head_params=sum(own[n].numel() for n in head),
+        encoder_params=sum(p.numel() for n, p in own.items() if n.startswith(prefix)),
+        total_params=sum(p.numel() for p in own.values()),
     )
 
 

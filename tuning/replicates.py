@@ -25,8 +25,10 @@ EXECUTION_ONLY = (
     "extra",
     "report_to",  # where the curves are also logged
 )
+# A LoRA's shape: part of a LoRA run's experiment, nothing of any other run's (and absent from runs made before it).
+ADAPTER_SETTINGS = ("lora_rank", "lora_alpha", "lora_dropout")
 # What a comparison varies on purpose (full fine-tuning's reference is found across these).
-COMPARED = ("modules", "layers", "lr", "lr_grid", "lr_search")
+COMPARED = ("modules", "layers", "lr", "lr_grid", "lr_search", *ADAPTER_SETTINGS)
 
 
 def replicate_settings(config: Mapping, lr: float | None = None) -> dict:
@@ -39,6 +41,9 @@ def replicate_settings(config: Mapping, lr: float | None = None) -> dict:
         out.pop("prefix_cache", None)
     if isinstance(out.get("modules"), (list, tuple)):
         out["modules"] = "+".join(out["modules"])
+    if not str(out.get("modules", "")).startswith("lora:"):
+        for name in ADAPTER_SETTINGS:
+            out.pop(name, None)
     return out
 
 

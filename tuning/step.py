@@ -9,6 +9,7 @@ import torch
 
 from moduletune.tuning import batches, graphs, modules, precision, prefix
 from moduletune.tuning.config import RunConfig
+from moduletune.tuning.methods import AdapterSettings
 from moduletune.tuning.models import resolve_model
 
 
@@ -31,7 +32,9 @@ class TrainStep:
             multiple=(16 if use_graphs else 8) if device.type == "cuda" else None,
             max_len=config.max_seq_len,
         )
-        self.selection = modules.select_parameters(model, config.modules, config.layers, config.train_head, config.seed)
+        self.selection = modules.select_parameters(
+            model, config.modules, config.layers, config.train_head, config.seed, AdapterSettings.of(config)
+        )
         model.to(device).train()
         modules.apply_selection(model, self.selection)  # after the move, so random masks live beside their gradients
         if self.use_bf16:

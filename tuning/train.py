@@ -72,6 +72,9 @@ class RunResult:
     learned: bool = False
     learned_note: str = ""
     eval_on: str = "validation"
+    # The run's memory high-water mark: on a GPU the tensors torch allocated (max_memory_allocated, reset at the
+    # start), on a CPU the process's peak resident set (ru_maxrss: a worker's child runs one run at a time).
+    peak_memory_mb: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -96,6 +99,24 @@ def versions() -> dict[str, str]:
         "transformers": transformers.__version__,
         "numpy": np.__version__,
     }
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start the GPU's high-water mark at this run (a CPU process's peak cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """The run's peak memory in MiB: max_memory_allocated on a GPU, the process's peak RSS on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:  # not on this platform (Windows): no number rather than a wrong one
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if platform.system() == "Darwin" else 2**10)  # bytes on macOS, KiB on Linux
 
 
 def seed_everything(seed: int) -> None:
@@ -177,6 +198,7 @@ def fine_tune(
     config.validate()
     emit = on_event or (lambda event: None)
     device = resolve_device(config.device)
+    reset_peak_memory(device)
     seed_everything(config.seed)
     tokenizer = load_tokenizer(config.model)
     task, train_enc, evals = prepare_data(config, tokenizer)
@@ -312,6 +334,7 @@ def run_result(
         history=history,
         **step.report(),
         eval_on=config.eval_on,
+        peak_memory_mb=peak_memory_mb(device),
         **(
             {
                 "chance_metric": verdict.chance_metric,

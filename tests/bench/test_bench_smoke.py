@@ -145,3 +145,16 @@ def test_step_profile_says_when_the_run_is_too_short(glue_dir, tmp_path):
         timeout=300,
     )
     assert proc.returncode == 2 and "fewer than --warm-steps 5 + 1" in proc.stderr
+
+
+def test_peft_vs_moduletune_smoke(glue_dir, tmp_path):
+    stdout, out = run_bench(
+        "bench.peft_vs_moduletune",
+        ["--task", "rte", "--modules", "lora:Q+V@last", "--max-train", "32", "--max-eval", "16", "--device", "cpu"],
+        glue_dir,
+        tmp_path,
+    )
+    assert "moduletune / peft + Trainer" in stdout and out["ratio"] > 0
+    peft_row, ours = out["rows"]
+    # The same LoRA on both sides: r=8 on layer 5's query and value, plus the head.
+    assert peft_row["trainable_params"] == ours["trainable_params"] == 2 * 8 * (384 + 384) + 770

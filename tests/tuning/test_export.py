@@ -25,7 +25,7 @@ PAIRS = [
 ]
 
 
-def make_artifact(folder: Path, modules, layers="all", task="rte", train_head=True) -> Path:
+def make_artifact(folder: Path, modules, layers="all", task="rte", train_head=True, scale=0.3) -> Path:
     """A real artifact (save_artifact) whose trained tensors are moved well away from the pre-trained ones, so the
     export of anything but exactly those tensors shows in the logits."""
     config = RunConfig(task=task, modules=tuple(modules.split("+")), layers=layers, train_head=train_head)
@@ -37,7 +37,7 @@ def make_artifact(folder: Path, modules, layers="all", task="rte", train_head=Tr
     with torch.no_grad():
         for name in selection.names:
             p = params[name]
-            p.add_(0.3 * max(float(p.std()) if p.numel() > 1 else 0.0, 0.05) * torch.randn(p.shape, generator=noise))
+            p.add_(scale * max(float(p.std()) if p.numel() > 1 else 0.0, 0.05) * torch.randn(p.shape, generator=noise))
     return save_artifact(folder, model, selection, config)
 
 
@@ -122,6 +122,49 @@ def test_transformers_export_loads_with_the_runs_logits(tmp_path, modules, layer
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.id2label == {0: "entailment", 1: "not_entailment"}
     assert torch.allclose(logits(model, AutoTokenizer.from_pretrained(out)), reference(artifact), atol=1e-5, rtol=0)
+
+
+METHOD_RUNS = [
+    (
+        "lora:Q+V",
+        "all",
+        "LORA",
+        [f"bert.encoder.layer.{i}.attention.self.{m}" for i in range(6) for m in ("query", "value")],
+    ),
+    ("lora:FO", "5", "LORA", ["bert.encoder.layer.5.output.dense"]),
+    (
+        "ia3:K+V+FO",
+        "4-5",
+        "IA3",
+        [
+            f"bert.encoder.layer.{i}.{m}"
+            for i in (4, 5)
+            for m in ("attention.self.key", "attention.self.value", "output.dense")
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "modules,layers,peft_type,targets", METHOD_RUNS, ids=[f"{m}@{x}" for m, x, _, _ in METHOD_RUNS]
+)
+def test_method_run_exports_as_its_own_peft_adapter_and_merged(tmp_path, modules, layers, peft_type, targets):
+    from transformers import AutoModelForSequenceClassification
+
+    # A fresh adapter is the identity (B = 0, scales = 1): moved far, so a wrong export shows in the logits.
+    artifact = make_artifact(tmp_path / "artifact", modules, layers, scale=3.0)
+    want = reference(artifact)
+    out = export_artifact(artifact, "peft", tmp_path / "adapter")
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["peft_type"] == peft_type and sorted(adapter["target_modules"]) == sorted(targets)
+    assert "classifier" in adapter["modules_to_save"]
+    assert ("LoRA" if peft_type == "LORA" else "(IA)³") in (out / "README.md").read_text()
+    assert torch.allclose(peft_logits(out), want, atol=1e-5, rtol=0)
+    merged = AutoModelForSequenceClassification.from_pretrained(
+        export_artifact(artifact, "transformers", tmp_path / "m")
+    )
+    assert not [n for n, _ in merged.named_parameters() if "lora_" in n or "ia3_" in n or "base_layer" in n]
+    assert torch.allclose(logits(merged), want, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(

@@ -226,3 +226,24 @@ def test_holdout_slice_is_seeded_stratified_and_replaces_validation(glue_dir, ho
     # MNLI's holdout is scored under the plain names, not _matched.
     assert glue.primary_metric("mnli", {glue.HOLDOUT: None}) == "accuracy"
     assert glue.evaluate_splits("mnli", {glue.HOLDOUT: ([0, 1, 2], [0, 1, 1])}) == {"accuracy": 2 / 3}
+
+
+@pytest.mark.parametrize("modules", ["lora:Q+V", "ia3"])
+def test_method_run_caches_its_frozen_prefix_and_resumes_exactly(glue_dir, home, tmp_path, modules):
+    """A LoRA or (IA)³ at layer 5 goes through the same loop: layers 0-4 cached, a stop resumed to the same tensors."""
+    cfg = tiny(glue_dir, modules=modules, layers="5", epochs=2, prefix_cache="on")
+    whole = fine_tune(cfg, output_dir=tmp_path / "whole")
+    assert whole.prefix_cache == {"first_trainable_layer": 5, "train": True, "eval": True}
+    assert whole.peak_memory_mb > 100 and whole.train_seconds > 0
+    stopped = fine_tune(cfg, lambda e: e["kind"] == "step" and e["step"] == 6, checkpoint_dir=tmp_path / "ck")
+    assert stopped.stopped
+    resumed = fine_tune(cfg, checkpoint_dir=tmp_path / "ck", output_dir=tmp_path / "resumed")
+    assert resumed.resumed_from_step == 6 and resumed.metrics == whole.metrics
+    tw = load_file(str(tmp_path / "whole" / artifacts.TENSORS_FILE))
+    tr = load_file(str(tmp_path / "resumed" / artifacts.TENSORS_FILE))
+    assert tw.keys() == tr.keys() and all(torch.equal(tw[k], tr[k]) for k in tw)
+    # Only the adapter's tensors in layer 5 and the head are the run's, and the adapter moved off its identity.
+    adapter = [k for k in tw if not k.startswith("classifier")]
+    assert adapter and all("layer.5." in k and ("lora_" in k or "ia3_l" in k) for k in adapter)
+    start = {k: torch.zeros_like(v) if "lora_B" in k else torch.ones_like(v) for k, v in tw.items() if "_A" not in k}
+    assert all(not torch.equal(tw[k], start[k]) for k in start if not k.startswith("classifier"))
