@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from moduletune.app.fields import FIELDS
-from moduletune.tuning import glue, modules
+from moduletune.tuning import glue, methods, modules
 from moduletune.tuning.config import DEFAULT_LR, DEFAULT_MODEL, KNOBS, default_lr, parse_floats
 
 TASK_NAMES = tuple(glue.TASKS)
@@ -43,6 +43,7 @@ class Form:
     tasks: list = field(default_factory=lambda: list(DEFAULT_TASKS))
     model: str = DEFAULT_MODEL
     families: list = field(default_factory=lambda: list(DEFAULT_FAMILIES))
+    method: str = "modules"  # tune the families themselves, or wrap them in peft's LoRA or (IA)³ (tuning/methods.py)
     together: bool = False  # train the chosen families together in one run (else one run each)
     random_control: bool = False  # also queue random:<family> of the same size (the lottery-ticket control)
     layers: list = field(default_factory=lambda: list(DEFAULT_LAYERS))  # the layer toggles that are on
@@ -58,6 +59,7 @@ class Form:
     prefix_cache: str = "auto"  # the frozen-prefix cache: auto, on or off (tuning/prefix.py)
     lr_search: bool = False  # search each run's lr first (successive halving on a held-out slice), then train
     lr_search_scope: str = "setting"  # one search per setting, or per task and family on all layers (app.plan)
+    baselines: bool = False  # the preset also queues LoRA r=8 on Q+V and (IA)³ on K+V+FO, on all layers
     advanced: dict = field(default_factory=dict)  # Advanced settings: RunConfig field -> value (blank: its default)
 
 
@@ -74,8 +76,11 @@ MAX_TEXT_CHARS = {
     "epochs": 20,
     "batch_size": 20,
     "lr_search_scope": 20,
+    "method": 20,
 }
-FLAGS = ("together", "random_control", "each_layer", "train_head", "lr_search")
+FLAGS = ("together", "random_control", "each_layer", "train_head", "lr_search", "baselines")
+# The form's method choice: the families themselves, or peft's adapter on them (their rank and alpha: Advanced).
+METHOD_CHOICES = ("modules", *methods.METHOD)
 PREFIX_CHOICES = ("auto", "on", "off")
 # The settings the form's Advanced section sets, each an input made from its Knob (tuning/config.py).
 ADVANCED = tuple(name for name, k in KNOBS.items() if k.form == "advanced")
@@ -125,6 +130,8 @@ def checked(form: Form) -> Form:
             "settings",
             f"advanced settings are a mapping of {', '.join(ADVANCED)} to numbers or short text, got {clip(extra)}",
         )
+    if form.method not in METHOD_CHOICES:
+        raise FormError("families", f"method must be one of {', '.join(METHOD_CHOICES)}, got {clip(form.method)}")
     if form.prefix_cache not in PREFIX_CHOICES:
         raise FormError(
             "settings", f"prefix cache must be one of {', '.join(PREFIX_CHOICES)}, got {clip(form.prefix_cache)}"
@@ -231,8 +238,11 @@ def parse_seeds(text) -> list[int]:
 def form_families(form: Form) -> tuple[str, ...]:
     if not form.families:
         raise FormError("families", "Pick at least one module family")
+    if form.method != "modules" and form.random_control:
+        raise FormError("families", f"random controls are for module families, not {form.method}: untick one")
+    prefix = "" if form.method == "modules" else f"{form.method}:"
     try:
-        return modules.parse_families(list(form.families))
+        return modules.parse_families([prefix + str(f) for f in form.families])
     except ValueError as err:
         raise FormError("families", str(err)) from None
 
@@ -345,6 +355,7 @@ FORM_FIELDS = (
     "tasks",
     "model",
     "families",
+    "method",
     "together",
     "random_control",
     "layers",
@@ -360,6 +371,7 @@ FORM_FIELDS = (
     "prefix_cache",
     "lr_search",
     "lr_search_scope",
+    "baselines",
 )
 # Every value the form sends, by name: the main controls, then the Advanced settings made from their Knobs.
 FORM_PARAMS = FORM_FIELDS + ADVANCED

@@ -16,6 +16,8 @@ from moduletune.tuning.config import RunConfig
 from moduletune.tuning.modules import short_label
 
 PAPER_FAMILIES = ("query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm")
+# The preset's baselines: LoRA on query and value and (IA)³ on key, value and FFN out, peft's defaults for BERT.
+BASELINES = (("lora:query", "lora:value"), ("ia3:key", "ia3:value", "ia3:ffn_output"))
 PRESET_LIMIT = 5000  # the paper-study preset, after its confirmation
 
 
@@ -34,7 +36,8 @@ def _parts(form: Form, quick: bool) -> tuple[Form, list[Form]]:
     seeds = form.seeds if not quick else str(parse_seeds(form.seeds)[0])
     study = replace(
         form,
-        families=preset_families(form),
+        families=preset_families(form),  # method-prefixed already (lora:query): the parts below say it themselves
+        method="modules",
         together=False,
         lr=None,
         lr_search=True,
@@ -44,7 +47,10 @@ def _parts(form: Form, quick: bool) -> tuple[Form, list[Form]]:
         seeds=seeds,
     )
     single = replace(study, layer_spec=str(info.num_layers - 1)) if quick else replace(study, each_layer=True)
-    return study, [study, single, replace(study, families=["full"], random_control=False)]
+    parts = [study, single, replace(study, families=["full"], random_control=False)]
+    if form.baselines:  # the parameter-efficient methods people compare with, each on all layers at its own lr
+        parts += [replace(study, families=list(b), together=True, random_control=False) for b in BASELINES]
+    return study, parts
 
 
 def paper_study(form: Form, quick: bool = False) -> list[RunConfig]:
@@ -72,10 +78,11 @@ def preset_searches(form: Form, quick: bool = False) -> int:
     tasks = len(form_tasks(form))
     families = parts[0].families + [f"random:{f}" for f in parts[0].families if form.random_control]
     layered = sum(layer_wise((f,)) for f in families)
+    baselines = len(BASELINES) if form.baselines else 0
     if form.lr_search_scope == "family":
-        return tasks * (len(families) + 1)
+        return tasks * (len(families) + 1 + baselines)
     per_layer = len(shape(parts[1]).specs)
-    return tasks * (len(families) + layered * per_layer + 1)
+    return tasks * (len(families) + layered * per_layer + 1 + baselines)
 
 
 def paper_study_message(form: Form, registry=None) -> tuple[str, int]:
@@ -100,14 +107,18 @@ def paper_study_message(form: Form, registry=None) -> tuple[str, int]:
     )
     families = " ".join(short_label((f,)) for f in preset_families(form))
     controls = " + random controls" if form.random_control else ""
+    baselines = ""
+    if form.baselines:
+        rank = form.advanced.get("lora_rank") or RunConfig.__dataclass_fields__["lora_rank"].default
+        baselines = f" + LoRA r={rank} on Q+V and (IA)³ on K+V+FO on all layers"
     scope = "per setting"
     if form.lr_search_scope == "family":
         scope = "per task and family (on all layers; its lr reused for each single layer)"
     head = (
         f"**The paper's study: {n} lr searches, then {runs} runs.** {families}{controls} × (all "
-        f"{info.num_layers} layers + each layer alone) + full fine-tuning, × {len(seeds)} seed(s) × "
+        f"{info.num_layers} layers + each layer alone) + full fine-tuning{baselines}, × {len(seeds)} seed(s) × "
         f"{len(tasks)} task(s) ({', '.join(tasks)}), on {info.name} with {subsample}. The learning rate is searched "
-        f"{scope} (successive halving on a held-out 10% of the training rows), then every seed trains at it."
+        f"{scope} (a race over its grid on a held-out 10% of the training rows), then every seed trains at it."
     )
     return "\n\n".join([head, time_lines(form, registry, info.name), "Queue it as one study?"]), n
 

@@ -5,6 +5,7 @@ import gradio as gr
 
 from moduletune.app import experiment as ex
 from moduletune.app import visitors
+from moduletune.app.form import METHOD_CHOICES
 from moduletune.app.form_command import form_command
 from moduletune.app.tabs import paper_offer
 from moduletune.app.tabs.form_widgets import field_message, form_handler, keep_in_browser, knob_input, restored_model
@@ -59,6 +60,14 @@ def build(ctx):
                     info="each family is a separate run, everything else frozen",
                 )
                 families_msg = field_message("families")
+                method = gr.Radio(
+                    list(METHOD_CHOICES),
+                    value=defaults.method,
+                    label="method",
+                    info="modules: tune the ticked families themselves; lora / ia3: peft's LoRA or (IA)³ adapter on "
+                    "them (Q K V AO FI FO; LoRA's rank and alpha under More settings)",
+                    elem_id="method",
+                )
                 with gr.Row():
                     together = gr.Checkbox(
                         False, label="train the chosen families together in one run", elem_id="together"
@@ -208,6 +217,7 @@ def build(ctx):
         task,
         model,
         families,
+        method,
         together,
         random_control,
         layers,
@@ -223,6 +233,7 @@ def build(ctx):
         prefix_cache,
         lr_search,
         lr_search_scope,
+        offer.baselines,
         *advanced,
     ]
 
@@ -300,10 +311,12 @@ def build(ctx):
     layers_first.click(lambda k, name: ex.first_layers(k, depth(name)), [layers_k, model], layers, **private)
     layers_last.click(lambda k, name: ex.last_layers(k, depth(name)), [layers_k, model], layers, **private)
 
-    def on_families(fams):
+    def on_families(fams, how):
+        """The lr box shows the default of what will train: the families, or the method wrapping them."""
+        fams = [f"{how}:{f}" for f in fams or []] if how in METHOD_CHOICES[1:] else fams
         return gr.Number(value=ex.lr_default(fams), info=ex.lr_hint(fams))
 
-    families.change(on_families, families, lr, **private)
+    gr.on([families.change, method.change], on_families, [families, method], lr, **private)
 
     def submit_form(form: ex.Form, request=None, profile=None):
         """Validate the form and queue its runs: (message, queued ids, one message beside each field ...)."""

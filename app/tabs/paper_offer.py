@@ -27,6 +27,12 @@ def layout() -> SimpleNamespace:
                 "Tick the paper's seven (Q K V AO FI FO LN)", size="sm", elem_id="paper-families"
             )
             paper = gr.Button("Queue the paper's study…", elem_id="paper-study")
+        baselines = gr.Checkbox(
+            False,
+            label="add LoRA (r from More settings, 8 by default) on Q+V and (IA)³ on K+V+FO as baselines, on all "
+            "layers, each with its own lr search",
+            elem_id="paper-baselines",
+        )
         paper_msg = gr.Markdown("", elem_id="paper-msg")
         with gr.Row():
             paper_confirm = gr.Button(
@@ -46,6 +52,7 @@ def layout() -> SimpleNamespace:
         quick=paper_quick,
         cancel=paper_cancel,
         is_open=paper_open,
+        baselines=baselines,
     )
 
 

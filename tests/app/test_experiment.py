@@ -258,6 +258,40 @@ def test_the_quick_size_and_the_family_scope_cost_less():
     assert ex.preset_searches(preset_form(families=["layernorm", "query"], lr_search_scope="family")) == 3
 
 
+def test_the_method_choice_wraps_the_ticked_families_in_its_adapter():
+    """method lora/ia3: the ticked families wrapped in peft's adapter (one run each, or together), with the method's
+    own lr and exact counts; a family the method cannot wrap, or a random control, is refused beside the families."""
+    together = ex.build_configs(form(families=["query", "value"], method="lora", together=True))
+    assert [c.modules for c in together] == [("lora:query", "lora:value")]
+    alone = ex.build_configs(form(families=["key", "ffn_output"], method="ia3"))
+    assert sorted(c.modules for c in alone) == [("ia3:ffn_output",), ("ia3:key",)]
+    assert ex.lr_default(["lora:query"]) == 3e-3 and ex.lr_default(["ia3:key"]) == 3e-2
+    (row,) = ex.preview(ex.Form(families=["query"], method="lora", layers=[str(i) for i in range(6)]))["rows"]
+    assert row["module_params"] == 6 * 8 * (384 + 384)  # rank 8, A: 8x384 and B: 384x8 in each of six layers
+    for bad, match in (
+        (dict(families=["layernorm"], method="ia3"), "wraps the nn.Linear modules"),
+        (dict(families=["query"], method="lora", random_control=True), "random controls are for module families"),
+        (dict(families=["query"], method="dora"), "method must be one of modules, lora, ia3"),
+    ):
+        with pytest.raises(ex.FormError, match=match) as err:
+            ex.build_configs(form(**bad))
+        assert err.value.field == "families"
+
+
+def test_the_preset_adds_lora_and_ia3_baselines_when_asked():
+    ticked = preset_form(families=["layernorm"], baselines=True)
+    configs = ex.paper_study(ticked)
+    baselines = [c for c in configs if c.modules[0].partition(":")[0] in ("lora", "ia3")]
+    assert sorted((c.modules, c.layers) for c in baselines) == [
+        (("ia3:key", "ia3:value", "ia3:ffn_output"), "all"),
+        (("lora:query", "lora:value"), "all"),
+    ]
+    assert len(configs) == 7 + 1 + 2 == ex.preset_searches(ticked)
+    assert "LoRA r=8 on Q+V and (IA)³ on K+V+FO" in ex.paper_study_message(ticked)[0]
+    family = preset_form(families=["layernorm"], baselines=True, lr_search_scope="family")
+    assert len(ex.paper_study(family)) == 1 + 1 + 2 == ex.preset_searches(family)
+
+
 def test_the_preset_offer_follows_the_form():
     _, one_task = ex.paper_study_message(preset_form(families=PAPER_SEVEN))
     _, two_tasks = ex.paper_study_message(preset_form(families=PAPER_SEVEN, tasks=["rte", "mrpc"]))
