@@ -101,22 +101,34 @@ def versions() -> dict[str, str]:
     }
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    """Start the GPU's high-water mark at this run (a CPU process's peak cannot be reset)."""
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start the high-water mark at this run: the GPU's allocator stats, or on Linux the process's peak RSS (writing 5
+    to /proc/self/clear_refs). A forked worker trains run after run, so without the reset its peak RSS would be the
+    largest of every run so far. False when it cannot be reset here (then the run records no peak)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
-def peak_memory_mb(device: torch.device) -> float | None:
-    """The run's peak memory in MiB: max_memory_allocated on a GPU, the process's peak RSS on a CPU."""
+def peak_memory_mb(device: torch.device, was_reset: bool = True) -> float | None:
+    """The run's peak memory in MiB: max_memory_allocated on a GPU, the process's peak RSS (VmHWM) on a CPU;
+    None where that peak could not be started at this run."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        import resource
-    except ImportError:  # not on this platform (Windows): no number rather than a wrong one
+    if not was_reset:
         return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (2**20 if platform.system() == "Darwin" else 2**10)  # bytes on macOS, KiB on Linux
+    try:
+        with open("/proc/self/status") as f:
+            line = next(x for x in f if x.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1]) / 2**10  # kB
 
 
 def seed_everything(seed: int) -> None:
@@ -198,7 +210,7 @@ def fine_tune(
     config.validate()
     emit = on_event or (lambda event: None)
     device = resolve_device(config.device)
-    reset_peak_memory(device)
+    peak_from_here = reset_peak_memory(device)
     seed_everything(config.seed)
     tokenizer = load_tokenizer(config.model)
     task, train_enc, evals = prepare_data(config, tokenizer)
@@ -270,7 +282,7 @@ def fine_tune(
             saver.save(state)
             stopped = state.step >= stop_at
 
-    result = run_result(config, task, train_enc, evals, model, step, state, stopped)
+    result = run_result(config, task, train_enc, evals, model, step, state, stopped, peak_from_here)
     if output_dir is not None and not stopped:
         from moduletune.tuning.artifacts import save_artifact
 
@@ -297,7 +309,15 @@ def evaluate(step: TrainStep, task, evals: dict, state: LoopState, steps_per_epo
 
 
 def run_result(
-    config: RunConfig, task, train_enc, evals: dict, model, step: TrainStep, state: LoopState, stopped: bool
+    config: RunConfig,
+    task,
+    train_enc,
+    evals: dict,
+    model,
+    step: TrainStep,
+    state: LoopState,
+    stopped: bool,
+    peak_from_here: bool = True,
 ) -> RunResult:
     """The RunResult of a run at state.step, its last evaluation judged against chance."""
     primary = glue.primary_metric(task, evals)
@@ -334,7 +354,7 @@ def run_result(
         history=history,
         **step.report(),
         eval_on=config.eval_on,
-        peak_memory_mb=peak_memory_mb(device),
+        peak_memory_mb=peak_memory_mb(device, peak_from_here),
         **(
             {
                 "chance_metric": verdict.chance_metric,

@@ -247,3 +247,14 @@ def test_method_run_caches_its_frozen_prefix_and_resumes_exactly(glue_dir, home,
     assert adapter and all("layer.5." in k and ("lora_" in k or "ia3_l" in k) for k in adapter)
     start = {k: torch.zeros_like(v) if "lora_B" in k else torch.ones_like(v) for k, v in tw.items() if "_A" not in k}
     assert all(not torch.equal(tw[k], start[k]) for k in start if not k.startswith("classifier"))
+
+
+def test_a_runs_peak_memory_is_its_own_not_the_processs(glue_dir, home):
+    """A forked worker trains run after run: a run's peak RSS starts at the run, not at the process's largest."""
+    import resource
+
+    big = torch.ones(500_000_000)  # 2 GB held and freed before the run, as a bigger earlier run would have
+    del big
+    process_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = fine_tune(tiny(glue_dir))
+    assert 50 < result.peak_memory_mb < process_peak_mb - 1000
