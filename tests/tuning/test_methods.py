@@ -135,7 +135,7 @@ def test_method_learns_sst2_at_its_searched_lr(glue_dir, home, tmp_path, spec):
         task="sst2", modules=spec, layers="all", max_train=1000, max_eval=500, glue_dir=str(glue_dir), device="cpu"
     )
     found = lr_search(cfg, workdir=tmp_path / "search")
-    assert found.grid == lr_grid(spec) and found.chosen_lr in found.grid
+    assert tuple(found.grid) == lr_grid(spec) and found.chosen_lr in found.grid
     result = fine_tune(final_config(cfg, found))
     print(f"\n{spec}: searched lr {found.chosen_lr:g} -> accuracy {result.primary_metric:.3f} ({result.learned_note})")
     assert result.learned and result.primary_metric > 0.6
