@@ -111,7 +111,8 @@ def cmd_sweep(args) -> int:
         print(json.dumps(out))
     elif searches:
         print(
-            f"study {study_id}: queued {len(ids)} lr searches (ids {ids[0]}-{ids[-1]}); each queues its runs at the "
+            f"study {study_id}: queued {len(ids)} lr search{'es' if len(ids) != 1 else ''} "
+            f"(ids {ids[0]}-{ids[-1]}); each queues its runs at the "
             f"chosen lr ({spec['planned_runs']} in all). Watch it: moduletune study show {study_id}"
         )
     else:

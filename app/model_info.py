@@ -12,6 +12,7 @@ from moduletune.app.form import FormError
 from moduletune.app.public import guard_model
 from moduletune.tuning import glue, methods, modules
 from moduletune.tuning.config import DEFAULT_MODEL
+from moduletune.tuning.methods import AdapterSettings
 from moduletune.tuning.text import one_line
 
 
@@ -77,17 +78,21 @@ def _meta_model(name: str, num_labels: int, shared: bool = True):
     return model
 
 
-def counts(model: str, task: str, families, layers: str, train_head: bool = True) -> dict:
-    """Exact trainable-parameter counts of one run (module, head, total, percentages); cached."""
+def counts(
+    model: str, task: str, families, layers: str, train_head: bool = True, adapter: AdapterSettings | None = None
+) -> dict:
+    """Exact trainable-parameter counts of one run (module, head, total, percentages; a method's at its adapter
+    settings, peft's defaults when none are given); cached."""
     fams = modules.parse_families(families)
-    key = (model_name(model), glue.get_task(task).num_labels, fams, layers, bool(train_head))
+    adapter = adapter if any(methods.method_of(f) for f in fams) else None
+    key = (model_name(model), glue.get_task(task).num_labels, fams, layers, bool(train_head), adapter)
     with _LOCK:
         if key in _COUNTS:
             return _COUNTS[key]
     # A method's count wraps the model with its adapter: on a meta model of its own, never the shared one.
     fresh = any(methods.method_of(f) for f in fams)
     meta = _meta_model(key[0], key[1], shared=not fresh)
-    found = modules.select_parameters(meta, fams, layers, train_head, 0).counts()
+    found = modules.select_parameters(meta, fams, layers, train_head, 0, adapter).counts()
     with _LOCK:
         _COUNTS[key] = found
     return found

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from moduletune.app.form import Form, form_families, resolve_lr, sci
+from moduletune.app.form import Form, advanced_settings, form_families, resolve_lr, sci
 from moduletune.app.model_info import counts, model_info
 from moduletune.app.plan import FORM_LIMIT, layer_wise, plan, sweep_shape, to_configs
 from moduletune.tuning import modules
-from moduletune.tuning.config import default_lr
+from moduletune.tuning.config import RunConfig, default_lr
+from moduletune.tuning.methods import AdapterSettings
+
+
+def form_adapter(form: Form) -> AdapterSettings:
+    """The LoRA shape the form's Advanced settings ask for (blank: RunConfig's defaults), for exact counts."""
+    fields, asked = RunConfig.__dataclass_fields__, advanced_settings(form)
+    rank, alpha, dropout = (asked.get(n, fields[n].default) for n in ("lora_rank", "lora_alpha", "lora_dropout"))
+    return AdapterSettings(int(rank), float(alpha), float(dropout))
 
 
 def preview(form: Form) -> dict:
@@ -28,6 +36,7 @@ def preview(form: Form) -> dict:
         }
     info = model_info(form.model)
     first_task = planned[0].task
+    adapter = form_adapter(form)
     rows, seen = [], set()
     each = len({p.layers for p in planned if layer_wise(p.modules)}) > 1 and (
         form.each_layer or str(form.layer_spec).strip().lower() == "each"
@@ -37,7 +46,7 @@ def preview(form: Form) -> dict:
         if key in seen:
             continue
         seen.add(key)
-        c = counts(info.name, first_task, p.modules, p.layers, form.train_head)
+        c = counts(info.name, first_task, p.modules, p.layers, form.train_head, adapter)
         shown = key[1] if key[1] != "each" else f"each (e.g. {p.layers})"
         rows.append({"modules": "+".join(p.modules), "layers": shown, "lr": run_lr_text(form, p.modules), **c})
     searches = len({(p.task, p.modules, p.layers) for p in planned}) if form.lr_search else 0

@@ -12,6 +12,7 @@ Every limit is an environment variable with a default that suits a free CPU Spac
 | MODULETUNE_PUBLIC_MAX_EVAL                 | 2000             | evaluation examples per run (0 = all is refused) |
 | MODULETUNE_PUBLIC_MAX_SEQ_LEN              | 128              | max sequence length                              |
 | MODULETUNE_PUBLIC_MAX_BATCH_SIZE           | 64               | batch size                                       |
+| MODULETUNE_PUBLIC_MAX_LORA_RANK            | 64               | a LoRA run's rank (lora:<families>)              |
 | MODULETUNE_PUBLIC_MODELS                   | all-MiniLM-L6-v2 | the models visitors may pick (comma list)        |
 
 Beyond the numbers, public mode means: only allow-listed models (never a typed Hub id or a local path),
@@ -59,6 +60,7 @@ class PublicLimits:
     max_seq_len: int = 128
     max_batch_size: int = 64
     models: tuple[str, ...] = field(default=(DEFAULT_MODEL,))
+    max_lora_rank: int = 64  # after models: the limits are also built positionally
 
     @classmethod
     def from_env(cls, environ=None) -> "PublicLimits":
@@ -74,6 +76,7 @@ class PublicLimits:
             "max_eval",
             "max_seq_len",
             "max_batch_size",
+            "max_lora_rank",
         ):
             var = f"{ENV_PREFIX}_{name.upper()}"
             text = str(env.get(var, "")).strip()
@@ -95,7 +98,8 @@ class PublicLimits:
             f"**Public demo.** Up to **{self.max_active_per_visitor}** runs queued or running per visitor and "
             f"**{self.max_queued}** waiting in the shared queue; each run at most **{self.max_epochs}** epochs, "
             f"**{self.max_train:,}** training and **{self.max_eval:,}** evaluation examples, batch size "
-            f"**{self.max_batch_size}**, sequence length **{self.max_seq_len}**. Models: "
+            f"**{self.max_batch_size}**, sequence length **{self.max_seq_len}**, LoRA rank "
+            f"**{self.max_lora_rank}**. Models: "
             f"{', '.join(self.models)}. You can cancel or retry only your own runs; everyone's runs appear in "
             "Runs (the finished ones in Compare), without who submitted them."
         )
@@ -145,7 +149,7 @@ def _cap(value, cap: int, what: str, fld: str, zero_means_all: bool = False) -> 
 
 
 def check_config(limits: PublicLimits, config) -> None:
-    """One run's settings against the caps (model, data folder, epochs, examples, length, batch)."""
+    """One run's settings against the caps (model, data folder, epochs, examples, length, batch, LoRA rank)."""
     get = (lambda k: config.get(k)) if isinstance(config, dict) else (lambda k: getattr(config, k, None))
     check_model(limits, get("model"))
     if get("glue_dir"):
@@ -161,6 +165,7 @@ def check_config(limits: PublicLimits, config) -> None:
     _cap(get("max_eval"), limits.max_eval, "evaluation examples", "max_eval", zero_means_all=True)
     _cap(get("max_seq_len"), limits.max_seq_len, "max sequence length", "settings")
     _cap(get("batch_size"), limits.max_batch_size, "batch size", "batch_size")
+    _cap(get("lora_rank"), limits.max_lora_rank, "LoRA rank", "settings")
 
 
 def active_runs(registry, submitter: str | None) -> int:

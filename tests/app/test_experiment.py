@@ -268,6 +268,8 @@ def test_the_method_choice_wraps_the_ticked_families_in_its_adapter():
     assert ex.lr_default(["lora:query"]) == 3e-3 and ex.lr_default(["ia3:key"]) == 3e-2
     (row,) = ex.preview(ex.Form(families=["query"], method="lora", layers=[str(i) for i in range(6)]))["rows"]
     assert row["module_params"] == 6 * 8 * (384 + 384)  # rank 8, A: 8x384 and B: 384x8 in each of six layers
+    (r16,) = ex.preview(ex.Form(families=["query"], method="lora", advanced={"lora_rank": 16}))["rows"]
+    assert r16["module_params"] == 6 * 16 * (384 + 384)  # the count follows the rank set under More settings
     for bad, match in (
         (dict(families=["layernorm"], method="ia3"), "wraps the nn.Linear modules"),
         (dict(families=["query"], method="lora", random_control=True), "random controls are for module families"),

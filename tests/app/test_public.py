@@ -111,6 +111,7 @@ def test_each_cap_on_a_run_says_what_it_is():
         (dict(max_eval=None), "evaluation examples: at most 1,000"),
         (dict(max_seq_len=256), "max sequence length: at most 128 per run in this public demo, you asked for 256"),
         (dict(batch_size=128), "batch size: at most 64"),
+        (dict(modules=("lora:query",), lora_rank=128), "LoRA rank: at most 64 per run in this public demo"),
         (dict(glue_dir="/tmp/glue"), "a data folder cannot be chosen"),
         (dict(model="bert-base-uncased"), "is not available in this public demo"),
     ]
