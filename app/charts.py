@@ -92,14 +92,30 @@ def score_by_family(runs, task: str, model: str | None = None) -> go.Figure:
 # ---------------------------------------------------------------- 2. efficiency frontier
 
 
-def efficiency_frontier(runs, task: str | None = None, model: str | None = None) -> go.Figure:
-    """Seed-mean score (± std) vs trainable-parameter share (log x) per replicate set, with the frontier through
-    the means, chance and full fine-tuning; one panel per task."""
+# What the frontier can be drawn against (peft's method comparison draws accuracy against memory and time too):
+# the column of app.pooling.pool, the title's words, the axis title and the hover's text.
+FRONTIER_COSTS = {
+    "trainable_pct": ("trainable parameters", "trainable parameters (% of model, log)", "trainable %{x:.3g}%"),
+    "train_seconds": ("training time", "training time per run (s, log; median of the seeds)", "training %{x:.3g} s"),
+    "peak_memory_mb": (
+        "peak memory",
+        "peak memory per run (MiB, log; process RSS on a CPU, allocated on a GPU)",
+        "peak %{x:.4g} MiB",
+    ),
+}
+
+
+def efficiency_frontier(
+    runs, task: str | None = None, model: str | None = None, cost: str = "trainable_pct"
+) -> go.Figure:
+    """Seed-mean score (± std) vs a cost (log x: trainable-parameter share, training time or peak memory) per
+    replicate set, with the frontier through the means, chance and full fine-tuning; one panel per task."""
+    words, axis_title, hover_cost = FRONTIER_COSTS[cost]
     d = pooling.finished_runs(runs, task, model)
-    title = "Efficiency: score vs trainable parameters" + (f" ({task})" if task else "") + mix_note(d)
+    title = f"Efficiency: score vs {words}" + (f" ({task})" if task else "") + mix_note(d)
     pooled = pooling.pool(d)
     if not pooled.empty:
-        pooled = pooled[pd.to_numeric(pooled["trainable_pct"], errors="coerce") > 0]
+        pooled = pooled[pd.to_numeric(pooled[cost], errors="coerce") > 0]
     if pooled.empty:
         return empty_figure(title)
     tasks = sorted(pooled["task"].unique(), key=task_sort_key)
@@ -111,16 +127,16 @@ def efficiency_frontier(runs, task: str | None = None, model: str | None = None)
         fig = go.Figure()
     hover = (
         "<b>%{customdata[0]}</b> @ %{customdata[1]}<br>%{customdata[2]} %{y:.4f} ± %{customdata[3]:.4f} "
-        "(n = %{customdata[4]})<br>trainable %{x:.3g}% · lr %{customdata[5]}<br>%{customdata[6]}<extra></extra>"
+        f"(n = %{{customdata[4]}})<br>{hover_cost} · lr %{{customdata[5]}}<br>%{{customdata[6]}}<extra></extra>"
     )
     shown = set()
     for i, t in enumerate(tasks):
         where = dict(row=i // cols + 1, col=i % cols + 1) if len(tasks) > 1 else {}
         pt = pooled[pooled["task"] == t]
-        front = pooling.seed_means_frontier(pt)
+        front = pooling.seed_means_frontier(pt, cost)
         fig.add_trace(
             go.Scatter(
-                x=front["trainable_pct"].to_numpy(),
+                x=front[cost].to_numpy(),
                 y=front["mean"].to_numpy(),
                 mode="lines",
                 line=dict(color="#bbbbbb", dash="dot", shape="hv"),
@@ -139,7 +155,7 @@ def efficiency_frontier(runs, task: str | None = None, model: str | None = None)
             names = [label + (f" ({v})" if v else "") for v in g["variant"]]
             fig.add_trace(
                 go.Scatter(
-                    x=g["trainable_pct"].to_numpy(),
+                    x=g[cost].to_numpy(),
                     y=g["mean"].to_numpy(),
                     mode="markers",
                     error_y=dict(type="data", array=g["std"].fillna(0.0).to_numpy(), visible=True, thickness=1),
@@ -171,7 +187,7 @@ def efficiency_frontier(runs, task: str | None = None, model: str | None = None)
             **where,
             range=score_range((pt["mean"] + spread).tolist() + (pt["mean"] - spread).tolist(), chance, full_mean),
         )
-    fig.update_xaxes(type="log", title_text="trainable parameters (% of model, log)")
+    fig.update_xaxes(type="log", title_text=axis_title)
     return layout(fig, title, height=HEIGHT if rows == 1 else 330 * rows, legend_title_text="module")
 
 

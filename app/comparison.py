@@ -17,6 +17,7 @@ def compare_view(
     layers: str | None = "all",
     model: str | None = None,
     max_curves: int = 5,
+    cost: str = "trainable_pct",
 ) -> dict:
     """Everything the Compare tab shows for one task in one call; run_ids default to the latest succeeded runs."""
     # Without run_ids: the task's `max_curves` most recent succeeded runs, preferring those with events.
@@ -30,7 +31,7 @@ def compare_view(
     selected = runs[runs["id"].isin(run_ids)] if "id" in runs.columns else runs.iloc[0:0]
     return {
         "score_by_family": score_by_family(runs, task, model),
-        "efficiency_frontier": efficiency_frontier(runs, task, model),
+        "efficiency_frontier": efficiency_frontier(runs, task, model, cost),
         "layer_module_heatmap": layer_module_heatmap(runs, task, model),
         "training_curves": training_curves(events, run_ids, selected),
         "results_table": results_table(runs, layers, model),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from moduletune.app.fields import FIELDS
 from moduletune.tuning import glue, methods, modules
-from moduletune.tuning.config import DEFAULT_LR, DEFAULT_MODEL, KNOBS, default_lr, parse_floats
+from moduletune.tuning.config import DEFAULT_MODEL, KNOBS, default_lr, parse_floats
 
 TASK_NAMES = tuple(glue.TASKS)
 FAMILY_LABELS = {f.name: f.label for f in modules.FAMILY_TABLE}  # the checkboxes, in the paper's order
@@ -266,16 +266,17 @@ def lr_default(families) -> float | None:
 
 
 def lr_hint(families) -> str:
-    """'default for LN: 1e-2' (each chosen family's default, in the paper's short names)."""
-    fams = [f for f in (families or []) if f in DEFAULT_LR]
-    if not fams:
+    """'default for LN: 1e-2' (each chosen family's or method's default, in the paper's short names: lora:Q: 3e-3)."""
+    found = {}
+    for f in families or []:
+        try:
+            found[modules.short_label((f,))] = default_lr([f])
+        except ValueError:  # not a family (yet): the hint names none for it
+            continue
+    if not found:
         return "Learning rate; small modules need larger steps (default for LN: 1e-2, Q: 3e-4, full: 5e-5)"
-    parts = [f"{modules.SHORT_NAMES[f]}: {sci(DEFAULT_LR[f])}" for f in fams]
-    tail = (
-        " (each run uses its own family's default unless you change this)"
-        if len(set(DEFAULT_LR[f] for f in fams)) > 1
-        else ""
-    )
+    parts = [f"{name}: {sci(lr)}" for name, lr in found.items()]
+    tail = " (each run uses its own family's default unless you change this)" if len(set(found.values())) > 1 else ""
     return "default for " + ", ".join(parts) + tail
 
 

@@ -37,6 +37,8 @@ POOLED_COLUMNS = [
     "ids",
     "lr",
     "trainable_pct",
+    "train_seconds",  # the seed runs' median training time (evaluation aside)
+    "peak_memory_mb",  # their median peak memory (RSS on a CPU, max allocated on a GPU); NaN when not recorded
     "chance",
     "not_learned",
     "did_not_learn",
@@ -161,6 +163,10 @@ def _chance_of(g: pd.DataFrame, metric: str) -> float:
     return float("nan")
 
 
+def _median(g: pd.DataFrame, column: str) -> float:
+    return float(pd.to_numeric(g[column], errors="coerce").median()) if column in g.columns else float("nan")
+
+
 def pool(runs, task: str | None = None, model: str | None = None) -> pd.DataFrame:
     """One row per replicate set (runs that differ only in the seed): mean, std, n, chance and learn verdict.
 
@@ -200,6 +206,8 @@ def pool(runs, task: str | None = None, model: str | None = None) -> pd.DataFram
                     if "trainable_pct" in g.columns
                     else float("nan")
                 ),
+                "train_seconds": _median(g, "train_seconds"),
+                "peak_memory_mb": _median(g, "peak_memory_mb"),
                 "chance": _chance_of(g, metric),
                 "not_learned": not_learned,
                 "did_not_learn": not_learned * 2 > len(g),
@@ -293,10 +301,11 @@ def task_references(pooled: pd.DataFrame, task: str) -> References:
     )
 
 
-def seed_means_frontier(pooled: pd.DataFrame) -> pd.DataFrame:
-    """The pooled rows no other row beats with fewer trainable parameters: the frontier through seed means."""
-    p = pooled[pd.to_numeric(pooled["trainable_pct"], errors="coerce") > 0]
-    p = p.sort_values(["trainable_pct", "mean"], ascending=[True, False])
+def seed_means_frontier(pooled: pd.DataFrame, cost: str = "trainable_pct") -> pd.DataFrame:
+    """The pooled rows no other row beats at a lower cost (trainable parameters, training time or peak memory):
+    the frontier through seed means."""
+    p = pooled[pd.to_numeric(pooled[cost], errors="coerce") > 0]
+    p = p.sort_values([cost, "mean"], ascending=[True, False])
     best = p["mean"].cummax()
     keep = (p["mean"] >= best) & ~p["mean"].duplicated()
     return p[keep]

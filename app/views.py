@@ -290,14 +290,20 @@ def default_curve_runs(runs: pd.DataFrame, task: str, limit: int = 5) -> list[in
 
 
 def compare(
-    registry, task: str, layers: str | None = ALL, run_ids=None, only_differences: bool = True, tag=None
+    registry,
+    task: str,
+    layers: str | None = ALL,
+    run_ids=None,
+    only_differences: bool = True,
+    tag=None,
+    cost: str = "trainable_pct",
 ) -> dict:
     """All Compare-tab charts for a task (comparison.compare_view), with the selected runs' full configs diffed;
-    with a tag, only the runs that carry it."""
+    with a tag, only the runs that carry it; the frontier against `cost` (charts.FRONTIER_COSTS)."""
     runs = registry.runs_frame(tag=_filter(tag))
     ids = [int(i) for i in (run_ids or [])] or default_curve_runs(runs, task)
     events = registry.events_frame(ids) if ids else None
-    view = compare_view(runs, events, task, ids, layers=layers or ALL)
+    view = compare_view(runs, events, task, ids, layers=layers or ALL, cost=cost)
     selected = runs[runs["id"].isin(ids)].drop(columns=["submitter"], errors="ignore")  # never who submitted
     if not selected.empty:  # columns in the order the runs were picked
         selected = selected.iloc[sorted(range(len(selected)), key=lambda i: ids.index(int(selected["id"].iloc[i])))]

@@ -36,7 +36,7 @@ from moduletune.tuning.text import without_password as describe
 DB_URL_ENV = "MODULETUNE_DB_URL"
 # The schema version the newest migration (tasks/migrations/versions) records: 4, studies; 3, tags and notes; 2, the
 # baseline (kind, parent_id, chance_metric, learned over version 1).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
     "queued",
@@ -118,6 +118,7 @@ runs = Table(
     Column("trainable_pct", Float),
     Column("train_seconds", Float),
     Column("examples_per_second", Float),
+    Column("peak_memory_mb", Float),  # the run's own peak (tuning.train.peak_memory_mb); NULL before schema 5
     Column("result", Text),
     Column("artifact_dir", Text),
     Column("notes", Text),  # a person's note on the run (tasks.tags)

@@ -63,6 +63,7 @@ RUN_COLUMNS = [
     "cancel_requested",
     "train_seconds",
     "examples_per_second",
+    "peak_memory_mb",
 ]
 NOTE_COLUMNS = ["tags", "notes"]  # a person's labels (tasks.tags): the tags a sorted list, the note text or None
 RUN_COLUMNS += NOTE_COLUMNS
@@ -76,6 +77,7 @@ FLOAT_COLUMNS = (
     "eta_seconds",
     "train_seconds",
     "examples_per_second",
+    "peak_memory_mb",
 )
 INT_COLUMNS = ("id", "seed", "step", "resume_count", "claims", "completions")  # never null: int64
 NULLABLE_INT_COLUMNS = (
@@ -219,7 +221,15 @@ def result_columns(result: dict) -> dict:
             "resumed_from_step",
         )
     }
-    for k in ("primary_metric", "chance_metric", "module_pct", "trainable_pct", "train_seconds", "examples_per_second"):
+    for k in (
+        "primary_metric",
+        "chance_metric",
+        "module_pct",
+        "trainable_pct",
+        "train_seconds",
+        "examples_per_second",
+        "peak_memory_mb",
+    ):
         out[k] = finite(result.get(k))
     if result.get("learned") is not None:
         out["learned"] = bool(result["learned"])

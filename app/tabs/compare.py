@@ -25,6 +25,17 @@ def build(ctx):
             compare_tag = gr.Dropdown(
                 [views.ALL], value=views.ALL, label="Tag (only runs with it)", elem_id="compare-tag", scale=1
             )
+            frontier_cost = gr.Radio(
+                [
+                    ("trainable %", "trainable_pct"),
+                    ("training time", "train_seconds"),
+                    ("peak memory", "peak_memory_mb"),
+                ],
+                value="trainable_pct",
+                label="Efficiency against",
+                elem_id="frontier-cost",
+                scale=1,
+            )
             compare_refresh = gr.Button("Refresh", size="sm", elem_id="compare-refresh", scale=0, min_width=90)
         with gr.Row():
             chart_score = gr.Plot(show_label=False, elem_id="chart-score")
@@ -54,8 +65,8 @@ def build(ctx):
         results_note = gr.Markdown("", elem_id="results-note", elem_classes="help")
         results_csv = gr.DownloadButton("Download CSV", size="sm", elem_id="results-csv")
 
-    def refresh_compare(task_name, layer_choice, run_ids, only, tag):
-        view = views.compare(registry, task_name, layer_choice, run_ids, only, tag)
+    def refresh_compare(task_name, layer_choice, run_ids, only, tag, cost):
+        view = views.compare(registry, task_name, layer_choice, run_ids, only, tag, cost)
         choices = views.run_choices(registry, status="succeeded", task=task_name)
         layer_choices = views.layer_filter_choices(registry)
         return (
@@ -88,9 +99,16 @@ def build(ctx):
         compare_tag,
     ]
     gr.on(
-        [tab_compare.select, compare_refresh.click, compare_task.change, compare_layers.change, compare_tag.input],
+        [
+            tab_compare.select,
+            compare_refresh.click,
+            compare_task.change,
+            compare_layers.change,
+            compare_tag.input,
+            frontier_cost.input,
+        ],
         refresh_compare,
-        [compare_task, compare_layers, compare_runs, only_diff, compare_tag],
+        [compare_task, compare_layers, compare_runs, only_diff, compare_tag, frontier_cost],
         compare_outputs,
         **private,
     )

@@ -239,6 +239,30 @@ def test_efficiency_frontier_all_tasks_facets_with_one_legend_entry_per_family()
     assert {t.xaxis for t in fig.data} == {"x", "x2"}
 
 
+def test_efficiency_frontier_puts_lora_and_ia3_beside_families_against_time_or_memory():
+    """Methods sit on the same frontier as families, each labelled with its method; the x axis can be the seed
+    runs' median training time or peak memory (peft's comparison draws both), and a run without a peak is left
+    out of the memory chart rather than drawn at 0."""
+    runs = frame(
+        run(1, "layernorm", metric=0.80, trainable_pct=0.02, train_seconds=40.0, peak_memory_mb=900.0),
+        run(2, "layernorm", seed=1, metric=0.82, trainable_pct=0.02, train_seconds=44.0, peak_memory_mb=910.0),
+        run(3, "lora:query+lora:value", metric=0.84, trainable_pct=0.3, train_seconds=60.0, peak_memory_mb=1000.0),
+        run(4, "ia3:key+ia3:value+ia3:ffn_output", metric=0.79, trainable_pct=0.06, train_seconds=50.0),
+        run(5, "full", metric=0.86, trainable_pct=100.0, train_seconds=120.0, peak_memory_mb=1500.0),
+    )
+    by_params = charts.efficiency_frontier(runs, "rte")
+    assert {"LN", "lora:Q+V", "ia3:K+V+FO", "full"} <= {t.name for t in by_params.data}
+    assert list(trace(by_params, "lora:Q+V").x) == [0.3]
+    by_time = charts.efficiency_frontier(runs, "rte", cost="train_seconds")
+    assert "training time" in by_time.layout.title.text and "training time" in by_time.layout.xaxis.title.text
+    assert list(trace(by_time, "LN").x) == [pytest.approx(42.0)]  # the median of the two seeds
+    assert list(trace(by_time, "frontier (seed means)").x) == [pytest.approx(42.0), 60.0, 120.0]
+    assert "training %{x:.3g} s" in trace(by_time, "LN").hovertemplate
+    by_memory = charts.efficiency_frontier(runs, "rte", cost="peak_memory_mb")
+    assert "ia3:K+V+FO" not in {t.name for t in by_memory.data}  # no peak recorded: not drawn at 0
+    assert list(trace(by_memory, "lora:Q+V").x) == [1000.0] and by_memory.layout.xaxis.type == "log"
+
+
 # ---------------------------------------------------------------- 3. layer_module_heatmap
 
 

@@ -421,3 +421,37 @@ def test_every_tab_by_clicking(page, console, app_server, tmp_path):
         "weights.png",
         "playground.png",
     }
+
+
+def test_a_lora_run_from_the_form_sits_on_the_frontier_against_params_or_time(page, console, app_server):
+    """The method choice: LoRA cannot wrap LayerNorm (said beside the families); LoRA on the last layer's query is
+    counted, queued, trained, and drawn on Compare's frontier, which can be redrawn against training time."""
+    registry = app_server.registry()
+    console.goto(app_server.url)
+    wait_text(page, "preview", "will be queued")
+    page.locator("#families label", has_text="LN · LayerNorms").click()  # untick the default
+    page.locator("#families label", has_text="Q · attention query").click()
+    page.locator("#families label", has_text="LN · LayerNorms").click()  # and tick it again, with a method:
+    page.locator("#method label", has_text="lora").click()
+    wait_text(page, "families-msg", "LoRA wraps the nn.Linear modules")
+    page.locator("#families label", has_text="LN · LayerNorms").click()
+    wait_empty(page, "families-msg")
+    fill(page, "layer-spec", "5")
+    fill(page, "max-train", "32")
+    fill(page, "max-eval", "32")
+    wait_text(page, "preview", "6,144")  # rank 8 x (384 + 384) on one query
+    wait_text(page, "tab-experiment", "default for lora:Q: 3e-3")
+    before = registry.count()
+    page.locator("#submit").click()
+    wait_text(page, "submit-msg", "Queued run")
+    run = registry.list_runs(limit=1)[0]
+    assert registry.count() == before + 1 and registry.get(run["id"])["config"]["modules"] == ["lora:query"]
+    polling.wait_for(lambda: registry.get(run["id"])["status"] == "succeeded", RUN_T / 1000, "the LoRA run")
+
+    page.get_by_role("tab", name="Compare").click()
+    page.wait_for_selector("#chart-frontier .js-plotly-plot")
+    wait_text(page, "chart-frontier", "lora:Q")
+    page.locator("#frontier-cost label", has_text="training time").click()
+    wait_text(page, "chart-frontier", "score vs training time")
+    shoot(page, "compare-frontier-time")
+    assert not console.problems, console.problems

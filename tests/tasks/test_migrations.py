@@ -225,7 +225,7 @@ def test_a_release_2026_12_registry_is_upgraded_in_place_with_every_run_and_even
     runs_before, events_before = old_registry(url)
     assert len(runs_before) == 8 and len(events_before) == 200
     registry = Registry(url)
-    assert registry.schema_version() == database.SCHEMA_VERSION == 4
+    assert registry.schema_version() == database.SCHEMA_VERSION == 5
     assert revision_of(registry.engine) == [migrations.script_directory().get_current_head()]
     assert old_rows(registry.engine) == (runs_before, events_before)  # every value of every run and event
     assert registry.identity() == "0123456789abcdef"  # the registry keeps its id, so its run folders stay its own
