@@ -130,13 +130,6 @@ def format_pct(value) -> str:
     return f"{float(value):.3g}%"
 
 
-def format_count(value) -> str:
-    """An integer parameter count with thousands separators ('?' when unknown)."""
-    if value is None or pd.isna(value):
-        return "?"
-    return f"{int(value):,}"
-
-
 def cell(value) -> str:
     """One config value as display text: lists joined by commas, missing as ''."""
     if value is None:

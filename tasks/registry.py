@@ -31,7 +31,6 @@ from moduletune.tasks.database import (  # noqa: F401
     RUNNING,
     STATUSES,
     SUCCEEDED,
-    TERMINAL,
     RegistryError,
     RegistryUnavailable,
     RunNotFound,
