@@ -136,6 +136,7 @@ def main(argv=None) -> dict:
     os.environ.pop("MODULETUNE_DB_URL", None)
     os.environ.pop("MODULETUNE_QUEUE_URL", None)
     from moduletune.tasks.registry import Registry
+    from moduletune.tuning.text import json_safe
 
     registry = Registry()
     started = time.perf_counter()
@@ -158,8 +159,8 @@ def main(argv=None) -> dict:
         summary["moved"] = score_moves(summary["scores"], json.loads(Path(args.compare).read_text())["scores"])
     print()
     print(json.dumps({k: v for k, v in summary.items() if k != "scores"}, indent=1))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(summary, indent=1))
+    if args.json_out:  # json_safe: the frame's numpy booleans and floats as plain JSON
+        Path(args.json_out).write_text(json.dumps(json_safe(summary), indent=1))
     return summary
 
 
