@@ -38,7 +38,7 @@ def stop_timeout_setting() -> float:
     except ValueError:
         value = -1.0
     if not 0 < value <= 86400:
-        raise ValueError(f"{STOP_TIMEOUT_ENV} must be a number of seconds from 0 to 86400, got {text!r}")
+        raise ValueError(f"{STOP_TIMEOUT_ENV} must be a number of seconds above 0, at most 86400, got {text!r}")
     return value
 
 
