@@ -291,4 +291,5 @@ def cmd_serve(args) -> int:
     from moduletune.app.server import serve
 
     limits = public.PublicLimits.from_env() if args.public or public.enabled() else None
-    return serve(host=args.host, port=args.port, worker=not args.no_worker, share=args.share, public=limits) or 0
+    worker = not args.no_worker
+    return serve(host=args.host, port=args.port, worker=worker, share=args.share, public=limits, exit_when_stopped=True)

@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
+from moduletune.tuning.disk import disk_full
 from moduletune.tuning.settings import home
 from moduletune.tuning.text import one_line
 from moduletune.tuning.text import without_password as describe
@@ -229,6 +230,14 @@ def _create_engine(url: str):
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+
+        @event.listens_for(engine, "handle_error")
+        def _full(context):
+            # A full disk names the registry's file (a run's events, claims and outcomes are written there), as
+            # every other file a run writes is named, instead of SQLite's "database or disk is full".
+            err = context.original_exception
+            if getattr(err, "sqlite_errorcode", None) == 13 or "database or disk is full" in str(err):  # SQLITE_FULL
+                raise disk_full(Path(path).expanduser(), "the registry") from None
 
         return engine
     if url.startswith("postgresql"):

@@ -19,7 +19,7 @@ def check_glue_dir(task, glue_dir) -> None:
         raise GlueError(f"the GLUE folder {shown} is not a path (it holds a NUL character)")
     root = Path(text).expanduser()
     if not (root / task.folder).is_dir():
-        raise GlueError(f"the GLUE folder {shown} has no {task.folder} folder for {task.name} on this machine")
+        raise GlueError(f"the GLUE folder {shown} holds no {task.name} data here: looked for {root / task.folder}")
     # The first row of each file: cheap (files are streamed) and it checks the header as training would.
     next(split_rows(task, "train", root), None)
     errors = []

@@ -6,6 +6,8 @@ import os
 import sys
 import time
 
+import pytest
+
 from moduletune.app import server, ui
 
 # A stand-in worker: records its pid and each SIGTERM (taking a moment to stop), sleeps until told to stop.
@@ -152,3 +154,14 @@ def test_the_address_comes_from_the_flags_else_gradios_variables(monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_PORT", "99999")
     with pytest.raises(ValueError, match="from 1 to 65535.*GRADIO_SERVER_PORT.*99999"):
         server.address()
+
+
+def test_the_stop_timeout_comes_from_the_environment_and_is_checked(monkeypatch):
+    monkeypatch.delenv("MODULETUNE_STOP_TIMEOUT", raising=False)
+    assert server.stop_timeout_setting() == 60.0
+    monkeypatch.setenv("MODULETUNE_STOP_TIMEOUT", "8")
+    assert server.stop_timeout_setting() == 8.0 and server.EmbeddedWorker().stop_timeout == 8.0
+    for bad in ("0", "-1", "abc", "1e9", "nan"):
+        monkeypatch.setenv("MODULETUNE_STOP_TIMEOUT", bad)
+        with pytest.raises(ValueError, match="MODULETUNE_STOP_TIMEOUT must be a number of seconds above 0"):
+            server.stop_timeout_setting()

@@ -84,3 +84,14 @@ def test_cancel_and_retry_through_the_api(client, app_server):
         client.predict(new_id, api_name="/cancel")
     except AppError:  # it already finished
         pass
+
+
+def test_a_glue_folder_that_is_not_one_is_refused_through_the_api(client, app_server):
+    """The open server's API checks a GLUE folder where the run enters: one line, nothing queued."""
+    registry = app_server.registry()
+    before = registry.count()
+    for glue in ("abc", "NaN", "../../../../etc/passwd", "a\x00b"):
+        message, ids, *beside = client.predict(**{**TINY, "glue_dir": glue}, api_name="/submit")
+        shown = " ".join((message, *beside))
+        assert ids == [] and "the GLUE folder" in shown and "Nothing was queued" in message, shown
+    assert registry.count() == before

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 from collections import Counter
+from pathlib import Path
 
 from moduletune.tasks import queue
 from moduletune.tasks.registry import Registry
@@ -180,9 +182,14 @@ def test_cancel_queued_and_running_runs_and_retry_a_failed_one(env, redis_url, w
     queued = int(cli("submit", *TINY).stdout)
     assert cli("cancel", str(queued)).stdout.strip() == f"run {queued}: cancelled"
     long_run = int(cli("submit", *LONG, "--max-train", "4000").stdout)  # 500 steps: it is cancelled anyway
-    empty_glue = tmp_path / "glue"
-    empty_glue.mkdir()
-    failing = int(cli("submit", *TINY, "--glue-dir", str(empty_glue)).stdout)
+    # A GLUE folder that passes the check at submission (each file's header and first row read right) but not the
+    # run's load: a later row's label is not one of RTE's.
+    bad_glue, real = tmp_path / "glue", Path(os.environ["MODULETUNE_GLUE_DIR"]) / "RTE"
+    (bad_glue / "RTE").mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):
+        rows = (real / name).read_text(encoding="utf-8-sig").splitlines()[:6] + ["9999\tOne.\tTwo.\tmaybe"]
+        (bad_glue / "RTE" / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    failing = int(cli("submit", *TINY, "--glue-dir", str(bad_glue)).stdout)
 
     workers.start()
     wait_for(lambda: run_of(long_run)["step"] >= 3, 240, "the long run to make progress", pool=workers)
@@ -195,11 +202,13 @@ def test_cancel_queued_and_running_runs_and_retry_a_failed_one(env, redis_url, w
 
     failed = wait_for(status_is(failing, "failed", "succeeded"), 120, "the bad-data run to fail", pool=workers)
     assert failed["status"] == "failed" and failed["completions"] == 0
-    assert failed["error"].startswith("GlueError: GLUE folder for rte not found") and "\n" not in failed["error"]
+    assert failed["error"].startswith("GlueError: ") and "\n" not in failed["error"]
+    assert "label 'maybe' for rte is not one of" in failed["error"]
     never = run_of(queued)
     assert never["status"] == "cancelled" and never["claims"] == 0 and never["started_at"] is None
 
-    (empty_glue / "RTE").symlink_to(os.environ["MODULETUNE_GLUE_DIR"] + "/RTE")  # the data arrives; retry
+    shutil.rmtree(bad_glue / "RTE")
+    (bad_glue / "RTE").symlink_to(real)  # the data is mended; retry
     retried = cli_json("retry", str(failing))
     assert retried["retry_of"] == failing
     done = wait_for(status_is(retried["id"], "succeeded", "failed"), 120, "the retry to finish", pool=workers)

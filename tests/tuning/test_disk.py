@@ -15,14 +15,17 @@ from moduletune.tuning.models import load_tokenizer
 from moduletune.tuning.train import fine_tune
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 64 KiB tmpfs with no byte left (mounting one needs root: elsewhere the test is skipped, saying so)."""
-    mount = tmp_path / "full"
+def tmpfs(mount, size: str):
+    """A tiny tmpfs at mount (mounting one needs root: elsewhere the test is skipped, saying so)."""
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
     if made.returncode:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
+    return mount
+
+
+def fill(mount) -> None:
+    """Leave no byte free on the file system at mount."""
     try:
         with open(mount / "filler", "wb") as f:
             while True:
@@ -30,6 +33,13 @@ def full_disk(tmp_path):
                 f.flush()
     except OSError as err:
         assert err.errno == errno.ENOSPC
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs with no byte left."""
+    mount = tmpfs(tmp_path / "full", "64k")
+    fill(mount)
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
@@ -64,3 +74,26 @@ def test_a_run_whose_checkpoint_or_artifact_meets_a_full_disk_names_the_file(ful
     with pytest.raises(DiskFullError) as caught:
         fine_tune(config, output_dir=full_disk / "artifact")
     assert_named(caught.value, full_disk / "artifact" / "trained.safetensors")
+
+
+def test_a_run_whose_events_meet_a_full_registry_disk_names_the_registry(tmp_path, home):
+    """Events go to the registry: on a full disk its file is named, not SQLite's "database or disk is full"."""
+    from moduletune.tasks.registry import Registry
+
+    mount = tmpfs(tmp_path / "db", "1m")
+    try:
+        registry = Registry(f"sqlite:///{mount / 'runs.db'}")
+        run_id = registry.insert_queued(RunConfig(task="rte", modules=("layernorm",), max_train=32))
+        token = registry.claim(run_id, "test-worker")
+        fill(mount)
+        rows = [{"step": s, "epoch": 0, "split": "train", "name": "loss", "value": 0.5} for s in range(200)]
+        with pytest.raises(DiskFullError) as caught:
+            for step in range(1, 1000):  # the WAL's free pages fill first
+                registry.record_progress(run_id, token, rows, step, 1000)
+        assert_named(caught.value, mount / "runs.db")
+        assert str(caught.value).startswith("cannot write the registry ")
+    finally:
+        from moduletune.tasks.database import dispose_engines
+
+        dispose_engines()
+        subprocess.run(["umount", "-l", str(mount)], check=False)
