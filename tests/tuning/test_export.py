@@ -395,3 +395,17 @@ def test_every_glue_task_has_a_card():
     for name, task in glue.TASKS.items():
         card = ModelCard(model_card(RunConfig(task=name, train_head=False), counts, None, "peft", ["m"]))
         assert card.data.datasets == ["nyu-mll/glue"] and card.data.metrics and f"GLUE {task.folder}" in card.content
+
+
+@pytest.mark.parametrize("modules,layers", [("lora:Q+V", "all"), ("ia3:K+V+FO", "4-5")])
+def test_an_adapter_runs_deltas_are_what_it_adds_to_the_weights_it_wraps(tmp_path, modules, layers):
+    """The Weights tab's deltas of a LoRA or (IA)³ run: ||Δw||/||w|| of each wrapped module once merged, one row per
+    wrapped family and layer (an adapter's own tensors are no module's weights)."""
+    from moduletune.tuning.magnitudes import run_deltas
+
+    artifact = make_artifact(tmp_path / "artifact", modules, layers, scale=3.0)
+    rows = run_deltas(artifact)
+    families = {"lora:Q+V": {"query", "value"}, "ia3:K+V+FO": {"key", "value", "ffn_output"}}[modules]
+    layer_ids = set(range(6)) if layers == "all" else {4, 5}
+    assert {(r["family"], r["layer"]) for r in rows} == {(f, i) for f in families for i in layer_ids}
+    assert all(r["kind"] == "weight" and r["relative_change"] > 0.01 for r in rows)
