@@ -308,7 +308,7 @@ def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     wait_empty(page, "layers-msg")
     fill(page, "max-train", "32")
     fill(page, "max-eval", "32")
-    page.get_by_text("More settings").click()
+    page.get_by_text("More settings", exact=True).click()
     fill(page, "batch-size", "16")
     page.locator("#prefix-cache label", has_text="on").click()
     wait_text(page, "preview", "1 run will be queued")
