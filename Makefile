@@ -46,8 +46,8 @@ test: setup-test services
 		$(PY) -m pytest -q
 
 test-study: setup-test services
-	# The slow science checks (SST-2 learnt, a small real study, an lr search on STS-B that must find an lr that
-	# learns): about 10 minutes.
+	# The slow science checks (SST-2 learnt by families, LoRA and (IA)³, a small real study, real lr searches and
+	# their verdicts): 20 minutes on 2 busy cores.
 	MODULETUNE_TEST_REQUIRE_SERVICES=1 MODULETUNE_GLUE_DIR=$${MODULETUNE_GLUE_DIR:-$(abspath ..)/shared/glue} \
 		$(PY) -m pytest -q -m study
 
