@@ -16,7 +16,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from moduletune.app.labels import canonical_modules, family_sort_key, layer_sort_key, task_sort_key
-from moduletune.tuning.replicates import differing_settings
+from moduletune.tuning.replicates import ADAPTER_SETTINGS, differing_settings
 
 # Metrics whose chance level is 0 whatever the labels (no registry value needed).
 ZERO_CHANCE = ("matthews_correlation", "pearson", "spearman")
@@ -123,7 +123,11 @@ def mixed_settings(d: pd.DataFrame) -> list[str]:
     if d.empty or "settings" not in d.columns:
         return []
     settings = [s if isinstance(s, dict) else {} for s in d["settings"]]
-    names = differing_settings(settings, ignore=SHOWN_ELSEWHERE + ("lr",))
+    names = differing_settings(settings, ignore=SHOWN_ELSEWHERE + ("lr",) + ADAPTER_SETTINGS)
+    # A LoRA's shape (rank, alpha, dropout) is a setting of LoRA runs only: it differs when two LoRA runs differ in
+    # it, never because a family's run has none.
+    adapters = [s for s in settings if any(k in s for k in ADAPTER_SETTINGS)]
+    names += [k for k in differing_settings(adapters, ignore=()) if k in ADAPTER_SETTINGS]
     lrs = pd.to_numeric(d["lr"], errors="coerce") if "lr" in d.columns else None
     if lrs is not None and (lrs.groupby([d["task"], d["group"], d["layers"]]).nunique() > 1).any():
         names = ["lr"] + names
@@ -146,7 +150,8 @@ def variant_labels(d: pd.DataFrame, names: list[str] | None = None) -> pd.Series
     rows = []
     for settings, lr in zip(d["settings"], d["lr"] if "lr" in d.columns else [None] * len(d)):
         settings = settings if isinstance(settings, dict) else {}
-        rows.append(", ".join(f"{k}={_value(lr if k == 'lr' and lr is not None else settings.get(k))}" for k in names))
+        shown = [k for k in names if k in settings or k not in ADAPTER_SETTINGS]  # a family's run has no rank
+        rows.append(", ".join(f"{k}={_value(lr if k == 'lr' and lr is not None else settings.get(k))}" for k in shown))
     return pd.Series(rows, index=d.index, dtype=object)
 
 

@@ -52,6 +52,23 @@ def test_runs_differing_in_max_train_are_not_pooled_and_the_table_says_which(reg
     assert "mixes max_train" in charts.score_by_family(registry.runs_frame(), "sst2").layout.title.text
 
 
+def test_a_loras_rank_sets_lora_runs_apart_never_a_familys_run(registry):
+    """LoRA's rank is a setting of LoRA runs only: beside LayerNorm and full fine-tuning no row is labelled with it,
+    and two LoRA ranks are two rows that say their rank."""
+    submit(registry, 0.80)
+    submit(registry, 0.85, modules=("full",))
+    submit(registry, 0.82, modules=("lora:query", "lora:value"))
+    done = pooling.finished_runs(registry.runs_frame(), "sst2")
+    assert pooling.mixed_settings(done) == []
+    table = tables.results_table(registry.runs_frame()).set_index("module")
+    assert {"LN", "lora:Q+V", "full"} <= set(table.index)
+    submit(registry, 0.83, modules=("lora:query", "lora:value"), lora_rank=16)
+    done = pooling.finished_runs(registry.runs_frame(), "sst2")
+    assert pooling.mixed_settings(done) == ["lora_rank"]
+    labels = dict(zip(done["group"] + " " + pooling.variant_labels(done), done["primary_metric"]))
+    assert labels["lora:query+lora:value lora_rank=16"] == 0.83 and labels["layernorm "] == 0.80
+
+
 def test_the_effective_lr_is_stored_shown_in_the_diff_and_splits_pools(registry):
     a = submit(registry, 0.80)  # the LayerNorm default, 1e-2
     b = submit(registry, 0.60, lr=3e-4)
