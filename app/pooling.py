@@ -205,12 +205,8 @@ def pool(runs, task: str | None = None, model: str | None = None) -> pd.DataFram
                 "n": int(len(g)),
                 "seeds": sorted(int(s) for s in g["_seed"] if pd.notna(s)),
                 "ids": sorted(int(i) for i in g["id"]) if "id" in g.columns else [],
-                "lr": float(pd.to_numeric(g["lr"], errors="coerce").median()) if "lr" in g.columns else float("nan"),
-                "trainable_pct": (
-                    float(pd.to_numeric(g["trainable_pct"], errors="coerce").median())
-                    if "trainable_pct" in g.columns
-                    else float("nan")
-                ),
+                "lr": _median(g, "lr"),
+                "trainable_pct": _median(g, "trainable_pct"),
                 "train_seconds": _median(g, "train_seconds"),
                 "peak_memory_mb": _median(g, "peak_memory_mb"),
                 "chance": _chance_of(g, metric),

@@ -13,11 +13,12 @@ from moduletune.app.model_info import model_info
 from moduletune.app.plan import final_run_count, layer_wise, plan, search_configs, shape, to_configs
 from moduletune.app.public import public_limits
 from moduletune.tuning.config import RunConfig
+from moduletune.tuning.methods import METHOD_TABLE
 from moduletune.tuning.modules import short_label
 
 PAPER_FAMILIES = ("query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm")
-# The preset's baselines: LoRA on query and value and (IA)³ on key, value and FFN out, peft's defaults for BERT.
-BASELINES = (("lora:query", "lora:value"), ("ia3:key", "ia3:value", "ia3:ffn_output"))
+# The preset's baselines: each method on peft's default targets for BERT (LoRA: Q+V; (IA)³: K+V+FO).
+BASELINES = tuple(tuple(f"{m.name}:{f}" for f in m.default_families) for m in METHOD_TABLE)
 PRESET_LIMIT = 5000  # the paper-study preset, after its confirmation
 
 

@@ -128,15 +128,14 @@ def run_deltas(artifact_dir) -> list[dict]:
     from moduletune.tuning.models import load_classifier
     from moduletune.tuning.modules import adapter_targets
 
-    base_of = lambda config: load_classifier(config.model, glue.get_task(config.task).num_labels)  # noqa: E731
     config = read_config(artifact_dir)
+    base = load_classifier(config.model, glue.get_task(config.task).num_labels)
     if methods.method_of(config.modules[0]) is not None:
         # An adapter's own tensors are not a module's weights: its change is what it adds once merged (B·A·alpha/r
         # for LoRA, the scaled rows or columns for (IA)³), measured on the weights it wraps.
-        base = base_of(config)
         _, targets, _ = adapter_targets(base, config.modules, config.layers)
         merged = method_peft_model(artifact_dir, config).merge_and_unload()
         return relative_change(base, merged, names={f"{t}.weight" for t in targets})
-    model, _, config = artifacts.load_tuned(artifact_dir)
+    model, _, _ = artifacts.load_tuned(artifact_dir)
     trained = set(load_file(f"{artifact_dir}/{artifacts.TENSORS_FILE}"))
-    return relative_change(base_of(config), model, names=trained)
+    return relative_change(base, model, names=trained)

@@ -5,6 +5,7 @@ import gradio as gr
 
 from moduletune.app import experiment as ex
 from moduletune.app import views
+from moduletune.app.charts import FRONTIER_COSTS
 
 
 def build(ctx):
@@ -26,11 +27,7 @@ def build(ctx):
                 [views.ALL], value=views.ALL, label="Tag (only runs with it)", elem_id="compare-tag", scale=1
             )
             frontier_cost = gr.Radio(
-                [
-                    ("trainable %", "trainable_pct"),
-                    ("training time", "train_seconds"),
-                    ("peak memory", "peak_memory_mb"),
-                ],
+                [(words, cost) for cost, (words, _, _) in FRONTIER_COSTS.items()],
                 value="trainable_pct",
                 label="Efficiency against",
                 elem_id="frontier-cost",
