@@ -12,10 +12,11 @@ FROM ${BASE_IMAGE} AS wheel
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY moduletune ./moduletune
+COPY src ./src
 COPY tuning ./tuning
 COPY tasks ./tasks
 COPY app ./app
+COPY cli ./cli
 # setuptools (the build backend) comes from the lock, so the wheel builds with no unpinned download.
 COPY requirements.lock ./
 RUN pip install --no-cache-dir --no-deps "$(grep -i '^setuptools==' requirements.lock)" \

@@ -7,9 +7,10 @@ import functools
 
 import gradio as gr
 
-from moduletune.app import experiment as ex
-from moduletune.app import model_views, views
-from moduletune.app.errors import visitor_message
+from moduletune.app.compare import views as compare_views
+from moduletune.app.public.checks import run_id_of
+from moduletune.app.public.errors import visitor_message
+from moduletune.app.runs import views
 from moduletune.tuning.text import json_safe
 
 
@@ -48,22 +49,22 @@ def register(ctx) -> None:
     @answered("read the compare data")
     def compare_data(task: str = "rte") -> list[dict]:
         """The succeeded runs of a task that the Compare charts plot (one point each)."""
-        return views.compare_records(registry, task)
+        return compare_views.compare_records(registry, task)
 
     @answered("cancel the run")
     def cancel_run(run_id: int, request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
         """Cancel a run: 'cancelled' (it was queued) or 'cancelling' (it stops at its next step)."""
-        return ex.cancel_run(registry, run_id, who(request, profile))
+        return cancel_run(registry, run_id, who(request, profile))
 
     @answered("retry the run")
     def retry_run(run_id: int, request: gr.Request, profile: gr.OAuthProfile | None = None) -> int:
         """Queue a failed, cancelled or interrupted run again; returns the new run's id."""
-        return ex.retry_run(registry, run_id, who(request, profile))
+        return retry_run(registry, run_id, who(request, profile))
 
     @answered("predict")
     def predict(run_id: int, text: str, text_pair: str = "") -> dict:
         """A succeeded run's prediction for a text (or pair) next to the untuned base model's."""
-        return json_safe(model_views.predict(registry, ex.run_id_of(run_id), text, text_pair))
+        return json_safe(predict.predict(registry, run_id_of(run_id), text, text_pair))
 
     gr.api(runs, api_name="runs")
     gr.api(run, api_name="run")

@@ -1,6 +1,6 @@
 """`moduletune serve`: the Gradio app, with an embedded worker as a child process by default.
 
-The worker is `python -m moduletune.app.cli worker --workers 1` in its own process group: the UI never trains
+The worker is `python -m moduletune.cli.main worker --workers 1` in its own process group: the UI never trains
 in its own process, a worker crash never takes the UI down (it is restarted, and the Runs tab shows
 its status), and when the server stops the worker gets SIGTERM — its run stops at the next step,
 checkpoints and goes back on the queue — and is waited for. On Linux the worker also gets SIGTERM
@@ -18,7 +18,11 @@ import threading
 import time
 from pathlib import Path
 
+from moduletune.app import experiment
+from moduletune.app.public import visitors
+from moduletune.app.ui import CSS, build_app, theme
 from moduletune.tasks.parent_death import parent_death_signal
+from moduletune.tasks.registry import Registry
 
 log = logging.getLogger("moduletune.server")
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +63,7 @@ class EmbeddedWorker:
         self._watcher: threading.Thread | None = None
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "moduletune.app.cli", "worker", *self.args]
+        return [sys.executable, "-m", "moduletune.cli.main", "worker", *self.args]
 
     def start(self) -> "EmbeddedWorker":
         """Start the worker and a watcher thread that restarts it when it dies."""
@@ -193,7 +197,6 @@ def launch_kwargs(host: str, port: int, share: bool, public: bool = False) -> di
 
     In public mode an unexpected error reaches a visitor as Gradio's bare "Error", never its text (which can
     quote SQL or paths); the handlers themselves turn every refusal into a one-line message (app.errors)."""
-    from moduletune.app.ui import CSS, theme
 
     return dict(
         server_name=host,
@@ -227,7 +230,6 @@ def check_port(host: str, port: int) -> None:
 
 def _warm_up() -> None:
     """Load the default model's config and count its parameters once, so the first page shows its preview fast."""
-    from moduletune.app import experiment
 
     try:
         experiment.preview(experiment.Form())
@@ -278,9 +280,6 @@ def serve(
     public=PublicLimits(...) serves the public demo (app.public). With block=False returns
     (blocks, embedded_worker) with the server running in the background. exit_when_stopped (`moduletune serve`
     itself): once stopped, the process ends at once, without the interpreter's seconds-long teardown."""
-    from moduletune.app import visitors
-    from moduletune.app.ui import build_app
-    from moduletune.tasks.registry import Registry
 
     host, port = address(host, port)
     registry = registry or Registry()

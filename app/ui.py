@@ -10,8 +10,11 @@ the limits shown on the page, cancel/retry on a visitor's own runs, no submitter
 import json
 from dataclasses import dataclass
 
-from moduletune.app import visitors
-from moduletune.app.form import FORM_FIELDS, FORM_PARAMS  # noqa: F401  (the form's values by name)
+from moduletune.app.experiment.form import FORM_FIELDS, FORM_PARAMS, TASK_NAMES, Form  # noqa: F401  (the form's values by name)
+from moduletune.app.public import visitors
+from moduletune.app.public.limits import set_public
+from moduletune.tasks.registry import Registry
+from moduletune.tuning.config import DEFAULT_MODEL
 
 TITLE = "moduletune"
 HEADER = """# moduletune
@@ -206,13 +209,15 @@ def build_app(registry=None, worker_status=None, public=None):
     import gradio as gr
 
     from moduletune.app import api
-    from moduletune.app import experiment as ex
-    from moduletune.app.tabs import compare, experiment, playground, runs, study, weights
-    from moduletune.tasks.registry import Registry
-    from moduletune.tuning.config import DEFAULT_MODEL
+    from moduletune.app.compare import tab as compare
+    from moduletune.app.experiment import tab as experiment
+    from moduletune.app.playground import tab as playground
+    from moduletune.app.runs import tab as runs
+    from moduletune.app.study import tab as study
+    from moduletune.app.weights import tab as weights
 
     registry = registry or Registry()
-    ex.set_public(public, registry)
+    set_public(public, registry)
     oauth = public is not None and visitors.oauth_enabled()
 
     def who(request, profile=None) -> str:
@@ -261,8 +266,8 @@ def build_app(registry=None, worker_status=None, public=None):
             viewer_of,
             model_box,
             status_line,
-            list(ex.TASK_NAMES),
-            ex.Form(),
+            list(TASK_NAMES),
+            Form(),
             dict(api_visibility="private"),
             demo,
         )

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from moduletune.app.comparison import compare_view
+from moduletune.app.compare.figures import compare_view
 
 FAMILIES = (
     "query",

@@ -31,8 +31,8 @@ PAPER_SEVEN = ("query", "key", "value", "attention_output", "ffn_intermediate", 
 
 def queue_preset(args) -> list[int]:
     """Queue the preset through the same code the Experiment tab's confirmation calls; returns the queued ids."""
-    from moduletune.app import actions
-    from moduletune.app.form import Form
+    from moduletune.app.experiment import submit
+    from moduletune.app.experiment.form import Form
     from moduletune.tasks.registry import Registry
 
     form = Form(
@@ -45,7 +45,7 @@ def queue_preset(args) -> list[int]:
     )
     if args.scope != "legacy":  # a release without lr-search scopes has no such form field
         form.lr_search_scope = args.scope
-    outcome = actions.submit_preset(Registry(), form, "bench")
+    outcome = submit.submit_preset(Registry(), form, "bench")
     if not outcome.ok:
         raise SystemExit(f"the preset was not queued: {outcome.message}")
     return list(outcome.ids)
@@ -143,7 +143,7 @@ def main(argv=None) -> dict:
     ids = queue_preset(args)
     print(f"queued {len(ids)} entries in {home}", flush=True)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "moduletune.app.cli", "worker"],
+        [sys.executable, "-m", "moduletune.cli.main", "worker"],
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,
         stderr=open(home / "worker.log", "w"),

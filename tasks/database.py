@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
+from moduletune.tasks import migrations
 from moduletune.tuning.disk import disk_full
 from moduletune.tuning.settings import home
 from moduletune.tuning.text import one_line
@@ -258,7 +259,6 @@ def _create_engine(url: str):
 def ensure_schema(engine) -> int:
     """Make or upgrade the registry's schema to this release's through its migrations (tasks/migrations), under a
     lock so that processes starting together do it once; refuse a database newer than this code."""
-    from moduletune.tasks import migrations
 
     try:
         return migrations.upgrade(engine, SCHEMA_VERSION)

@@ -21,6 +21,9 @@ from moduletune.tasks.registry import QUEUED, Registry, RunNotFound
 from moduletune.tasks.run_folders import drop_resume_state, own_run_dir, run_dir
 from moduletune.tasks.studies import PAUSED
 from moduletune.tasks.submission import send, send_or_interrupt
+from moduletune.tuning.config import RunConfig
+from moduletune.tuning.finals import final_configs
+from moduletune.tuning.search import candidate_config, lr_search
 from moduletune.tuning.text import one_line
 from moduletune.tuning.trackers import Tracking, track
 
@@ -109,8 +112,6 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
     beat.start()
     tracking = Tracking()  # none until the config is read
     try:
-        from moduletune.tuning.config import RunConfig
-        from moduletune.tuning.search import lr_search
         from moduletune.tuning.train import fine_tune
 
         config = RunConfig.from_dict(config_dict)
@@ -170,8 +171,6 @@ def _record_run(registry: Registry, run_id: int, token: int, config, result, bea
 def _record_search(registry: Registry, run_id: int, token: int, config, result, beat) -> str:
     """An lr search's outcome: each rung's held-out scores are already its events (split "search", name = the
     lr); a finished search records its candidates and queues one final run per seed at the chosen lr."""
-    from moduletune.tuning.finals import final_configs
-    from moduletune.tuning.search import candidate_config
 
     outcome = {**result.to_dict(), "primary_metric_name": result.metric}
     if result.stopped or result.chosen_lr is None:

@@ -48,6 +48,7 @@ from moduletune.tasks.database import (  # noqa: F401
 from moduletune.tasks.rows import EVENT_COLUMNS, FRAME_COLUMNS, RUN_COLUMNS  # noqa: F401  (the frames' columns)
 from moduletune.tasks.studies import StudyStore, runnable
 from moduletune.tasks.tags import RunTags, TagError, check_note, check_tags, tags_of, with_tags  # noqa: F401
+from moduletune.tuning.glue import get_task
 
 
 class Registry(WorkerWrites, RunTags, StudyStore):
@@ -170,8 +171,6 @@ class Registry(WorkerWrites, RunTags, StudyStore):
         if status:
             query = query.where(runs.c.status == status)
         if task:
-            from moduletune.tuning.glue import get_task
-
             query = query.where(runs.c.task == get_task(task).name)
         if sweep_id:
             query = query.where(runs.c.sweep_id == sweep_id)

@@ -14,6 +14,8 @@ import time
 from datetime import datetime, timezone
 
 from moduletune.tasks.database import QUEUED, runs
+from moduletune.tuning.modules import short_label
+from moduletune.tuning.replicates import comparison_key, replicate_key, replicate_settings
 from moduletune.tuning.text import json_safe
 
 # The columns of each list_runs() row, in order (runs_frame() puts NOTE_COLUMNS after its own).
@@ -118,7 +120,6 @@ def row_values(
     study_id: int | None = None,
 ) -> dict:
     """The columns of a newly queued run; a search config makes a search, and the lr used is made explicit."""
-    from moduletune.tuning.modules import short_label
 
     if config.lr_search:
         kind = "search"  # its candidates and, once it chose, its runs are its children
@@ -175,8 +176,6 @@ def runs_frame_of(found, tags: dict | None = None):
     as UTC datetimes, with what each run's config says about replicates (pooled over seeds) and comparisons (the
     same full-FT reference)."""
     import pandas as pd
-
-    from moduletune.tuning.replicates import comparison_key, replicate_key, replicate_settings
 
     tags = tags or {}
     rows = [flat_row(r, iso=False, tags=tags.get(r["id"], ())) for r in found]

@@ -8,6 +8,8 @@ import logging
 import shutil
 from pathlib import Path
 
+from moduletune.tuning.disk import DiskFullError, write_text
+from moduletune.tuning.search_state import STATE_FILE
 from moduletune.tuning.settings import home
 
 log = logging.getLogger("moduletune.jobs")
@@ -33,7 +35,6 @@ def own_run_dir(run_id: int, owner: dict, config) -> Path:
     import json
 
     from moduletune.tuning.checkpoints import fingerprint, move_aside
-    from moduletune.tuning.disk import DiskFullError, write_text
 
     folder = run_dir(run_id)
     mine = {**owner, "fingerprint": fingerprint(config.to_dict(), owner)}
@@ -68,7 +69,6 @@ def drop_resume_state(run_id: int) -> None:
     """A cancelled or failed run leaves no checkpoint or search state that anything could resume; what was moved
     aside (a corrupt or stale checkpoint, which the failure's message names) stays for a person to look at."""
     from moduletune.tuning.checkpoints import CHECKPOINT_FILE
-    from moduletune.tuning.search_state import STATE_FILE
 
     for name in ("checkpoint", "search"):
         folder = run_dir(run_id) / name

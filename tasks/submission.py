@@ -18,26 +18,24 @@ from moduletune.tasks.registry import QUEUED, RETRYABLE, Registry, RegistryError
 from moduletune.tasks.rows import check_submitter
 from moduletune.tasks.studies import ACTIVE, PAUSED, RAISED_PRIORITY, STOPPED, STUDY_PRIORITY
 from moduletune.tasks.tags import check_note, check_tags
+from moduletune.tuning import models as tuning_models
+from moduletune.tuning.config import RunConfig
+from moduletune.tuning.glue_dirs import check_glue_dir
+from moduletune.tuning.models import check_against_model
 from moduletune.tuning.text import one_line
+from moduletune.tuning.trackers import check_installed
 from moduletune.tuning.verdict import check_searchable
 
 log = logging.getLogger("moduletune.submission")
-_MODEL_CONFIGS: dict[str, object] = {}
 
 
 def check_submission(config):
     """A fully validated RunConfig, or the engine's ValueError: settings, model, architecture, layer range."""
-    from moduletune.tuning.config import RunConfig
-    from moduletune.tuning.glue_dirs import check_glue_dir
-    from moduletune.tuning.models import check_against_model, load_config
-    from moduletune.tuning.trackers import check_installed
 
     config = RunConfig.from_dict(config if isinstance(config, dict) else config.to_dict())
     check_glue_dir(config.task, config.glue_dir)  # a folder that is not there is refused now, not a failed run
     check_installed(config.report_to)  # a tracker not installed here is refused now, not a failed run later
-    if config.model not in _MODEL_CONFIGS:  # a model's config is read once per process
-        _MODEL_CONFIGS[config.model] = load_config(config.model)
-    check_against_model(config, _MODEL_CONFIGS[config.model])
+    check_against_model(config, tuning_models.load_config(config.model))  # read once per process
     check_searchable(config)  # a search scored on too few rows would choose by coin toss: refused now
     return config
 

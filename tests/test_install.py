@@ -50,8 +50,8 @@ def user_project(tmp_path) -> Path:
 
 def imports_from(python: str, folder: Path, env: dict) -> str:
     code = (
-        "import moduletune, moduletune.app.cli, moduletune.tasks.registry, moduletune.tuning.config; "
-        "print(moduletune.app.cli.__file__)"
+        "import moduletune, moduletune.cli.main, moduletune.tasks.registry, moduletune.tuning.config; "
+        "print(moduletune.cli.main.__file__)"
     )
     out = subprocess.run([python, "-c", code], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -64,6 +64,7 @@ def test_a_wheel_install_adds_only_moduletune_and_works_beside_app_py(tmp_path, 
     assert {p.name for p in target.iterdir()} == {"moduletune", "moduletune-0.1.0.dist-info", "bin"}
     assert sorted(p.name for p in (target / "moduletune").iterdir() if p.is_dir() and p.name != "__pycache__") == [
         "app",
+        "cli",
         "tasks",
         "tuning",
     ]
@@ -73,7 +74,7 @@ def test_a_wheel_install_adds_only_moduletune_and_works_beside_app_py(tmp_path, 
     serve(target / "bin" / "moduletune", user_project, env)
 
 
-def test_an_editable_install_adds_only_moduletune_and_its_finder(tmp_path, user_project):
+def test_an_editable_install_adds_only_moduletune_with_no_import_hook(tmp_path, user_project):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
@@ -88,15 +89,14 @@ def test_an_editable_install_adds_only_moduletune_and_its_finder(tmp_path, user_
     before = {p.name for p in site.iterdir()}
     pip("-e", ".", python=python)
     added = {p.name for p in site.iterdir()} - before - {"__pycache__"}  # the finder's bytecode
-    assert added == {
-        "moduletune-0.1.0.dist-info",
-        "__editable__.moduletune-0.1.0.pth",
-        "__editable___moduletune_0_1_0_finder.py",
-    }, added
+    # A path file naming src/ (which holds only moduletune), no finder: tools that cannot run an import hook
+    # (pyright, mypy, jedi) read the same files Python runs.
+    assert added == {"moduletune-0.1.0.dist-info", "__editable__.moduletune-0.1.0.pth"}, added
+    assert (site / "__editable__.moduletune-0.1.0.pth").read_text().split() == [str(REPO / "src")]
     # The dependencies from this environment: PYTHONPATH, whose .pth files are not read, so `moduletune` can
     # only come from the fresh environment's editable install.
     env = {**os.environ, "PYTHONPATH": DEPS}
-    assert imports_from(python, user_project, env) == str(REPO / "app" / "cli.py")
+    assert Path(imports_from(python, user_project, env)).resolve() == REPO / "cli" / "main.py"
 
 
 def serve(script: Path, folder: Path, env: dict) -> None:

@@ -12,6 +12,7 @@ from moduletune.tuning import glue, methods
 from moduletune.tuning.config import RunConfig
 from moduletune.tuning.disk import write_atomic, write_text
 from moduletune.tuning.methods import AdapterSettings
+from moduletune.tuning.models import load_classifier, load_tokenizer
 from moduletune.tuning.modules import select_parameters
 
 TENSORS_FILE = "trained.safetensors"
@@ -55,7 +56,6 @@ def base_classifier(config: RunConfig):
 
     A run that kept its head frozen (train_head off) has no head in the artifact: its head is the one fine_tune drew
     right after seeding with the run's seed, so it is drawn again that way (the caller's RNG untouched)."""
-    from moduletune.tuning.models import load_classifier
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -65,8 +65,6 @@ def base_classifier(config: RunConfig):
 def load_tuned(artifact_dir, device: str = "cpu"):
     """The base model with the artifact's tensors put back, exactly as the run left it: (model, tokenizer, config)."""
     from safetensors.torch import load_file
-
-    from moduletune.tuning.models import load_tokenizer
 
     path = Path(artifact_dir)
     if not (path / TENSORS_FILE).is_file():

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from moduletune.tuning import glue, modules, trackers
 from moduletune.tuning.learning_rates import DEFAULT_LR, LR_SEARCH_RANGE, default_lr, lr_grid, lr_search_range  # noqa: F401
 from moduletune.tuning.modules import MAX_LAYER_SPEC_CHARS
+from moduletune.tuning.text import clip
 
 
 class ConfigError(ValueError):
@@ -269,7 +270,7 @@ class RunConfig:
         ):
             raise ConfigError(
                 f"modules must be 1 to {MAX_FAMILIES} family names such as layernorm, query or LN, "
-                f"got {_clip(self.modules)}"
+                f"got {clip(self.modules)}"
             )
         try:
             self.task = glue.get_task(self.task).name
@@ -283,20 +284,20 @@ class RunConfig:
         for name, k in KNOBS.items():
             _check(self, name, k)
         if not re.fullmatch(DEVICES, self.device):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {_clip(self.device)}")
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {clip(self.device)}")
         if self.lr_grid is not None:
             grid = self.lr_grid if isinstance(self.lr_grid, (list, tuple)) else [self.lr_grid]
             bad = [v for v in grid if not (_number(v) and 0 < v <= 1)]
             if bad or not 2 <= len(set(grid)) <= MAX_GRID:
                 raise ConfigError(
                     f"lr grid must hold at least 2 distinct (at most {MAX_GRID}) learning rates, each a "
-                    f"number in (0, 1]; got {_clip(self.lr_grid)}"
+                    f"number in (0, 1]; got {clip(self.lr_grid)}"
                 )
             self.lr_grid = tuple(sorted({float(v) for v in grid}))
         if not isinstance(self.model, str) or not self.model.strip() or len(self.model) > MAX_NAME_CHARS:
             raise ConfigError(
                 f"model must be the embedded default, a Hub id or a local path of at most "
-                f"{MAX_NAME_CHARS} characters, got {_clip(self.model)}"
+                f"{MAX_NAME_CHARS} characters, got {clip(self.model)}"
             )
         self.model = self.model.strip()
         if not isinstance(self.extra, dict) or len(json.dumps(self.extra, default=str)) > MAX_EXTRA_CHARS:
@@ -343,19 +344,19 @@ def _check(cfg, name: str, k: Knob) -> None:
     if k.kind == "int":
         lo, hi = k.bounds
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise ConfigError(f"{label} must be an integer from {lo:,} to {hi:,}, got {_clip(value)}")
+            raise ConfigError(f"{label} must be an integer from {lo:,} to {hi:,}, got {clip(value)}")
     elif k.kind == "number":
         ok, words = k.allowed
         if not (_number(value) and ok(value)):
-            raise ConfigError(f"{label} must be {words}, got {_clip(value)}")
+            raise ConfigError(f"{label} must be {words}, got {clip(value)}")
     elif k.kind == "choice":
         if not isinstance(value, str) or value not in k.choices:
-            raise ConfigError(f"{label} must be one of {', '.join(k.choices)}, got {_clip(value)}")
+            raise ConfigError(f"{label} must be one of {', '.join(k.choices)}, got {clip(value)}")
     elif k.kind == "bool":
         if not isinstance(value, bool):
-            raise ConfigError(f"{label} must be true or false, got {_clip(value)}")
+            raise ConfigError(f"{label} must be true or false, got {clip(value)}")
     elif isinstance(value, bool) or not isinstance(value, str) or len(value) > k.limit:
-        raise ConfigError(f"{label} must be text of at most {k.limit:,} characters, got {_clip(value)}")
+        raise ConfigError(f"{label} must be text of at most {k.limit:,} characters, got {clip(value)}")
 
 
 def _number(value) -> bool:
@@ -366,10 +367,4 @@ def _number(value) -> bool:
 def _text(cfg, attr: str, label: str, limit: int, also: tuple = ()) -> None:
     value = getattr(cfg, attr)
     if isinstance(value, bool) or not isinstance(value, (str, *also)) or len(str(value)) > limit:
-        raise ConfigError(f"{label} must be text of at most {limit:,} characters, got {_clip(value)}")
-
-
-def _clip(value, limit: int = 60) -> str:
-    """A value quoted in a message, cut short: an error never echoes a megabyte back."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
+        raise ConfigError(f"{label} must be text of at most {limit:,} characters, got {clip(value)}")

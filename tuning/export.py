@@ -11,8 +11,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from moduletune.tuning import glue, methods
+from moduletune.tuning import glue, methods, model_card
 from moduletune.tuning.config import RunConfig
+from moduletune.tuning.models import resolve_model
+from moduletune.tuning.modules import adapter_targets, select_parameters
 from moduletune.tuning.text import one_line
 
 FORMATS = ("peft", "transformers")
@@ -167,7 +169,6 @@ def method_peft_model(artifact_dir, config: RunConfig):
     from safetensors.torch import load_file
 
     from moduletune.tuning.artifacts import TENSORS_FILE, base_classifier
-    from moduletune.tuning.modules import adapter_targets
 
     model = base_classifier(config)
     method, targets, feedforward = adapter_targets(model, config.modules, config.layers)
@@ -202,10 +203,7 @@ def export_artifact(artifact_dir, fmt: str, out_dir, repo_id: str | None = None)
     """Write the run whose artifact is at artifact_dir to out_dir as fmt ("peft" or "transformers"): the model or
     adapter, its tokenizer and a model card (README.md; repo_id: the Hub repo its usage names). Nothing is left
     behind when it fails."""
-    from moduletune.tuning import model_card
     from moduletune.tuning.artifacts import RESULT_FILE
-    from moduletune.tuning.models import resolve_model
-    from moduletune.tuning.modules import select_parameters
 
     fmt, out = check_format(fmt), check_output(out_dir)
     config = read_config(artifact_dir)

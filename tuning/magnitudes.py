@@ -10,7 +10,10 @@ import re
 import numpy as np
 import torch
 
-from moduletune.tuning import modules
+from moduletune.tuning import artifacts, glue, methods, modules
+from moduletune.tuning.export import method_peft_model, read_config
+from moduletune.tuning.models import load_classifier
+from moduletune.tuning.modules import adapter_targets
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 # Fixed log-spaced bins of |w| so histograms of any two models or modules line up.
@@ -122,11 +125,6 @@ def named_tensor_index(model):
 def run_deltas(artifact_dir) -> list[dict]:
     """How far a finished run moved each trained module, from its artifact and the base model."""
     from safetensors.torch import load_file
-
-    from moduletune.tuning import artifacts, glue, methods
-    from moduletune.tuning.export import method_peft_model, read_config
-    from moduletune.tuning.models import load_classifier
-    from moduletune.tuning.modules import adapter_targets
 
     config = read_config(artifact_dir)
     base = load_classifier(config.model, glue.get_task(config.task).num_labels)

@@ -7,6 +7,7 @@ import json
 
 from moduletune.tuning import glue, methods, modules
 from moduletune.tuning.config import DEFAULT_MODEL, RunConfig
+from moduletune.tuning.models import EMBEDDED_NAMES, HUB_ID, is_local_path
 
 EMBEDDED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # the embedded model's name on the Hub
 # moduletune's metric names -> the Hub's metric ids (the `metrics:` list and model-index entries).
@@ -22,7 +23,6 @@ LIBRARY = {"peft": "peft", "transformers": "transformers"}
 
 def hub_base_model(name: str) -> str | None:
     """The Hub id of a run's base model: the embedded MiniLM's, a Hub id as typed, None for a local folder."""
-    from moduletune.tuning.models import EMBEDDED_NAMES, HUB_ID, is_local_path
 
     name = (name or DEFAULT_MODEL).strip()
     if name.lower() in EMBEDDED_NAMES:

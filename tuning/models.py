@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from pathlib import Path
 
+from moduletune.tuning import modules
 from moduletune.tuning.config import DEFAULT_MODEL
 
 
@@ -55,7 +58,19 @@ def _from_pretrained(loader, name: str, **kwargs):
 
 
 def load_config(name: str, **kwargs):
-    """The model's transformers config (cheap: no weights)."""
+    """The model's transformers config (no weights), read once per process and name: each caller gets its own copy,
+    so the form's counts, submission's checks and the loaders share one read (a failed read is not kept)."""
+    if kwargs:
+        return _read_config(name, **kwargs)
+    return copy.deepcopy(_cached_config(name))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_config(name: str):
+    return _read_config(name)
+
+
+def _read_config(name: str, **kwargs):
     from transformers import AutoConfig
 
     return _from_pretrained(AutoConfig.from_pretrained, name, **kwargs)
@@ -63,7 +78,6 @@ def load_config(name: str, **kwargs):
 
 def check_against_model(config, model_config=None) -> None:
     """Refuse an unsupported architecture or an out-of-range layer spec from the model's config alone."""
-    from moduletune.tuning import modules
 
     model_config = model_config if model_config is not None else load_config(config.model)
     modules.architecture_for(model_config.model_type)

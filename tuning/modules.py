@@ -19,6 +19,7 @@ from moduletune.tuning.architectures import (  # noqa: F401  (their names, as mo
 )
 from moduletune.tuning.methods import AdapterSettings
 from moduletune.tuning.selection import Selection, random_masks
+from moduletune.tuning.text import clip
 
 
 @dataclass(frozen=True)
@@ -193,10 +194,12 @@ def layer_spec_parts(spec: str | int, allowed: str | None = None) -> tuple[str, 
     for part in text.split(","):
         m = re.fullmatch(r"(\d{1,6})(?:-(\d{1,6}))?", part)
         if not m:
-            raise ModuleSpecError(f"malformed layer spec '{_clip(spec)}'; {allowed}")
+            raise ModuleSpecError(f"malformed layer spec '{clip(spec, as_text=True)}'; {allowed}")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if lo > hi:
-            raise ModuleSpecError(f"layer spec '{_clip(spec)}' is out of range ({lo}-{hi} runs backwards); {allowed}")
+            raise ModuleSpecError(
+                f"layer spec '{clip(spec, as_text=True)}' is out of range ({lo}-{hi} runs backwards); {allowed}"
+            )
         ranges.append((lo, hi))
     return "ranges", ranges
 
@@ -214,17 +217,11 @@ def parse_layers(spec: str | int, num_layers: int) -> tuple[int, ...]:
         return ()
     if kind in ("first", "last"):
         if not 1 <= value <= num_layers:
-            raise ModuleSpecError(f"layer spec '{_clip(spec)}': K must be 1-{num_layers}; {allowed}")
+            raise ModuleSpecError(f"layer spec '{clip(spec, as_text=True)}': K must be 1-{num_layers}; {allowed}")
         return tuple(range(value)) if kind == "first" else tuple(range(num_layers - value, num_layers))
     if any(hi >= num_layers for _, hi in value):
-        raise ModuleSpecError(f"layer spec '{_clip(spec)}' is out of range; {allowed}")
+        raise ModuleSpecError(f"layer spec '{clip(spec, as_text=True)}' is out of range; {allowed}")
     return tuple(sorted({i for lo, hi in value for i in range(lo, hi + 1)}))
-
-
-def _clip(text, limit: int = 60) -> str:
-    """A value quoted in a message, cut short: an error never echoes a megabyte back."""
-    text = str(text)
-    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
 
 
 def num_hidden_layers(config) -> int:

@@ -1,4 +1,5 @@
-"""The few plain helpers every layer shares: an error's first line, a URL without its password, JSON-safe values.
+"""The few plain helpers every layer shares: an error's first line, a value clipped for a message, a URL without its
+password, JSON-safe values.
 
 They live here, at the bottom of the one-way arrows (app -> tasks -> tuning), so each exists once.
 """
@@ -16,6 +17,12 @@ def one_line(err: BaseException, with_type: bool = False) -> str:
     if not lines:
         return type(err).__name__
     return f"{type(err).__name__}: {lines[0]}" if with_type else lines[0]
+
+
+def clip(value, limit: int = 60, as_text: bool = False) -> str:
+    """A value quoted in a message (its repr; as_text: str), cut short: an error never echoes a megabyte back."""
+    text = str(value) if as_text else repr(value)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
 
 
 def without_password(url: str) -> str:

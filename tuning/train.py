@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from moduletune.tuning import batches, chance, checkpoints, glue, modules
+from moduletune.tuning.artifacts import save_artifact
 from moduletune.tuning.checkpoints import CHECKPOINT_FILE
 from moduletune.tuning.config import RunConfig
 from moduletune.tuning.loop import Checkpointer, LoopState
@@ -284,8 +285,6 @@ def fine_tune(
 
     result = run_result(config, task, train_enc, evals, model, step, state, stopped, peak_from_here)
     if output_dir is not None and not stopped:
-        from moduletune.tuning.artifacts import save_artifact
-
         result.artifact_dir = str(save_artifact(output_dir, model, step.selection, config, result))
     return result
 

@@ -11,7 +11,10 @@ import pandas as pd
 import pytest
 
 from bench.charts_compare import synthetic_events, synthetic_runs
-from moduletune.app import charts, comparison, curves, figure_style, labels, tables, weight_charts
+from moduletune.app.compare import figures as comparison
+from moduletune.app.figures import charts, curves, labels, tables
+from moduletune.app.figures import style as figure_style
+from moduletune.app.weights import charts as weight_charts
 
 NOW = pd.Timestamp("2026-01-01 12:00:00")
 
@@ -322,8 +325,8 @@ TITLES = {"yaxis": "loss", "yaxis2": "accuracy", "yaxis3": "lr", "yaxis4": "exam
 
 def test_training_curves_overlay_loss_eval_and_lr_with_uirevision():
     runs = frame(run(1, "layernorm", "all"), run(2, "query+value", "last:4"))
-    fig = charts.training_curves(curve_events(), run_ids=[2, 1], runs=runs, smoothing=0)
-    assert fig.layout.uirevision == charts.UIREVISION
+    fig = curves.training_curves(curve_events(), run_ids=[2, 1], runs=runs, smoothing=0)
+    assert fig.layout.uirevision == curves.UIREVISION
     assert [t.name for t in series(fig, "loss")] == ["#2 Q+V@last:4", "#1 LN@all"]
     assert series(fig, "loss raw") == []  # smoothing 0: the raw line is the loss line
     loss = series(fig, "loss")[1]
@@ -343,11 +346,11 @@ def test_training_curves_overlay_loss_eval_and_lr_with_uirevision():
 
 def test_training_curves_matches_mnli_style_split_metric_and_works_without_runs():
     runs = frame(run(3, "layernorm", primary_metric_name="accuracy_matched", task="mnli"))
-    fig = charts.training_curves(curve_events(), run_ids=[3], runs=runs)
+    fig = curves.training_curves(curve_events(), run_ids=[3], runs=runs)
     assert list(series(fig, "eval")[0].y) == [0.77] and fig.layout.yaxis2.title.text == "accuracy_matched"
-    bare = charts.training_curves(curve_events())
+    bare = curves.training_curves(curve_events())
     assert [t.name for t in series(bare, "loss")] == ["#1", "#2", "#3"]
-    assert bare.layout.uirevision == charts.UIREVISION
+    assert bare.layout.uirevision == curves.UIREVISION
 
 
 # Real rows: one tiny RTE run trained by the worker's own job body (tasks.jobs.run_job) into a SQLite registry,
@@ -403,20 +406,20 @@ def test_a_worker_records_loss_lr_and_throughput_at_every_step(real_run):
 def test_training_curves_of_a_real_run_draw_lr_and_throughput_on_titled_axes(real_run):
     events, runs = real_run
     rid = int(runs["id"].iloc[0])
-    fig = charts.training_curves(events, [rid], runs)
+    fig = curves.training_curves(events, [rid], runs)
     train = events[events["split"] == "train"]
     for meta, axis in (("lr", "y3"), ("examples_per_second", "y4")):
         (t,) = series(fig, meta)
         assert t.yaxis == axis and list(t.y) == train.loc[train["name"] == meta, "value"].tolist()
     assert axis_titles(fig) == TITLES
-    assert series(fig, "empty") == [] and fig.layout.uirevision == charts.UIREVISION
+    assert series(fig, "empty") == [] and fig.layout.uirevision == curves.UIREVISION
 
 
 def test_smoothing_changes_the_loss_line_and_keeps_the_raw_points(real_run):
     events, runs = real_run
     rid = int(runs["id"].iloc[0])
     raw = events[(events["split"] == "train") & (events["name"] == "loss")]["value"].to_numpy()
-    fig = charts.training_curves(events, [rid], runs, smoothing=0.9)
+    fig = curves.training_curves(events, [rid], runs, smoothing=0.9)
     (faint,) = series(fig, "loss raw")
     (line,) = series(fig, "loss")
     assert list(faint.y) == raw.tolist() and faint.opacity < 1 and not faint.showlegend
@@ -429,20 +432,20 @@ def test_smoothing_changes_the_loss_line_and_keeps_the_raw_points(real_run):
     assert list(line.y) == pytest.approx(expected) and not np.allclose(line.y, raw)
     assert np.ptp(line.y) < np.ptp(raw)  # smoother: a narrower swing than the raw reads
     assert "smoothing 0.9" in annotation_texts(fig)[0]
-    unsmoothed = charts.training_curves(events, [rid], runs, smoothing=0)
+    unsmoothed = curves.training_curves(events, [rid], runs, smoothing=0)
     assert series(unsmoothed, "loss raw") == [] and list(series(unsmoothed, "loss")[0].y) == raw.tolist()
-    assert len(series(charts.training_curves(events, [rid], runs), "loss raw")) == 1  # default: smoothed
+    assert len(series(curves.training_curves(events, [rid], runs), "loss raw")) == 1  # default: smoothed
 
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, "much", float("nan"), [0.5]])
 def test_smoothing_outside_zero_to_0_99_is_refused_by_name(bad):
     with pytest.raises(ValueError, match=r"smoothing must be a number from 0 to 0\.99"):
-        charts.training_curves(curve_events(), smoothing=bad)
+        curves.training_curves(curve_events(), smoothing=bad)
 
 
 def test_a_single_eval_point_gets_an_axis_fitted_to_it(real_run):
     events, runs = real_run
-    fig = charts.training_curves(events, [int(runs["id"].iloc[0])], runs)
+    fig = curves.training_curves(events, [int(runs["id"].iloc[0])], runs)
     (ev,) = series(fig, "eval")
     assert list(ev.x) == [REAL_STEPS] and ev.mode == "markers"  # one evaluation, at the end
     (value,) = ev.y
@@ -469,7 +472,7 @@ def test_a_cancelled_run_keeps_its_curves_and_titled_axes(real_run):
     # What a run cancelled at step 3 leaves: its per-step rows so far, no evaluation (the run stopped first).
     cancelled = events[(events["split"] == "train") & (events["step"] <= 3)]
     row = runs.assign(status="cancelled")
-    fig = charts.training_curves(cancelled, [int(row["id"].iloc[0])], row)
+    fig = curves.training_curves(cancelled, [int(row["id"].iloc[0])], row)
     for meta in ("loss", "loss raw", "lr", "examples_per_second"):
         (t,) = series(fig, meta)
         assert list(t.x) == [1, 2, 3], meta
@@ -478,7 +481,7 @@ def test_a_cancelled_run_keeps_its_curves_and_titled_axes(real_run):
     assert list(fig.layout.yaxis2.range) == [0, 1]  # an empty accuracy axis still spans accuracy
     # A run still training has no metric name in the registry yet: its task names the axis.
     running = runs.assign(status="running", primary_metric_name=None)
-    assert charts.training_curves(cancelled, None, running).layout.yaxis2.title.text == "accuracy"
+    assert curves.training_curves(cancelled, None, running).layout.yaxis2.title.text == "accuracy"
 
 
 # ---------------------------------------------------------------- 5. config_diff
@@ -731,7 +734,7 @@ FIGURES = {
     "efficiency_frontier": lambda df: charts.efficiency_frontier(df),
     "efficiency_frontier_task": lambda df: charts.efficiency_frontier(df, "rte"),
     "layer_module_heatmap": lambda df: charts.layer_module_heatmap(df, "rte"),
-    "training_curves": lambda df: charts.training_curves(df),
+    "training_curves": lambda df: curves.training_curves(df),
     "magnitude_distributions": lambda df: weight_charts.magnitude_distributions(df),
     "magnitude_heatmap": lambda df: weight_charts.magnitude_heatmap(df),
     "delta_by_layer": lambda df: weight_charts.delta_by_layer(df),
@@ -762,7 +765,7 @@ def test_empty_frames_give_an_explanatory_annotation(name, empty):
 def test_empty_runs_use_the_agreed_message():
     assert annotation_texts(charts.score_by_family(pd.DataFrame(), "rte")) == [figure_style.NO_RUNS]
     assert figure_style.NO_RUNS == "No finished runs yet — submit one in the Experiment tab"
-    assert charts.training_curves(pd.DataFrame()).layout.uirevision == charts.UIREVISION
+    assert curves.training_curves(pd.DataFrame()).layout.uirevision == curves.UIREVISION
 
 
 @pytest.mark.parametrize("empty", [pd.DataFrame(), None], ids=["no-columns", "none"])

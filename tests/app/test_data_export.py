@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from moduletune.app import data_export
+from moduletune.app.files import data_export
 from moduletune.tuning import trackers
 from moduletune.tuning.config import RunConfig
 
@@ -50,7 +50,7 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     for var in ("MODULETUNE_DB_URL", "MODULETUNE_QUEUE_URL"):
         env.pop(var, None)
     return subprocess.run(
-        [sys.executable, "-m", "moduletune.app.cli", *args], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "moduletune.cli.main", *args], capture_output=True, text=True, env=env, timeout=300
     )
 
 
@@ -102,7 +102,7 @@ def test_events_export_through_the_cli_holds_every_point_of_the_named_runs_and_s
 
 
 def test_bad_exports_say_what_is_wrong_and_write_nothing(lab, tmp_path, monkeypatch, capsys):
-    from moduletune.app.cli import main
+    from moduletune.cli.main import main
 
     home, _registry, ids = lab
     monkeypatch.setenv("MODULETUNE_HOME", str(home))  # the CLI's main, in this process: the same parser and errors

@@ -10,8 +10,11 @@ import sys
 
 import pytest
 
-from moduletune.app import experiment as ex
-from moduletune.app.form_command import form_command
+from moduletune.app.experiment.form import Form
+from moduletune.app.experiment.form_command import form_command
+from moduletune.app.experiment.plan import build_configs
+from moduletune.app.experiment.submit import submit_form
+from moduletune.app.public.checks import FormError
 from tests.conftest import REPO
 
 FORMS = {
@@ -36,18 +39,18 @@ def queued_configs(registry, ids) -> list[str]:
 
 @pytest.mark.parametrize("name", sorted(FORMS))
 def test_the_command_queues_what_submit_queues(name, registry, glue_dir):
-    form = ex.Form(**FORMS[name])
+    form = Form(**FORMS[name])
     command = form_command(form)
-    single = len(ex.build_configs(form)) == 1
+    single = len(build_configs(form)) == 1
     assert command.startswith("moduletune submit " if single else "moduletune sweep "), command
 
-    by_form = ex.submit_form(registry, form, "me").ids
+    by_form = submit_form(registry, form, "me").ids
     assert by_form, "the form itself was refused"
     before = {r["id"] for r in registry.list_runs()}
     words = shlex.split(command)
     env = {**os.environ, "MODULETUNE_GLUE_DIR": str(glue_dir)}
     proc = subprocess.run(
-        [sys.executable, "-m", "moduletune.app.cli", *words[1:], "--json"],
+        [sys.executable, "-m", "moduletune.cli.main", *words[1:], "--json"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -60,6 +63,6 @@ def test_the_command_queues_what_submit_queues(name, registry, glue_dir):
 
 
 def test_an_invalid_form_shows_no_command():
-    with pytest.raises(ex.FormError) as err:
-        form_command(ex.Form(max_train=-5))
+    with pytest.raises(FormError) as err:
+        form_command(Form(max_train=-5))
     assert err.value.field == "max_train"

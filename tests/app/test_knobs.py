@@ -6,8 +6,11 @@ import re
 
 import pytest
 
-from moduletune.app import cli, ui
-from moduletune.app import experiment as ex
+from moduletune.app import ui
+from moduletune.app.experiment.form import ADVANCED, Form
+from moduletune.app.experiment.plan import build_configs
+from moduletune.app.experiment.preview import preview
+from moduletune.cli import main as cli
 from moduletune.tuning.config import KNOBS, RunConfig
 
 
@@ -20,10 +23,10 @@ def test_every_setting_has_a_cli_flag_and_a_form_entry_unless_it_is_internal():
             assert f.name not in flags and knob.form is None, f"{f.name} is internal but a person can set it"
             continue
         assert f.name in flags, f"RunConfig.{f.name} has no CLI flag (or mark it internal)"
-        assert knob.form in ui.FORM_FIELDS or (knob.form == "advanced" and f.name in ex.ADVANCED), (
+        assert knob.form in ui.FORM_FIELDS or (knob.form == "advanced" and f.name in ADVANCED), (
             f"RunConfig.{f.name} has no entry in the Experiment form (or mark it internal)"
         )
-    assert set(ui.FORM_PARAMS) == set(ui.FORM_FIELDS) | set(ex.ADVANCED)
+    assert set(ui.FORM_PARAMS) == set(ui.FORM_FIELDS) | set(ADVANCED)
 
 
 def test_the_flags_are_made_from_the_knobs_and_their_defaults_are_the_configs():
@@ -61,7 +64,7 @@ def test_the_flags_are_made_from_the_knobs_and_their_defaults_are_the_configs():
 
 
 def test_the_forms_advanced_settings_reach_the_configs_and_are_checked_by_the_knob(home, glue_dir):
-    form = ex.Form(
+    form = Form(
         tasks=["rte"],
         layers=["5"],
         max_train=32,
@@ -73,7 +76,7 @@ def test_the_forms_advanced_settings_reach_the_configs_and_are_checked_by_the_kn
             "glue_dir": "",
         },
     )
-    (config,) = ex.build_configs(form)
+    (config,) = build_configs(form)
     assert (config.warmup_ratio, config.max_seq_len, config.lr_grid, config.eval_every, config.glue_dir) == (
         0.2,
         64,
@@ -87,7 +90,7 @@ def test_the_forms_advanced_settings_reach_the_configs_and_are_checked_by_the_kn
         ({"max_seq_len": 64.5}, "max sequence length must be a whole number"),
         ({"no_such": 1}, "advanced settings are a mapping of"),
     ):
-        view = ex.preview(ex.Form(tasks=["rte"], layers=["5"], advanced=bad))
+        view = preview(Form(tasks=["rte"], layers=["5"], advanced=bad))
         assert view["runs"] == 0
         assert re.search(message, view["error"]), view["error"]
-    assert all(k.form == "advanced" for name, k in KNOBS.items() if name in ex.ADVANCED)
+    assert all(k.form == "advanced" for name, k in KNOBS.items() if name in ADVANCED)

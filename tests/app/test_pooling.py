@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from moduletune.app import charts, pooling, tables, views
+from moduletune.app.compare import views as compare_views
+from moduletune.app.figures import charts, pooling, tables
+from moduletune.app.runs import views
 from moduletune.tasks import submission
 from moduletune.tuning.config import RunConfig
 from tests.app.test_views import record
@@ -74,7 +76,7 @@ def test_the_effective_lr_is_stored_shown_in_the_diff_and_splits_pools(registry)
     b = submit(registry, 0.60, lr=3e-4)
     c = submit(registry, 0.70, modules=("query",))  # query's default, 3e-4
     assert registry.get(a)["config"]["lr"] == pytest.approx(1e-2)
-    diff = views.compare(registry, "sst2", run_ids=[a, b, c])["config_diff"].set_index("setting")
+    diff = compare_views.compare(registry, "sst2", run_ids=[a, b, c])["config_diff"].set_index("setting")
     assert diff.loc["lr"].tolist() == ["0.01", "0.0003", "0.0003"]
     frame = registry.runs_frame()
     assert pooling.mixed_settings(pooling.finished_runs(frame, "sst2"))[0] == "lr"  # LN at two lrs
@@ -141,7 +143,7 @@ def test_a_search_shows_its_choice_and_curve_and_only_its_final_runs_are_reporte
     )
     last = [t for t in detail.curves.data if t.showlegend]
     assert len(last) == 1 and list(last[0].y) == [0.52, 0.70]
-    compare = views.compare(registry, "sst2")["lr_searches"]
+    compare = compare_views.compare(registry, "sst2")["lr_searches"]
     assert any(t.marker.symbol == "star" for t in compare.data)
     table = tables.runs_table(registry.runs_frame()).set_index("id")
     assert table.loc[search_id, "lr"] == "chose 0.01" and table.loc[ids[0], "modules"] == f"Q (of #{search_id})"

@@ -7,9 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from moduletune.app import experiment as ex
-from moduletune.app import model_views, public, views
-from moduletune.app.public import LimitError, PublicLimits
+from moduletune.app.experiment.form import Form
+from moduletune.app.experiment.model_info import model_name
+from moduletune.app.experiment.preset import paper_study_message
+from moduletune.app.experiment.preview import preview
+from moduletune.app.experiment.submit import Outcome, submit_form, submit_preset, submit_runs
+from moduletune.app.public import limits as public
+from moduletune.app.public.actions import cancel_run, retry_run
+from moduletune.app.public.checks import FormError
+from moduletune.app.public.limits import LimitError, PublicLimits, public_limits, set_public
+from moduletune.app.runs import views
+from moduletune.app.weights import models as model_views
 from moduletune.tasks.registry import Registry
 from moduletune.tuning.config import RunConfig
 from moduletune.tuning.text import json_safe
@@ -26,8 +34,8 @@ LIMITS = PublicLimits(
 REPO = Path(__file__).resolve().parents[2]
 
 
-def form(**kw) -> ex.Form:
-    return ex.Form(**{"tasks": ["rte"], "layers": ["5"], "max_train": 32, "max_eval": 32, **kw})
+def form(**kw) -> Form:
+    return Form(**{"tasks": ["rte"], "layers": ["5"], "max_train": 32, "max_eval": 32, **kw})
 
 
 @pytest.fixture
@@ -38,16 +46,16 @@ def public_mode(monkeypatch, registry):
     real = tuning_models.load_config
 
     def guarded(name, **kw):
-        assert ex.model_name(name) in LIMITS.models, f"public mode read a model it should have refused: {name}"
+        assert model_name(name) in LIMITS.models, f"public mode read a model it should have refused: {name}"
         return real(name, **kw)
 
     monkeypatch.setattr(tuning_models, "load_config", guarded)
-    ex.set_public(LIMITS, registry)
+    set_public(LIMITS, registry)
     yield LIMITS
-    ex.set_public(None)
+    set_public(None)
 
 
-def refused(out: ex.Outcome, text: str) -> str:
+def refused(out: Outcome, text: str) -> str:
     shown = " ".join((out.message, out.field_message))  # beside the button, and beside the control at fault
     assert not out.ok and text in shown and "Nothing was queued" in out.message, shown
     return shown
@@ -128,43 +136,43 @@ def test_each_cap_on_a_run_says_what_it_is():
 
 def test_a_visitor_over_quota_is_refused_and_others_keep_working(registry, public_mode):
     refused(
-        ex.submit_form(registry, form(seeds="0,1,2"), "web-a"),
+        submit_form(registry, form(seeds="0,1,2"), "web-a"),
         "at most 2 runs queued or running per visitor in this public demo: you have none queued or running, "
         "and this would add 3",
     )
     assert registry.count() == 0
-    assert len(ex.submit_form(registry, form(seeds="0,1"), "web-a").ids) == 2
-    refused(ex.submit_form(registry, form(), "web-a"), "you have 2 queued or running, and this would add 1")
+    assert len(submit_form(registry, form(seeds="0,1"), "web-a").ids) == 2
+    refused(submit_form(registry, form(), "web-a"), "you have 2 queued or running, and this would add 1")
     assert registry.count() == 2
-    assert ex.submit_form(registry, form(), "web-b").ok  # the shared queue: 3 of 3
+    assert submit_form(registry, form(), "web-b").ok  # the shared queue: 3 of 3
     refused(
-        ex.submit_form(registry, form(), "web-c"),
+        submit_form(registry, form(), "web-c"),
         "the shared queue is full: at most 3 runs may wait in this public demo, 3 are waiting",
     )
     assert registry.count() == 3
     # The preset says so before asking for a confirmation.
-    with pytest.raises(ex.FormError, match="at most 2 queued or running runs per visitor"):
-        ex.paper_study_message(form())
-    refused(ex.submit_preset(registry, form(), "web-d"), "at most 2 runs queued or running per visitor")
+    with pytest.raises(FormError, match="at most 2 queued or running runs per visitor"):
+        paper_study_message(form())
+    refused(submit_preset(registry, form(), "web-d"), "at most 2 runs queued or running per visitor")
     assert registry.count() == 3
 
 
 def test_capped_settings_are_refused_before_anything_is_queued(registry, public_mode):
-    refused(ex.submit_form(registry, form(epochs=5), "web-a"), "epochs: at most 3 per run")
-    refused(ex.submit_form(registry, form(max_train=2001), "web-a"), "training examples: at most 2,000 per run")
-    refused(ex.submit_form(registry, form(max_train=0), "web-a"), "the whole split is not available here")
-    refused(ex.submit_form(registry, form(max_eval=0), "web-a"), "evaluation examples: at most 1,000")
-    refused(ex.submit_form(registry, form(batch_size=100), "web-a"), "batch size: at most 64")
+    refused(submit_form(registry, form(epochs=5), "web-a"), "epochs: at most 3 per run")
+    refused(submit_form(registry, form(max_train=2001), "web-a"), "training examples: at most 2,000 per run")
+    refused(submit_form(registry, form(max_train=0), "web-a"), "the whole split is not available here")
+    refused(submit_form(registry, form(max_eval=0), "web-a"), "evaluation examples: at most 1,000")
+    refused(submit_form(registry, form(batch_size=100), "web-a"), "batch size: at most 64")
     with pytest.raises(LimitError, match="max sequence length: at most 128"):  # not on the form: through the gate
-        ex.submit_runs(registry, [RunConfig(task="rte", max_train=32, max_eval=32, max_seq_len=512)], "web-a")
+        submit_runs(registry, [RunConfig(task="rte", max_train=32, max_eval=32, max_seq_len=512)], "web-a")
     with pytest.raises(LimitError, match="a data folder cannot be chosen"):
-        ex.submit_runs(registry, [RunConfig(task="rte", max_train=32, max_eval=32, glue_dir="/etc")], "web-a")
+        submit_runs(registry, [RunConfig(task="rte", max_train=32, max_eval=32, glue_dir="/etc")], "web-a")
     refused(
-        ex.submit_form(registry, form(advanced={"report_to": "tensorboard"}), "web-a"),
+        submit_form(registry, form(advanced={"report_to": "tensorboard"}), "web-a"),
         "experiment trackers cannot be chosen in this public demo",
     )
     assert registry.count() == 0
-    assert ex.submit_form(registry, form(epochs=3, max_train=2000, max_eval=1000, batch_size=64), "web-a").ok
+    assert submit_form(registry, form(epochs=3, max_train=2000, max_eval=1000, batch_size=64), "web-a").ok
 
 
 def test_typed_models_and_local_paths_are_refused_without_being_read(registry, public_mode, tmp_path):
@@ -175,44 +183,44 @@ def test_typed_models_and_local_paths_are_refused_without_being_read(registry, p
         json.dumps({"model_type": "bert", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2})
     )
     shown = refused(
-        ex.submit_form(registry, form(model=str(folder)), "web-a"),
+        submit_form(registry, form(model=str(folder)), "web-a"),
         "local paths cannot be used as models in this public demo",
     )
     assert "pick one of: all-MiniLM-L6-v2" in shown
-    out = ex.submit_form(registry, form(model="bert-base-uncased"), "web-a")
+    out = submit_form(registry, form(model="bert-base-uncased"), "web-a")
     assert "fix the model" in out.message and "is not available in this public demo" in out.model_message
-    view = ex.preview(form(model="../../etc"))
+    view = preview(form(model="../../etc"))
     assert view["field"] == "model" and "local paths" in view["error"]
-    with pytest.raises(ex.FormError, match="not available"):
+    with pytest.raises(FormError, match="not available"):
         model_views.magnitudes("sentence-transformers/all-mpnet-base-v2")
     assert registry.count() == 0
-    assert ex.preview(form())["runs"] == 1  # the allow-listed model still works
+    assert preview(form())["runs"] == 1  # the allow-listed model still works
 
 
 def test_cancel_and_retry_only_on_a_visitors_own_runs(registry, public_mode):
-    (mine,) = ex.submit_form(registry, form(), "web-a").ids
+    (mine,) = submit_form(registry, form(), "web-a").ids
     with pytest.raises(
         LimitError,
         match=f"run {mine} was queued by another visitor: in this public demo you can cancel only your own runs",
     ):
-        ex.cancel_run(registry, mine, "web-b")
+        cancel_run(registry, mine, "web-b")
     assert registry.get(mine)["status"] == "queued"
-    assert ex.cancel_run(registry, mine, "web-a") == "cancelled"
+    assert cancel_run(registry, mine, "web-a") == "cancelled"
     with pytest.raises(LimitError, match="you can retry only your own runs"):
-        ex.retry_run(registry, mine, "web-b")
+        retry_run(registry, mine, "web-b")
     assert registry.count() == 1
-    again = ex.retry_run(registry, mine, "web-a")
+    again = retry_run(registry, mine, "web-a")
     assert registry.get(again)["retry_of"] == mine and registry.get(again)["submitter"] == "web-a"
-    ex.submit_form(registry, form(), "web-a")  # two active now: a retry is one more submission
-    ex.cancel_run(registry, again, "web-a")
-    ex.submit_form(registry, form(seeds="1"), "web-a")
+    submit_form(registry, form(), "web-a")  # two active now: a retry is one more submission
+    cancel_run(registry, again, "web-a")
+    submit_form(registry, form(seeds="1"), "web-a")
     with pytest.raises(LimitError, match="at most 2 runs queued or running per visitor"):
-        ex.retry_run(registry, again, "web-a")
+        retry_run(registry, again, "web-a")
 
 
 def test_visitors_never_see_who_submitted_a_run(registry, public_mode):
-    (a,) = ex.submit_form(registry, form(), "web-a").ids
-    (b,) = ex.submit_form(registry, form(), "web-b").ids
+    (a,) = submit_form(registry, form(), "web-a").ids
+    (b,) = submit_form(registry, form(), "web-b").ids
     records = views.runs_records(registry, viewer="web-b")
     assert [(r["id"], r["mine"]) for r in records] == [(b, True), (a, False)]
     assert all("submitter" not in r for r in records) and "web-a" not in json.dumps(records)
@@ -226,10 +234,10 @@ def test_visitors_never_see_who_submitted_a_run(registry, public_mode):
 
 
 def test_the_open_lab_is_unchanged_when_public_mode_is_off(registry):
-    assert ex.public_limits() is None
-    out = ex.submit_form(registry, form(seeds="0,1,2", epochs=5, max_train=0), "web-a")
+    assert public_limits() is None
+    out = submit_form(registry, form(seeds="0,1,2", epochs=5, max_train=0), "web-a")
     assert out.ok and registry.count() == 3
-    assert ex.cancel_run(registry, out.ids[0], "someone-else") == "cancelled"
+    assert cancel_run(registry, out.ids[0], "someone-else") == "cancelled"
 
 
 def _request(peer: str, forwarded: str | None = None, session: str = "any-session"):
@@ -250,7 +258,8 @@ def _request(peer: str, forwarded: str | None = None, session: str = "any-sessio
 
 
 def test_a_visitor_is_their_address_not_their_session_hash():
-    from moduletune.app import ui, visitors
+    from moduletune.app import ui
+    from moduletune.app.public import visitors
 
     a = ui.submitter_of(_request("10.0.0.1", session="s1"))
     # A new connection (a new session hash) from the same address is the same visitor; another address is not.
@@ -269,7 +278,8 @@ def test_a_visitor_is_their_address_not_their_session_hash():
 def test_on_an_oauth_space_the_submitter_is_the_logged_in_user():
     import gradio as gr
 
-    from moduletune.app import ui, visitors
+    from moduletune.app import ui
+    from moduletune.app.public import visitors
 
     profile = gr.OAuthProfile({"name": "Ada", "preferred_username": "ada", "profile": "", "picture": ""})
     assert ui.submitter_of(_request("10.0.0.1"), profile, oauth=True) == "hf:ada"
@@ -295,10 +305,10 @@ def test_the_public_blocks_pick_models_from_the_allow_list_and_show_the_limits(h
 
     try:
         demo = ui.build_app(Registry(), worker_status=lambda: "ok", public=LIMITS)
-        assert ex.public_limits() is LIMITS
+        assert public_limits() is LIMITS
         config = demo.get_config_file()
     finally:
-        ex.set_public(None)
+        set_public(None)
     props = {
         c["props"].get("elem_id"): (c["type"], c["props"])
         for c in config["components"]
@@ -313,13 +323,13 @@ def test_the_public_blocks_pick_models_from_the_allow_list_and_show_the_limits(h
     apis = {d.get("api_name") for d in config["dependencies"] if d.get("api_visibility", "public") == "public"}
     assert {"submit", "preview", "runs", "run", "compare_data", "cancel", "retry", "classify"} <= apis
     open_app = ui.build_app(Registry(), worker_status=lambda: "ok").get_config_file()
-    assert ex.public_limits() is None
+    assert public_limits() is None
     assert not any(c.get("props", {}).get("elem_id") == "public-limits" for c in open_app["components"])
 
 
 def test_serve_public_flag_and_environment(monkeypatch):
     from moduletune.app import server as app_server
-    from moduletune.app.cli import build_parser, cmd_serve
+    from moduletune.cli.main import build_parser, cmd_serve
 
     seen = []
     monkeypatch.setattr(app_server, "serve", lambda **kw: seen.append(kw) or 0)

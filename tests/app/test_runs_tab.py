@@ -14,8 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from moduletune.app import downloads, run_list, runs_state, tables, views
-from moduletune.app.runs_state import RunsTabState
+from moduletune.app.figures import tables
+from moduletune.app.files import downloads
+from moduletune.app.runs import listing as run_list
+from moduletune.app.runs import state as runs_state
+from moduletune.app.runs import views
+from moduletune.app.runs.state import RunsTabState
 from moduletune.tasks import submission
 from moduletune.tuning.config import RunConfig
 from tests.app.test_views import record

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+# A stand-in worker: records its pid and each SIGTERM (taking a moment to stop), sleeps until told to stop.
 from moduletune.app import server, ui
 
-# A stand-in worker: records its pid and each SIGTERM (taking a moment to stop), sleeps until told to stop.
 SLEEPER = """
 import os, signal, sys, time
 log = sys.argv[1]
@@ -109,8 +109,8 @@ def test_importing_the_ui_builds_nothing():
     import subprocess
 
     code = (
-        "import sys, moduletune, moduletune.app.ui, moduletune.app.views, moduletune.app.experiment, "
-        "moduletune.app.server; "
+        "import sys, moduletune, moduletune.app.ui, moduletune.app.runs.views, moduletune.app.experiment.submit, "
+        "moduletune.app.experiment.preview, moduletune.app.server; "
         "print(all(m not in sys.modules for m in ('gradio', 'torch', 'transformers')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=server.REPO, timeout=120)
@@ -131,7 +131,7 @@ def test_serve_refuses_a_busy_port_before_starting_anything():
 
 
 def test_the_serve_subcommand():
-    from moduletune.app.cli import build_parser, cmd_serve
+    from moduletune.cli.main import build_parser, cmd_serve
 
     args = build_parser().parse_args(["serve", "--no-worker", "--port", "7999", "--host", "0.0.0.0"])
     assert (args.func, args.no_worker, args.port, args.host, args.share) == (cmd_serve, True, 7999, "0.0.0.0", False)
@@ -143,7 +143,7 @@ def test_the_address_comes_from_the_flags_else_gradios_variables(monkeypatch):
     """`moduletune serve` honours GRADIO_SERVER_PORT / GRADIO_SERVER_NAME as Gradio apps do; a bad port is named."""
     import pytest
 
-    from moduletune.app.cli import build_parser
+    from moduletune.cli.main import build_parser
 
     monkeypatch.setenv("GRADIO_SERVER_PORT", "8123")
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")

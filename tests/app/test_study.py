@@ -9,7 +9,10 @@ import math
 import pandas as pd
 import pytest
 
-from moduletune.app import figure_style, study, study_analysis, tables
+from moduletune.app.figures import style as figure_style
+from moduletune.app.figures import tables
+from moduletune.app.study import analysis as study_analysis
+from moduletune.app.study import report as study
 from tests.app.test_charts import run
 
 FAMILIES = ("query", "key", "value", "attention_output", "ffn_intermediate", "ffn_output", "layernorm")

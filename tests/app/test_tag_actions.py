@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from moduletune.app import actions
-from moduletune.app.form import FormError
-from moduletune.app.public import LimitError, PublicLimits, set_public
+from moduletune.app.public import actions
+from moduletune.app.public.checks import FormError
+from moduletune.app.public.limits import LimitError, PublicLimits, set_public
 from moduletune.tasks.tags import TagError
 from moduletune.tuning.config import RunConfig
 

@@ -12,7 +12,12 @@ import zipfile
 import pandas as pd
 import pytest
 
-from moduletune.app import model_views, tables, views
+from moduletune.app.compare import views as compare_views
+from moduletune.app.figures import tables
+from moduletune.app.files import downloads
+from moduletune.app.playground import predict
+from moduletune.app.runs import views
+from moduletune.app.weights import models as model_views
 from moduletune.tasks import submission
 from moduletune.tasks.registry import Registry
 from moduletune.tuning.config import RunConfig
@@ -174,7 +179,7 @@ def test_detail_key_changes_only_when_the_run_moves(registry):
 
 
 def test_compare_builds_every_chart_from_the_registry(registry, study):
-    view = views.compare(registry, "rte")
+    view = compare_views.compare(registry, "rte")
     assert {
         "score_by_family",
         "efficiency_frontier",
@@ -196,39 +201,41 @@ def test_compare_builds_every_chart_from_the_registry(registry, study):
     }  # layers=all: full (any layers) and the mrpc LN run
     assert table.set_index("module").loc["LN", "mrpc"].startswith("0.800")
     chosen = [study[("layernorm", 0)], study[("query", 1)]]
-    picked = views.compare(registry, "rte", layers="5", run_ids=chosen)
+    picked = compare_views.compare(registry, "rte", layers="5", run_ids=chosen)
     diff = picked["config_diff"]
     assert list(diff.columns) == ["setting"] + [f"#{i}" for i in chosen]
     assert set(diff["setting"]) == {"modules", "lr", "seed"}  # only the differences; each family's own lr shows
-    everything = views.compare(registry, "rte", run_ids=chosen, only_differences=False)["config_diff"]
+    everything = compare_views.compare(registry, "rte", run_ids=chosen, only_differences=False)["config_diff"]
     assert "batch_size" in set(everything["setting"])
     by_layer = picked["results_table"].set_index("module")
     assert by_layer.loc["LN", "rte"].startswith("0.605 ± 0.007 (2)")
 
 
 def test_compare_data_and_csv(registry, study):
-    points = views.compare_records(registry, "rte")
+    points = compare_views.compare_records(registry, "rte")
     assert {p["id"] for p in points} >= {study[("layernorm", 0)], study[("full", 1)]}
     assert all(p["primary_metric"] is not None and p["task"] == "rte" for p in points)
     assert study["running"] not in {p["id"] for p in points}
     json.dumps(points)
-    path = views.results_csv_file(registry, "5")
+    path = compare_views.results_csv_file(registry, "5")
     csv = pd.read_csv(path)
     assert list(csv.columns) == tables.NUMERIC_COLUMNS
     assert "LN" in set(csv["module"])
-    assert views.layer_filter_choices(registry)[0] == "all" and "5" in views.layer_filter_choices(registry)
-    note = views.results_note(pd.DataFrame(), "3", ["all", "3", "5"])
+    assert compare_views.layer_filter_choices(registry)[0] == "all" and "5" in compare_views.layer_filter_choices(
+        registry
+    )
+    note = compare_views.results_note(pd.DataFrame(), "3", ["all", "3", "5"])
     assert "**all**" in note and "**5**" in note
 
 
 def test_an_empty_registry_explains_itself(tmp_path, monkeypatch):
     monkeypatch.setenv("MODULETUNE_HOME", str(tmp_path / "empty"))
     reg = Registry()
-    assert views.runs_table(reg).empty and views.compare_records(reg, "rte") == []
-    view = views.compare(reg, "rte")
+    assert views.runs_table(reg).empty and compare_views.compare_records(reg, "rte") == []
+    view = compare_views.compare(reg, "rte")
     for key in ("score_by_family", "efficiency_frontier", "layer_module_heatmap", "training_curves"):
         assert view[key].layout.annotations, key  # an explanatory message, not an error
-    assert "No finished runs yet" in views.results_note(view["results_table"], "all", ["all"])
+    assert "No finished runs yet" in compare_views.results_note(view["results_table"], "all", ["all"])
     assert views.run_choices(reg) == []
 
 
@@ -237,11 +244,11 @@ def test_an_empty_registry_explains_itself(tmp_path, monkeypatch):
 
 def test_artifact_download_zips_the_trained_tensors(registry, tuned):
     run = registry.get(tuned)
-    path = views.artifact_download(run)
+    path = downloads.artifact_download(run)
     with zipfile.ZipFile(path) as z:
         assert {"trained.safetensors", "run_config.json"} <= set(z.namelist())
-    assert views.artifact_download(run) == path  # made once
-    assert views.artifact_download({**run, "artifact_dir": None}) is None
+    assert downloads.artifact_download(run) == path  # made once
+    assert downloads.artifact_download({**run, "artifact_dir": None}) is None
 
 
 def test_deltas_are_computed_once_per_run(registry, tuned, study, monkeypatch):
@@ -260,23 +267,23 @@ def test_deltas_are_computed_once_per_run(registry, tuned, study, monkeypatch):
 
 
 def test_playground_predicts_with_the_tuned_and_the_base_model(registry, tuned, study):
-    spec = model_views.task_inputs(registry, tuned)
+    spec = predict.task_inputs(registry, tuned)
     assert spec == {
         "task": "rte",
         "columns": ("sentence1", "sentence2"),
         "pair": True,
         "labels": ("premise", "hypothesis"),
     }
-    out = model_views.predict(registry, tuned, "A man is playing a guitar.", "A person plays music.")
+    out = predict.predict(registry, tuned, "A man is playing a guitar.", "A person plays music.")
     assert out["task"] == "rte" and set(out["tuned"]) == {"entailment", "not_entailment"}
     assert sum(out["tuned"].values()) == pytest.approx(1.0) and sum(out["base"].values()) == pytest.approx(1.0)
     assert out["tuned"] != out["base"] and out["label"] in out["tuned"]
-    again = model_views.predict(registry, tuned, "A man is playing a guitar.", "A person plays music.")
+    again = predict.predict(registry, tuned, "A man is playing a guitar.", "A person plays music.")
     assert again == out  # cached models, deterministic base head
     with pytest.raises(ValueError, match="hypothesis"):  # named as a person reads it (issue 14)
-        model_views.predict(registry, tuned, "only one sentence", "")
+        predict.predict(registry, tuned, "only one sentence", "")
     with pytest.raises(ValueError, match="succeeded"):
-        model_views.predict(registry, study["running"], "a", "b")
+        predict.predict(registry, study["running"], "a", "b")
 
 
 def test_magnitudes_are_computed_once_per_model(module_home):

@@ -17,8 +17,10 @@ import sys
 import pandas as pd
 import pytest
 
-from moduletune.app import model_views, weight_charts
-from moduletune.app.figure_style import RUN_COLORS, decade_axis
+from moduletune.app.figures.style import RUN_COLORS, decade_axis
+from moduletune.app.playground import predict
+from moduletune.app.weights import charts as weight_charts
+from moduletune.app.weights import models as model_views
 from moduletune.tasks import submission
 from moduletune.tasks.registry import Registry
 from moduletune.tuning import glue
@@ -183,22 +185,22 @@ def test_split_rows_stream_a_local_split_and_name_a_missing_file(glue_dir, tmp_p
 
 
 def test_example_rows_are_real_validation_rows_over_both_labels(glue_dir):
-    rows = model_views.example_rows("rte", 4, glue_dir)
+    rows = predict.example_rows("rte", 4, glue_dir)
     dev = dev_rows(glue_dir, "RTE")
     assert len(rows) == 4 and [r["label"] for r in rows].count("entailment") == 2  # half of each class
     for r in rows:
         line = dev[r["idx"]]
         assert (*r["texts"], r["label"]) == (line["sentence1"], line["sentence2"], line["label"])
-        assert sum(map(len, r["texts"])) <= model_views.EXAMPLE_CHARS  # short enough to read at a glance
+        assert sum(map(len, r["texts"])) <= predict.EXAMPLE_CHARS  # short enough to read at a glance
     assert [r["idx"] for r in rows] == sorted(r["idx"] for r in rows)  # file order
 
 
 def test_example_rows_single_sentence_and_scores(glue_dir):
-    sst = model_views.example_rows("sst2", 3, glue_dir)
+    sst = predict.example_rows("sst2", 3, glue_dir)
     dev = dev_rows(glue_dir, "SST-2")
     assert all(len(r["texts"]) == 1 and dev[r["idx"]]["sentence"] == r["texts"][0] for r in sst)
     assert {r["label"] for r in sst} == {"negative", "positive"}
-    sts = model_views.example_rows("stsb", 5, glue_dir)
+    sts = predict.example_rows("stsb", 5, glue_dir)
     scores = [r["label"] for r in sts]
     assert all(isinstance(s, float) and 0 <= s <= 5 for s in scores)
     assert len({round(s) for s in scores}) == 5  # spread over the similarity scale
@@ -208,7 +210,7 @@ def test_example_rows_single_sentence_and_scores(glue_dir):
 def test_example_rows_refuse_a_bad_count(glue_dir):
     for bad in (0, -1, 2.5, "3"):
         with pytest.raises(glue.GlueError, match="positive whole number"):
-            model_views.example_rows("rte", bad, glue_dir)
+            predict.example_rows("rte", bad, glue_dir)
 
 
 # ---------------------------------------------------------------------------------------------- registry views
@@ -259,33 +261,33 @@ def test_run_pickers_show_each_succeeded_runs_score(registry, runs):
 
 
 def test_task_inputs_carry_the_human_labels(registry, runs):
-    assert model_views.task_inputs(registry, runs["rte"]) == {
+    assert predict.task_inputs(registry, runs["rte"]) == {
         "task": "rte",
         "columns": ("sentence1", "sentence2"),
         "labels": ("premise", "hypothesis"),
         "pair": True,
     }
-    single = model_views.task_inputs(registry, runs["sst2"])
+    single = predict.task_inputs(registry, runs["sst2"])
     assert single["labels"] == ("sentence",) and not single["pair"]
     with pytest.raises(ValueError, match="premise"):  # named as the box is, before any model loads
-        model_views.predict(registry, runs["rte"], "  ", "a hypothesis")
+        predict.predict(registry, runs["rte"], "  ", "a hypothesis")
 
 
 def test_task_examples_read_the_runs_validation_rows(registry, runs, glue_dir):
-    found = model_views.task_examples(registry, runs["rte"])
+    found = predict.task_examples(registry, runs["rte"])
     assert (found["task"], found["split"], found["labels"]) == ("rte", "validation", ("premise", "hypothesis"))
-    assert found["rows"] == model_views.example_rows("rte", model_views.EXAMPLE_ROWS, glue_dir)
+    assert found["rows"] == predict.example_rows("rte", predict.EXAMPLE_ROWS, glue_dir)
     assert all(len(r["texts"]) == 2 for r in found["rows"])
-    assert all(len(r["texts"]) == 1 for r in model_views.task_examples(registry, runs["sst2"], n=3)["rows"])
+    assert all(len(r["texts"]) == 1 for r in predict.task_examples(registry, runs["sst2"], n=3)["rows"])
 
 
 def test_task_examples_load_no_model(registry, runs, home):
     """In a fresh process: the examples come from the GLUE file, with no torch, transformers or datasets."""
     script = """
 import json, sys
-from moduletune.app import model_views
+from moduletune.app.playground import predict
 from moduletune.tasks.registry import Registry
-rows = model_views.task_examples(Registry(), int(sys.argv[1]))["rows"]
+rows = predict.task_examples(Registry(), int(sys.argv[1]))["rows"]
 print(json.dumps([len(rows), [m for m in ("torch", "transformers", "datasets") if m in sys.modules]]))
 """
     env = {**os.environ, "MODULETUNE_HOME": str(home)}
@@ -293,7 +295,7 @@ print(json.dumps([len(rows), [m for m in ("torch", "transformers", "datasets") i
         [sys.executable, "-c", script, str(runs["rte"])], env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [model_views.EXAMPLE_ROWS, []]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [predict.EXAMPLE_ROWS, []]
 
 
 # ---------------------------------------------------------------------------------------------- a real run
@@ -325,4 +327,4 @@ def test_a_real_runs_deltas_and_prediction_speak_its_names(registry, tuned):
     fig = weight_charts.delta_by_layer(deltas)
     assert {t.name for t in fig.data} == {f"#{tuned} rte LN@5 seed 0"} and fig.layout.yaxis.type == "log"
     with pytest.raises(ValueError, match="fill in the hypothesis"):
-        model_views.predict(registry, tuned, "A man is playing a guitar.", "")
+        predict.predict(registry, tuned, "A man is playing a guitar.", "")

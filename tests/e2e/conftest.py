@@ -105,7 +105,7 @@ def app_server(tmp_path_factory, glue_dir):
 def launch(args: list[str], port: int, env: dict, home: Path, log: Path) -> App:
     """`moduletune <args>` serving on port, in its own process group; fails the test if it never serves."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moduletune.app.cli", *args],
+        [sys.executable, "-m", "moduletune.cli.main", *args],
         cwd=REPO,
         env=env,
         stdout=log.open("w"),

@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from moduletune.app.form import FIELDS
+from moduletune.app.experiment.form import FIELDS
 
 from .conftest import TINY, wait_for
 

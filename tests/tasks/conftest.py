@@ -122,7 +122,7 @@ def env(home, glue_dir, monkeypatch):
 def cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run `moduletune ...` in a fresh process with this process's environment."""
     proc = subprocess.run(
-        [sys.executable, "-m", "moduletune.app.cli", *args],
+        [sys.executable, "-m", "moduletune.cli.main", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -148,7 +148,7 @@ class Workers:
     def start(self, *args: str, env: dict | None = None) -> subprocess.Popen:
         log = self.tmp / f"worker{len(self.procs)}.log"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moduletune.app.cli", "worker", *args],
+            [sys.executable, "-m", "moduletune.cli.main", "worker", *args],
             cwd=REPO,
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,

@@ -49,7 +49,7 @@ def test_importing_tasks_opens_nothing(env, home):
     """Importing the queue, registry, jobs and worker modules touches no database, model or CUDA."""
     code = (
         "import sys, moduletune.tasks.queue, moduletune.tasks.registry, moduletune.tasks.submission, "
-        "moduletune.tasks.jobs, moduletune.tasks.worker, moduletune.app.cli\n"
+        "moduletune.tasks.jobs, moduletune.tasks.worker, moduletune.cli.main\n"
         "heavy = [m for m in ('torch', 'transformers', 'pandas') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "from moduletune.tasks import database, queue\n"

@@ -329,7 +329,7 @@ def test_an_lr_search_is_one_parent_with_candidates_then_a_run_per_seed(env, wor
     finals = reg.children(sweep["ids"][0], kind="run")
     assert sorted(r["seed"] for r in finals) == [0, 1] and len({r["lr"] for r in finals}) == 1
     # Only the final runs are reported: searches and candidates never reach a score table.
-    from moduletune.app import pooling
+    from moduletune.app.figures import pooling
 
     reported = pooling.finished_runs(reg.runs_frame())
     assert set(reported["kind"]) == {"run"} and set(reported["id"]) == {final["id"], *(r["id"] for r in finals)}

@@ -11,7 +11,7 @@ import transformers
 
 def cli(*args, timeout=300):
     return subprocess.run(
-        [sys.executable, "-m", "moduletune.app.cli", *args],
+        [sys.executable, "-m", "moduletune.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -281,7 +281,7 @@ def test_push_to_an_unreachable_hub_is_one_line(tmp_path, monkeypatch):
 
 def cli(*args, env=None, timeout=300):
     return subprocess.run(
-        [sys.executable, "-m", "moduletune.app.cli", *args],
+        [sys.executable, "-m", "moduletune.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -320,7 +320,7 @@ def test_cli_exports_a_trained_run_as_peft(tmp_path, glue_dir):
 def test_cli_exports_a_registry_run_by_id(tmp_path, home, glue_dir):
     from transformers import AutoModelForSequenceClassification
 
-    from moduletune.app.cli_export import export_run
+    from moduletune.tasks.artifacts import export_run
     from moduletune.tasks.jobs import run_job
     from moduletune.tasks.registry import Registry
     from moduletune.tasks.submission import submit

@@ -129,7 +129,7 @@ def test_graphs_exactly_where_the_architecture_says_capture_works(arch, glue_dir
         [
             sys.executable,
             "-m",
-            "moduletune.app.cli",
+            "moduletune.cli.main",
             "run",
             "--model",
             str(path),

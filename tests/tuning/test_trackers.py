@@ -170,7 +170,7 @@ def test_moduletune_run_reports_to_every_tracker_and_keeps_stdout_one_json_line(
     for var in ("MLFLOW_TRACKING_URI", "TRACKIO_DIR"):
         env.pop(var, None)
     proc = subprocess.run(
-        [sys.executable, "-m", "moduletune.app.cli", "run", *args, "--report-to", "trackio,mlflow,tensorboard"]
+        [sys.executable, "-m", "moduletune.cli.main", "run", *args, "--report-to", "trackio,mlflow,tensorboard"]
         + ["--json", "--quiet"],
         capture_output=True,
         text=True,
@@ -195,7 +195,7 @@ def test_moduletune_run_reports_to_every_tracker_and_keeps_stdout_one_json_line(
     assert names == {folder.name}
 
     bad = subprocess.run(
-        [sys.executable, "-m", "moduletune.app.cli", "run", *args, "--report-to", "wandb"],
+        [sys.executable, "-m", "moduletune.cli.main", "run", *args, "--report-to", "wandb"],
         capture_output=True,
         text=True,
         env=env,
@@ -205,19 +205,21 @@ def test_moduletune_run_reports_to_every_tracker_and_keeps_stdout_one_json_line(
 
 
 def test_the_forms_advanced_report_to_reaches_the_config_and_a_bad_one_stands_beside_the_settings(home, glue_dir):
-    from moduletune.app import experiment as ex
+    from moduletune.app.experiment.form import Form
+    from moduletune.app.experiment.plan import build_configs
+    from moduletune.app.experiment.preview import preview
 
-    (config,) = ex.build_configs(ex.Form(tasks=["rte"], layers=["5"], advanced={"report_to": "TensorBoard, mlflow"}))
+    (config,) = build_configs(Form(tasks=["rte"], layers=["5"], advanced={"report_to": "TensorBoard, mlflow"}))
     assert config.report_to == "tensorboard,mlflow"
-    (config,) = ex.build_configs(ex.Form(tasks=["rte"], layers=["5"], advanced={"report_to": ""}))
+    (config,) = build_configs(Form(tasks=["rte"], layers=["5"], advanced={"report_to": ""}))
     assert config.report_to is None  # blank: the worker's --report-to decides
-    view = ex.preview(ex.Form(tasks=["rte"], layers=["5"], advanced={"report_to": "wandb"}))
+    view = preview(Form(tasks=["rte"], layers=["5"], advanced={"report_to": "wandb"}))
     assert view["runs"] == 0 and view["field"] == "settings"
     assert "report to must be trackio, mlflow or tensorboard" in view["error"]
 
 
 def test_a_worker_refuses_an_unknown_or_missing_tracker_before_it_takes_a_run(home, monkeypatch, capsys):
-    from moduletune.app.cli import main
+    from moduletune.cli.main import main
 
     assert main(["worker", "--report-to", "wandb"]) == 2
     assert "report to must be trackio, mlflow or tensorboard" in capsys.readouterr().err

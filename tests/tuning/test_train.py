@@ -32,7 +32,7 @@ def tiny(glue_dir, **kw):
 def run_cli(args, env_extra=None, timeout=600):
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run(
-        [sys.executable, "-m", "moduletune.app.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+        [sys.executable, "-m", "moduletune.cli.main", *args], capture_output=True, text=True, env=env, timeout=timeout
     )
 
 

@@ -110,7 +110,7 @@ def test_the_cli_refuses_a_too_small_search_in_one_line_and_queues_nothing(home,
 
     args = ["--task", "sst2", "--modules", "LN", "--max-train", "200", "--lr-search"]
     for command in (["submit", *args], ["sweep", *args], ["run", *args]):
-        proc = subprocess.run([sys.executable, "-m", "moduletune.app.cli", *command], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "moduletune.cli.main", *command], capture_output=True, text=True)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert "use at least 995 training examples" in proc.stderr
     assert Registry().count() == 0 and Registry().studies() == []
@@ -137,7 +137,7 @@ def head_search(glue_dir, grid) -> RunConfig:
 
 def shown(result, config: RunConfig) -> str:
     """The search as the Runs tab shows it: recorded by the registry as a worker records it, then summarised."""
-    from moduletune.app import views
+    from moduletune.app.runs import views
     from moduletune.tasks import submission
     from moduletune.tasks.registry import Registry
     from moduletune.tuning.finals import final_configs

@@ -1,1 +1,0 @@
-"""One module per tab of the app: its layout and wiring, over the Gradio-free logic in app/."""
