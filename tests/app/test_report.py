@@ -9,13 +9,14 @@ import pytest
 
 from moduletune.tasks.registry import Registry
 
-from .conftest import cli, cli_json, wait_for
+# The queue's fixtures (real workers, the CLI in a subprocess) live with the tasks tests; this test reads the report.
+from tests.tasks.conftest import cli, cli_json, env, wait_for, workers  # noqa: F401  (env, workers: fixtures)
 
 SMALL = ["--max-train", "48", "--max-eval", "48", "--batch-size", "16", "--max-seq-len", "48", "--device", "cpu"]
 
 
 @pytest.mark.study  # a real (small) study through workers: a minute, with the science checks (make test-study)
-def test_report_of_a_small_real_study_in_every_format(env, workers, tmp_path):
+def test_report_of_a_small_real_study_in_every_format(env, workers, tmp_path):  # noqa: F811  (the fixtures above)
     sweep = cli_json(
         "sweep", "--tasks", "rte,sst2", "--modules", "LN,Q,full", "--layers", "all", "--seeds", "0,1", *SMALL
     )
