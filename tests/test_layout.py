@@ -142,3 +142,18 @@ def test_functions_stay_short(name):
     path = MODULES[name]
     long = [f"{n} (line {at}): {size} lines" for n, at, size in _functions(path) if size > FUNCTION_LINES]
     assert not long, f"{path.relative_to(REPO)}: {long} (limit {FUNCTION_LINES})"
+
+
+def test_every_import_of_ours_resolves_through_src():
+    """From the checkout alone (no install, no import hook), src/moduletune's links lead every `moduletune.x.y`
+    import to a file: what basedpyright in `make lint` and an editor's go-to-definition follow."""
+    src = REPO / "src"
+    unresolved = []
+    for path in [*MODULES.values(), *(REPO / "tests").rglob("*.py"), *(REPO / "bench").rglob("*.py")]:
+        for module, names in _imports(path):
+            base = src.joinpath(*module.split("."))
+            if not (base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()):
+                unresolved.append(f"{path.relative_to(REPO)}: {module}")
+    assert not unresolved, unresolved
+    links = {p.name: p.resolve() for p in (src / "moduletune").iterdir() if p.is_symlink()}
+    assert links == {name: REPO / name for name in PACKAGES}, links
