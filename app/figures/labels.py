@@ -12,10 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from moduletune.tuning.modules import (
-    FAMILY_TABLE,  # noqa: F401  (SHORT: the charts' name for it)
-    short_label,
-)
+from moduletune.tuning.modules import FAMILY_TABLE, short_label
 from moduletune.tuning.modules import SHORT_NAMES as SHORT
 
 GLUE_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
