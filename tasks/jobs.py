@@ -114,7 +114,7 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
     try:
         from moduletune.tuning.train import fine_tune
 
-        config = RunConfig.from_dict(config_dict)
+        config = RunConfig.from_stored(config_dict)  # checked where it entered (tasks.submission)
         _share_threads()
         owner = {"registry": registry.identity(), "run": run_id}
         folder = own_run_dir(run_id, owner, config)

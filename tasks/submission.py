@@ -19,9 +19,9 @@ from moduletune.tasks.rows import check_submitter
 from moduletune.tasks.studies import ACTIVE, PAUSED, RAISED_PRIORITY, STOPPED, STUDY_PRIORITY
 from moduletune.tasks.tags import check_note, check_tags
 from moduletune.tuning import models as tuning_models
-from moduletune.tuning.config import RunConfig
+from moduletune.tuning.config import RunConfig, about
 from moduletune.tuning.glue_dirs import check_glue_dir
-from moduletune.tuning.models import check_against_model
+from moduletune.tuning.modules import architecture_for, num_hidden_layers, parse_layers
 from moduletune.tuning.text import one_line
 from moduletune.tuning.trackers import check_installed
 from moduletune.tuning.verdict import check_searchable
@@ -30,13 +30,26 @@ log = logging.getLogger("moduletune.submission")
 
 
 def check_submission(config):
-    """A fully validated RunConfig, or the engine's ValueError: settings, model, architecture, layer range."""
+    """A fully validated RunConfig, or the engine's ValueError naming the field it is about (`field`): settings,
+    GLUE folder, trackers, model, architecture, layer range, a search's rows.
 
-    config = RunConfig.from_dict(config if isinstance(config, dict) else config.to_dict())
-    check_glue_dir(config.task, config.glue_dir)  # a folder that is not there is refused now, not a failed run
-    check_installed(config.report_to)  # a tracker not installed here is refused now, not a failed run later
-    check_against_model(config, tuning_models.load_config(config.model))  # read once per process
-    check_searchable(config)  # a search scored on too few rows would choose by coin toss: refused now
+    The one place a run is checked: a dict (the CLI's JSON, a retry's stored config) is validated as it becomes a
+    RunConfig, a RunConfig was validated when it was made; what the registry records here, a worker and fine_tune
+    read back without checking again (RunConfig.from_stored)."""
+
+    config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
+    with about("glue_dir"):
+        check_glue_dir(config.task, config.glue_dir)  # a folder that is not there is refused now, not a failed run
+    with about("report_to"):
+        check_installed(config.report_to)  # a tracker not installed here is refused now, not a failed run later
+    model_config = tuning_models.load_config(config.model)  # read once per process
+    with about("model"):
+        architecture_for(model_config.model_type)
+    with about("layers"):
+        parse_layers(config.layers, num_hidden_layers(model_config))
+    # A search scored on too few rows would choose by coin toss: refused now, beside the rows it scores on.
+    with about("max_eval" if config.lr_selection == "eval" else "max_train"):
+        check_searchable(config)
     return config
 
 

@@ -6,7 +6,9 @@ import dataclasses
 import json
 import math
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from moduletune.tuning import glue, modules, trackers
 from moduletune.tuning.learning_rates import DEFAULT_LR, LR_SEARCH_RANGE, default_lr, lr_grid, lr_search_range  # noqa: F401
@@ -15,7 +17,24 @@ from moduletune.tuning.text import clip
 
 
 class ConfigError(ValueError):
-    """An invalid run setting; the message says what was wrong and what is allowed."""
+    """An invalid run setting; the message says what was wrong and what is allowed, and `field` names the RunConfig
+    field it is about (None for the config as a whole), so a form can put the message beside that field's control."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+@contextmanager
+def about(name: str):
+    """Mark a refusal raised inside (a ValueError of any kind: a GLUE folder, a layer range) as being about the
+    RunConfig field `name`, unless it names its field already; its type and message stay as they were."""
+    try:
+        yield
+    except ValueError as err:
+        if getattr(err, "field", None) is None:
+            setattr(err, "field", name)  # noqa: B010  (any ValueError, not only ours: set, not declared)
+        raise
 
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -32,6 +51,10 @@ MAX_NAME_CHARS = 300  # a model name, Hub id or path (the registry's column hold
 MAX_EXTRA_CHARS = 10_000
 
 
+class FROM_CONFIG:  # noqa: N801  (a marker, used as a value: the form's default is the engine's)
+    """A Knob's form_default when the form starts at the engine's default."""
+
+
 @dataclass(frozen=True)
 class Knob:
     """What a setting is, beyond its default: how it is checked, named on the command line and shown in a form.
@@ -41,7 +64,11 @@ class Knob:
     int. allowed: a predicate and its words for number. optional: None is allowed (it means the default
     described in help). flag: the CLI flag, None for none; a bool defaulting to True is turned off by its
     flag (--no-head). form: the Experiment form's field that sets it, or "advanced" (an input made from this
-    Knob in the form's Advanced settings), None for nowhere.
+    Knob in the form's Advanced settings), None for nowhere; a field named after the setting itself (form="epochs")
+    is a main field of the form, also made from this Knob. form_label: the form's label where it differs from
+    label (which messages use). form_default: the form's default where it differs from the engine's (FROM_CONFIG).
+    zero: what 0 means in the form's box for an optional int ("the whole training set"). widget: the form's input
+    where the kind does not decide it (model: the model box; radio: choices shown side by side).
     internal: set by moduletune itself, never by a person (no flag, no form entry)."""
 
     kind: str
@@ -55,6 +82,14 @@ class Knob:
     flag: str | None = ""  # "": --<name with dashes>
     form: str | None = "advanced"
     internal: bool = False
+    form_label: str = ""
+    form_default: object = FROM_CONFIG
+    zero: str = "the default"
+    widget: str = ""
+
+    def title(self, name: str) -> str:
+        """How the form names the setting in a label or a message: 'training examples', 'learning rate'."""
+        return self.form_label or self.label or name.replace("_", " ")
 
 
 def parse_floats(text) -> tuple[float, ...]:
@@ -63,8 +98,9 @@ def parse_floats(text) -> tuple[float, ...]:
     return tuple(float(part) for part in str(text).split(",") if part.strip())
 
 
-def setting(default, kind: str, help: str, **knob):
-    """A RunConfig field whose Knob (its checks, flag, form entry and help) rides in the field's metadata."""
+def setting(default, kind: str, help: str, **knob) -> Any:
+    """A RunConfig field whose Knob (its checks, flag, form entry and help) rides in the field's metadata (typed Any,
+    as dataclasses.field is, so the field keeps its declared type)."""
     meta = {"knob": Knob(kind, help, **knob)}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -103,6 +139,7 @@ class RunConfig:
         "the embedded all-MiniLM-L6-v2 (default), a Hub id or a local path",
         limit=300,
         form="model",
+        widget="model",
     )
     train_head: bool = setting(
         True,
@@ -111,6 +148,7 @@ class RunConfig:
         label="train the classifier head",
         flag="--no-head",
         form="train_head",
+        form_label="train the classifier head too",
     )
     # A LoRA's shape (modules lora:<families>); (IA)³ has none. Rank 64 on every linear module of a BERT-base is
     # still under 4% of it; the public Space caps it lower (app/public.py).
@@ -148,6 +186,8 @@ class RunConfig:
     seed: int = setting(
         0, "int", "the run's seed (data order, head init, dropout, subsamples)", bounds=(0, 2**31 - 1), form="seeds"
     )
+    # The form starts at 2,000 training examples: with the embedded MiniLM on SST-2, 1 epoch on all layers shows
+    # the paper's effect in about a minute on a CPU (~0.77 for full fine-tuning and LayerNorm-only alike).
     max_train: int | None = setting(
         None,
         "int",
@@ -155,9 +195,19 @@ class RunConfig:
         bounds=(1, 10**9),
         optional=True,
         form="max_train",
+        form_label="training examples",
+        form_default=2000,
+        zero="the whole training set",
     )
     max_eval: int | None = setting(
-        None, "int", "evaluate on a seeded sample of N examples", bounds=(1, 10**9), optional=True, form="max_eval"
+        None,
+        "int",
+        "evaluate on a seeded sample of N examples",
+        bounds=(1, 10**9),
+        optional=True,
+        form="max_eval",
+        form_label="evaluation examples",
+        zero="the whole validation set",
     )
     eval_every: int | None = setting(
         None, "int", "also evaluate every N steps (default: each epoch's end)", bounds=(1, 10**9), optional=True
@@ -188,6 +238,8 @@ class RunConfig:
         "reuse the frozen layers' output: auto = only where that changes nothing (no dropout)",
         choices=PREFIX_CACHE,
         form="prefix_cache",
+        form_label="frozen-prefix cache",
+        widget="radio",
     )
     compile: bool = setting(False, "bool", "torch.compile the model (pays a warm-up; helps long GPU runs)")
     # On a GPU, replay each batch shape's forward+backward as CUDA graphs (see tuning/graphs.py).
@@ -214,6 +266,7 @@ class RunConfig:
         "more when the best lr is at the grid's edge), chosen on a held-out slice of the training rows, then "
         "train at the chosen lr",
         form="lr_search",
+        form_label="search the learning rate first (the typed lr is then ignored)",
     )
     lr_selection: str = setting(
         "holdout",
@@ -259,7 +312,28 @@ class RunConfig:
         return self.lr_grid if self.lr_grid is not None else lr_grid(self.modules)
 
     def validate(self) -> "RunConfig":
-        """Normalise names and refuse anything out of range or of the wrong type, with what is allowed."""
+        """Normalise names and refuse anything out of range or of the wrong type, with what is allowed; each refusal
+        is a ConfigError naming its field."""
+        self._validate_names()
+        for name, k in KNOBS.items():
+            _check(self, name, k)
+        if not re.fullmatch(DEVICES, self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {clip(self.device)}", "device")
+        if self.lr_grid is not None:
+            self.lr_grid = _grid(self.lr_grid)
+        if not isinstance(self.model, str) or not self.model.strip() or len(self.model) > MAX_NAME_CHARS:
+            raise ConfigError(
+                f"model must be the embedded default, a Hub id or a local path of at most "
+                f"{MAX_NAME_CHARS} characters, got {clip(self.model)}",
+                "model",
+            )
+        self.model = self.model.strip()
+        if not isinstance(self.extra, dict) or len(json.dumps(self.extra, default=str)) > MAX_EXTRA_CHARS:
+            raise ConfigError(f"extra must be a mapping of at most {MAX_EXTRA_CHARS:,} characters as JSON", "extra")
+        return self
+
+    def _validate_names(self) -> None:
+        """The task, the module families, the trackers and the layer spec's syntax, each to its canonical form."""
         _text(self, "task", "task", 32)
         _text(self, "layers", "layer spec", modules.MAX_LAYER_SPEC_CHARS, also=(int,))
         names = self.modules.replace("+", ",").split(",") if isinstance(self.modules, str) else self.modules
@@ -270,39 +344,15 @@ class RunConfig:
         ):
             raise ConfigError(
                 f"modules must be 1 to {MAX_FAMILIES} family names such as layernorm, query or LN, "
-                f"got {clip(self.modules)}"
+                f"got {clip(self.modules)}",
+                "modules",
             )
-        try:
-            self.task = glue.get_task(self.task).name
-            self.modules = modules.parse_families(self.modules)
-            self.report_to = trackers.parse_report_to(self.report_to)
-            # Syntax now; the range is checked against the model once its depth is known.
-            modules.layer_spec_parts(self.layers)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        self.task = _named("task", lambda: glue.get_task(self.task).name)
+        self.modules = _named("modules", lambda: modules.parse_families(self.modules))
+        self.report_to = _named("report_to", lambda: trackers.parse_report_to(self.report_to))
+        # Syntax now; the range is checked against the model once its depth is known.
+        _named("layers", lambda: modules.layer_spec_parts(self.layers))
         self.layers = str(self.layers).strip().lower().replace(" ", "")
-        for name, k in KNOBS.items():
-            _check(self, name, k)
-        if not re.fullmatch(DEVICES, self.device):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {clip(self.device)}")
-        if self.lr_grid is not None:
-            grid = self.lr_grid if isinstance(self.lr_grid, (list, tuple)) else [self.lr_grid]
-            bad = [v for v in grid if not (_number(v) and 0 < v <= 1)]
-            if bad or not 2 <= len(set(grid)) <= MAX_GRID:
-                raise ConfigError(
-                    f"lr grid must hold at least 2 distinct (at most {MAX_GRID}) learning rates, each a "
-                    f"number in (0, 1]; got {clip(self.lr_grid)}"
-                )
-            self.lr_grid = tuple(sorted({float(v) for v in grid}))
-        if not isinstance(self.model, str) or not self.model.strip() or len(self.model) > MAX_NAME_CHARS:
-            raise ConfigError(
-                f"model must be the embedded default, a Hub id or a local path of at most "
-                f"{MAX_NAME_CHARS} characters, got {clip(self.model)}"
-            )
-        self.model = self.model.strip()
-        if not isinstance(self.extra, dict) or len(json.dumps(self.extra, default=str)) > MAX_EXTRA_CHARS:
-            raise ConfigError(f"extra must be a mapping of at most {MAX_EXTRA_CHARS:,} characters as JSON")
-        return self
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -316,16 +366,19 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
-        """Build from a dict, refusing unknown keys so typos never silently fall back to defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-        data = dict(data)
-        for name in ("modules", "lr_grid"):  # JSON has lists where the config holds tuples
-            if isinstance(data.get(name), list):
-                data[name] = tuple(data[name])
-        return cls(**data)
+        """Build from a dict and validate it, refusing unknown keys so typos never silently fall back to defaults."""
+        return cls(**_known(data))
+
+    @classmethod
+    def from_stored(cls, data: dict) -> "RunConfig":
+        """A config as the registry recorded it, after submission checked it: read back without checking it again
+        (a worker and fine_tune trust what was checked where the run entered). A missing key has its default."""
+        config = cls.__new__(cls)
+        values = _known(data)
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            setattr(config, f.name, values.get(f.name, default))
+        return config
 
     def replace(self, **changes) -> "RunConfig":
         return RunConfig.from_dict({**self.to_dict(), **changes})
@@ -333,6 +386,52 @@ class RunConfig:
 
 KNOBS = {f.name: f.metadata["knob"] for f in dataclasses.fields(RunConfig)}
 MAX_SEED = KNOBS["seed"].bounds[1]
+
+
+def engine_default(name: str):
+    """A setting's default in the engine (RunConfig's)."""
+    f = RunConfig.__dataclass_fields__[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def form_default(name: str):
+    """A setting's default in the Experiment form: its Knob's form_default, else the engine's."""
+    k = KNOBS[name]
+    return engine_default(name) if k.form_default is FROM_CONFIG else k.form_default
+
+
+def _known(data: dict) -> dict:
+    """A config's fields from a dict (JSON's lists as the config's tuples); ConfigError naming unknown keys."""
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    data = dict(data)
+    for name in ("modules", "lr_grid"):
+        if isinstance(data.get(name), list):
+            data[name] = tuple(data[name])
+    return data
+
+
+def _named(name: str, parse):
+    """parse(), its ValueError as a ConfigError about the field `name`."""
+    try:
+        return parse()
+    except ValueError as err:
+        raise ConfigError(str(err), name) from None
+
+
+def _grid(grid) -> tuple[float, ...]:
+    """An lr grid as sorted distinct floats; ConfigError('lr_grid') unless 2 to MAX_GRID numbers in (0, 1]."""
+    values = grid if isinstance(grid, (list, tuple)) else [grid]
+    bad = [v for v in values if not (_number(v) and 0 < v <= 1)]
+    if bad or not 2 <= len(set(values)) <= MAX_GRID:
+        raise ConfigError(
+            f"lr grid must hold at least 2 distinct (at most {MAX_GRID}) learning rates, each a "
+            f"number in (0, 1]; got {clip(grid)}",
+            "lr_grid",
+        )
+    return tuple(sorted({float(v) for v in values}))
 
 
 def _check(cfg, name: str, k: Knob) -> None:
@@ -344,19 +443,19 @@ def _check(cfg, name: str, k: Knob) -> None:
     if k.kind == "int":
         lo, hi = k.bounds
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise ConfigError(f"{label} must be an integer from {lo:,} to {hi:,}, got {clip(value)}")
+            raise ConfigError(f"{label} must be an integer from {lo:,} to {hi:,}, got {clip(value)}", name)
     elif k.kind == "number":
         ok, words = k.allowed
         if not (_number(value) and ok(value)):
-            raise ConfigError(f"{label} must be {words}, got {clip(value)}")
+            raise ConfigError(f"{label} must be {words}, got {clip(value)}", name)
     elif k.kind == "choice":
         if not isinstance(value, str) or value not in k.choices:
-            raise ConfigError(f"{label} must be one of {', '.join(k.choices)}, got {clip(value)}")
+            raise ConfigError(f"{label} must be one of {', '.join(k.choices)}, got {clip(value)}", name)
     elif k.kind == "bool":
         if not isinstance(value, bool):
-            raise ConfigError(f"{label} must be true or false, got {clip(value)}")
+            raise ConfigError(f"{label} must be true or false, got {clip(value)}", name)
     elif isinstance(value, bool) or not isinstance(value, str) or len(value) > k.limit:
-        raise ConfigError(f"{label} must be text of at most {k.limit:,} characters, got {clip(value)}")
+        raise ConfigError(f"{label} must be text of at most {k.limit:,} characters, got {clip(value)}", name)
 
 
 def _number(value) -> bool:
@@ -367,4 +466,4 @@ def _number(value) -> bool:
 def _text(cfg, attr: str, label: str, limit: int, also: tuple = ()) -> None:
     value = getattr(cfg, attr)
     if isinstance(value, bool) or not isinstance(value, (str, *also)) or len(str(value)) > limit:
-        raise ConfigError(f"{label} must be text of at most {limit:,} characters, got {clip(value)}")
+        raise ConfigError(f"{label} must be text of at most {limit:,} characters, got {clip(value)}", attr)

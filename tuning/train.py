@@ -208,7 +208,7 @@ def fine_tune(
     """
     from transformers import get_linear_schedule_with_warmup
 
-    config.validate()
+    # No validate(): a RunConfig is checked when made, a worker's where it entered (tasks.submission).
     emit = on_event or (lambda event: None)
     device = resolve_device(config.device)
     peak_from_here = reset_peak_memory(device)

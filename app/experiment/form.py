@@ -1,84 +1,104 @@
 """The Experiment form as plain Python: its values, the checks on their types and sizes, and what they mean.
 
-A value of the wrong type or size (an API caller can send anything) is refused beside its field by
-`checked`, before anything is computed from it. No Gradio here: app/ui.py wires these to widgets.
+The sweep's controls are declared here; the settings are the RunConfig's, each made from its Knob (its label, its
+form's default, what 0 means). A value of the wrong type or size (an API caller can send anything) is refused beside
+its field by `checked`, before anything is computed from it. No Gradio here: tab.py wires these to widgets.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
-from moduletune.app.experiment.fields import FIELDS
+from moduletune.app.experiment.fields import FIELDS, control_of
 from moduletune.app.public.checks import FormError
 from moduletune.tuning import glue, methods, modules
-from moduletune.tuning.config import DEFAULT_MODEL, KNOBS, MAX_SEED, default_lr, parse_floats
+from moduletune.tuning.config import KNOBS, MAX_SEED, default_lr, engine_default, form_default, parse_floats
 from moduletune.tuning.text import clip
 
 TASK_NAMES = tuple(glue.TASKS)
 FAMILY_LABELS = {f.name: f.label for f in modules.FAMILY_TABLE}  # the checkboxes, in the paper's order
 FAMILY_CHOICES = [(label, family) for family, label in FAMILY_LABELS.items()]
 
-# Defaults that show the paper's effect in about a minute on a CPU with the embedded MiniLM: SST-2, 2,000
-# examples, 1 epoch, all layers reach ~0.77 for full fine-tuning and LayerNorm-only alike (RTE with 256
-# examples left every family, full fine-tuning included, at chance).
-DEFAULT_TASKS = ("sst2",)
-DEFAULT_FAMILIES = ("layernorm",)
+DEFAULT_TASKS = (engine_default("task"),)
+DEFAULT_FAMILIES = engine_default("modules")
 DEFAULT_LAYERS = ("0", "1", "2", "3", "4", "5")  # every layer of the embedded 6-layer model
-DEFAULT_MAX_TRAIN = 2000  # a seeded, stratified sample
-DEFAULT_MAX_EVAL = None  # the whole validation set (SST-2: 872 sentences)
 
-
-@dataclass
-class Form:
-    """The Experiment tab's values, as plain Python (what the widgets hold)."""
-
-    tasks: list = field(default_factory=lambda: list(DEFAULT_TASKS))
-    model: str = DEFAULT_MODEL
-    families: list = field(default_factory=lambda: list(DEFAULT_FAMILIES))
-    method: str = "modules"  # tune the families themselves, or wrap them in peft's LoRA or (IA)³ (tuning/methods.py)
-    together: bool = False  # train the chosen families together in one run (else one run each)
-    random_control: bool = False  # also queue random:<family> of the same size (the lottery-ticket control)
-    layers: list = field(default_factory=lambda: list(DEFAULT_LAYERS))  # the layer toggles that are on
-    layer_spec: str = ""  # a typed spec (0-3,5 / last:2 / each); overrides the toggles when set
-    each_layer: bool = False  # one run per chosen layer instead of one run over all of them
-    lr: float | None = None  # None or the shown default: each run uses its family's default
-    seeds: str = "0"
-    max_train: int | None = DEFAULT_MAX_TRAIN
-    max_eval: int | None = DEFAULT_MAX_EVAL
-    epochs: int = 1
-    batch_size: int = 32
-    train_head: bool = True
-    prefix_cache: str = "auto"  # the frozen-prefix cache: auto, on or off (tuning/prefix.py)
-    lr_search: bool = False  # search each run's lr first (successive halving on a held-out slice), then train
-    lr_search_scope: str = "setting"  # one search per setting, or per task and family on all layers (app.plan)
-    baselines: bool = False  # the preset also queues LoRA r=8 on Q+V and (IA)³ on K+V+FO, on all layers
-    advanced: dict = field(default_factory=dict)  # Advanced settings: RunConfig field -> value (blank: its default)
-
-
-# What each form value may be, checked before anything is computed from it: a wrong type or an oversize
-# value (an API caller can send anything) is refused beside its field, never reaching int() or a database.
-MAX_LIST_ITEMS = {"tasks": 20, "families": 32, "layers": 1000}
-MAX_TEXT_CHARS = {
-    "model": 300,
-    "layer_spec": 200,
-    "seeds": 500,
-    "lr": 40,
-    "max_train": 20,
-    "max_eval": 20,
-    "epochs": 20,
-    "batch_size": 20,
-    "lr_search_scope": 20,
-    "method": 20,
+# The sweep's controls, kept by hand (what multiplies into runs, and how), with their defaults.
+SWEEP_DEFAULTS = {
+    "tasks": DEFAULT_TASKS,
+    "families": DEFAULT_FAMILIES,
+    "method": "modules",  # tune the families themselves, or wrap them in peft's LoRA or (IA)³ (tuning/methods.py)
+    "together": False,  # train the chosen families together in one run (else one run each)
+    "random_control": False,  # also queue random:<family> of the same size (the lottery-ticket control)
+    "layers": DEFAULT_LAYERS,  # the layer toggles that are on
+    "layer_spec": "",  # a typed spec (0-3,5 / last:2 / each); overrides the toggles when set
+    "each_layer": False,  # one run per chosen layer instead of one run over all of them
+    "seeds": "0",
+    "lr_search_scope": "setting",  # one search per setting, or per task and family on all layers (app.plan)
+    "baselines": False,  # the preset also queues LoRA r=8 on Q+V and (IA)³ on K+V+FO, on all layers
 }
-FLAGS = ("together", "random_control", "each_layer", "train_head", "lr_search", "baselines")
+SWEEP = tuple(SWEEP_DEFAULTS)
+# The settings made from their Knobs (tuning/config.py): the main ones (a Knob whose form entry is its own name, but
+# for the sweep's layers), then those of the Advanced section.
+MAIN = tuple(name for name, k in KNOBS.items() if k.form == name and name not in SWEEP)
+ADVANCED = tuple(name for name, k in KNOBS.items() if k.form == "advanced")
+SETTINGS = MAIN + ADVANCED
+# Every value the form sends, by name: the sweep's controls and the main settings, then the Advanced settings.
+FORM_FIELDS = SWEEP + MAIN
+FORM_PARAMS = FORM_FIELDS + ADVANCED
+
+
+@dataclass(init=False)
+class Form:
+    """The Experiment tab's values, as plain Python (what the widgets hold): the sweep's controls by name, and every
+    setting made from a Knob in `settings` (RunConfig field -> the value its control holds; absent: the form's
+    default), read as form.epochs."""
+
+    tasks: list
+    families: list
+    method: str
+    together: bool
+    random_control: bool
+    layers: list
+    layer_spec: str
+    each_layer: bool
+    seeds: str
+    lr_search_scope: str
+    baselines: bool
+    settings: dict
+
+    def __init__(self, advanced: dict | None = None, **values):
+        """Form(tasks=["rte"], epochs=2, advanced={"warmup_ratio": 0.2}): the sweep's controls and the settings
+        by name (the Advanced section may come as one mapping); a name the form lacks is kept with the settings,
+        where `checked` refuses it."""
+        for name, default in SWEEP_DEFAULTS.items():
+            value = values.pop(name) if name in values else default
+            setattr(self, name, list(value) if isinstance(value, tuple) else value)
+        self.settings = {**values, **(advanced or {})}
+
+    def __getattr__(self, name: str) -> Any:
+        """A setting's value as its control holds it (the form's default when the form did not send it)."""
+        if name in SETTINGS:
+            return self.__dict__.get("settings", {}).get(name, form_default(name))
+        raise AttributeError(name)
+
+    def replace(self, **changes) -> Form:
+        """This form with some values changed (sweep controls or settings, by name)."""
+        return Form(**{**{n: getattr(self, n) for n in SWEEP}, **self.settings, **changes})
+
+
+# What each sweep value may be, checked before anything is computed from it: a wrong type or an oversize value (an
+# API caller can send anything) is refused beside its field, never reaching int() or a database.
+MAX_LIST_ITEMS = {"tasks": 20, "families": 32, "layers": 1000}
+MAX_TEXT_CHARS = {"layer_spec": 200, "seeds": 500, "lr_search_scope": 20, "method": 20}
+MAX_SETTING_CHARS = 1000  # a setting's value as text, where its Knob sets no limit
+FLAGS = ("together", "random_control", "each_layer", "baselines")
 # The form's method choice: the families themselves, or peft's adapter on them (their rank and alpha: Advanced).
 METHOD_CHOICES = ("modules", *methods.METHOD)
-PREFIX_CHOICES = ("auto", "on", "off")
-# The settings the form's Advanced section sets, each an input made from its Knob (tuning/config.py).
-ADVANCED = tuple(name for name, k in KNOBS.items() if k.form == "advanced")
-# Which control a form value's type or size error stands beside (the rest: the settings).
-CONTROL_OF = {name: name for name in FIELDS} | {"layer_spec": "layers"}
+# Which control a sweep value's type or size error stands beside.
+CONTROL_OF = {name: name for name in FIELDS} | {"layer_spec": "layers", "method": "families"}
 
 
 def checked(form: Form) -> Form:
@@ -98,9 +118,9 @@ def checked(form: Form) -> Form:
             )
     for name, limit in MAX_TEXT_CHARS.items():
         value = getattr(form, name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or len(str(value)) > limit:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (str, int, float)) or len(str(value)) > limit
+        ):
             raise FormError(
                 CONTROL_OF.get(name, "settings"),
                 f"{name.replace('_', ' ')} must be a number or text of at most {limit} characters, got {clip(value)}",
@@ -110,29 +130,38 @@ def checked(form: Form) -> Form:
             raise FormError(
                 "settings", f"{name.replace('_', ' ')} must be true or false, got {clip(getattr(form, name))}"
             )
-    extra = form.advanced
-    if (
-        not isinstance(extra, dict)
-        or len(extra) > len(ADVANCED)
-        or not all(
-            k in ADVANCED and (v is None or isinstance(v, (str, int, float, bool)) and len(str(v)) <= 1000)
-            for k, v in extra.items()
-        )
-    ):
-        raise FormError(
-            "settings",
-            f"advanced settings are a mapping of {', '.join(ADVANCED)} to numbers or short text, got {clip(extra)}",
-        )
     if form.method not in METHOD_CHOICES:
         raise FormError("families", f"method must be one of {', '.join(METHOD_CHOICES)}, got {clip(form.method)}")
-    if form.prefix_cache not in PREFIX_CHOICES:
-        raise FormError(
-            "settings", f"prefix cache must be one of {', '.join(PREFIX_CHOICES)}, got {clip(form.prefix_cache)}"
-        )
+    checked_settings(form.settings)
     return form
 
 
-def whole(value, label: str, lo: int, hi: int, default: int, fld: str = "settings") -> int:
+def checked_settings(settings) -> None:
+    """Each setting's value of an allowed type and size (a checkbox's a bool, a choice one of its Knob's choices,
+    the rest blank, a number or short text); FormError beside its control otherwise."""
+    if not isinstance(settings, dict) or not all(name in SETTINGS for name in settings):
+        raise FormError(
+            "settings",
+            f"advanced settings are a mapping of {', '.join(ADVANCED)} to numbers or short text, got {clip(settings)}",
+        )
+    for name, value in settings.items():
+        k, label = KNOBS[name], KNOBS[name].title(name)
+        if k.kind == "bool" and not isinstance(value, bool):
+            raise FormError(control_of(name), f"{label} must be true or false, got {clip(value)}")
+        if k.kind == "choice" and value not in k.choices:
+            raise FormError(control_of(name), f"{label} must be one of {', '.join(k.choices)}, got {clip(value)}")
+        limit = k.limit or MAX_SETTING_CHARS
+        if value is not None and (
+            isinstance(value, bool) is not (k.kind == "bool")
+            or not isinstance(value, (str, int, float))
+            or len(str(value)) > limit
+        ):
+            raise FormError(
+                control_of(name), f"{label} must be a number or text of at most {limit} characters, got {clip(value)}"
+            )
+
+
+def whole(value, label: str, lo: int, hi: int, default: int | None, fld: str | None = "settings") -> int | None:
     """An integer setting from a number box (1, 1.0 or '1'); FormError(fld) naming the range otherwise."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
@@ -288,69 +317,43 @@ def resolve_lr(lr, families) -> float | None:
     return value
 
 
-def optional_count(value, label: str, fld: str) -> int | None:
-    """Subsample sizes: empty or 0 means the whole split."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return whole(value, f"{label} (0 = the whole split)", 0, 10**9, 0, fld) or None
-
-
-def advanced_settings(form: Form) -> dict:
-    """The Advanced section as RunConfig values (a blank keeps the default); FormError('settings') otherwise.
-
-    Only the conversions a form needs happen here (a number box gives 2.0 for 2, a text box '1e-3,1e-2');
-    the ranges are the RunConfig's own, checked when the configs are built."""
-    out = {}
-    for name, value in (form.advanced or {}).items():
-        k = KNOBS[name]
-        label = k.label or name.replace("_", " ")
-        if value is None or isinstance(value, str) and not value.strip():
-            continue
-        if k.kind == "int":
-            value = whole(value, label, *k.bounds, None) if not (k.optional and value in (0, "0")) else None
-        elif k.kind == "number":
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise FormError("settings", f"{label} must be {k.allowed[1]}, got {clip(value)}") from None
-        elif k.kind == "floats":
-            try:
-                value = parse_floats(value)
-            except ValueError:
-                raise FormError(
-                    "settings", f"{label}: comma-separated numbers such as 1e-4,1e-3,1e-2, got {clip(value)}"
-                ) from None
-        out[name] = value
+def setting_values(form: Form) -> dict:
+    """Every setting as the RunConfig value its control holds (a blank: the engine's default); the learning rate as
+    the form means it (resolve_lr; none with an lr search, which chooses it). FormError beside the control when a
+    value cannot be one; the ranges are the RunConfig's own, checked when the configs are made."""
+    out = {name: setting_value(name, getattr(form, name)) for name in SETTINGS if name != "lr"}
+    out["lr"] = None if out["lr_search"] else resolve_lr(form.lr, form_families(form))
     return out
 
 
-FORM_FIELDS = (
-    "tasks",
-    "model",
-    "families",
-    "method",
-    "together",
-    "random_control",
-    "layers",
-    "layer_spec",
-    "each_layer",
-    "lr",
-    "seeds",
-    "max_train",
-    "max_eval",
-    "epochs",
-    "batch_size",
-    "train_head",
-    "prefix_cache",
-    "lr_search",
-    "lr_search_scope",
-    "baselines",
-)
-# Every value the form sends, by name: the main controls, then the Advanced settings made from their Knobs.
-FORM_PARAMS = FORM_FIELDS + ADVANCED
+def setting_value(name: str, value):
+    """One setting from its control (a number box gives 2.0 for 2, a text box '1e-3,1e-2'); an optional int's 0 and
+    a blank are the engine's default."""
+    k, fld, label = KNOBS[name], control_of(name), KNOBS[name].title(name)
+    if value is None or isinstance(value, str) and not value.strip():
+        return engine_default(name)
+    if k.kind == "int":
+        lo, hi = k.bounds or (0, 0)
+        if k.optional:
+            return whole(value, f"{label} (0 = {k.zero})", 0, hi, None, fld) or None
+        return whole(value, label, lo, hi, None, fld)
+    if k.kind == "number":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise FormError(fld, f"{label} must be {k.allowed[1]}, got {clip(value)}") from None
+    if k.kind == "floats":
+        try:
+            return parse_floats(value)
+        except ValueError:
+            raise FormError(
+                fld, f"{label}: comma-separated numbers such as 1e-4,1e-3,1e-2, got {clip(value)}"
+            ) from None
+    if k.kind == "model":
+        return str(value).strip()
+    return value
 
 
 def form_of(values: dict) -> Form:
     """The Form for a mapping of form parameter names to values."""
-    main = {name: values[name] for name in FORM_FIELDS if name in values}
-    return Form(**main, advanced={name: values[name] for name in ADVANCED if name in values})
+    return Form(**values)

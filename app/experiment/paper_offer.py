@@ -5,10 +5,9 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from moduletune.app.experiment.form import Form
+from moduletune.app.experiment.form import form_of
 from moduletune.app.experiment.preset import PAPER_FAMILIES, paper_study_message, preset_searches
 from moduletune.app.experiment.submit import error_outcome, submit_preset
-from moduletune.app.experiment.widgets import form_handler
 from moduletune.app.public import visitors
 
 
@@ -58,14 +57,16 @@ def layout() -> SimpleNamespace:
     )
 
 
-def wire(ctx, offer, form_inputs: list, families, preview_triggers: list, submit_msg) -> None:
-    """The offer's events: open it for the form, follow the form while open, queue the full or the quick study."""
-    registry, who, private = ctx.registry, ctx.who, ctx.private
-    paper_msg, paper_confirm, paper_quick = offer.message, offer.confirm, offer.quick
-    paper_cancel, paper_open, paper, paper_families = offer.cancel, offer.is_open, offer.open, offer.families
+def wire(ctx, offer, inputs: dict, triggers: list, submit_msg) -> None:
+    """The offer's events: open it for the form, follow the form while open, queue the full or the quick study.
 
-    def paper_offer(form: Form):
+    inputs: the form's controls by parameter name; each handler takes the form by name (inputs_kwargs)."""
+    registry, who, private = ctx.registry, ctx.who, ctx.private
+    targets = [offer.message, offer.confirm, offer.quick, offer.cancel, offer.is_open]
+
+    def paper_offer(**values):
         """The preset's confirmation for this form: (message, full, quick, cancel buttons, offer open)."""
+        form = form_of(values)
         hidden = gr.Button(visible=False)
         try:
             text, n = paper_study_message(form, registry)
@@ -76,53 +77,48 @@ def wire(ctx, offer, form_inputs: list, families, preview_triggers: list, submit
         quick_button = gr.Button(f"Queue the quick size ({quick} searches)", visible=True)
         return text, full, quick_button, gr.Button(visible=True), True
 
-    paper_targets = [paper_msg, paper_confirm, paper_quick, paper_cancel, paper_open]
-    paper.click(form_handler(paper_offer), form_inputs, paper_targets, preprocess=False, **private)
-    paper_families.click(lambda: list(PAPER_FAMILIES), None, families, **private)
+    offer.open.click(paper_offer, inputs_kwargs=inputs, outputs=targets, preprocess=False, **private)
+    offer.families.click(lambda: list(PAPER_FAMILIES), None, inputs["families"], **private)
 
-    def follow_form(is_open, form: Form):
+    def follow_form(is_open, **values):
         """An open offer follows the form, so the count confirmed is the count queued."""
-        return paper_offer(form) if is_open else (gr.skip(),) * len(paper_targets)
-
-    on_form_change = form_handler(follow_form, before=("is_open",))
+        return paper_offer(**values) if is_open else (gr.skip(),) * len(targets)
 
     gr.on(
-        preview_triggers,
-        on_form_change,
-        [paper_open, *form_inputs],
-        paper_targets,
-        trigger_mode="multiple",  # as the preview: "always_last" looped (app.tabs.experiment)
+        triggers,
+        follow_form,
+        inputs_kwargs={"is_open": offer.is_open, **inputs},
+        outputs=targets,
+        trigger_mode="multiple",  # as the preview: "always_last" looped (app.experiment.tab)
         show_progress="hidden",
         preprocess=False,
         **private,
     )
 
-    def closed() -> tuple:
-        """The offer closed (made when an event runs: a component made while building would join the layout)."""
-        return "", gr.Button(visible=False), gr.Button(visible=False), gr.Button(visible=False), False
+    def confirmed(quick: bool):
+        """The handler of a confirmation: queue the study (quick: at its quick size) and close the offer."""
 
-    # form_handler(identity=True): Gradio fills in the request only for a parameter it can see.
-    def confirm_preset(form: Form, request=None, profile=None):
-        try:
-            out = submit_preset(registry, form, who(request, profile))
-        except visitors.LoginRequired as err:
-            out = error_outcome(err)
-        return out.message, *closed()
+        def confirm(request: gr.Request, profile: gr.OAuthProfile | None, **values):
+            try:
+                out = submit_preset(registry, form_of(values), who(request, profile), quick=quick)
+            except visitors.LoginRequired as err:
+                out = error_outcome(err)
+            return out.message, *closed()
 
-    def confirm_quick(form: Form, request=None, profile=None):
-        try:
-            out = submit_preset(registry, form, who(request, profile), quick=True)
-        except visitors.LoginRequired as err:
-            out = error_outcome(err)
-        return out.message, *closed()
+        return confirm
 
-    for button, body in ((paper_confirm, confirm_preset), (paper_quick, confirm_quick)):
+    for button, quick in ((offer.confirm, False), (offer.quick, True)):
         button.click(
-            form_handler(body, identity=True),
-            form_inputs,
-            [submit_msg, *paper_targets],
+            confirmed(quick),
+            inputs_kwargs=inputs,
+            outputs=[submit_msg, *targets],
             concurrency_limit=1,
             preprocess=False,
             **private,
         )
-    paper_cancel.click(closed, None, paper_targets, **private)
+    offer.cancel.click(closed, None, targets, **private)
+
+
+def closed() -> tuple:
+    """The offer closed (made when an event runs: a component made while building would join the layout)."""
+    return "", gr.Button(visible=False), gr.Button(visible=False), gr.Button(visible=False), False

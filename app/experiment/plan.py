@@ -5,27 +5,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moduletune.app.experiment.fields import field_of
+from moduletune.app.experiment.fields import control_of
 from moduletune.app.experiment.form import (
     Form,
-    advanced_settings,
     checked,
     chosen_layers,
     compact_spec,
     form_families,
     form_tasks,
-    optional_count,
     parse_seeds,
-    resolve_lr,
-    whole,
+    setting_values,
 )
-from moduletune.app.experiment.model_info import model_info, model_name
+from moduletune.app.experiment.model_info import model_info
 from moduletune.app.public.checks import FormError
 from moduletune.tuning import modules
-from moduletune.tuning.config import KNOBS, ConfigError, RunConfig
+from moduletune.tuning.config import ConfigError, RunConfig
 from moduletune.tuning.finals import planned_finals
 from moduletune.tuning.text import one_line
-from moduletune.tuning.verdict import SearchError, check_searchable
 
 FORM_LIMIT = 200  # runs one click of Submit may queue; larger studies go through the preset
 
@@ -109,39 +105,17 @@ def sweep_points(tasks, sets, specs, seeds) -> list[PlannedRun]:
 
 
 def to_configs(form: Form, planned: list[PlannedRun]) -> list[RunConfig]:
-    """Validated RunConfigs for planned runs with the form's settings; FormError names the control at fault.
+    """RunConfigs (each validated as it is made) for planned runs with the form's settings; FormError names the
+    control at fault, from the field a ConfigError names.
 
     With lr search on, the typed lr is ignored (the search chooses it) and the configs are search configs."""
-    lr = None if form.lr_search else resolve_lr(form.lr, form_families(form))
-    max_train = optional_count(form.max_train, "training examples", "max_train")
-    max_eval = optional_count(form.max_eval, "evaluation examples", "max_eval")
-    epochs = whole(form.epochs, "epochs", *KNOBS["epochs"].bounds, 1, "epochs")
-    batch_size = whole(form.batch_size, "batch size", *KNOBS["batch_size"].bounds, 32, "batch_size")
-    advanced = advanced_settings(form)
+    settings = setting_values(form)
     out = []
     for p in planned:
         try:
-            out.append(
-                RunConfig(
-                    task=p.task,
-                    modules=p.modules,
-                    layers=p.layers,
-                    model=model_name(form.model),
-                    train_head=form.train_head,
-                    epochs=epochs,
-                    lr=lr,
-                    batch_size=batch_size,
-                    seed=p.seed,
-                    max_train=max_train,
-                    max_eval=max_eval,
-                    prefix_cache=form.prefix_cache or "auto",
-                    lr_search=bool(form.lr_search),
-                    **advanced,
-                )
-            )
-            check_searchable(out[-1])  # a search scored on too few rows: refused beside the training examples
-        except (ConfigError, SearchError) as err:
-            raise FormError(field_of(str(err)) or "settings", str(err)) from None
+            out.append(RunConfig(task=p.task, modules=p.modules, layers=p.layers, seed=p.seed, **settings))
+        except ConfigError as err:
+            raise FormError(control_of(err.field) or "settings", str(err)) from None
         except (TypeError, ValueError) as err:
             raise FormError("settings", one_line(err)) from None
     return out

@@ -4,9 +4,7 @@ confirmed before it is queued as one study, at its full size or a quick one."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from moduletune.app.experiment.form import Form, checked, form_families, form_tasks, parse_seeds
+from moduletune.app.experiment.form import Form, checked, form_families, form_tasks, parse_seeds, setting_values
 from moduletune.app.experiment.model_info import model_info
 from moduletune.app.experiment.plan import final_run_count, layer_wise, plan, search_configs, shape, to_configs
 from moduletune.app.figures import eta
@@ -36,8 +34,7 @@ def _parts(form: Form, quick: bool) -> tuple[Form, list[Form]]:
     full fine-tuning; quick also keeps only the first seed."""
     info = model_info(form.model)
     seeds = form.seeds if not quick else str(parse_seeds(form.seeds)[0])
-    study = replace(
-        form,
+    study = form.replace(
         families=preset_families(form),  # method-prefixed already (lora:query): the parts below say it themselves
         method="modules",
         together=False,
@@ -48,10 +45,10 @@ def _parts(form: Form, quick: bool) -> tuple[Form, list[Form]]:
         each_layer=False,
         seeds=seeds,
     )
-    single = replace(study, layer_spec=str(info.num_layers - 1)) if quick else replace(study, each_layer=True)
-    parts = [study, single, replace(study, families=["full"], random_control=False)]
+    single = study.replace(layer_spec=str(info.num_layers - 1)) if quick else study.replace(each_layer=True)
+    parts = [study, single, study.replace(families=["full"], random_control=False)]
     if form.baselines:  # the parameter-efficient methods people compare with, each on all layers at its own lr
-        parts += [replace(study, families=list(b), together=True, random_control=False) for b in BASELINES]
+        parts += [study.replace(families=list(b), together=True, random_control=False) for b in BASELINES]
     return study, parts
 
 
@@ -111,7 +108,7 @@ def paper_study_message(form: Form, registry=None) -> tuple[str, int]:
     controls = " + random controls" if form.random_control else ""
     baselines = ""
     if form.baselines:
-        rank = form.advanced.get("lora_rank") or RunConfig.__dataclass_fields__["lora_rank"].default
+        rank = setting_values(form)["lora_rank"]
         baselines = f" + LoRA r={rank} on Q+V and (IA)³ on K+V+FO on all layers"
     scope = "per setting"
     if form.lr_search_scope == "family":
@@ -132,8 +129,8 @@ def time_lines(form: Form, registry, model: str) -> str:
         return "No time estimate yet: this lab has no finished run on this model to measure its speed."
     sizes = []
     for label, f, quick in (
-        ("full study, one search per setting", replace(form, lr_search_scope="setting"), False),
-        ("full study, one search per family", replace(form, lr_search_scope="family"), False),
+        ("full study, one search per setting", form.replace(lr_search_scope="setting"), False),
+        ("full study, one search per family", form.replace(lr_search_scope="family"), False),
         ("quick size (all layers + the last layer, first seed)", form, True),
     ):
         configs = paper_study(f, quick)

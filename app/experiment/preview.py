@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from moduletune.app.experiment.fields import error_field
-from moduletune.app.experiment.form import Form, advanced_settings, form_families, resolve_lr, sci
+from moduletune.app.experiment.form import Form, form_families, resolve_lr, sci, setting_values
 from moduletune.app.experiment.model_info import counts, model_info
 from moduletune.app.experiment.plan import FORM_LIMIT, layer_wise, plan, sweep_shape, to_configs
 from moduletune.app.public.errors import visitor_message
+from moduletune.tasks.submission import check_submission
 from moduletune.tuning import modules
-from moduletune.tuning.config import RunConfig, default_lr, lr_grid
+from moduletune.tuning.config import default_lr, lr_grid
 from moduletune.tuning.methods import AdapterSettings
 
 
 def form_adapter(form: Form) -> AdapterSettings:
     """The LoRA shape the form's Advanced settings ask for (blank: RunConfig's defaults), for exact counts."""
-    fields, asked = RunConfig.__dataclass_fields__, advanced_settings(form)
-    rank, alpha, dropout = (asked.get(n, fields[n].default) for n in ("lora_rank", "lora_alpha", "lora_dropout"))
-    return AdapterSettings(int(rank), float(alpha), float(dropout))
+    asked = setting_values(form)
+    return AdapterSettings(int(asked["lora_rank"]), float(asked["lora_alpha"]), float(asked["lora_dropout"]))
 
 
 def preview(form: Form) -> dict:
@@ -26,7 +26,8 @@ def preview(form: Form) -> dict:
     or {"error": message, "field": control} when the form is not valid yet."""
     try:
         planned = plan(form)
-        to_configs(form, planned[:1])  # settings errors show in the preview too
+        # What Submit would refuse, said now: the settings, and the entry checks (a search on too few rows ...).
+        check_submission(to_configs(form, planned[:1])[0])
     except Exception as err:  # a refusal beside its field; anything else in one line without internals
         return {
             "error": visitor_message(err, "preview this selection"),

@@ -30,6 +30,8 @@ from moduletune.app.experiment.submit import error_outcome, submit_form, submit_
 from moduletune.app.public import actions
 from moduletune.app.public.actions import cancel_run, retry_run
 from moduletune.app.public.checks import FormError
+from moduletune.tasks.submission import check_submission
+from moduletune.tuning.config import RunConfig
 
 QUICK = dict(tasks=["rte"], layers=["5"], max_train=256, max_eval=512)  # small runs these tests reason about
 
@@ -175,6 +177,22 @@ def test_form_errors_name_their_control(kw, fld):
     out = error_outcome(err.value)
     beside = dict(zip(FIELDS, out.field_messages))
     assert [f for f, text in beside.items() if text] == [fld] and "Nothing was queued" in out.message
+
+
+def test_an_entry_checks_refusal_stands_beside_the_control_its_field_names():
+    """A search on too few rows is refused by the entry check (tasks.submission), whose error names max_train: the
+    preview and Submit put it beside the training examples, with no word matching."""
+    view = preview(form(lr_search=True, max_train=50))
+    assert view["field"] == "max_train" and view["runs"] == 0 and "training examples" in view["error"]
+    out = error_outcome(_entry_refusal())
+    assert out.control == "layers" and "out of range" in out.field_message
+
+
+def _entry_refusal() -> Exception:
+    """What the entry check says of a layer the model lacks (a config made without the form's own layer check)."""
+    with pytest.raises(ValueError) as err:
+        check_submission(RunConfig(task="rte", layers="9"))
+    return err.value
 
 
 def test_learning_rate_shows_the_family_default_and_only_a_change_overrides_it():

@@ -97,3 +97,32 @@ def test_search_ranges_span_100x_and_hold_the_default():
     assert lr_search_range("LN+Q") == (1e-3, 1e-2)  # the intersection
     # LN and full share only 1e-3: too little to search, so the more conservative family's range.
     assert lr_search_range("LN+full") == LR_SEARCH_RANGE["full"]
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"task": "nope"}, "task"),
+        ({"modules": "no_such_family"}, "modules"),
+        ({"layers": "0-x"}, "layers"),
+        ({"lr_grid": (1e-3,)}, "lr_grid"),
+        ({"device": "tpu"}, "device"),
+        ({"max_train": 0}, "max_train"),
+    ],
+)
+def test_a_config_error_names_its_field(changes, field):
+    with pytest.raises(ConfigError) as err:
+        RunConfig(**changes)
+    assert err.value.field == field
+
+
+def test_a_stored_config_is_read_back_as_recorded_without_checking_it_again():
+    cfg = RunConfig(task="rte", modules="Q+V", lr_grid=[1e-3, 1e-2], max_train=64)
+    stored = json.loads(cfg.to_json())
+    assert RunConfig.from_stored(stored) == cfg
+    # What the registry recorded was checked where the run entered: read back as it is, a missing key at its default.
+    assert RunConfig.from_stored({"task": "rte", "epochs": 0}).epochs == 0
+    assert RunConfig.from_stored({"task": "rte"}).batch_size == RunConfig().batch_size
+    with pytest.raises(ConfigError, match="unknown setting"):
+        RunConfig.from_stored({"learning_rat": 1e-3})
