@@ -118,7 +118,7 @@ def test_a_config_error_names_its_field(changes, field):
 
 
 def test_a_stored_config_is_read_back_as_recorded_without_checking_it_again():
-    cfg = RunConfig(task="rte", modules="Q+V", lr_grid=[1e-3, 1e-2], max_train=64)
+    cfg = RunConfig(task="rte", modules=("query", "value"), lr_grid=(1e-3, 1e-2), max_train=64)
     stored = json.loads(cfg.to_json())
     assert RunConfig.from_stored(stored) == cfg
     # What the registry recorded was checked where the run entered: read back as it is, a missing key at its default.
