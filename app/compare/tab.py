@@ -2,6 +2,7 @@
 the selected runs' curves and config diff, and the paper-style results table."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -33,7 +34,7 @@ class CompareTab:
     results_note: gr.Markdown
     results_csv: gr.DownloadButton
 
-    def choices(self) -> dict:
+    def choices(self) -> dict[str, Any]:
         """The handlers' inputs, by their parameter names."""
         return dict(task_name=self.task, layer_choice=self.layers, run_ids=self.runs, only=self.only_diff, tag=self.tag)
 
@@ -76,12 +77,14 @@ def layout(ctx) -> CompareTab:
         results = gr.DataFrame(label="Results", interactive=False, elem_id="results-table", wrap=True)
         results_note = gr.Markdown("", elem_id="results-note", elem_classes="help")
         results_csv = gr.DownloadButton("Download CSV", size="sm", elem_id="results-csv")
-    charts = dict(score=score, frontier=frontier, heatmap=heatmap, lr=lr, curves=curves, config_diff=config_diff)
-    table = dict(results=results, results_note=results_note, results_csv=results_csv)
+    charts: dict[str, Any] = dict(
+        score=score, frontier=frontier, heatmap=heatmap, lr=lr, curves=curves, config_diff=config_diff
+    )
+    table: dict[str, Any] = dict(results=results, results_note=results_note, results_csv=results_csv)
     return CompareTab(tab=tab, **choices, runs=runs, only_diff=only_diff, **charts, **table)
 
 
-def choices_layout(ctx) -> dict:
+def choices_layout(ctx) -> dict[str, Any]:
     """The task, layer choice, tag and cost to compare by, and Refresh."""
     with gr.Row():
         task = gr.Dropdown(ctx.tasks, value=DEFAULT_TASKS[0], label="Task", elem_id="compare-task", scale=1)

@@ -145,7 +145,7 @@ def efficiency_frontier(
     return layout(fig, title, height=HEIGHT if rows == 1 else 330 * rows, legend_title_text="module")
 
 
-def add_frontier_line(fig: go.Figure, front: pd.DataFrame, cost: str, shown: set, where: dict) -> None:
+def add_frontier_line(fig: go.Figure, front, cost: str, shown: set, where: dict) -> None:
     """The frontier through the seed means, a dotted step line (one legend entry for every panel)."""
     fig.add_trace(
         go.Scatter(
@@ -163,7 +163,7 @@ def add_frontier_line(fig: go.Figure, front: pd.DataFrame, cost: str, shown: set
     shown.add("frontier")
 
 
-def add_family_points(fig: go.Figure, g: pd.DataFrame, group: str, cost: str, hover: str, shown: set, where: dict):
+def add_family_points(fig: go.Figure, g, group: str, cost: str, hover: str, shown: set, where: dict):
     """One family's replicate sets: seed mean ± std against the cost, with what each point pooled on hover."""
     label = short_name(group)
     flags = [pooling.learn_flag(f, k, n) for f, k, n in zip(g["did_not_learn"], g["not_learned"], g["n"])]

@@ -248,7 +248,7 @@ def add_loss(traces: Traces, rid, label: str, color: str, loss_rows, weight: flo
         traces.add(1, rid, label, "loss", steps, smooth(loss, weight), color, f"loss %{{y:.4f}}{what}", size=6)
 
 
-def add_eval(traces: Traces, rid, label: str, color: str, evals: pd.DataFrame, metric: str | None) -> None:
+def add_eval(traces: Traces, rid, label: str, color: str, evals, metric: str | None) -> None:
     """A run's evaluation metric (its axis names the metric to come before the first evaluation)."""
     ev = eval_metric_rows(evals, metric)
     steps, values = _series(ev)

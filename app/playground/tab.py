@@ -5,6 +5,7 @@ and a few real rows of its validation split wait to be clicked into them.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -83,15 +84,17 @@ def layout() -> PlaygroundTab:
             visible=False,
             elem_id="play-examples-pair",
         )
-        examples = dict(examples_one=examples_one, examples_two=examples_two, examples_rows=gr.State([]))
+        examples: dict[str, Any] = dict(
+            examples_one=examples_one, examples_two=examples_two, examples_rows=gr.State([])
+        )
         shown_task = gr.State(None)  # the boxes hold this task's texts
         go = gr.Button("Predict", variant="primary", elem_id="play-go")
         msg = gr.Markdown("", elem_id="play-msg")
         with gr.Row():
             tuned = gr.Label(label="Tuned run", elem_id="play-tuned", num_top_classes=3)
             base = gr.Label(label="Untuned base model", elem_id="play-base", num_top_classes=3)
-    boxes = dict(text_a=text_a, text_b=text_b)
-    answers = dict(go=go, msg=msg, tuned=tuned, base=base)
+    boxes: dict[str, Any] = dict(text_a=text_a, text_b=text_b)
+    answers: dict[str, Any] = dict(go=go, msg=msg, tuned=tuned, base=base)
     return PlaygroundTab(tab=tab, run=run, **boxes, **examples, shown_task=shown_task, **answers)
 
 
@@ -148,7 +151,9 @@ def run_handler(registry, t: PlaygroundTab):
             tables = {t.examples_two: hidden, t.examples_one: hidden, t.examples_rows: []}
             return {**boxes, t.msg: note, **tables, **cleared}
         spec = predict.task_inputs(registry, run_id)
-        reset = {} if spec["task"] == task_before else {"value": ""}  # another task's texts do not fit its boxes
+        reset: dict[str, Any] = (
+            {} if spec["task"] == task_before else {"value": ""}
+        )  # another task's texts do not fit its boxes
         labels, pair = [_title(v) for v in spec["labels"]], spec["pair"]
         note = f"Task **{spec['task']}**" + (": {} and {}.".format(*spec["labels"]) if pair else ".")
         try:

@@ -10,6 +10,7 @@ its inputs by keyword and answers a dict keyed by component, so no list has to l
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -66,10 +67,14 @@ class RunsTab:
     state: gr.State
     timer: gr.Timer
 
-    def filters(self) -> dict:
+    def filters(self) -> dict[str, Any]:
         """The refresh handler's inputs, by its parameter names."""
         names = ("status", "task", "sweep", "search", "view", "state")
         return {name: getattr(self, name) for name in names}
+
+    def session(self) -> dict[str, Any]:
+        """The input of show and of the actions: the session's state."""
+        return {"state": self.state}
 
     def listing(self) -> list:
         """What a refresh of the list may change."""
@@ -104,7 +109,7 @@ def layout(ctx) -> RunsTab:
     return RunsTab(tab=tab, **listing, **panel, state=state, timer=timer)
 
 
-def list_layout(ctx) -> dict:
+def list_layout(ctx) -> dict[str, Any]:
     """The filters row and the runs table."""
     with gr.Row():
         status = gr.Dropdown(views.STATUS_CHOICES, value=views.ALL, label="Status", elem_id="runs-status", scale=1)
@@ -137,7 +142,7 @@ def list_layout(ctx) -> dict:
     )
 
 
-def panel_layout(ctx) -> dict:
+def panel_layout(ctx) -> dict[str, Any]:
     """The picked run: picker, summary, buttons, curves, config and result, and the tools accordion."""
     run_select = gr.Dropdown([], value=None, label="Run", elem_id="run-select", allow_custom_value=False)
     summary = gr.Markdown(views.NO_RUN, elem_id="run-summary")
@@ -198,9 +203,9 @@ def wire_list(ctx, t: RunsTab, smoothing_of: dict) -> None:
         **ctx.private,
     )
     t.timer.tick(refresh, None, listing, inputs_kwargs=filters, trigger_mode="always_last", **quiet(ctx))
-    t.timer.tick(show, None, shown, inputs_kwargs=dict(state=t.state), trigger_mode="always_last", **quiet(ctx))
+    t.timer.tick(show, None, shown, inputs_kwargs=t.session(), trigger_mode="always_last", **quiet(ctx))
     gr.on([t.refresh.click, t.tab.select], refresh, None, listing, inputs_kwargs=filters, **quiet(ctx))
-    gr.on([t.refresh.click, t.tab.select], show, None, shown, inputs_kwargs=dict(state=t.state), **quiet(ctx))
+    gr.on([t.refresh.click, t.tab.select], show, None, shown, inputs_kwargs=t.session(), **quiet(ctx))
     gr.on(
         [t.status.change, t.task.change, t.sweep.change, t.search.change, t.view.change],
         refresh,
@@ -209,13 +214,13 @@ def wire_list(ctx, t: RunsTab, smoothing_of: dict) -> None:
         inputs_kwargs=filters,
         trigger_mode="always_last",
         **quiet(ctx),
-    ).then(show, None, shown, inputs_kwargs=dict(state=t.state), **quiet(ctx))
+    ).then(show, None, shown, inputs_kwargs=t.session(), **quiet(ctx))
 
 
 def wire_picks(ctx, t: RunsTab, smoothing_of: dict) -> None:
     """A person's pick (the dropdown, a row, a link's ?run=): recorded first, then the panel, then the address bar."""
     show, refresh = show_handler(ctx, t, smoothing_of), refresh_handler(ctx, t)
-    state, shown = dict(state=t.state), t.shown()
+    state, shown = t.session(), t.shown()
     t.run_select.input(on_pick, None, None, inputs_kwargs=dict(state=t.state, run_id=t.run_select), **ctx.private).then(
         show, None, shown, inputs_kwargs=state, **quiet(ctx)
     ).then(None, t.run_select, None, js=RUN_URL_JS)
@@ -231,7 +236,7 @@ def wire_picks(ctx, t: RunsTab, smoothing_of: dict) -> None:
 def wire_actions(ctx, t: RunsTab, smoothing_of: dict) -> None:
     """Prepare download, Cancel and Retry act on the shown run; the panel then follows."""
     show = show_handler(ctx, t, smoothing_of)
-    state, shown = dict(state=t.state), t.shown()
+    state, shown = t.session(), t.shown()
     t.prepare.click(
         prepare_handler(ctx), None, t.action_msg, inputs_kwargs=state, show_progress="minimal", **ctx.private
     ).then(show, None, shown, inputs_kwargs=state, **quiet(ctx))

@@ -4,6 +4,7 @@ Retry failed and Raise; with no study open, the report of every finished run. ?t
 and the address follows the pick, so a reload keeps it."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -74,6 +75,10 @@ class StudyTab:
         """The open study's action buttons by action."""
         return dict(cancel=self.cancel, pause=self.pause, resume=self.resume, retry=self.retry, raise_=self.raise_)
 
+    def study(self) -> dict[str, Any]:
+        """The input of the panel and of the actions: the open study's id."""
+        return {"study_id": self.picked}
+
     def panel(self) -> list:
         """What the panel handler may change."""
         return [self.studies, self.select, self.progress, *self.buttons().values(), self.table, self.runs]
@@ -103,7 +108,7 @@ def layout(ctx) -> StudyTab:
     return StudyTab(tab=tab, **studies, **report, picked=picked, timer=timer)
 
 
-def controls_layout() -> dict:
+def controls_layout() -> dict[str, Any]:
     """The studies table, the picker and the open study's buttons (Cancel asks first)."""
     studies = gr.DataFrame(
         None,
@@ -152,7 +157,7 @@ def controls_layout() -> dict:
     )
 
 
-def report_layout(ctx) -> dict:
+def report_layout(ctx) -> dict[str, Any]:
     """The report's choices, its summary, table, three figures, downloads and the study's runs."""
     with gr.Row():
         tasks = gr.Dropdown(
@@ -203,7 +208,7 @@ def quiet(ctx) -> dict:
 
 def wire_panel(ctx, t: StudyTab) -> None:
     """The live panel (timer, Refresh, the tab opening) and a pick (the picker, a row, a link's ?study=)."""
-    panel, picked, targets = panel_handler(ctx, t), dict(study_id=t.picked), t.panel()
+    panel, picked, targets = panel_handler(ctx, t), t.study(), t.panel()
     t.timer.tick(panel, None, targets, inputs_kwargs=picked, trigger_mode="always_last", **quiet(ctx))
     gr.on([t.refresh.click, t.tab.select], panel, None, targets, inputs_kwargs=picked, **quiet(ctx))
     chosen_outputs = [t.picked, t.action_msg, t.confirm_row]
@@ -232,7 +237,7 @@ def wire_report(ctx, t: StudyTab) -> None:
 
 def wire_actions(ctx, t: StudyTab) -> None:
     """Cancel asks first; confirmed, and Pause, Resume, Retry failed and Raise act, then the panel follows."""
-    picked, answered = dict(study_id=t.picked), [t.action_msg, t.confirm_row]
+    picked, answered = t.study(), [t.action_msg, t.confirm_row]
     t.cancel.click(
         ask_cancel_handler(ctx, t), None, [t.confirm_text, t.confirm_row], inputs_kwargs=picked, **ctx.private
     )
@@ -252,7 +257,7 @@ def panel_handler(ctx, t: StudyTab):
     def panel(study_id, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
         owner = owner_of(request, profile)
         choices = [("every finished run (no study)", EVERY_RUN), *study_views.study_choices(registry, owner)]
-        listed = {t.studies: study_views.studies_table(registry, owner)}
+        listed: dict[Any, Any] = {t.studies: study_views.studies_table(registry, owner)}
         listed[t.select] = gr.Dropdown(choices=choices, value=study_id or EVERY_RUN)
         off = {button: gr.Button(interactive=False) for button in t.buttons().values()}
         if not study_id:

@@ -1,6 +1,7 @@
 """The Weights tab: pre-trained weight magnitudes per module, and how far tuning moved each module."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -20,7 +21,7 @@ class WeightsTab:
     """The Weights tab's components by name: the magnitudes' choices and charts, the runs' deltas."""
 
     tab: gr.Tab
-    model: gr.components.Component  # a textbox, or in public mode a pick from the allow-list
+    model: gr.Textbox | gr.Dropdown  # a textbox, or in public mode a pick from the allow-list
     kind: gr.Radio
     by_layer: gr.Checkbox
     go: gr.Button
@@ -32,7 +33,7 @@ class WeightsTab:
     deltas: gr.Plot
     shown: gr.State
 
-    def choices(self) -> dict:
+    def choices(self) -> dict[str, Any]:
         """The magnitudes handler's inputs, by its parameter names."""
         return dict(name=self.model, kind=self.kind, by_layer=self.by_layer)
 
@@ -70,7 +71,7 @@ def layout(ctx) -> WeightsTab:
             deltas_go = gr.Button("Show deltas", elem_id="deltas-go", scale=1)
         deltas = gr.Plot(empty_figure(DELTAS_TITLE, NO_DELTAS), show_label=False, elem_id="chart-deltas")
         shown = gr.State(None)
-    charts = dict(msg=msg, magnitudes=magnitudes, heatmap=heatmap, deltas=deltas)
+    charts: dict[str, Any] = dict(msg=msg, magnitudes=magnitudes, heatmap=heatmap, deltas=deltas)
     return WeightsTab(
         tab=tab, model=model, kind=kind, by_layer=by_layer, go=go, runs=runs, deltas_go=deltas_go, shown=shown, **charts
     )
