@@ -346,3 +346,8 @@ class TabContext:
     defaults: object  # the Form's defaults
     private: dict  # event options for wiring that is no API endpoint
     demo: object
+
+    @property
+    def quiet(self) -> dict:
+        """Event options of a tab's background answers: no progress shown, no API endpoint."""
+        return dict(show_progress="hidden", **self.private)

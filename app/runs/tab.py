@@ -184,11 +184,6 @@ def panel_layout(ctx) -> dict[str, Any]:
     )
 
 
-def quiet(ctx) -> dict:
-    """Event options of the tab's background answers: no progress shown, no API endpoint."""
-    return dict(show_progress="hidden", **ctx.private)
-
-
 def wire_list(ctx, t: RunsTab, smoothing_of: dict) -> None:
     """The live list: the timer, Refresh and the tab opening redraw the table and the panel; a filter redraws both."""
     show, refresh = show_handler(ctx, t, smoothing_of), refresh_handler(ctx, t)
@@ -202,10 +197,10 @@ def wire_list(ctx, t: RunsTab, smoothing_of: dict) -> None:
         trigger_mode="always_last",
         **ctx.private,
     )
-    t.timer.tick(refresh, None, listing, inputs_kwargs=filters, trigger_mode="always_last", **quiet(ctx))
-    t.timer.tick(show, None, shown, inputs_kwargs=t.session(), trigger_mode="always_last", **quiet(ctx))
-    gr.on([t.refresh.click, t.tab.select], refresh, None, listing, inputs_kwargs=filters, **quiet(ctx))
-    gr.on([t.refresh.click, t.tab.select], show, None, shown, inputs_kwargs=t.session(), **quiet(ctx))
+    t.timer.tick(refresh, None, listing, inputs_kwargs=filters, trigger_mode="always_last", **ctx.quiet)
+    t.timer.tick(show, None, shown, inputs_kwargs=t.session(), trigger_mode="always_last", **ctx.quiet)
+    gr.on([t.refresh.click, t.tab.select], refresh, None, listing, inputs_kwargs=filters, **ctx.quiet)
+    gr.on([t.refresh.click, t.tab.select], show, None, shown, inputs_kwargs=t.session(), **ctx.quiet)
     gr.on(
         [t.status.change, t.task.change, t.sweep.change, t.search.change, t.view.change],
         refresh,
@@ -213,8 +208,8 @@ def wire_list(ctx, t: RunsTab, smoothing_of: dict) -> None:
         listing,
         inputs_kwargs=filters,
         trigger_mode="always_last",
-        **quiet(ctx),
-    ).then(show, None, shown, inputs_kwargs=t.session(), **quiet(ctx))
+        **ctx.quiet,
+    ).then(show, None, shown, inputs_kwargs=t.session(), **ctx.quiet)
 
 
 def wire_picks(ctx, t: RunsTab, smoothing_of: dict) -> None:
@@ -222,14 +217,14 @@ def wire_picks(ctx, t: RunsTab, smoothing_of: dict) -> None:
     show, refresh = show_handler(ctx, t, smoothing_of), refresh_handler(ctx, t)
     state, shown = t.session(), t.shown()
     t.run_select.input(on_pick, None, None, inputs_kwargs=dict(state=t.state, run_id=t.run_select), **ctx.private).then(
-        show, None, shown, inputs_kwargs=state, **quiet(ctx)
+        show, None, shown, inputs_kwargs=state, **ctx.quiet
     ).then(None, t.run_select, None, js=RUN_URL_JS)
     t.table.select(on_row, None, None, inputs_kwargs=state, **ctx.private).then(
-        refresh, None, t.listing(), inputs_kwargs=t.filters(), **quiet(ctx)
-    ).then(show, None, shown, inputs_kwargs=state, **quiet(ctx)).then(None, t.run_select, None, js=RUN_URL_JS)
+        refresh, None, t.listing(), inputs_kwargs=t.filters(), **ctx.quiet
+    ).then(show, None, shown, inputs_kwargs=state, **ctx.quiet).then(None, t.run_select, None, js=RUN_URL_JS)
     loaded = ctx.demo.load(on_load, None, t.action_msg, inputs_kwargs=state, **ctx.private)
-    loaded.then(show, None, shown, inputs_kwargs=state, **quiet(ctx)).then(
-        refresh, None, t.listing(), inputs_kwargs=t.filters(), **quiet(ctx)
+    loaded.then(show, None, shown, inputs_kwargs=state, **ctx.quiet).then(
+        refresh, None, t.listing(), inputs_kwargs=t.filters(), **ctx.quiet
     )
 
 
@@ -239,10 +234,10 @@ def wire_actions(ctx, t: RunsTab, smoothing_of: dict) -> None:
     state, shown = t.session(), t.shown()
     t.prepare.click(
         prepare_handler(ctx), None, t.action_msg, inputs_kwargs=state, show_progress="minimal", **ctx.private
-    ).then(show, None, shown, inputs_kwargs=state, **quiet(ctx))
+    ).then(show, None, shown, inputs_kwargs=state, **ctx.quiet)
     for button, handler in ((t.cancel, cancel_handler(ctx)), (t.retry, retry_handler(ctx))):
         button.click(handler, None, t.action_msg, inputs_kwargs=state, **ctx.private).then(
-            show, None, shown, inputs_kwargs=state, **quiet(ctx)
+            show, None, shown, inputs_kwargs=state, **ctx.quiet
         )
 
 

@@ -201,25 +201,18 @@ def report_layout(ctx) -> dict[str, Any]:
     )
 
 
-def quiet(ctx) -> dict:
-    """Event options of the tab's background answers: no progress shown, no API endpoint."""
-    return dict(show_progress="hidden", **ctx.private)
-
-
 def wire_panel(ctx, t: StudyTab) -> None:
     """The live panel (timer, Refresh, the tab opening) and a pick (the picker, a row, a link's ?study=)."""
     panel, picked, targets = panel_handler(ctx, t), t.study(), t.panel()
-    t.timer.tick(panel, None, targets, inputs_kwargs=picked, trigger_mode="always_last", **quiet(ctx))
-    gr.on([t.refresh.click, t.tab.select], panel, None, targets, inputs_kwargs=picked, **quiet(ctx))
+    t.timer.tick(panel, None, targets, inputs_kwargs=picked, trigger_mode="always_last", **ctx.quiet)
+    gr.on([t.refresh.click, t.tab.select], panel, None, targets, inputs_kwargs=picked, **ctx.quiet)
     chosen_outputs = [t.picked, t.action_msg, t.confirm_row]
     for chosen in (
         t.select.input(pick_handler(t), None, chosen_outputs, inputs_kwargs=dict(study_id=t.select), **ctx.private),
         t.studies.select(row_handler(t), None, chosen_outputs, **ctx.private),
     ):
-        chosen.then(panel, None, targets, inputs_kwargs=picked, **quiet(ctx)).then(
-            None, t.select, None, js=STUDY_URL_JS
-        )
-    ctx.demo.load(on_load, None, t.picked, **ctx.private).then(panel, None, targets, inputs_kwargs=picked, **quiet(ctx))
+        chosen.then(panel, None, targets, inputs_kwargs=picked, **ctx.quiet).then(None, t.select, None, js=STUDY_URL_JS)
+    ctx.demo.load(on_load, None, t.picked, **ctx.private).then(panel, None, targets, inputs_kwargs=picked, **ctx.quiet)
 
 
 def wire_report(ctx, t: StudyTab) -> None:
@@ -245,7 +238,7 @@ def wire_actions(ctx, t: StudyTab) -> None:
     panel = panel_handler(ctx, t)
     for button, action in ((t.confirm, "cancel"), *zip((t.pause, t.resume, t.retry, t.raise_), ACTIONS)):
         button.click(act(ctx, t, action), None, answered, inputs_kwargs=picked, **ctx.private).then(
-            panel, None, t.panel(), inputs_kwargs=picked, **quiet(ctx)
+            panel, None, t.panel(), inputs_kwargs=picked, **ctx.quiet
         )
 
 
