@@ -282,6 +282,19 @@ def serve(
     itself): once stopped, the process ends at once, without the interpreter's seconds-long teardown."""
 
     host, port = address(host, port)
+    demo, embedded = start_app(host, port, worker, registry, worker_args, public)
+    launch = launch_kwargs(host, port, share, public is not None)
+    if not block:
+        demo.launch(prevent_thread_lock=True, **launch)
+        return demo, embedded
+    run_until_stopped(demo, embedded, host, port, launch)
+    if exit_when_stopped:
+        exit_now()
+    return 0
+
+
+def start_app(host: str, port: int, worker: bool, registry, worker_args: tuple[str, ...], public):
+    """Check the registry and the port, start the embedded worker, build the Blocks: (demo, embedded or None)."""
     registry = registry or Registry()
     registry.count()  # fail fast, naming the URL, if the registry is unreachable; creates the schema
     check_port(host, port)  # ... and before a worker is started for nothing
@@ -299,10 +312,11 @@ def serve(
     # at once can see it half made ("cannot import name 'AutoConfig'").
     threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
     demo.queue(default_concurrency_limit=4)
-    if not block:
-        demo.launch(prevent_thread_lock=True, **launch_kwargs(host, port, share, public is not None))
-        return demo, embedded
+    return demo, embedded
 
+
+def run_until_stopped(demo, embedded, host: str, port: int, launch: dict) -> None:
+    """Launch the UI and wait for Ctrl-C or SIGTERM; then close the UI while the worker stops."""
     stopping = threading.Event()
 
     def interrupt(signum, frame):  # SIGTERM ends the server the way Ctrl-C does
@@ -319,7 +333,7 @@ def serve(
     stop_signals = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.signal(s, interrupt) for s in stop_signals} if main else {}
     try:
-        demo.launch(prevent_thread_lock=True, **launch_kwargs(host, port, share, public is not None))
+        demo.launch(prevent_thread_lock=True, **launch)
         print(f"moduletune serve: ready; open {browser_url(host, port)} in a browser", file=sys.stderr, flush=True)
         # Not demo.block_thread(): it takes the interrupt itself and waits for the server to close (its open
         # connections) before this function could stop the worker.
@@ -339,14 +353,15 @@ def serve(
         closing.join(CLOSE_TIMEOUT)  # an open connection must not hold the process past its stop
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if exit_when_stopped:
-        # The worker has stopped (its run re-queued) and the UI is closed: all that is left is Python tearing down
-        # gradio and torch, about 2 s that a container's stop (10 s in all) cannot spare.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    return 0
+
+
+def exit_now() -> None:
+    """End the process at once: the worker has stopped (its run re-queued) and the UI is closed; all that is left
+    is Python tearing down gradio and torch, about 2 s that a container's stop (10 s in all) cannot spare."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _close(demo) -> threading.Thread:

@@ -209,6 +209,40 @@ def build_app(registry=None, worker_status=None, public=None):
     import gradio as gr
 
     from moduletune.app import api
+
+    registry = registry or Registry()
+    set_public(public, registry)
+    oauth = public is not None and visitors.oauth_enabled()
+    status_line = worker_status or (lambda: "worker status unknown (not started by `moduletune serve`)")
+
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(HEADER)
+        if public is not None:
+            gr.Markdown(public.summary(), elem_id="public-limits")
+        if oauth:
+            gr.LoginButton(elem_id="login")
+        ctx = TabContext(
+            registry=registry,
+            public=public,
+            oauth=oauth,
+            who=who_of(oauth),
+            viewer_of=viewer_of(public, oauth),
+            model_box=model_box_of(public),
+            status_line=status_line,
+            tasks=list(TASK_NAMES),
+            defaults=Form(),
+            private=dict(api_visibility="private"),
+            demo=demo,
+        )
+        with gr.Tabs(elem_id="tabs"):
+            tabs = build_tabs(ctx)
+        wire_tabs(ctx, tabs)
+        api.register(ctx)
+    return demo
+
+
+def build_tabs(ctx) -> dict:
+    """Every tab, in the order they appear, by id; each tab's build returns its components by name."""
     from moduletune.app.compare import tab as compare
     from moduletune.app.experiment import tab as experiment
     from moduletune.app.playground import tab as playground
@@ -216,16 +250,43 @@ def build_app(registry=None, worker_status=None, public=None):
     from moduletune.app.study import tab as study
     from moduletune.app.weights import tab as weights
 
-    registry = registry or Registry()
-    set_public(public, registry)
-    oauth = public is not None and visitors.oauth_enabled()
+    return {
+        "experiment": experiment.build(ctx),
+        "runs": runs.build(ctx),
+        "compare": compare.build(ctx),
+        "study": study.build(ctx),
+        "weights": weights.build(ctx),
+        "playground": playground.build(ctx),
+    }
+
+
+def wire_tabs(ctx, tabs: dict) -> None:
+    """The live timers follow the open tab, and the address bar follows the tab (and opens the one it names)."""
+    every_tab = [tabs["experiment"], *(t.tab for name, t in tabs.items() if name != "experiment")]
+    runs_timer, study_timer = tabs["runs"].timer, tabs["study"].timer
+    # The Runs and Study tabs' live timers run only while their tab is open.
+    for tab in every_tab:
+        tab.select(live_timers(tab.id, runs_timer, study_timer), None, [runs_timer, study_timer], **ctx.private)
+    # A link's ?tab= opens that tab as a click on it does, so the tab's own select events run (the Runs timer
+    # and refresh), which a gr.Tabs(selected=...) update from the load event would not trigger.
+    buttons = {t.id: f"{t.elem_id}-button" for t in every_tab}
+    ctx.demo.load(None, None, None, js=TAB_URL_JS % json.dumps(buttons))
+
+
+def who_of(oauth: bool):
+    """The submitter a request acts as (LoginRequired on an OAuth Space when nobody is logged in)."""
 
     def who(request, profile=None) -> str:
-        """The submitter this request acts as (LoginRequired on an OAuth Space when nobody is logged in)."""
         return submitter_of(request, profile, oauth=oauth)
 
-    def viewer_of(request, profile=None):
-        """The visitor whose view is redacted (public mode), or None: everyone sees everything."""
+    return who
+
+
+def viewer_of(public, oauth: bool):
+    """The visitor whose view is redacted (public mode), or None: everyone sees everything."""
+    who = who_of(oauth)
+
+    def viewer(request, profile=None):
         if public is None:
             return None
         try:
@@ -233,8 +294,15 @@ def build_app(registry=None, worker_status=None, public=None):
         except visitors.LoginRequired:
             return "anonymous"  # browsing needs no login; nothing is theirs
 
+    return viewer
+
+
+def model_box_of(public):
+    """The model input's maker: a free-text box, or in public mode a pick from the allow-list."""
+
     def model_box(elem_id: str, scale: int, info: str | None = None):
-        """A free-text model box, or in public mode a pick from the allow-list (anything else is refused)."""
+        import gradio as gr
+
         if public is None:
             return gr.Textbox(DEFAULT_MODEL, label="Model", elem_id=elem_id, scale=scale, info=info)
         models = list(public.models)
@@ -250,51 +318,15 @@ def build_app(registry=None, worker_status=None, public=None):
             info="the models of this public demo (others are refused)",
         )
 
-    status_line = worker_status or (lambda: "worker status unknown (not started by `moduletune serve`)")
-
-    with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(HEADER)
-        if public is not None:
-            gr.Markdown(public.summary(), elem_id="public-limits")
-        if oauth:
-            gr.LoginButton(elem_id="login")
-        ctx = TabContext(
-            registry,
-            public,
-            oauth,
-            who,
-            viewer_of,
-            model_box,
-            status_line,
-            list(TASK_NAMES),
-            Form(),
-            dict(api_visibility="private"),
-            demo,
-        )
-        with gr.Tabs(elem_id="tabs"):
-            tab_experiment = experiment.build(ctx)
-            tab_runs, timer = runs.build(ctx)
-            tab_compare = compare.build(ctx)
-            tab_study, study_timer = study.build(ctx)
-            others = [weights.build(ctx), playground.build(ctx)]
-        # The Runs and Study tabs' live timers run only while their tab is open.
-        every_tab = (tab_experiment, tab_runs, tab_compare, tab_study, *others)
-        for tab in every_tab:
-            tab.select(live_timers(tab.id), None, [timer, study_timer], **ctx.private)
-        # A link's ?tab= opens that tab as a click on it does, so the tab's own select events run (the Runs timer
-        # and refresh), which a gr.Tabs(selected=...) update from the load event would not trigger.
-        buttons = {t.id: f"{t.elem_id}-button" for t in every_tab}
-        demo.load(None, None, None, js=TAB_URL_JS % json.dumps(buttons))
-        api.register(ctx)
-    return demo
+    return model_box
 
 
-def live_timers(tab_id: str):
+def live_timers(tab_id: str, runs_timer, study_timer):
     """The select handler of a tab: the Runs and Study timers on while their own tab is open, off otherwise."""
     import gradio as gr
 
     def select():
-        return gr.Timer(active=tab_id == "runs"), gr.Timer(active=tab_id == "study")
+        return {runs_timer: gr.Timer(active=tab_id == "runs"), study_timer: gr.Timer(active=tab_id == "study")}
 
     return select
 
@@ -314,3 +346,8 @@ class TabContext:
     defaults: object  # the Form's defaults
     private: dict  # event options for wiring that is no API endpoint
     demo: object
+
+    @property
+    def quiet(self) -> dict:
+        """Event options of a tab's background answers: no progress shown, no API endpoint."""
+        return dict(show_progress="hidden", **self.private)

@@ -1,4 +1,4 @@
-"""Argument types the command line shares: whole numbers bounded to what the registry can hold."""
+"""Argument types and flags the command groups share: whole numbers bounded to what the registry can hold, --tag."""
 
 from __future__ import annotations
 
@@ -27,3 +27,8 @@ def bounded(lo: int, hi: int, what: str):
 run_id = bounded(1, MAX_ID, "a run id")
 study_id = bounded(1, MAX_ID, "a study id")
 limit = bounded(1, MAX_ID, "a limit")
+
+
+def add_tag_flags(p: argparse.ArgumentParser, help: str) -> None:
+    """--tag T, repeatable (submit, sweep, and runs' filter)."""
+    p.add_argument("--tag", action="append", dest="tags", default=[], metavar="TAG", help=help)

@@ -1,52 +1,70 @@
-"""The CLI commands that go through the queue and the registry: `submit`, `sweep`, `runs`, `show`, `tag`,
-`cancel`, `retry`, and the processes that serve them: `worker` and `serve`."""
+"""`moduletune submit | sweep | cancel | retry`: runs into the queue (one, or a sweep as a study) and out of it."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from moduletune.app import server
 from moduletune.app.experiment.form import parse_seeds
 from moduletune.app.experiment.plan import search_configs, sweep_points
-from moduletune.app.files.data_export import FORMATS, events_file, runs_file
-from moduletune.app.public import limits as public
 from moduletune.cli import args as cli_args
 from moduletune.tasks.registry import Registry
 from moduletune.tasks.studies import default_name, spec_of
 from moduletune.tasks.submission import retry, submit, submit_study
-from moduletune.tasks.worker import run_worker
 from moduletune.tuning import modules
 from moduletune.tuning.config import DEFAULT_MODEL
-from moduletune.tuning.flags import config_from_args
+from moduletune.tuning.flags import add_run_flags, config_from_args
 from moduletune.tuning.models import load_config
 
 SWEEP_LIMIT = 100  # sweeps larger than this need --yes
 
 
+def add_parser(sub) -> None:
+    """Register submit, sweep, cancel and retry."""
+    p = sub.add_parser("submit", help="queue one run for a worker; prints its id")
+    add_run_flags(p)
+    add_queue_flags(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("sweep", help="queue the cross product of tasks, module sets, layers and seeds")
+    add_run_flags(p)
+    add_queue_flags(p)
+    p.add_argument("--tasks", default=None, help="comma-separated GLUE tasks (default: --task)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
+    p.add_argument("--yes", action="store_true", help=f"queue a sweep of more than {SWEEP_LIMIT} runs")
+    p.add_argument("--name", default=None, help="the study's name (default: made from what it asks)")
+    p.add_argument(
+        "--lr-search-scope",
+        default="setting",
+        choices=["setting", "family"],
+        help="with --lr-search: one search per setting (default), or per task and family on all layers, its lr "
+        "reused for that family's single-layer settings (cheaper; those cells share their family's lr)",
+    )
+    p.set_defaults(func=cmd_sweep)
+    for action in p._actions:
+        if action.dest == "modules":
+            action.help = "comma-separated module sets, one run each (Q,K,V,LN,full; '+' trains families together)"
+        elif action.dest == "layers":
+            action.help = "all, each (one run per layer), or a spec like 0-3,11 / last:4"
+
+    p = sub.add_parser("cancel", help="cancel a queued run, or stop a running one at its next step")
+    p.add_argument("id", type=cli_args.run_id)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("retry", help="queue a failed, cancelled or interrupted run again as a new run")
+    p.add_argument("id", type=cli_args.run_id)
+    p.add_argument("--submitter", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_retry)
+
+
 def add_queue_flags(p: argparse.ArgumentParser) -> None:
     """Flags of queued runs beyond the run flags (shared by submit and sweep)."""
     p.add_argument("--submitter", default=None, help="who submitted it (default: the OS user)")
-    add_tag_flags(p, "tag each run with TAG (repeat for more): letters, digits, - _ . : (40 at most)")
+    cli_args.add_tag_flags(p, "tag each run with TAG (repeat for more): letters, digits, - _ . : (40 at most)")
     p.add_argument("--note", default=None, help="a note on each run (2,000 characters at most)")
     p.add_argument("--json", action="store_true", help="print JSON")
-
-
-def add_tag_flags(p: argparse.ArgumentParser, help: str) -> None:
-    """--tag T, repeatable (submit, sweep, and runs' filter)."""
-    p.add_argument("--tag", action="append", dest="tags", default=[], metavar="TAG", help=help)
-
-
-def add_tag_command(sub) -> None:
-    """`moduletune tag RUN_ID TAG... [--remove] [--note TEXT]`."""
-    p = sub.add_parser("tag", help="add tags to a run (or --remove them), and set its note")
-    p.add_argument("id", type=cli_args.run_id)
-    p.add_argument("tags", nargs="*", metavar="TAG", help="letters, digits, - _ . : (40 at most; 20 per run)")
-    p.add_argument("--remove", action="store_true", help="take these tags off the run instead")
-    p.add_argument("--note", default=None, help='set the run\'s note (2,000 characters at most; "" clears it)')
-    p.add_argument("--json", action="store_true", help="print the run's tags and note as JSON")
-    p.set_defaults(func=cmd_tag)
 
 
 def cmd_submit(args) -> int:
@@ -120,123 +138,6 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-RUNS_TABLE = [
-    ("id", 5),
-    ("status", 11),
-    ("task", 5),
-    ("kind", 9),
-    ("family", 9),
-    ("layers", 7),
-    ("seed", 4),
-    ("lr", 8),
-    ("progress", 12),
-    ("metric", 22),
-    ("worker", 20),
-    ("queued_at", 20),
-    ("tags", 0),
-]
-
-
-def _table_cell(run: dict, key: str) -> str:
-    if key == "progress":
-        total = run["total_steps"]
-        return f"{run['step']}/{total}" if total else "-"
-    if key == "metric":
-        if run["primary_metric"] is None:
-            return "-"
-        flag = " (at chance)" if run["learned"] is False else ""
-        return f"{run['primary_metric_name']}={run['primary_metric']:.4f}{flag}"
-    if key == "lr":
-        return f"{run['lr']:g}" if run["lr"] is not None else "-"
-    if key == "queued_at":
-        return (run["queued_at"] or "-").replace("T", " ")[:19]
-    if key == "tags":
-        return ",".join(run["tags"]) or "-"
-    value = run[key]
-    return "-" if value is None else str(value)
-
-
-def cmd_runs(args) -> int:
-    if args.format or args.output:  # the runs as a file instead of a table
-        return export_runs(args)
-    rows = Registry().list_runs(
-        status=args.status, task=args.task, sweep_id=args.sweep, limit=args.limit, tag=args.tags or None
-    )
-    if args.json:
-        print(json.dumps(rows))
-        return 0
-    print("  ".join(f"{name.upper():<{width}}" for name, width in RUNS_TABLE).rstrip())
-    for run in rows:
-        print("  ".join(f"{_table_cell(run, name):<{width}}" for name, width in RUNS_TABLE).rstrip())
-    return 0
-
-
-def add_data_flags(p: argparse.ArgumentParser) -> None:
-    """--format and --output: a command's table written as a file (app.data_export)."""
-
-    p.add_argument("--format", default=None, choices=FORMATS, help="write a file (default: from --output's suffix)")
-    p.add_argument("--output", default=None, metavar="FILE", help="the file to write (csv, parquet or json)")
-
-
-def export_runs(args) -> int:
-    """`moduletune runs --format csv|parquet|json --output FILE`: the registry's runs_frame, filtered alike."""
-
-    if not args.output:
-        raise ValueError("--format needs --output FILE, the file to write")
-    filters = dict(status=args.status, task=args.task, sweep_id=args.sweep, limit=args.limit)
-    if getattr(args, "tags", None):
-        filters["tag"] = args.tags
-    path = runs_file(Registry(), args.format, output=args.output, **filters)
-    print(f"wrote {path}")
-    return 0
-
-
-def add_events_command(sub) -> None:
-    """`moduletune events RUN_ID [RUN_ID ...] --output FILE [--format ...] [--name NAME ...]`."""
-    p = sub.add_parser("events", help="runs' curves (every step's loss and lr, every evaluation) as a file")
-    p.add_argument("ids", nargs="+", type=cli_args.run_id, metavar="RUN_ID")
-    add_data_flags(p)
-    p.add_argument("--name", action="extend", nargs="+", default=None, help="only these series (loss lr accuracy ...)")
-    p.set_defaults(func=cmd_events)
-
-
-def cmd_events(args) -> int:
-    if not args.output:
-        raise ValueError("events needs --output FILE, the file to write (csv, parquet or json)")
-    path = events_file(Registry(), args.ids, args.format, names=args.name, output=args.output)
-    print(f"wrote {path}")
-    return 0
-
-
-def cmd_show(args) -> int:
-    run = Registry().get(args.id)
-    if args.json:
-        print(json.dumps(run))
-        return 0
-    for key, value in run.items():
-        if key in ("config", "result") or value is None or value == []:
-            continue
-        print(f"{key:<20}{', '.join(value) if key == 'tags' else value}")
-    print(f"{'config':<20}{json.dumps(run['config'], sort_keys=True)}")
-    if run["result"]:
-        print(f"{'metrics':<20}{json.dumps(run['result'].get('metrics'))}")
-        if run["result"].get("verdict"):  # an lr search: what it found and how far to trust it
-            print(f"{'verdict':<20}{run['result']['verdict']}: {run['result'].get('verdict_note', '')}")
-    return 0
-
-
-def cmd_tag(args) -> int:
-    if not args.tags and args.note is None:
-        raise ValueError("name a tag or more, or --note TEXT: moduletune tag RUN_ID TAG... [--remove] [--note TEXT]")
-    edit = {"remove": args.tags} if args.remove else {"add": args.tags}
-    run = Registry().annotate(args.id, **edit, note=args.note)
-    if args.json:
-        print(json.dumps(run))
-    else:
-        print(f"run {run['id']}: tags {', '.join(run['tags']) or '(none)'}; note {run['notes'] or '(none)'}")
-    return 0
-
-
 def cmd_cancel(args) -> int:
     status = Registry().request_cancel(args.id)
     print(json.dumps({"id": args.id, "status": status}) if args.json else f"run {args.id}: {status}")
@@ -247,28 +148,3 @@ def cmd_retry(args) -> int:
     new_id = retry(Registry(), args.id, submitter=args.submitter)
     print(json.dumps({"id": new_id, "status": "queued", "retry_of": args.id}) if args.json else new_id)
     return 0
-
-
-def cmd_worker(args) -> int:
-    import logging
-
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s",
-    )
-    return run_worker(
-        device=args.device,
-        workers=args.workers,
-        worker_type=args.worker_type,
-        heartbeat_timeout=args.heartbeat_timeout,
-        report_to=args.report_to,
-    )
-
-
-def cmd_serve(args) -> int:
-    limits = public.PublicLimits.from_env() if args.public or public.enabled() else None
-    worker = not args.no_worker
-    return server.serve(
-        host=args.host, port=args.port, worker=worker, share=args.share, public=limits, exit_when_stopped=True
-    )

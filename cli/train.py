@@ -10,13 +10,60 @@ from moduletune.tasks.registry import Registry
 from moduletune.tuning import glue, modules
 from moduletune.tuning.config import DEFAULT_MODEL
 from moduletune.tuning.finals import final_config
-from moduletune.tuning.flags import config_from_args
+from moduletune.tuning.flags import add_run_flags, config_from_args
 from moduletune.tuning.glue_dirs import check_glue_dir
 from moduletune.tuning.methods import AdapterSettings
 from moduletune.tuning.models import build_from_config, check_against_model, load_classifier, load_config
 from moduletune.tuning.search import lr_search
 from moduletune.tuning.trackers import Tracking, check_installed, run_label, track
 from moduletune.tuning.verdict import check_searchable
+
+
+def add_parser(sub) -> None:
+    """Register the commands that work in this process: run, count, magnitudes, report."""
+    p = sub.add_parser("run", help="fine-tune one module selection now, in this process")
+    add_run_flags(p)
+    p.add_argument("--output", default=None, help="write the artifact (trained tensors + config) here")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("count", help="trainable-parameter counts without training")
+    p.add_argument("--task", default="sst2")
+    p.add_argument("--modules", default="layernorm")
+    p.add_argument("--layers", default="all")
+    p.add_argument("--model", default=None)
+    p.add_argument("--no-head", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r (lora:<families>)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_count)
+
+    p = sub.add_parser("magnitudes", help="weight-magnitude statistics per module family and layer")
+    p.add_argument("--model", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_magnitudes)
+
+    p = sub.add_parser(
+        "report",
+        help="the paper's findings from the registry: table, layer-wise scores, "
+        "efficiency, |w| vs score (Spearman's rho)",
+    )
+    p.add_argument("--tasks", default=None, help="comma-separated GLUE tasks (default: every task with runs)")
+    p.add_argument("--model", default=None, help="only runs of this model")
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="only this layer choice in the table, e.g. all or 5 (default: every choice, each its own row)",
+    )
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["md", "tex", "csv", "html"],
+        help="md (Markdown), tex (a LaTeX booktabs table), csv (numeric), html (one self-contained page)",
+    )
+    p.add_argument("--output", required=True, help="the file to write")
+    p.set_defaults(func=cmd_report)
 
 
 def cmd_run(args) -> int:
@@ -163,9 +210,6 @@ def cmd_magnitudes(args) -> int:
         for family, value in sorted(summary["weight"].items(), key=lambda kv: -kv[1]):
             print(f"{family:<18}{value:>20.4f}{summary['bias'].get(family, float('nan')):>20.4f}")
     return 0
-
-
-# ---------------------------------------------------------------------------------------------- the queue
 
 
 def cmd_report(args) -> int:

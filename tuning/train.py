@@ -206,8 +206,6 @@ def fine_tune(
     A checkpoint is resumed only by the run it was made for: the same settings and the same owner (a worker
     passes its registry and run id); any other is moved aside and the run starts from step 0.
     """
-    from transformers import get_linear_schedule_with_warmup
-
     # No validate(): a RunConfig is checked when made, a worker's where it entered (tasks.submission).
     emit = on_event or (lambda event: None)
     device = resolve_device(config.device)
@@ -220,31 +218,12 @@ def fine_tune(
 
     steps_per_epoch = math.ceil(len(train_enc) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    optimizer = build_optimizer(model, step.selection, config.learning_rate, config.weight_decay, device)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    optimizer, scheduler = build_schedule(config, model, step, device, total_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]
     path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
     stamp = checkpoints.fingerprint(config.to_dict(), owner)
     saver = Checkpointer(path, stamp, model, step.selection, optimizer, scheduler, emit, steps_per_epoch)
-    state = saver.resume()
-    if state.resumed_from_step is not None:
-        emit({"kind": "resumed", "step": state.step, "epoch": state.epoch})
-    # Computing the prefix is part of the run's cost (zero when another run already paid for it).
-    state.train_seconds += step.prefix_train_seconds
-    state.eval_seconds += step.prefix_eval_seconds
-
-    # Data and model are ready; a stop asked for during that (long) preparation is honoured here.
-    stopped = bool(
-        emit({"kind": "start", "step": state.step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch})
-    )
-    # A stop_at_step at or past the end is no stop: the run simply finishes.
-    stop_at = stop_at_step if stop_at_step is not None and stop_at_step < total_steps else math.inf
-    if not stopped and state.step >= stop_at:  # resumed at (or past) the step asked for: nothing to train
-        if not state.evaluated_now:
-            emit(evaluate(step, task, evals, state, steps_per_epoch))
-        if state.resumed_from_step is None:  # a resumed state is the checkpoint's already
-            saver.save(state)
-        stopped = True
+    state, stop_at, stopped = begin(saver, step, task, evals, emit, stop_at_step, total_steps)
     loss_value = float("nan")
     lengths = train_enc.lengths  # a property that counts every row: once, not once per batch
     while state.epoch < config.epochs and not stopped:
@@ -287,6 +266,45 @@ def fine_tune(
     if output_dir is not None and not stopped:
         result.artifact_dir = str(save_artifact(output_dir, model, step.selection, config, result))
     return result
+
+
+def build_schedule(config: RunConfig, model, step: TrainStep, device, total_steps: int):
+    """AdamW over the trainable tensors and its linear warmup-then-decay schedule over the whole run."""
+    from transformers import get_linear_schedule_with_warmup
+
+    optimizer = build_optimizer(model, step.selection, config.learning_rate, config.weight_decay, device)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+
+
+def resume(saver: Checkpointer, step: TrainStep, emit) -> LoopState:
+    """The loop's state: the checkpoint's when one fits this run (said in a "resumed" event), else step 0."""
+    state = saver.resume()
+    if state.resumed_from_step is not None:
+        emit({"kind": "resumed", "step": state.step, "epoch": state.epoch})
+    # Computing the prefix is part of the run's cost (zero when another run already paid for it).
+    state.train_seconds += step.prefix_train_seconds
+    state.eval_seconds += step.prefix_eval_seconds
+    return state
+
+
+def begin(saver: Checkpointer, step: TrainStep, task, evals: dict, emit, stop_at_step, total_steps: int):
+    """Say the run starts: (its state, the step it stops at, whether it stops before its first step: a stop
+    asked for during the preparation, or resumed at stop_at)."""
+    state = resume(saver, step, emit)
+    # A stop_at_step at or past the end is no stop: the run simply finishes.
+    stop_at = stop_at_step if stop_at_step is not None and stop_at_step < total_steps else math.inf
+    steps_per_epoch = saver.steps_per_epoch
+    # Data and model are ready; a stop asked for during that (long) preparation is honoured here.
+    if emit({"kind": "start", "step": state.step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch}):
+        return state, stop_at, True
+    if state.step < stop_at:
+        return state, stop_at, False
+    # Resumed at (or past) the step asked for: nothing to train.
+    if not state.evaluated_now:
+        emit(evaluate(step, task, evals, state, steps_per_epoch))
+    if state.resumed_from_step is None:  # a resumed state is the checkpoint's already
+        saver.save(state)
+    return state, stop_at, True
 
 
 def every(step: int, interval: int | None) -> bool:

@@ -126,56 +126,13 @@ def efficiency_frontier(
         "<b>%{customdata[0]}</b> @ %{customdata[1]}<br>%{customdata[2]} %{y:.4f} ± %{customdata[3]:.4f} "
         f"(n = %{{customdata[4]}})<br>{hover_cost} · lr %{{customdata[5]}}<br>%{{customdata[6]}}<extra></extra>"
     )
-    shown = set()
+    shown = set()  # legend entries already made: one per family (and the frontier) across the panels
     for i, t in enumerate(tasks):
         where = dict(row=i // cols + 1, col=i % cols + 1) if len(tasks) > 1 else {}
         pt = pooled[pooled["task"] == t]
-        front = pooling.seed_means_frontier(pt, cost)
-        fig.add_trace(
-            go.Scatter(
-                x=front[cost].to_numpy(),
-                y=front["mean"].to_numpy(),
-                mode="lines",
-                line=dict(color="#bbbbbb", dash="dot", shape="hv"),
-                name="frontier (seed means)",
-                legendgroup="frontier",
-                showlegend="frontier" not in shown,
-                hoverinfo="skip",
-            ),
-            **where,
-        )
-        shown.add("frontier")
+        add_frontier_line(fig, pooling.seed_means_frontier(pt, cost), cost, shown, where)
         for group in sorted(pt["group"].unique(), key=family_sort_key):
-            g = pt[pt["group"] == group]
-            label = short_name(group)
-            flags = [pooling.learn_flag(f, k, n) for f, k, n in zip(g["did_not_learn"], g["not_learned"], g["n"])]
-            names = [label + (f" ({v})" if v else "") for v in g["variant"]]
-            fig.add_trace(
-                go.Scatter(
-                    x=g[cost].to_numpy(),
-                    y=g["mean"].to_numpy(),
-                    mode="markers",
-                    error_y=dict(type="data", array=g["std"].fillna(0.0).to_numpy(), visible=True, thickness=1),
-                    name=label,
-                    legendgroup=group,
-                    showlegend=group not in shown,
-                    marker=scatter_marker(group),
-                    customdata=np.column_stack(
-                        [
-                            names,
-                            g["layers"],
-                            g["metric"],
-                            g["std"].fillna(0.0),
-                            g["n"],
-                            [hover_lr(x) for x in g["lr"]],
-                            flags,
-                        ]
-                    ),
-                    hovertemplate=hover,
-                ),
-                **where,
-            )
-            shown.add(group)
+            add_family_points(fig, pt[pt["group"] == group], group, cost, hover, shown, where)
         chance, full_mean, full_std, _, full_failed = pooling.task_references(pt, t)
         add_references(fig, chance, full_mean, full_std, full_failed, **where)
         spread = pt["std"].fillna(0)
@@ -186,6 +143,49 @@ def efficiency_frontier(
         )
     fig.update_xaxes(type="log", title_text=axis_title)
     return layout(fig, title, height=HEIGHT if rows == 1 else 330 * rows, legend_title_text="module")
+
+
+def add_frontier_line(fig: go.Figure, front, cost: str, shown: set, where: dict) -> None:
+    """The frontier through the seed means, a dotted step line (one legend entry for every panel)."""
+    fig.add_trace(
+        go.Scatter(
+            x=front[cost].to_numpy(),
+            y=front["mean"].to_numpy(),
+            mode="lines",
+            line=dict(color="#bbbbbb", dash="dot", shape="hv"),
+            name="frontier (seed means)",
+            legendgroup="frontier",
+            showlegend="frontier" not in shown,
+            hoverinfo="skip",
+        ),
+        **where,
+    )
+    shown.add("frontier")
+
+
+def add_family_points(fig: go.Figure, g, group: str, cost: str, hover: str, shown: set, where: dict):
+    """One family's replicate sets: seed mean ± std against the cost, with what each point pooled on hover."""
+    label = short_name(group)
+    flags = [pooling.learn_flag(f, k, n) for f, k, n in zip(g["did_not_learn"], g["not_learned"], g["n"])]
+    names = [label + (f" ({v})" if v else "") for v in g["variant"]]
+    std = g["std"].fillna(0.0)
+    lrs = [hover_lr(x) for x in g["lr"]]
+    fig.add_trace(
+        go.Scatter(
+            x=g[cost].to_numpy(),
+            y=g["mean"].to_numpy(),
+            mode="markers",
+            error_y=dict(type="data", array=std.to_numpy(), visible=True, thickness=1),
+            name=label,
+            legendgroup=group,
+            showlegend=group not in shown,
+            marker=scatter_marker(group),
+            customdata=np.column_stack([names, g["layers"], g["metric"], std, g["n"], lrs, flags]),
+            hovertemplate=hover,
+        ),
+        **where,
+    )
+    shown.add(group)
 
 
 # ---------------------------------------------------------------- 3. layer x module heatmap

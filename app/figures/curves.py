@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -151,7 +152,28 @@ def training_curves(events, run_ids: Sequence[int] | None = None, runs=None, smo
     order = [r for r in dict.fromkeys(order) if r in evals or any(r in t for t in train.values())]
     if not order:
         return empty_figure(title, NO_EVENTS).update_layout(uirevision=UIREVISION)
-    fig = make_subplots(
+    traces = Traces()
+    for i, rid in enumerate(order):
+        label, metric = info.get(rid, (f"#{rid}", None))
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        add_loss(traces, rid, label, color, train["loss"].get(rid), weight)
+        add_eval(traces, rid, label, color, evals.get(rid, events.iloc[0:0]), metric)
+        for row, name, axis, fmt, _ in PANELS:
+            steps, values = _series(train[name].get(rid))
+            if len(steps):
+                traces.add(row, rid, label, name, steps, values, color, f"{axis} %{{y:{fmt}}}")
+    fig = curves_figure(weight)
+    notes = traces.place(fig, first=dict(name=info.get(order[0], (f"#{order[0]}",))[0], legendgroup=str(order[0])))
+    label_axes(fig, traces)
+    for row, note in notes.items():
+        grey = dict(showarrow=False, font=dict(size=12, color="#888888"))
+        fig.add_annotation(text=note, x=0.5, y=0.5, xref="x domain", yref="y domain", row=row, col=1, **grey)
+    return layout(fig, title, height=820, uirevision=UIREVISION, legend_title_text="run")
+
+
+def curves_figure(weight: float) -> go.Figure:
+    """The four stacked panels, sharing the step axis: loss, evaluation, learning rate, throughput."""
+    return make_subplots(
         rows=4,
         cols=1,
         shared_xaxes=True,
@@ -164,72 +186,92 @@ def training_curves(events, run_ids: Sequence[int] | None = None, runs=None, smo
             "throughput (the run's mean so far)",
         ),
     )
-    traces, rows, below, below_rows, shown, metric_names, eval_values = [], [], [], [], set(), set(), []
 
-    def add(row: int, rid, label: str, series: str, x, y, color: str, hover: str, size: int = 5, **kw):
+
+@dataclass
+class Traces:
+    """The curves' traces as they are added, each with its panel's row; raw loss apart, to go under the rest."""
+
+    traces: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+    below: list = field(default_factory=list)
+    below_rows: list = field(default_factory=list)
+    shown: set = field(default_factory=set)  # runs with a legend entry
+    metric_names: set = field(default_factory=set)
+    eval_values: list = field(default_factory=list)
+
+    def add(self, row: int, rid, label: str, series: str, x, y, color: str, hover: str, size: int = 5, **kw):
+        """One run's line in one panel."""
         # One legend entry per run, on its first solid trace; the legend group toggles the run in every panel.
         # Raw loss goes first, under every run's lines, and never into the legend (its entry would be faint).
         raw = series == "loss raw"
         kw.setdefault("mode", _mode(len(x)))
         kw.setdefault("line", dict(color=color, width=1.8))
-        (below if raw else traces).append(
+        (self.below if raw else self.traces).append(
             go.Scatter(
                 x=x,
                 y=y,
                 name=label,
                 legendgroup=str(rid),
-                showlegend=not raw and rid not in shown,
+                showlegend=not raw and rid not in self.shown,
                 meta=series,
                 marker=dict(color=color, size=size),
                 hovertemplate=f"{label}<br>step %{{x}}<br>{hover}<extra></extra>",
                 **kw,
             )
         )
-        (below_rows if raw else rows).append(row)
-        shown.update(() if raw else (rid,))
+        (self.below_rows if raw else self.rows).append(row)
+        self.shown.update(() if raw else (rid,))
 
-    for i, rid in enumerate(order):
-        label, metric = info.get(rid, (f"#{rid}", None))
-        color = RUN_COLORS[i % len(RUN_COLORS)]
-        steps, loss = _series(train["loss"].get(rid))
-        if len(steps) and weight:  # the raw reads stay visible, faint, behind the smoothed line
-            raw = dict(opacity=0.25, line=dict(color=color, width=1))
-            add(1, rid, label, "loss raw", steps, loss, color, "loss %{y:.4f} (raw)", size=4, **raw)
-        if len(steps):
-            what = " (smoothed)" if weight else ""
-            add(1, rid, label, "loss", steps, smooth(loss, weight), color, f"loss %{{y:.4f}}{what}", size=6)
-        ev = eval_metric_rows(evals.get(rid, events.iloc[0:0]), metric)
-        steps, values = _series(ev)
-        if not len(steps) and metric:  # no evaluation yet: the axis still names the metric to come
-            metric_names.add(metric)
-        if len(steps):
-            name = str(ev["name"].iloc[0])
-            name = metric if metric and metric.startswith(name) else name  # MNLI: accuracy on *_matched
-            metric_names.add(name)
-            eval_values += list(values)
-            mode = _mode(len(steps), "lines+markers")
-            add(2, rid, label, "eval", steps, values, color, f"{name} %{{y:.4f}}", 7, mode=mode, cliponaxis=False)
-        for row, name, axis, fmt, _ in PANELS:
-            steps, values = _series(train[name].get(rid))
-            if len(steps):
-                add(row, rid, label, name, steps, values, color, f"{axis} %{{y:{fmt}}}")
-    # A panel without data gets an empty trace (the first run's): plotly.js draws no axes for a panel with none.
-    notes = {r: note for r, note in [(2, "no evaluation yet")] + [(p[0], p[4]) for p in PANELS] if r not in rows}
-    first = dict(name=info.get(order[0], (f"#{order[0]}",))[0], legendgroup=str(order[0]), showlegend=False)
-    for row in notes:
-        traces.append(go.Scatter(x=[], y=[], hoverinfo="skip", meta="empty", **first))
-        rows.append(row)
-    fig.add_traces(below + traces, rows=below_rows + rows, cols=[1] * (len(below_rows) + len(rows)))
-    metric_title = " / ".join(sorted(metric_names)) if 0 < len(metric_names) <= 2 else "eval metric"
-    bounds = metric_bounds(metric_names)
+    def place(self, fig: go.Figure, first: dict) -> dict:
+        """Every trace into its panel; a panel without data gets an empty trace (the first run's: plotly.js draws
+        no axes for a panel with none). Returns the empty panels' notes by row."""
+        notes = {
+            r: note for r, note in [(2, "no evaluation yet")] + [(p[0], p[4]) for p in PANELS] if r not in self.rows
+        }
+        for row in notes:
+            self.traces.append(go.Scatter(x=[], y=[], hoverinfo="skip", meta="empty", showlegend=False, **first))
+            self.rows.append(row)
+        rows = self.below_rows + self.rows
+        fig.add_traces(self.below + self.traces, rows=rows, cols=[1] * len(rows))
+        return notes
+
+
+def add_loss(traces: Traces, rid, label: str, color: str, loss_rows, weight: float) -> None:
+    """A run's training loss: smoothed, over its raw reads (faint) when smoothing is on."""
+    steps, loss = _series(loss_rows)
+    if len(steps) and weight:  # the raw reads stay visible, faint, behind the smoothed line
+        raw = dict(opacity=0.25, line=dict(color=color, width=1))
+        traces.add(1, rid, label, "loss raw", steps, loss, color, "loss %{y:.4f} (raw)", size=4, **raw)
+    if len(steps):
+        what = " (smoothed)" if weight else ""
+        traces.add(1, rid, label, "loss", steps, smooth(loss, weight), color, f"loss %{{y:.4f}}{what}", size=6)
+
+
+def add_eval(traces: Traces, rid, label: str, color: str, evals, metric: str | None) -> None:
+    """A run's evaluation metric (its axis names the metric to come before the first evaluation)."""
+    ev = eval_metric_rows(evals, metric)
+    steps, values = _series(ev)
+    if not len(steps) and metric:  # no evaluation yet: the axis still names the metric to come
+        traces.metric_names.add(metric)
+    if len(steps):
+        name = str(ev["name"].iloc[0])
+        name = metric if metric and metric.startswith(name) else name  # MNLI: accuracy on *_matched
+        traces.metric_names.add(name)
+        traces.eval_values += list(values)
+        mode = _mode(len(steps), "lines+markers")
+        traces.add(2, rid, label, "eval", steps, values, color, f"{name} %{{y:.4f}}", 7, mode=mode, cliponaxis=False)
+
+
+def label_axes(fig: go.Figure, traces: Traces) -> None:
+    """Each panel's axis titled; the metric's range fits its bounds (an empty accuracy axis: [0, 1])."""
+    names = traces.metric_names
+    metric_title = " / ".join(sorted(names)) if 0 < len(names) <= 2 else "eval metric"
+    bounds = metric_bounds(names)
     unfilled = list(bounds) if all(map(math.isfinite, bounds)) else [0, 1]  # an empty accuracy axis: [0, 1]
     fig.update_yaxes(title_text="loss", row=1, col=1)
-    fig.update_yaxes(title_text=metric_title, row=2, col=1, range=eval_range(eval_values, metric_names) or unfilled)
+    fig.update_yaxes(title_text=metric_title, row=2, col=1, range=eval_range(traces.eval_values, names) or unfilled)
     fig.update_yaxes(title_text="lr", row=3, col=1, rangemode="tozero", exponentformat="e")
     fig.update_yaxes(title_text="examples/s", row=4, col=1, rangemode="tozero")
     fig.update_xaxes(title_text="step", row=4, col=1)
     fig.update_xaxes(showticklabels=True)  # every panel shows its steps: a zoomed-in lower panel still reads
-    for row, note in notes.items():
-        grey = dict(showarrow=False, font=dict(size=12, color="#888888"))
-        fig.add_annotation(text=note, x=0.5, y=0.5, xref="x domain", yref="y domain", row=row, col=1, **grey)
-    return layout(fig, title, height=820, uirevision=UIREVISION, legend_title_text="run")

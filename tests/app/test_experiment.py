@@ -425,7 +425,8 @@ def test_preset_submission_is_one_sweep(registry):
 
 def test_cli_sweep_expands_like_the_form():
     """`moduletune sweep` and the Experiment tab share one expansion: same runs for the same choice."""
-    from moduletune.cli.main import build_parser, sweep_configs
+    from moduletune.cli.main import build_parser
+    from moduletune.cli.queue import sweep_configs
 
     args = build_parser().parse_args(
         ["sweep", "--tasks", "rte,mrpc", "--modules", "LN,Q,full", "--layers", "each", "--seeds", "0,1"]

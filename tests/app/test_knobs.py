@@ -10,12 +10,12 @@ from moduletune.app import ui
 from moduletune.app.experiment.form import ADVANCED, Form
 from moduletune.app.experiment.plan import build_configs
 from moduletune.app.experiment.preview import preview
-from moduletune.cli import main as cli
 from moduletune.tuning.config import KNOBS, RunConfig
+from moduletune.tuning.flags import add_run_flags, config_from_args, run_flags
 
 
 def test_every_setting_has_a_cli_flag_and_a_form_entry_unless_it_is_internal():
-    flags = {name: flag for name, flag, _options in cli.run_flags()}
+    flags = {name: flag for name, flag, _options in run_flags()}
     for f in dataclasses.fields(RunConfig):
         knob = f.metadata["knob"]
         assert knob.help, f"{f.name} has no help text"
@@ -31,8 +31,8 @@ def test_every_setting_has_a_cli_flag_and_a_form_entry_unless_it_is_internal():
 
 def test_the_flags_are_made_from_the_knobs_and_their_defaults_are_the_configs():
     parser = argparse.ArgumentParser()
-    cli.add_run_flags(parser)
-    assert cli.config_from_args(parser.parse_args([])) == RunConfig()
+    add_run_flags(parser)
+    assert config_from_args(parser.parse_args([])) == RunConfig()
     args = parser.parse_args(
         [
             "--no-head",
@@ -48,7 +48,7 @@ def test_the_flags_are_made_from_the_knobs_and_their_defaults_are_the_configs():
             "Q+V",
         ]
     )
-    config = cli.config_from_args(args)
+    config = config_from_args(args)
     assert (
         config.train_head,
         config.cuda_graphs,

@@ -329,7 +329,8 @@ def test_the_public_blocks_pick_models_from_the_allow_list_and_show_the_limits(h
 
 def test_serve_public_flag_and_environment(monkeypatch):
     from moduletune.app import server as app_server
-    from moduletune.cli.main import build_parser, cmd_serve
+    from moduletune.cli.main import build_parser
+    from moduletune.cli.serve import cmd_serve
 
     seen = []
     monkeypatch.setattr(app_server, "serve", lambda **kw: seen.append(kw) or 0)

@@ -131,7 +131,8 @@ def test_serve_refuses_a_busy_port_before_starting_anything():
 
 
 def test_the_serve_subcommand():
-    from moduletune.cli.main import build_parser, cmd_serve
+    from moduletune.cli.main import build_parser
+    from moduletune.cli.serve import cmd_serve
 
     args = build_parser().parse_args(["serve", "--no-worker", "--port", "7999", "--host", "0.0.0.0"])
     assert (args.func, args.no_worker, args.port, args.host, args.share) == (cmd_serve, True, 7999, "0.0.0.0", False)
