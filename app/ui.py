@@ -10,7 +10,7 @@ the limits shown on the page, cancel/retry on a visitor's own runs, no submitter
 import json
 from dataclasses import dataclass
 
-from moduletune.app.experiment.form import FORM_FIELDS, FORM_PARAMS, TASK_NAMES, Form  # noqa: F401  (the form's values by name)
+from moduletune.app.experiment.form import TASK_NAMES, Form
 from moduletune.app.public import visitors
 from moduletune.app.public.limits import set_public
 from moduletune.tasks.registry import Registry

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moduletune.tuning import glue, modules, trackers
-from moduletune.tuning.learning_rates import DEFAULT_LR, LR_SEARCH_RANGE, default_lr, lr_grid, lr_search_range  # noqa: F401
+from moduletune.tuning.learning_rates import default_lr, lr_grid
 from moduletune.tuning.modules import MAX_LAYER_SPEC_CHARS
 from moduletune.tuning.text import clip
 

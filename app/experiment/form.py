@@ -14,7 +14,8 @@ from typing import Any
 from moduletune.app.experiment.fields import FIELDS, control_of
 from moduletune.app.public.checks import FormError
 from moduletune.tuning import glue, methods, modules
-from moduletune.tuning.config import KNOBS, MAX_SEED, default_lr, engine_default, form_default, parse_floats
+from moduletune.tuning.config import KNOBS, MAX_SEED, engine_default, form_default, parse_floats
+from moduletune.tuning.learning_rates import default_lr
 from moduletune.tuning.text import clip
 
 TASK_NAMES = tuple(glue.TASKS)

@@ -9,7 +9,7 @@ from moduletune.app.experiment.plan import FORM_LIMIT, layer_wise, plan, sweep_s
 from moduletune.app.public.errors import visitor_message
 from moduletune.tasks.submission import check_submission
 from moduletune.tuning import modules
-from moduletune.tuning.config import default_lr, lr_grid
+from moduletune.tuning.learning_rates import default_lr, lr_grid
 from moduletune.tuning.methods import AdapterSettings
 
 

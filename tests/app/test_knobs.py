@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from moduletune.app import ui
-from moduletune.app.experiment.form import ADVANCED, Form
+from moduletune.app.experiment.form import ADVANCED, FORM_FIELDS, FORM_PARAMS, Form
 from moduletune.app.experiment.plan import build_configs
 from moduletune.app.experiment.preview import preview
 from moduletune.tuning.config import KNOBS, RunConfig
@@ -23,10 +22,10 @@ def test_every_setting_has_a_cli_flag_and_a_form_entry_unless_it_is_internal():
             assert f.name not in flags and knob.form is None, f"{f.name} is internal but a person can set it"
             continue
         assert f.name in flags, f"RunConfig.{f.name} has no CLI flag (or mark it internal)"
-        assert knob.form in ui.FORM_FIELDS or (knob.form == "advanced" and f.name in ADVANCED), (
+        assert knob.form in FORM_FIELDS or (knob.form == "advanced" and f.name in ADVANCED), (
             f"RunConfig.{f.name} has no entry in the Experiment form (or mark it internal)"
         )
-    assert set(ui.FORM_PARAMS) == set(ui.FORM_FIELDS) | set(ADVANCED)
+    assert set(FORM_PARAMS) == set(FORM_FIELDS) | set(ADVANCED)
 
 
 def test_the_flags_are_made_from_the_knobs_and_their_defaults_are_the_configs():
