@@ -37,7 +37,8 @@ from bench.common import (
     table,
 )
 from moduletune.tuning import glue, modules
-from moduletune.tuning.config import RunConfig, default_lr
+from moduletune.tuning.config import RunConfig
+from moduletune.tuning.learning_rates import default_lr
 
 TRAINER_FULL_LR = 2e-5  # run_glue's README recipe for full fine-tuning
 # The targets: ratios of examples/s to the fp32 Trainer, metric gap, memory vs full.

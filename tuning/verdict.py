@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 
-from moduletune.tuning.config import RunConfig, default_lr
+from moduletune.tuning.config import RunConfig
 from moduletune.tuning.glue import rank_value
 from moduletune.tuning.glue_sizes import train_rows, validation_rows
+from moduletune.tuning.learning_rates import default_lr
 
 CLEAR, TIED, EDGE, NO_LEARNER = "clear", "tied", "edge", "no-learner"
 VERDICTS = (CLEAR, TIED, EDGE, NO_LEARNER)

@@ -4,15 +4,8 @@ import json
 
 import pytest
 
-from moduletune.tuning.config import (
-    DEFAULT_LR,
-    LR_SEARCH_RANGE,
-    ConfigError,
-    RunConfig,
-    default_lr,
-    lr_grid,
-    lr_search_range,
-)
+from moduletune.tuning.config import ConfigError, RunConfig
+from moduletune.tuning.learning_rates import DEFAULT_LR, LR_SEARCH_RANGE, default_lr, lr_grid, lr_search_range
 
 
 def test_defaults_and_normalisation():

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from moduletune.tuning import methods, modules
-from moduletune.tuning.config import ConfigError, RunConfig, default_lr, lr_grid, lr_search_range
+from moduletune.tuning.config import ConfigError, RunConfig
+from moduletune.tuning.learning_rates import default_lr, lr_grid, lr_search_range
 from moduletune.tuning.methods import AdapterSettings
 from moduletune.tuning.models import build_from_config, load_classifier, load_config
 from moduletune.tuning.modules import ModuleSpecError, parse_families, select_parameters
