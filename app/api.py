@@ -8,6 +8,8 @@ import functools
 import gradio as gr
 
 from moduletune.app.compare import views as compare_views
+from moduletune.app.playground import predict as playground
+from moduletune.app.public import actions
 from moduletune.app.public.checks import run_id_of
 from moduletune.app.public.errors import visitor_message
 from moduletune.app.runs import views
@@ -54,17 +56,17 @@ def register(ctx) -> None:
     @answered("cancel the run")
     def cancel_run(run_id: int, request: gr.Request, profile: gr.OAuthProfile | None = None) -> str:
         """Cancel a run: 'cancelled' (it was queued) or 'cancelling' (it stops at its next step)."""
-        return cancel_run(registry, run_id, who(request, profile))
+        return actions.cancel_run(registry, run_id, who(request, profile))
 
     @answered("retry the run")
     def retry_run(run_id: int, request: gr.Request, profile: gr.OAuthProfile | None = None) -> int:
         """Queue a failed, cancelled or interrupted run again; returns the new run's id."""
-        return retry_run(registry, run_id, who(request, profile))
+        return actions.retry_run(registry, run_id, who(request, profile))
 
     @answered("predict")
     def predict(run_id: int, text: str, text_pair: str = "") -> dict:
         """A succeeded run's prediction for a text (or pair) next to the untuned base model's."""
-        return json_safe(predict.predict(registry, run_id_of(run_id), text, text_pair))
+        return json_safe(playground.predict(registry, run_id_of(run_id), text, text_pair))
 
     gr.api(runs, api_name="runs")
     gr.api(run, api_name="run")

@@ -85,11 +85,11 @@ class Outcome:
     train_seconds: float | None = None
     examples_per_second: float | None = None
     peak_memory_mb: float | None = None
-    details: dict | None = None
+    details: dict = field(default_factory=dict)  # empty until it has a result, and where listed
 
     def detail(self, key: str, default=None):
         """One entry of the whole stored result (a search's chosen_lr, a run's learned_note), or default."""
-        return (self.details or {}).get(key, default)
+        return self.details.get(key, default)
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ class Run:
     family: str = ""  # their short label
     layers: str = ""
     seed: int = 0
-    lr: float | None = None  # the lr used (the family default made explicit at submission)
+    lr: float = 0.0  # the lr used (the family default made explicit at submission)
     submitter: str | None = None
     sweep_id: str | None = None
     study_id: int | None = None
@@ -169,19 +169,19 @@ class Run:
     tags: list[str] = field(default_factory=list)  # sorted
     note: str | None = None
     detailed: bool = False
-    config_data: dict | None = None  # the stored config as JSON (detailed runs only)
+    config_data: dict = field(default_factory=dict)  # the stored config as JSON (detailed runs only; else empty)
 
     @cached_property
     def config(self) -> RunConfig:
         """The stored config, checked (ConfigError if it no longer is one); only a detailed run carries it."""
-        if self.config_data is None:
+        if not self.detailed:
             raise ValueError(f"run {self.id} was listed without its config: read it with Registry.get")
         return RunConfig.from_dict(self.config_data)
 
     @property
     def extra(self) -> dict:
         """What moduletune keeps with the run in its stored config (a final run's lr_search), {} when listed."""
-        return (self.config_data or {}).get("extra") or {}
+        return self.config_data.get("extra") or {}
 
     @classmethod
     def from_row(cls, row, tags=(), detailed: bool = False) -> Run:
@@ -196,7 +196,7 @@ class Run:
         }
         flat = {f.name: get(f.name) for f in fields(cls) if f.name in row and f.name not in (*grouped, *_SET)}
         if detailed:
-            stored = json.loads(row["result"]) if row["result"] else None
+            stored = json.loads(row["result"]) if row["result"] else {}
             grouped["result"] = replace(grouped["result"], details=stored)
         return cls(
             **flat,
@@ -206,7 +206,7 @@ class Run:
             tags=sorted(tags),
             note=row["notes"],
             detailed=detailed,
-            config_data=json.loads(row["config"]) if detailed else None,
+            config_data=json.loads(row["config"]) if detailed else {},
         )
 
     def to_dict(self, iso: bool = True) -> dict:
@@ -222,7 +222,7 @@ class Run:
             flat.update({c: iso_time(flat[c]) for c in TIME_COLUMNS})
         out = {k: flat[k] for k in RUN_COLUMNS}
         if self.detailed:
-            out.update(config=self.config_data, result=self.result.details)
+            out.update(config=self.config_data, result=self.result.details or None)
         return out
 
 

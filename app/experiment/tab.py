@@ -20,6 +20,7 @@ from moduletune.app.experiment.form_command import form_command
 from moduletune.app.experiment.model_info import model_info
 from moduletune.app.experiment.preview import preview, preview_markdown
 from moduletune.app.experiment.submit import error_outcome
+from moduletune.app.experiment.submit import submit_form as queue_form
 from moduletune.app.experiment.widgets import field_message, form_handler, keep_in_browser, knob_input, restored_model
 from moduletune.app.public import visitors
 from moduletune.app.public.checks import FormError
@@ -336,7 +337,7 @@ def build(ctx):
     def submit_form(form: Form, request=None, profile=None):
         """Validate the form and queue its runs: (message, queued ids, one message beside each field ...)."""
         try:
-            out = submit_form(registry, form, who(request, profile))
+            out = queue_form(registry, form, who(request, profile))
         except visitors.LoginRequired as err:
             out = error_outcome(err)
         return out.message, out.ids, *beside(out.control, out.field_message)

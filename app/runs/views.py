@@ -163,8 +163,8 @@ def run_detail(registry, run_id, viewer: str | None = None, smoothing: float | N
     return RunDetail(
         run_id=rid,
         summary=summary_markdown(run),
-        config=run.config_data or {},
-        result=run.result.details,
+        config=run.config_data,
+        result=run.result.details or None,
         curves=curves,
         status=run.status,
         key=detail_key(registry, rid),

@@ -263,7 +263,7 @@ def test_sigterm_checkpoints_and_requeues_the_running_run_redis_postgres(env, re
     wait_for(lambda: run_of(run_id).progress.step >= 3, 240, "the run to make progress", interval=0.1, pool=workers)
     assert workers.stop(first, signal.SIGTERM) == 0
     stopped = run_of(run_id)
-    assert stopped.status == "queued" and "re-queued" in stopped.error and stopped.attempts.claims == 1
+    assert stopped.status == "queued" and "re-queued" in (stopped.error or "") and stopped.attempts.claims == 1
     assert (run_dir(run_id) / "checkpoint" / "checkpoint.pt").is_file()
     assert queue.pending_run_ids() == [run_id]
 
