@@ -75,7 +75,7 @@ def summarize(registry, wall: float) -> dict:
     finals = frame[frame["kind"] == "run"]
     ratios, verdicts, search_steps = [], {}, 0
     for run_id in searches["id"]:
-        result = registry.get(int(run_id))["result"] or {}
+        result = registry.get(int(run_id)).result.details
         if result.get("cost_ratio") is not None:
             ratios.append(float(result["cost_ratio"]))
         search_steps += int(result.get("cost_steps") or 0)

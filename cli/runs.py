@@ -8,6 +8,7 @@ import json
 
 from moduletune.app.files.data_export import FORMATS, events_file, runs_file
 from moduletune.cli import args as cli_args
+from moduletune.tasks.entities import Run, iso_time
 from moduletune.tasks.registry import Registry
 
 
@@ -42,40 +43,35 @@ def add_tag_command(sub) -> None:
     p.set_defaults(func=cmd_tag)
 
 
-RUNS_TABLE = [
-    ("id", 5),
-    ("status", 11),
-    ("task", 5),
-    ("kind", 9),
-    ("family", 9),
-    ("layers", 7),
-    ("seed", 4),
-    ("lr", 8),
-    ("progress", 12),
-    ("metric", 22),
-    ("worker", 20),
-    ("queued_at", 20),
-    ("tags", 0),
-]
+def _metric(run: Run) -> str:
+    """'accuracy=0.6200', flagged when the run did not learn; '-' before a result."""
+    result = run.result
+    if result.primary_metric is None:
+        return "-"
+    flag = " (at chance)" if result.learned is False else ""
+    return f"{result.primary_metric_name}={result.primary_metric:.4f}{flag}"
 
 
-def _table_cell(run: dict, key: str) -> str:
-    if key == "progress":
-        total = run["total_steps"]
-        return f"{run['step']}/{total}" if total else "-"
-    if key == "metric":
-        if run["primary_metric"] is None:
-            return "-"
-        flag = " (at chance)" if run["learned"] is False else ""
-        return f"{run['primary_metric_name']}={run['primary_metric']:.4f}{flag}"
-    if key == "lr":
-        return f"{run['lr']:g}" if run["lr"] is not None else "-"
-    if key == "queued_at":
-        return (run["queued_at"] or "-").replace("T", " ")[:19]
-    if key == "tags":
-        return ",".join(run["tags"]) or "-"
-    value = run[key]
+def _text(value) -> str:
     return "-" if value is None else str(value)
+
+
+# The `moduletune runs` table: each column's heading, width and cell.
+RUNS_TABLE = [
+    ("id", 5, lambda r: str(r.id)),
+    ("status", 11, lambda r: r.status),
+    ("task", 5, lambda r: r.task),
+    ("kind", 9, lambda r: r.kind),
+    ("family", 9, lambda r: r.family),
+    ("layers", 7, lambda r: r.layers),
+    ("seed", 4, lambda r: str(r.seed)),
+    ("lr", 8, lambda r: "-" if r.lr is None else f"{r.lr:g}"),
+    ("progress", 12, lambda r: f"{r.progress.step}/{r.progress.total_steps}" if r.progress.total_steps else "-"),
+    ("metric", 22, _metric),
+    ("worker", 20, lambda r: _text(r.placement.worker)),
+    ("queued_at", 20, lambda r: (iso_time(r.times.queued_at) or "-").replace("T", " ")[:19]),
+    ("tags", 0, lambda r: ",".join(r.tags) or "-"),
+]
 
 
 def cmd_runs(args) -> int:
@@ -85,11 +81,11 @@ def cmd_runs(args) -> int:
         status=args.status, task=args.task, sweep_id=args.sweep, limit=args.limit, tag=args.tags or None
     )
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps([r.to_dict() for r in rows]))
         return 0
-    print("  ".join(f"{name.upper():<{width}}" for name, width in RUNS_TABLE).rstrip())
+    print("  ".join(f"{name.upper():<{width}}" for name, width, _ in RUNS_TABLE).rstrip())
     for run in rows:
-        print("  ".join(f"{_table_cell(run, name):<{width}}" for name, width in RUNS_TABLE).rstrip())
+        print("  ".join(f"{cell(run):<{width}}" for _, width, cell in RUNS_TABLE).rstrip())
     return 0
 
 
@@ -132,18 +128,20 @@ def cmd_events(args) -> int:
 
 def cmd_show(args) -> int:
     run = Registry().get(args.id)
+    record = run.to_dict()
     if args.json:
-        print(json.dumps(run))
+        print(json.dumps(record))
         return 0
-    for key, value in run.items():
+    for key, value in record.items():  # every column of the JSON, as `key value` lines
         if key in ("config", "result") or value is None or value == []:
             continue
         print(f"{key:<20}{', '.join(value) if key == 'tags' else value}")
-    print(f"{'config':<20}{json.dumps(run['config'], sort_keys=True)}")
-    if run["result"]:
-        print(f"{'metrics':<20}{json.dumps(run['result'].get('metrics'))}")
-        if run["result"].get("verdict"):  # an lr search: what it found and how far to trust it
-            print(f"{'verdict':<20}{run['result']['verdict']}: {run['result'].get('verdict_note', '')}")
+    print(f"{'config':<20}{json.dumps(run.config_data, sort_keys=True)}")
+    result = run.result
+    if result.details:
+        print(f"{'metrics':<20}{json.dumps(result.detail('metrics'))}")
+        if result.detail("verdict"):  # an lr search: what it found and how far to trust it
+            print(f"{'verdict':<20}{result.detail('verdict')}: {result.detail('verdict_note', '')}")
     return 0
 
 

@@ -10,9 +10,9 @@ from moduletune.tuning.export import ExportError, export_artifact
 def run_artifact(registry, run_id: int) -> Path:
     """A registry run's artifact folder; refused, with the run's status, unless it succeeded and left one."""
     run = registry.get(int(run_id))
-    if run["status"] != "succeeded" or not run.get("artifact_dir"):
-        raise ExportError(f"run {run_id} is {run['status']}; only a succeeded run has an artifact to export")
-    return Path(run["artifact_dir"])
+    if run.status != "succeeded" or not run.artifact_dir:
+        raise ExportError(f"run {run_id} is {run.status}; only a succeeded run has an artifact to export")
+    return Path(run.artifact_dir)
 
 
 def export_run(registry, run_id: int, fmt: str, out_dir, repo_id: str | None = None) -> Path:

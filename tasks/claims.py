@@ -153,7 +153,7 @@ class WorkerWrites:
         nothing written, when this claim no longer holds the search. When its study was cancelled meanwhile, the
         runs are recorded as cancelled (and no id is returned for them)."""
         parent = self.get(run_id)
-        study = parent["study_id"]
+        study = parent.study_id
         now = time.time()
         values = {
             "status": SUCCEEDED,
@@ -182,8 +182,8 @@ class WorkerWrites:
                         {
                             **row_values(
                                 config,
-                                parent["submitter"],
-                                parent["sweep_id"],
+                                parent.submitter,
+                                parent.sweep_id,
                                 None,
                                 kind="candidate",
                                 parent_id=run_id,
@@ -208,7 +208,7 @@ class WorkerWrites:
                 int(
                     conn.execute(
                         insert(runs).values(
-                            **{**row_values(config, parent["submitter"], parent["sweep_id"], None, **placed), **over}
+                            **{**row_values(config, parent.submitter, parent.sweep_id, None, **placed), **over}
                         )
                     ).inserted_primary_key[0]
                 )

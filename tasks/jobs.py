@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from moduletune.tasks.entities import Run
 from moduletune.tasks.registry import QUEUED, Registry, RunNotFound
 from moduletune.tasks.run_folders import drop_resume_state, own_run_dir, run_dir
 from moduletune.tasks.studies import PAUSED
@@ -78,35 +79,43 @@ def run_job(run_id: int, registry: Registry | None = None) -> str:
     """Run one registry run; returns what happened (succeeded, failed, cancelled, requeued, skipped ...)."""
     registry = registry or Registry()
     try:
-        row = registry.get(run_id)
+        run = registry.get(run_id)
     except RunNotFound:
         log.warning("run %s is not in the registry; message dropped", run_id)
         return "missing"
-    if row["status"] != QUEUED:
+    if run.status != QUEUED:
         # Cancelled while queued, or already finished: a run is trained to completion exactly once.
-        log.info("run %s is %s; skipped", run_id, row["status"])
-        return f"skipped ({row['status']})"
-    if row["study_id"] is not None and registry.study(row["study_id"]).state == PAUSED:
+        log.info("run %s is %s; skipped", run_id, run.status)
+        return f"skipped ({run.status})"
+    if run.study_id is not None and registry.study(run.study_id).state == PAUSED:
         # Its study is paused: the run stays queued without a message; resuming the study sends one again.
-        log.info("run %s waits: its study %s is paused", run_id, row["study_id"])
+        log.info("run %s waits: its study %s is paused", run_id, run.study_id)
         return "held (study paused)"
     if shutdown_requested():
         # This worker is stopping: hand the message back instead of starting the run.
         send(registry, run_id)
         return "handed back"
-    config = dict(row["config"])
-    if CONTEXT.device and config.get("device", "auto") == "auto":
-        config["device"] = CONTEXT.device
-    token = registry.claim(run_id, worker_name(), config.get("device", "auto"))
+    device = device_for(run)
+    token = registry.claim(run_id, worker_name(), device)
     if token is None:
         log.info("run %s was claimed by another worker (or its study paused); skipped", run_id)
         return "skipped (claimed elsewhere)"
     log.info("run %s claimed (claim %s) on %s", run_id, token, worker_name())
-    return _execute(registry, int(run_id), token, config, search=row["kind"] == "search")
+    return _execute(registry, run, token, device)
 
 
-def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, search: bool = False) -> str:
+def device_for(run: Run) -> str:
+    """The device this worker trains a run on: its config's, or the worker's own (--device) where it says auto."""
+    try:
+        asked = run.config.device
+    except ValueError:  # no longer a config: _execute fails the run and says why
+        asked = "auto"
+    return CONTEXT.device if CONTEXT.device and asked == "auto" else asked
+
+
+def _execute(registry: Registry, run: Run, token: int, device: str) -> str:
     """Train a claimed run (or run an lr search) under a heartbeat, streaming its events; then record the outcome."""
+    run_id, search = int(run.id), run.kind == "search"
     beat = _Heartbeat(registry, run_id, token, heartbeat_timeout())
     recorder = _Recorder(registry, run_id, token)
     beat.start()
@@ -114,7 +123,8 @@ def _execute(registry: Registry, run_id: int, token: int, config_dict: dict, sea
     try:
         from moduletune.tuning.train import fine_tune
 
-        config = RunConfig.from_stored(config_dict)  # checked where it entered (tasks.submission)
+        # Checked where it entered (tasks.submission): read back, not checked again; this worker's device.
+        config = RunConfig.from_stored({**run.config_data, "device": device})
         _share_threads()
         owner = {"registry": registry.identity(), "run": run_id}
         folder = own_run_dir(run_id, owner, config)

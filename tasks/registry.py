@@ -12,7 +12,6 @@ never record over it: worker-side writes also match the claim number the worker 
 
 from __future__ import annotations
 
-import json
 import time
 
 from sqlalchemy import delete, func, insert, select
@@ -45,6 +44,7 @@ from moduletune.tasks.database import (  # noqa: F401
     run_tags,
     runs,
 )
+from moduletune.tasks.entities import Run
 from moduletune.tasks.rows import EVENT_COLUMNS, FRAME_COLUMNS, RUN_COLUMNS  # noqa: F401  (the frames' columns)
 from moduletune.tasks.studies import StudyStore, runnable
 from moduletune.tasks.tags import RunTags, TagError, check_note, check_tags, tags_of, with_tags  # noqa: F401
@@ -126,34 +126,32 @@ class Registry(WorkerWrites, RunTags, StudyStore):
                 conn.execute(delete(run_tags).where(run_tags.c.run_id == int(run_id)))
             return gone
 
-    def children(self, run_id: int, kind: str | None = None) -> list[dict]:
-        """A search's candidates and final runs (flat rows, oldest first)."""
+    def children(self, run_id: int, kind: str | None = None) -> list[Run]:
+        """A search's candidates and final runs (listed, oldest first)."""
         query = select(*rows.FLAT).where(runs.c.parent_id == int(run_id)).order_by(runs.c.id)
         if kind:
             query = query.where(runs.c.kind == kind)
         with self.engine.connect() as conn:
             found = conn.execute(query).mappings().all()
             labels = tags_of(conn, query.with_only_columns(runs.c.id))
-        return [rows.flat_row(r, tags=labels.get(r["id"], ())) for r in found]
+        return [Run.from_row(r, tags=labels.get(r["id"], ())) for r in found]
 
-    def get(self, run_id: int) -> dict:
-        """Everything about one run: flat columns (its tags and note too), the full config and result (JSON-ready
-        values)."""
+    def get(self, run_id: int) -> Run:
+        """Everything about one run: its columns, tags and note, its stored config and whole result (a detailed
+        Run)."""
         with self.engine.connect() as conn:
             row = conn.execute(select(runs).where(runs.c.id == int(run_id))).mappings().first()
             labels = tags_of(conn, [int(run_id)])
         if row is None:
             raise RunNotFound(f"no run with id {run_id}")
-        out = rows.flat_row(row, tags=labels.get(int(run_id), ()))
-        out["config"] = json.loads(row["config"])
-        out["result"] = json.loads(row["result"]) if row["result"] else None
-        return out
+        return Run.from_row(row, tags=labels.get(int(run_id), ()), detailed=True)
 
-    def list_runs(self, status=None, task=None, sweep_id=None, limit=None, tag=None, study_id=None) -> list[dict]:
-        """Runs newest first as flat dicts (the RUN_COLUMNS keys; times as ISO-8601 UTC strings); tag: only the
-        runs that carry it (a list: every one of them); study_id: only that study's."""
+    def list_runs(self, status=None, task=None, sweep_id=None, limit=None, tag=None, study_id=None) -> list[Run]:
+        """Runs newest first (listed: without their config and whole result; Run.to_dict gives the RUN_COLUMNS
+        keys, times as ISO-8601 UTC strings); tag: only the runs that carry it (a list: every one of them);
+        study_id: only that study's."""
         found, labels = self._rows(status, task, sweep_id, limit, tag=tag, study_id=study_id)
-        return [rows.flat_row(r, tags=labels.get(r["id"], ())) for r in found]
+        return [Run.from_row(r, tags=labels.get(r["id"], ())) for r in found]
 
     def runs_frame(self, status=None, task=None, sweep_id=None, limit=None, tag=None, study_id=None):
         """A pandas DataFrame with one row per run and the FRAME_COLUMNS columns; times as UTC datetimes; tag and
@@ -221,7 +219,7 @@ class Registry(WorkerWrites, RunTags, StudyStore):
         Returns the status now ('cancelled', or 'cancelling' while a worker stops the run)."""
         run_id = int(run_id)
         for _ in range(5):  # a run can move between our read and our write; look again
-            status = self.get(run_id)["status"]
+            status = self.get(run_id).status
             if status in (QUEUED, INTERRUPTED):
                 if self.transition(
                     run_id, status, CANCELLED, finished_at=time.time(), error=f"cancelled while {status}"

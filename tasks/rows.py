@@ -11,64 +11,13 @@ import json
 import math
 import os
 import time
-from datetime import datetime, timezone
 
 from moduletune.tasks.database import QUEUED, runs
+from moduletune.tasks.entities import NOTE_COLUMNS, RUN_COLUMNS, TIME_COLUMNS, Run  # noqa: F401  (re-exported)
 from moduletune.tuning.modules import short_label
 from moduletune.tuning.replicates import comparison_key, replicate_key, replicate_settings
 from moduletune.tuning.text import json_safe
 
-# The columns of each list_runs() row, in order (runs_frame() puts NOTE_COLUMNS after its own).
-RUN_COLUMNS = [
-    "id",
-    "status",
-    "task",
-    "model",
-    "modules",
-    "family",
-    "layers",
-    "seed",
-    "lr",
-    "primary_metric_name",
-    "primary_metric",
-    "chance_metric",
-    "learned",
-    "kind",
-    "parent_id",
-    "trainable_pct",
-    "module_pct",
-    "module_params",
-    "head_params",
-    "trainable_params",
-    "total_params",
-    "step",
-    "total_steps",
-    "progress",
-    "eta_seconds",
-    "worker",
-    "device",
-    "submitter",
-    "sweep_id",
-    "study_id",
-    "queued_at",
-    "started_at",
-    "heartbeat_at",
-    "finished_at",
-    "error",
-    "artifact_dir",
-    "retry_of",
-    "resumed",
-    "resumed_from_step",
-    "resume_count",
-    "claims",
-    "completions",
-    "cancel_requested",
-    "train_seconds",
-    "examples_per_second",
-    "peak_memory_mb",
-]
-NOTE_COLUMNS = ["tags", "notes"]  # a person's labels (tasks.tags): the tags a sorted list, the note text or None
-RUN_COLUMNS += NOTE_COLUMNS
 FLOAT_COLUMNS = (
     "lr",
     "primary_metric",
@@ -103,7 +52,6 @@ FRAME_COLUMNS = [c for c in RUN_COLUMNS if c not in NOTE_COLUMNS] + [
 ]
 FRAME_COLUMNS += NOTE_COLUMNS
 EVENT_COLUMNS = ["run_id", "step", "epoch", "split", "name", "value"]
-TIME_COLUMNS = ("queued_at", "started_at", "heartbeat_at", "finished_at")
 FLAT = [c for c in runs.c if c.name not in ("config", "result")]
 
 
@@ -178,7 +126,7 @@ def runs_frame_of(found, tags: dict | None = None):
     import pandas as pd
 
     tags = tags or {}
-    rows = [flat_row(r, iso=False, tags=tags.get(r["id"], ())) for r in found]
+    rows = [Run.from_row(r, tags=tags.get(r["id"], ())).to_dict(iso=False) for r in found]
     frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
     configs = [json.loads(r["config"]) for r in found]
     frame["lr_search"] = pd.Series(
@@ -238,24 +186,6 @@ def result_columns(result: dict) -> dict:
         out["device"] = result["device"]
     out["result"] = json.dumps(json_safe(result))
     return out
-
-
-def flat_row(row, iso: bool = True, tags=()) -> dict:
-    """A row and its tags as a dict of the RUN_COLUMNS (times as ISO-8601 UTC strings unless iso=False; NaN as
-    None; the tags sorted)."""
-    out = {c.name: row[c.name] for c in FLAT}
-    out["tags"] = sorted(tags)
-    out["progress"] = (row["step"] / row["total_steps"]) if row["total_steps"] else 0.0
-    out["resumed"] = row["resumed_from_step"] is not None
-    out["cancel_requested"] = bool(row["cancel_requested"])
-    for key, value in out.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            out[key] = None
-    if iso:
-        for col in TIME_COLUMNS:
-            if out[col] is not None:
-                out[col] = datetime.fromtimestamp(out[col], tz=timezone.utc).isoformat(timespec="seconds")
-    return {k: out[k] for k in RUN_COLUMNS}
 
 
 def finite(value):

@@ -124,17 +124,17 @@ def retry(registry: Registry, run_id: int, submitter: str | None = None, huey=No
     new id."""
     check_submitter(submitter)
     old = registry.get(run_id)
-    if old["status"] not in RETRYABLE:
-        raise RegistryError(f"run {run_id} is {old['status']}; only {', '.join(RETRYABLE)} runs can be retried")
+    if old.status not in RETRYABLE:
+        raise RegistryError(f"run {run_id} is {old.status}; only {', '.join(RETRYABLE)} runs can be retried")
     return submit(
         registry,
-        old["config"],
-        submitter or old["submitter"],
-        old["sweep_id"],
+        old.config,
+        submitter or old.submitter,
+        old.sweep_id,
         int(run_id),
         huey,
-        tags=old["tags"],
-        study_id=old["study_id"],
+        tags=old.tags,
+        study_id=old.study_id,
     )
 
 

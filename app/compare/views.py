@@ -14,6 +14,7 @@ from moduletune.app.figures.pooling import finished_runs
 from moduletune.app.figures.style import NO_RUNS
 from moduletune.app.files.downloads import downloads_dir
 from moduletune.app.runs.views import ALL, filter_value, search_points
+from moduletune.tasks.entities import COMPARE_COLUMNS
 from moduletune.tuning.glue import get_task
 from moduletune.tuning.text import json_safe
 
@@ -21,7 +22,7 @@ from moduletune.tuning.text import json_safe
 def task_searches(registry, task: str, limit: int = 12) -> list[int]:
     """The task's most recent lr searches (running or succeeded) that the Compare tab draws."""
     found = registry.list_runs(task=filter_value(task), limit=None)
-    return [int(r["id"]) for r in found if r["kind"] == "search" and r["status"] in ("running", "succeeded")][:limit]
+    return [int(r.id) for r in found if r.kind == "search" and r.status in ("running", "succeeded")][:limit]
 
 
 def default_curve_runs(runs: pd.DataFrame, task: str, limit: int = 5) -> list[int]:
@@ -48,31 +49,13 @@ def compare(
     selected = runs[runs["id"].isin(ids)].drop(columns=["submitter"], errors="ignore")  # never who submitted
     if not selected.empty:  # columns in the order the runs were picked
         selected = selected.iloc[sorted(range(len(selected)), key=lambda i: ids.index(int(selected["id"].iloc[i])))]
-        selected["config"] = [registry.get(int(i))["config"] for i in selected["id"]]
+        selected["config"] = [registry.get(int(i)).config_data for i in selected["id"]]
     view["config_diff"] = tables.config_diff(selected, only_differences=only_differences)
     view["lr_searches"] = charts.lr_search_curves(
         search_points(registry, task_searches(registry, task)), f"{task}: learning-rate searches (held-out score vs lr)"
     )
     view["run_ids"] = ids
     return view
-
-
-COMPARE_COLUMNS = [
-    "id",
-    "task",
-    "model",
-    "modules",
-    "family",
-    "layers",
-    "seed",
-    "lr",
-    "primary_metric_name",
-    "primary_metric",
-    "trainable_pct",
-    "module_pct",
-    "trainable_params",
-    "module_params",
-]
 
 
 def compare_records(registry, task: str | None = None) -> list[dict]:

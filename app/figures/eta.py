@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from moduletune.app.figures.labels import humanize_seconds
+from moduletune.tasks.entities import Run
 from moduletune.tuning.finals import planned_finals
 from moduletune.tuning.glue import get_task
 from moduletune.tuning.glue_sizes import train_rows
@@ -73,9 +74,9 @@ def _median_cost(registry, search_ids) -> float:
     """The median cost ratio of these finished searches (MAX_COST when there are none)."""
     costs = []
     for run_id in search_ids:
-        result = registry.get(int(run_id)).get("result") or {}
-        if isinstance(result.get("cost_ratio"), (int, float)):
-            costs.append(float(result["cost_ratio"]))
+        cost = registry.get(int(run_id)).result.detail("cost_ratio")
+        if isinstance(cost, (int, float)):
+            costs.append(float(cost))
     return float(pd.Series(costs).median()) if costs else MAX_COST
 
 
@@ -89,19 +90,19 @@ def planned_examples(configs, search_cost: float) -> float:
     return total
 
 
-def remaining_examples(rows: list[dict], search_cost: float) -> float:
-    """Training examples a study's rows still need (dicts with status, kind, step, total_steps and config): queued
-    ones all of theirs, running ones what is left, searches also the runs they will queue."""
+def remaining_examples(runs: list[Run], search_cost: float) -> float:
+    """Training examples a study's runs (read with their config: Registry.get) still need: queued ones all of
+    theirs, running ones what is left, searches also the runs they will queue."""
     total = 0.0
-    for r in rows:
-        if r["kind"] == "candidate" or r["status"] not in ("queued", "running", "interrupted"):
+    for r in runs:
+        if r.kind == "candidate" or r.status not in ("queued", "running", "interrupted"):
             continue
-        config = r["config"]
+        config = r.config_data
         one = work(config)
         left = 1.0
-        if r["status"] == "running" and r.get("total_steps"):
-            left = max(0.0, 1.0 - r["step"] / r["total_steps"])
-        if r["kind"] == "search":
+        if r.status == "running" and r.progress.total_steps:
+            left = max(0.0, 1.0 - r.progress.fraction)
+        if r.kind == "search":
             total += one * (search_cost * left + planned_finals(config))
         else:
             total += one * left

@@ -15,6 +15,8 @@ import threading
 import zipfile
 from pathlib import Path
 
+from moduletune.tasks.entities import Run
+
 _LOCK = threading.Lock()  # guards the folder, the per-file build locks and the build count
 _FOLDER: Path | None = None
 _BUILDING: dict[str, threading.Lock] = {}
@@ -46,15 +48,15 @@ def artifact_identity(folder: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def artifact_download(run: dict | None) -> str | None:
+def artifact_download(run: Run | None) -> str | None:
     """The zip of a run's artifact (trained tensors + config + result), built on the first request; None if it has
     none. Later requests for the same run and artifact get the same file; concurrent ones wait for the one build."""
-    if not run or not run.get("artifact_dir"):
+    if not run or not run.artifact_dir:
         return None
-    src = Path(run["artifact_dir"])
+    src = Path(run.artifact_dir)
     if not src.is_dir():
         return None
-    run_id = int(run["id"])
+    run_id = int(run.id)
     target = downloads_dir() / "runs" / f"{run_id}-{artifact_identity(src)}" / f"moduletune-run-{run_id}.zip"
     with _build_lock(target):
         if not target.is_file():

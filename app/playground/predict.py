@@ -14,7 +14,7 @@ def task_inputs(registry, run_id) -> dict:
     """The text boxes a run's task needs: {'task', 'columns', 'labels', 'pair'}; labels as a person reads them."""
     if run_id in (None, ""):
         return {"task": None, "columns": ("sentence",), "labels": ("sentence",), "pair": False}
-    task = glue.get_task(registry.get(int(run_id))["task"])
+    task = glue.get_task(registry.get(int(run_id)).task)
     return {
         "task": task.name,
         "columns": task.text_columns,
@@ -56,8 +56,8 @@ def task_examples(registry, run_id, n: int = EXAMPLE_ROWS) -> dict:
 
     {'task', 'split', 'labels', 'rows': [{'texts': (a, b?), 'label': gold label or score, 'idx'}]}"""
     run = registry.get(int(run_id))
-    task = glue.get_task(run["task"])
-    rows = example_rows(task, n, (run.get("config") or {}).get("glue_dir"))
+    task = glue.get_task(run.task)
+    rows = example_rows(task, n, run.config.glue_dir)
     return {"task": task.name, "split": task.eval_splits[0], "labels": task.input_labels, "rows": rows}
 
 

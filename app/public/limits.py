@@ -31,11 +31,12 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from moduletune.app.public.checks import FormError
+from moduletune.tasks.entities import Run
 from moduletune.tasks.registry import Registry
-from moduletune.tuning.config import DEFAULT_MODEL
+from moduletune.tuning.config import DEFAULT_MODEL, RunConfig
 from moduletune.tuning.settings import home
 
 ENV_PREFIX = "MODULETUNE_PUBLIC"
@@ -151,30 +152,29 @@ def _cap(value, cap: int, what: str, fld: str, zero_means_all: bool = False) -> 
         raise LimitError(f"{what}: at most {cap:,} per run in this public demo, you asked for {int(value):,}", fld)
 
 
-def check_config(limits: PublicLimits, config) -> None:
+def check_config(limits: PublicLimits, config: RunConfig) -> None:
     """One run's settings against the caps (model, data folder, epochs, examples, length, batch, LoRA rank)."""
-    get = (lambda k: config.get(k)) if isinstance(config, dict) else (lambda k: getattr(config, k, None))
-    check_model(limits, get("model"))
-    if get("glue_dir"):
+    check_model(limits, config.model)
+    if config.glue_dir:
         raise LimitError(
             "a data folder cannot be chosen in this public demo: runs use the server's GLUE data", "settings"
         )
-    if get("report_to") not in (None, "", "none"):  # the server's disk and its trackers are the operator's
+    if config.report_to not in (None, "", "none"):  # the server's disk and its trackers are the operator's
         raise LimitError(
             "experiment trackers cannot be chosen in this public demo (report to: leave it blank)", "settings"
         )
-    _cap(get("epochs"), limits.max_epochs, "epochs", "epochs")
-    _cap(get("max_train"), limits.max_train, "training examples", "max_train", zero_means_all=True)
-    _cap(get("max_eval"), limits.max_eval, "evaluation examples", "max_eval", zero_means_all=True)
-    _cap(get("max_seq_len"), limits.max_seq_len, "max sequence length", "settings")
-    _cap(get("batch_size"), limits.max_batch_size, "batch size", "batch_size")
-    _cap(get("lora_rank"), limits.max_lora_rank, "LoRA rank", "settings")
+    _cap(config.epochs, limits.max_epochs, "epochs", "epochs")
+    _cap(config.max_train, limits.max_train, "training examples", "max_train", zero_means_all=True)
+    _cap(config.max_eval, limits.max_eval, "evaluation examples", "max_eval", zero_means_all=True)
+    _cap(config.max_seq_len, limits.max_seq_len, "max sequence length", "settings")
+    _cap(config.batch_size, limits.max_batch_size, "batch size", "batch_size")
+    _cap(config.lora_rank, limits.max_lora_rank, "LoRA rank", "settings")
 
 
 def active_runs(registry, submitter: str | None) -> int:
     """Queued plus running runs of one visitor."""
     return sum(
-        1 for status in ("queued", "running") for r in registry.list_runs(status=status) if r["submitter"] == submitter
+        1 for status in ("queued", "running") for r in registry.list_runs(status=status) if r.submitter == submitter
     )
 
 
@@ -196,10 +196,10 @@ def check_quota(limits: PublicLimits, registry, submitter: str | None, n: int = 
         )
 
 
-def check_owner(registry, run_id, submitter: str | None, action: str) -> dict:
+def check_owner(registry, run_id, submitter: str | None, action: str) -> Run:
     """The run, if `submitter` submitted it; LimitError otherwise (public visitors act on their own runs only)."""
     run = registry.get(int(run_id))
-    if run["submitter"] != submitter:
+    if run.submitter != submitter:
         raise LimitError(
             f"run {int(run_id)} was queued by another visitor: in this public demo you can {action} only your own runs"
         )
@@ -212,25 +212,37 @@ PRIVATE_COLUMNS = ("submitter", "artifact_dir", "worker")
 PRIVATE_RESULT_KEYS = ("artifact_dir", "checkpoint_dir", "versions")
 
 
-def redact(record: dict, viewer: str | None = None) -> dict:
-    """A run record as a public visitor sees it: no submitter, file paths or worker host and pid (in the
-    columns, the result and the error text); with a viewer, `mine` says whether it is the viewer's own."""
-    out = {k: v for k, v in record.items() if k not in PRIVATE_COLUMNS}
-    if isinstance(out.get("result"), dict):
-        out["result"] = {k: v for k, v in out["result"].items() if k not in PRIVATE_RESULT_KEYS}
-    if out.get("error"):
-        out["error"] = _scrub(str(out["error"]), record)
+def redact(run: Run) -> Run:
+    """A run as a public visitor sees it: no submitter, file paths or worker host and pid (in its fields, its
+    result and its error text)."""
+    details = run.result.details
+    if isinstance(details, dict):
+        details = {k: v for k, v in details.items() if k not in PRIVATE_RESULT_KEYS}
+    return replace(
+        run,
+        submitter=None,
+        artifact_dir=None,
+        placement=replace(run.placement, worker=None),
+        result=replace(run.result, details=details),
+        error=_scrub(run.error, run.placement.worker) if run.error else run.error,
+    )
+
+
+def public_record(run: Run, viewer: str | None = None) -> dict:
+    """A run's JSON as a public visitor gets it: redact's, without the private keys at all; with a viewer, `mine`
+    says whether it is the viewer's own."""
+    out = {k: v for k, v in redact(run).to_dict().items() if k not in PRIVATE_COLUMNS}
     if viewer is not None:
-        out["mine"] = record.get("submitter") == viewer
+        out["mine"] = run.submitter == viewer
     return out
 
 
-def _scrub(text: str, record: dict) -> str:
+def _scrub(text: str, worker: str | None) -> str:
     """An error message without the worker's host:pid and without paths under the server's folders."""
     import re
 
-    if record.get("worker"):
-        text = text.replace(str(record["worker"]), "a worker")
+    if worker:
+        text = text.replace(str(worker), "a worker")
     text = text.replace(str(home()), "<home>")
     return re.sub(r"(?<![\w<])/(?:[\w.+-]+/)+[\w.+-]*", "<path>", text)
 
@@ -298,7 +310,7 @@ def vet(registry, submitter: str | None, configs=(), run_id=None, action: str = 
         return
     if run_id is not None:
         run = check_owner(registry, run_id, submitter, action)
-        configs = [run["config"]] if action == "retry" else []
+        configs = [run.config] if action == "retry" else []
     for config in configs:
         check_config(mode.limits, config)
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from moduletune.app.experiment.model_info import counts
 from moduletune.app.figures import tables
+from moduletune.tasks.entities import Run
 
 FINISHED = ("succeeded", "failed", "cancelled")  # the registry's terminal statuses
 
@@ -105,18 +106,18 @@ def grouped(runs: pd.DataFrame, expanded=()) -> list[tuple[str, object, int]]:
 
 def sweep_choices(registry) -> list[str]:
     """The sweep ids runs were queued under, newest sweep first (the Sweep filter's choices)."""
-    sweeps = (r["sweep_id"] for r in registry.list_runs(limit=None))
+    sweeps = (r.sweep_id for r in registry.list_runs(limit=None))
     return list(dict.fromkeys(s for s in sweeps if s))
 
 
-def default_run(registry, rows: list[dict] | None = None) -> int | None:
+def default_run(registry, rows: list[Run] | None = None) -> int | None:
     """What the detail panel shows when nobody picked a run: the newest running run, else the run that finished
     last, else the newest run (queued only); None in an empty registry. rows: the newest runs, if already read."""
     running = registry.list_runs(status="running", limit=1)
     if running:
-        return int(running[0]["id"])
+        return int(running[0].id)
     rows = registry.list_runs(limit=500) if rows is None else rows
-    finished = [r for r in rows if r["status"] in FINISHED and r.get("finished_at")]
-    if finished:  # ISO-8601 UTC strings, so the text order is the time order
-        return int(max(finished, key=lambda r: (r["finished_at"], r["id"]))["id"])
-    return int(rows[0]["id"]) if rows else None
+    finished = [r for r in rows if r.status in FINISHED and r.times.finished_at]
+    if finished:
+        return int(max(finished, key=lambda r: (r.times.finished_at, r.id)).id)
+    return int(rows[0].id) if rows else None

@@ -111,7 +111,7 @@ def action_message(registry, action: tuple) -> str:
         run = registry.get(int(rest[0] if verb == "retry" else run_id))
     except (RegistryError, ValueError) as err:
         return f"⚠️ {err}"
-    status = run["status"]
+    status = run.status
     if verb == "retry":
         return f"✅ Run #{run_id} queued again as run **#{rest[0]}** (now {status})."
     if status == "running":

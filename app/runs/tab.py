@@ -380,7 +380,7 @@ def prepare_handler(ctx):
         run_id = state.shown
         try:
             run = registry.get(int(run_id))
-            path = downloads.artifact_download(run) if run["status"] == "succeeded" else None
+            path = downloads.artifact_download(run) if run.status == "succeeded" else None
         except Exception as err:
             return f"⚠️ {visitor_message(err, 'prepare the download')}"
         if path is None:

@@ -73,7 +73,7 @@ def build(ctx, run_select, message):
             run = registry.get(int(run_id))
         except Exception:  # a run deleted meanwhile: nothing to show
             return "", ""
-        return ", ".join(run.get("tags") or ()), run.get("notes") or ""
+        return ", ".join(run.tags), run.note or ""
 
     run_select.change(labels_of, run_select, [tags, note], show_progress="hidden", **private)
 

@@ -14,8 +14,9 @@ from moduletune.app.figures import charts, tables
 from moduletune.app.figures.curves import training_curves
 from moduletune.app.figures.labels import format_pct, humanize_seconds, short_name
 from moduletune.app.public.checks import run_id_of
-from moduletune.app.public.limits import redact
+from moduletune.app.public.limits import public_record, redact
 from moduletune.app.runs import listing as run_list
+from moduletune.tasks.entities import Outcome, Run
 from moduletune.tasks.registry import RETRYABLE, RegistryError
 from moduletune.tuning.text import json_safe
 
@@ -59,11 +60,11 @@ def runs_table(
     return tables.grouped_runs_table(found, rows, studies, expanded, now)
 
 
-def listed_runs(registry, status=ALL, task=ALL, sweep=ALL, search="", limit: int = TABLE_LIMIT) -> list[dict]:
-    """The runs the table's filters list (newest first; search candidates left out), as dicts for run_choices."""
+def listed_runs(registry, status=ALL, task=ALL, sweep=ALL, search="", limit: int = TABLE_LIMIT) -> list[Run]:
+    """The runs the table's filters list (newest first; search candidates left out), with what run_choices shows."""
     found = run_list.runs_frame(registry, filter_value(status), filter_value(task), filter_value(sweep), search, limit)
     found = found[found["kind"] != "candidate"] if "kind" in found.columns else found
-    return found[["id", "task", "modules", "layers", "seed", "status"]].to_dict("records")
+    return [Run(**r) for r in found[["id", "task", "modules", "layers", "seed", "status"]].to_dict("records")]
 
 
 def runs_records(registry, status=ALL, task=ALL, limit: int | None = None, viewer: str | None = None) -> list[dict]:
@@ -71,24 +72,23 @@ def runs_records(registry, status=ALL, task=ALL, limit: int | None = None, viewe
 
     With a viewer (a public-mode visitor) no record says who submitted it; `mine` marks the viewer's own."""
     rows = registry.list_runs(status=filter_value(status), task=filter_value(task), limit=limit)
-    return [json_safe(_for_viewer(r, viewer)) for r in rows]
+    return [json_safe(_as_json(r, viewer)) for r in rows]
 
 
 def run_record(registry, run_id, viewer: str | None = None) -> dict:
     """Everything about one run (the `run` API endpoint); with a viewer, without its submitter, paths or worker."""
 
-    return json_safe(_for_viewer(registry.get(run_id_of(run_id)), viewer))
+    return json_safe(_as_json(registry.get(run_id_of(run_id)), viewer))
 
 
-def _for_viewer(record: dict, viewer: str | None) -> dict:
-    return record if viewer is None else redact(record, viewer)
+def _as_json(run: Run, viewer: str | None) -> dict:
+    """A run's JSON: all of it, or what a public-mode viewer may see."""
+    return run.to_dict() if viewer is None else public_record(run, viewer)
 
 
-def run_label(run: dict) -> str:
+def run_label(run: Run) -> str:
     """'#12 rte LN@5 seed 0 · succeeded' (a dropdown label)."""
-    return (
-        f"#{run['id']} {run['task']} {short_name(run['modules'])}@{run['layers']} seed {run['seed']} · {run['status']}"
-    )
+    return f"#{run.id} {run.task} {short_name(run.modules)}@{run.layers} seed {run.seed} · {run.status}"
 
 
 def run_choices(registry, status=None, task=None, limit: int = TABLE_LIMIT, include=None, rows=None):
@@ -98,7 +98,7 @@ def run_choices(registry, status=None, task=None, limit: int = TABLE_LIMIT, incl
     rows = (
         registry.list_runs(status=filter_value(status), task=filter_value(task), limit=limit) if rows is None else rows
     )
-    choices = [(run_label(r), int(r["id"])) for r in rows]
+    choices = [(run_label(r), int(r.id)) for r in rows]
     if include is not None and int(include) not in {i for _, i in choices}:
         try:
             choices.append((run_label(registry.get(int(include))), int(include)))
@@ -135,7 +135,8 @@ def detail_key(registry, run_id) -> tuple:
         run = registry.get(int(run_id))
     except (RegistryError, ValueError):
         return ("missing", run_id)
-    return (int(run_id), run["status"], run["step"], run["total_steps"], run["finished_at"], run["cancel_requested"])
+    done = run.progress
+    return (int(run_id), run.status, done.step, done.total_steps, run.times.finished_at, run.cancel_requested)
 
 
 def run_detail(registry, run_id, viewer: str | None = None, smoothing: float | None = None) -> RunDetail:
@@ -149,98 +150,107 @@ def run_detail(registry, run_id, viewer: str | None = None, smoothing: float | N
         run = registry.get(int(run_id))
     except (RegistryError, ValueError) as err:
         return RunDetail(None, f"⚠️ {err}", curves=training_curves(None))
-    rid = int(run["id"])
-    own = viewer is None or run["submitter"] == viewer
-    run = _for_viewer(run, viewer)
-    if run["kind"] == "search":  # its candidates' losses one after another mean little: draw score vs lr
+    rid = int(run.id)
+    own = viewer is None or run.submitter == viewer
+    run = run if viewer is None else redact(run)
+    if run.kind == "search":  # its candidates' losses one after another mean little: draw score vs lr
         curves = charts.lr_search_curves(search_points(registry, [rid]), f"Run #{rid}: held-out score vs lr")
     else:
         events = registry.events_frame([rid])
-        row = pd.DataFrame([{k: run[k] for k in ("id", "task", "modules", "layers", "primary_metric_name")}])
+        what = {"id": rid, "task": run.task, "modules": run.modules, "layers": run.layers}
+        row = pd.DataFrame([{**what, "primary_metric_name": run.result.primary_metric_name}])
         curves = training_curves(events, [rid], row, smoothing=smoothing)
     return RunDetail(
         run_id=rid,
         summary=summary_markdown(run),
-        config=run["config"],
-        result=run["result"],
+        config=run.config_data,
+        result=run.result.details or None,
         curves=curves,
-        status=run["status"],
+        status=run.status,
         key=detail_key(registry, rid),
-        can_cancel=own and run["status"] in ("queued", "running", "interrupted") and not run["cancel_requested"],
-        can_retry=own and run["status"] in RETRYABLE,
-        artifact_dir=run.get("artifact_dir"),
+        can_cancel=own and run.status in ("queued", "running", "interrupted") and not run.cancel_requested,
+        can_retry=own and run.status in RETRYABLE,
+        artifact_dir=run.artifact_dir,
     )
 
 
-def summary_markdown(run: dict) -> str:
+def summary_markdown(run: Run) -> str:
     """One paragraph about a run: what it is, where it is, its result or its error."""
-    kind = run.get("kind") or "run"
-    what = {"search": "**lr search #{id}**", "candidate": "**Candidate #{id}** of search #{parent_id}"}.get(
-        kind, "**Run #{id}**"
-    ).format(id=run["id"], parent_id=run.get("parent_id"))
-    lr = (
-        ("searching" if kind == "search" and run["status"] != "succeeded" else f"{run['lr']:g}")
-        if run["lr"] is not None
-        else "?"
-    )
-    head = (
-        f"{what} · {run['task']} · {short_name(run['modules'])} @ layers {run['layers']}"
-        f" · seed {run['seed']} · lr {lr} · {run['model']}"
-    )
-    status = run["status"]
-    parts = [f"**{status}**" + (" (cancel requested)" if run["cancel_requested"] and status == "running" else "")]
-    if run["total_steps"]:
-        parts.append(f"step {run['step']}/{run['total_steps']} ({100 * run['step'] // run['total_steps']}%)")
-    if status == "running" and run["eta_seconds"] is not None:
-        parts.append(f"ETA {humanize_seconds(run['eta_seconds'])}")
-    where = " / ".join(str(x) for x in (run.get("worker"), run["device"]) if x)
-    if where:
-        parts.append(where)
-    if run["resume_count"]:
-        parts.append(f"resumed {run['resume_count']}× from a checkpoint")
-    lines = [head, " · ".join(parts)]
-    result = run.get("result") or {}
-    if kind == "search" and result.get("chosen_lr") is not None:
-        where = (
-            "a held-out slice of the training rows"
-            if result.get("selection") == "holdout"
-            else "the evaluation set (optimistic: it is also the reported set)"
-        )
-        grid = result.get("grid") or []
-        lines.append(
-            f"**chose lr {result['chosen_lr']:g}** by {result.get('metric')} on {where} · grid "
-            f"{', '.join(f'{g:g}' for g in grid)} · cost {result.get('cost_ratio', 0):.2f}× one run "
-            f"(the plain grid: {result.get('grid_cost_ratio', 0):.0f}×)"
-        )
-        if result.get("verdict"):
-            lines.append(f"**verdict: {result['verdict']}** — {result.get('verdict_note') or ''}")
-    elif run["primary_metric"] is not None:
-        chance = run.get("chance_metric")
-        verdict = (
-            ""
-            if run.get("learned") is not False
-            else f" · ✗ **did not learn** ({result.get('learned_note') or 'at chance'})"
-        )
-        lines.append(
-            f"**{run['primary_metric_name']} = {run['primary_metric']:.4f}**"
-            + (f" (chance {chance:.3f})" if chance is not None else "")
-            + verdict
-            + " · trainable "
-            f"{run['trainable_params'] or 0:,} parameters ({format_pct(run['trainable_pct'])} of the "
-            "model)" + (f" · {run['train_seconds']:.1f}s training" if run["train_seconds"] else "")
-        )
-    note = (run.get("config") or {}).get("extra", {}).get("lr_search")
-    if kind == "run" and note:
-        verdict = f", verdict **{note['verdict']}**" if note.get("verdict") else ""
-        bound = " · its score is a lower bound (the best lr lay at the grid's end)" if note.get("lower_bound") else ""
-        lines.append(
-            f"lr {note['chosen_lr']:g} chosen by search #{run.get('parent_id')} ({note['selection']}{verdict}){bound}"
-        )
-    if run["error"] and status != "succeeded":
-        lines.append(f"⚠️ {run['error']}")
-    if status == "queued":
+    lines = [_headline(run), " · ".join(_standing(run))]
+    if run.kind == "search" and run.result.detail("chosen_lr") is not None:
+        lines += _search_outcome(run.result)
+    elif run.result.primary_metric is not None:
+        lines.append(_score(run.result))
+    note = run.extra.get("lr_search")
+    if run.kind == "run" and note:
+        lines.append(_found_lr(note, run.parent_id))
+    if run.error and run.status != "succeeded":
+        lines.append(f"⚠️ {run.error}")
+    if run.status == "queued":
         lines.append("Waiting for a worker. Closing this page does not affect it.")
     return "\n\n".join(lines)
+
+
+def _headline(run: Run) -> str:
+    """'**Run #12** · rte · LN @ layers 5 · seed 0 · lr 0.001 · <model>'; a search's lr reads 'searching'."""
+    what = {"search": f"**lr search #{run.id}**", "candidate": f"**Candidate #{run.id}** of search #{run.parent_id}"}
+    lr = "?" if run.lr is None else "searching" if run.kind == "search" and run.status != "succeeded" else f"{run.lr:g}"
+    return (
+        f"{what.get(run.kind, f'**Run #{run.id}**')} · {run.task} · {short_name(run.modules)} @ layers {run.layers}"
+        f" · seed {run.seed} · lr {lr} · {run.model}"
+    )
+
+
+def _standing(run: Run) -> list[str]:
+    """Where a run stands: its status, steps done, ETA, worker and device, resumes."""
+    progress, status = run.progress, run.status
+    parts = [f"**{status}**" + (" (cancel requested)" if run.cancel_requested and status == "running" else "")]
+    if progress.total_steps:
+        parts.append(f"step {progress.step}/{progress.total_steps} ({100 * progress.step // progress.total_steps}%)")
+    if status == "running" and progress.eta_seconds is not None:
+        parts.append(f"ETA {humanize_seconds(progress.eta_seconds)}")
+    where = " / ".join(str(x) for x in (run.placement.worker, run.placement.device) if x)
+    if where:
+        parts.append(where)
+    if run.attempts.resume_count:
+        parts.append(f"resumed {run.attempts.resume_count}× from a checkpoint")
+    return parts
+
+
+def _search_outcome(result: Outcome) -> list[str]:
+    """An lr search's choice: the lr, how it was scored, the grid and its cost; its verdict."""
+    where = (
+        "a held-out slice of the training rows"
+        if result.detail("selection") == "holdout"
+        else "the evaluation set (optimistic: it is also the reported set)"
+    )
+    grid = ", ".join(f"{g:g}" for g in result.detail("grid") or [])
+    lines = [
+        f"**chose lr {result.detail('chosen_lr'):g}** by {result.detail('metric')} on {where} · grid {grid} · cost "
+        f"{result.detail('cost_ratio', 0):.2f}× one run (the plain grid: {result.detail('grid_cost_ratio', 0):.0f}×)"
+    ]
+    if result.detail("verdict"):
+        lines.append(f"**verdict: {result.detail('verdict')}** — {result.detail('verdict_note') or ''}")
+    return lines
+
+
+def _score(result: Outcome) -> str:
+    """A run's score (against chance; whether it learned), its trainable parameters and training time."""
+    chance = f" (chance {result.chance_metric:.3f})" if result.chance_metric is not None else ""
+    why = result.detail("learned_note") or "at chance"
+    verdict = "" if result.learned is not False else f" · ✗ **did not learn** ({why})"
+    seconds = f" · {result.train_seconds:.1f}s training" if result.train_seconds else ""
+    return (
+        f"**{result.primary_metric_name} = {result.primary_metric:.4f}**{chance}{verdict} · trainable "
+        f"{result.trainable_params or 0:,} parameters ({format_pct(result.trainable_pct)} of the model){seconds}"
+    )
+
+
+def _found_lr(note: dict, search_id: int | None) -> str:
+    """How a search's final run got its lr (its config's extra["lr_search"])."""
+    verdict = f", verdict **{note['verdict']}**" if note.get("verdict") else ""
+    bound = " · its score is a lower bound (the best lr lay at the grid's end)" if note.get("lower_bound") else ""
+    return f"lr {note['chosen_lr']:g} chosen by search #{search_id} ({note['selection']}{verdict}){bound}"
 
 
 def search_points(registry, search_ids) -> pd.DataFrame:
@@ -260,9 +270,9 @@ def search_points(registry, search_ids) -> pd.DataFrame:
             "lr": ev["name"].astype(float),
             "score": ev["value"],
             "step": ev["step"],
-            "label": [f"#{i} {short_name(runs[i]['modules'])}@{runs[i]['layers']}" for i in ev["run_id"]],
-            "metric": [runs[i]["primary_metric_name"] for i in ev["run_id"]],
-            "chosen_lr": [runs[i]["lr"] if runs[i]["status"] == "succeeded" else float("nan") for i in ev["run_id"]],
+            "label": [f"#{i} {short_name(runs[i].modules)}@{runs[i].layers}" for i in ev["run_id"]],
+            "metric": [runs[i].result.primary_metric_name for i in ev["run_id"]],
+            "chosen_lr": [runs[i].lr if runs[i].status == "succeeded" else float("nan") for i in ev["run_id"]],
         },
         columns=columns,
     )

@@ -90,19 +90,19 @@ def planned_cells(registry, study_id: int) -> pd.DataFrame:
     """The cells a study's runs will fill (task, family, layers, text): each run and each unfinished search's
     layer choices, saying 'pending' while queued or running (a search: 'pending (searching)'), else its status
     (failed, cancelled). A run retried by another speaks through the retry."""
-    rows = [r for r in registry.list_runs(study_id=study_id) if r["kind"] != "candidate"]
-    retried = {r["retry_of"] for r in rows if r["retry_of"] is not None}
+    rows = [r for r in registry.list_runs(study_id=study_id) if r.kind != "candidate"]
+    retried = {r.retry_of for r in rows if r.retry_of is not None}
     cells = []
     for r in rows:
-        if r["id"] in retried or r["status"] == "succeeded":
+        if r.id in retried or r.status == "succeeded":
             continue  # a finished run fills its cell with its score; a finished search's runs are rows of their own
-        text = PENDING_TEXT.get(r["status"], r["status"])
-        layers = [str(r["layers"])]
-        if r["kind"] == "search":
+        text = PENDING_TEXT.get(r.status, r.status)
+        layers = [str(r.layers)]
+        if r.kind == "search":
             text = "pending (searching)" if text == "pending" else f"{text} (its lr search)"
-            layers = final_layers(registry.get(r["id"])["config"])
-        family = canonical_modules(r["modules"])
-        cells += [(r["task"], family, spec, text) for spec in layers]
+            layers = final_layers(registry.get(r.id).config)
+        family = canonical_modules(r.modules)
+        cells += [(r.task, family, spec, text) for spec in layers]
     cells.sort(key=lambda c: c[3] != "pending")  # a pending retry wins over the failure it retries
     frame = pd.DataFrame(cells, columns=["task", "family", "layers", "text"])
     return frame.drop_duplicates(["task", "family", "layers"])

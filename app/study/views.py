@@ -34,12 +34,12 @@ def study_eta(registry, study: Study) -> tuple[float | None, str]:
     if study.state == "paused":
         return None, "paused: no worker takes its runs until it is resumed"
     throughput = eta.measured(registry, study.spec.get("model", ""), study.id)
-    rows = [
-        {**r, "config": registry.get(r["id"])["config"]}
+    left = [
+        registry.get(r.id)
         for r in registry.list_runs(study_id=study.id)
-        if r["status"] in ("queued", "running", "interrupted") and r["kind"] != "candidate"
+        if r.status in ("queued", "running", "interrupted") and r.kind != "candidate"
     ]
-    seconds = throughput.seconds(eta.remaining_examples(rows, throughput.search_cost))
+    seconds = throughput.seconds(eta.remaining_examples(left, throughput.search_cost))
     return seconds, eta.eta_text(seconds, throughput)
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from moduletune.app.figures.labels import short_name
 from moduletune.app.public.checks import FormError
 from moduletune.app.public.limits import guard_model
+from moduletune.tasks.entities import Run
 from moduletune.tuning import glue
 from moduletune.tuning.config import DEFAULT_MODEL
 from moduletune.tuning.models import load_classifier, load_tokenizer
@@ -32,9 +33,9 @@ PICKER_LIMIT = 500  # newest succeeded runs offered in a picker (as many as the 
 # ---------------------------------------------------------------------------------------------- run pickers
 
 
-def run_name(run: dict) -> str:
+def run_name(run: Run) -> str:
     """'#12 rte LN@5 seed 0': a run as a chart legend and a picker name it."""
-    return f"#{run['id']} {run['task']} {short_name(run['modules'])}@{run['layers']} seed {run['seed']}"
+    return f"#{run.id} {run.task} {short_name(run.modules)}@{run.layers} seed {run.seed}"
 
 
 def scored_run_choices(registry, limit: int = PICKER_LIMIT) -> list[tuple[str, int]]:
@@ -42,13 +43,13 @@ def scored_run_choices(registry, limit: int = PICKER_LIMIT) -> list[tuple[str, i
     newest first, each with its score: '#12 rte LN@5 seed 0 · accuracy 0.620'."""
     out = []
     for run in registry.list_runs(status="succeeded", limit=None):
-        if run["kind"] != "run" or not run.get("artifact_dir"):
+        if run.kind != "run" or not run.artifact_dir:
             continue
         if len(out) >= limit:
             break
-        value, metric = run.get("primary_metric"), run.get("primary_metric_name") or "score"
+        value, metric = run.result.primary_metric, run.result.primary_metric_name or "score"
         shown = "n/a" if value is None or not math.isfinite(float(value)) else f"{float(value):.3f}"
-        out.append((f"{run_name(run)} · {metric} {shown}", int(run["id"])))
+        out.append((f"{run_name(run)} · {metric} {shown}", int(run.id)))
     return out
 
 
@@ -87,12 +88,12 @@ def run_deltas(registry, run_ids) -> pd.DataFrame:
             cached = _DELTAS.get(rid)
         if cached is None:
             run = registry.get(rid)
-            if run["status"] != "succeeded" or not run["artifact_dir"]:
-                raise FormError("run", f"run {rid} is {run['status']}; deltas need a succeeded run with an artifact")
+            if run.status != "succeeded" or not run.artifact_dir:
+                raise FormError("run", f"run {rid} is {run.status}; deltas need a succeeded run with an artifact")
 
             from moduletune.tuning.magnitudes import run_deltas as compute  # imports torch
 
-            cached = pd.DataFrame(compute(run["artifact_dir"])).assign(run_id=rid, run_label=run_name(run))
+            cached = pd.DataFrame(compute(run.artifact_dir)).assign(run_id=rid, run_label=run_name(run))
             with _LOCK:
                 _DELTAS[rid] = cached
         frames.append(cached)
@@ -116,12 +117,12 @@ def _cached_model(key: tuple, load):
 def tuned_model(registry, run_id: int):
     """(model, tokenizer, RunConfig) of a succeeded run, loaded once (a small LRU cache)."""
     run = registry.get(int(run_id))
-    if run["status"] != "succeeded" or not run["artifact_dir"]:
-        raise FormError("run", f"run {run_id} is {run['status']}; pick a succeeded run")
+    if run.status != "succeeded" or not run.artifact_dir:
+        raise FormError("run", f"run {run_id} is {run.status}; pick a succeeded run")
 
     from moduletune.tuning.artifacts import load_tuned  # imports torch
 
-    return _cached_model(("tuned", int(run_id)), lambda: load_tuned(run["artifact_dir"]))
+    return _cached_model(("tuned", int(run_id)), lambda: load_tuned(run.artifact_dir))
 
 
 def base_model(model: str, task: str, seed: int = 0):

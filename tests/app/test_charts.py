@@ -384,7 +384,7 @@ def real_run(tmp_path_factory, glue_dir):
             glue_dir=str(glue_dir),
         )
         run_id = submission.submit(registry, config, submitter="test")
-        assert jobs.run_job(run_id, registry) == "succeeded", registry.get(run_id)["error"]
+        assert jobs.run_job(run_id, registry) == "succeeded", registry.get(run_id).error
         yield registry.events_frame([run_id]), registry.runs_frame()
     finally:
         dispose_engines()

@@ -152,7 +152,7 @@ def test_the_workers_jobs_report_to_the_workers_tracker_unless_the_run_says_none
         assert [(e.step, e.value) for e in acc.Scalars(tag)] == [
             (s, pytest.approx(v, rel=1e-6)) for s, v in zip(recorded["step"], recorded["value"])
         ]
-    final = registry.get(ids[0])["result"]["metrics"]["accuracy"]
+    final = registry.get(ids[0]).result.details["metrics"]["accuracy"]
     assert [(e.step, e.value) for e in acc.Scalars("final/accuracy")] == [(2, pytest.approx(final, rel=1e-6))]
 
 

@@ -367,10 +367,10 @@ def test_submit_form_queues_validated_runs_with_the_submitter(registry):
     out = submit_form(registry, form(max_train=32, seeds="0,1"), "web-abc")
     assert out.ok and len(out.ids) == 2 and "Queued **2 runs**" in out.message
     runs = registry.list_runs()
-    assert {r["submitter"] for r in runs} == {"web-abc"} and {r["layers"] for r in runs} == {"5"}
-    assert len({r["sweep_id"] for r in runs}) == 1 and runs[0]["sweep_id"]
+    assert {r.submitter for r in runs} == {"web-abc"} and {r.layers for r in runs} == {"5"}
+    assert len({r.sweep_id for r in runs}) == 1 and runs[0].sweep_id
     single = submit_form(registry, form(), "web-abc")
-    assert single.ids == [max(r["id"] for r in runs) + 1] and "Queued run **#" in single.message
+    assert single.ids == [max(r.id for r in runs) + 1] and "Queued run **#" in single.message
 
 
 def test_a_bad_selection_queues_nothing_and_says_so_beside_the_control(registry):
@@ -400,7 +400,7 @@ def test_every_action_goes_through_one_gate(registry, monkeypatch):
     _, (run_id,) = submit_runs(registry, build_configs(form()), "web-1")
     assert cancel_run(registry, run_id, "web-1") == "cancelled"
     new_id = retry_run(registry, run_id, "web-1")
-    assert registry.get(new_id)["retry_of"] == run_id
+    assert registry.get(new_id).retry_of == run_id
     assert seen == [("submit", "web-1", 1), ("cancel", "web-1", 1), ("retry", "web-1", 1)]
 
     def refuse(action, who, n=1):
@@ -417,10 +417,10 @@ def test_preset_submission_is_one_sweep(registry):
     assert len(out.ids) == 50 and registry.count() == 50 and "50 lr searches" in out.message
     study = registry.study(out.study_id)
     assert f"study #{out.study_id}" in out.message and study.progress.total == 100 and study.spec["searches"] == 50
-    assert {r["study_id"] for r in registry.list_runs()} == {out.study_id} and study.owner == "web-p"
-    assert {r["sweep_id"] for r in registry.list_runs()} == {registry.get(out.ids[0])["sweep_id"]}
-    assert {r["kind"] for r in registry.list_runs()} == {"search"}
-    assert registry.get(out.ids[0])["config"]["extra"]["final_seeds"] == [0, 1]
+    assert {r.study_id for r in registry.list_runs()} == {out.study_id} and study.owner == "web-p"
+    assert {r.sweep_id for r in registry.list_runs()} == {registry.get(out.ids[0]).sweep_id}
+    assert {r.kind for r in registry.list_runs()} == {"search"}
+    assert registry.get(out.ids[0]).config_data["extra"]["final_seeds"] == [0, 1]
 
 
 def test_cli_sweep_expands_like_the_form():

@@ -34,7 +34,7 @@ FORMS = {
 
 def queued_configs(registry, ids) -> list[str]:
     """The stored configs of these runs, as comparable JSON (the id and the sweep aside)."""
-    return sorted(json.dumps(registry.get(i)["config"], sort_keys=True) for i in ids)
+    return sorted(json.dumps(registry.get(i).config_data, sort_keys=True) for i in ids)
 
 
 @pytest.mark.parametrize("name", sorted(FORMS))
@@ -46,7 +46,7 @@ def test_the_command_queues_what_submit_queues(name, registry, glue_dir):
 
     by_form = submit_form(registry, form, "me").ids
     assert by_form, "the form itself was refused"
-    before = {r["id"] for r in registry.list_runs()}
+    before = {r.id for r in registry.list_runs()}
     words = shlex.split(command)
     env = {**os.environ, "MODULETUNE_GLUE_DIR": str(glue_dir)}
     proc = subprocess.run(
@@ -58,7 +58,7 @@ def test_the_command_queues_what_submit_queues(name, registry, glue_dir):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    by_command = sorted({r["id"] for r in registry.list_runs()} - before)
+    by_command = sorted({r.id for r in registry.list_runs()} - before)
     assert queued_configs(registry, by_command) == queued_configs(registry, by_form)
 
 

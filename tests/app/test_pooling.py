@@ -75,7 +75,7 @@ def test_the_effective_lr_is_stored_shown_in_the_diff_and_splits_pools(registry)
     a = submit(registry, 0.80)  # the LayerNorm default, 1e-2
     b = submit(registry, 0.60, lr=3e-4)
     c = submit(registry, 0.70, modules=("query",))  # query's default, 3e-4
-    assert registry.get(a)["config"]["lr"] == pytest.approx(1e-2)
+    assert registry.get(a).config_data["lr"] == pytest.approx(1e-2)
     diff = compare_views.compare(registry, "sst2", run_ids=[a, b, c])["config_diff"].set_index("setting")
     assert diff.loc["lr"].tolist() == ["0.01", "0.0003", "0.0003"]
     frame = registry.runs_frame()

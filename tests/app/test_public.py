@@ -125,7 +125,8 @@ def test_each_cap_on_a_run_says_what_it_is():
     ]
     ok = dict(task="rte", max_train=32, max_eval=32)
     public.check_config(LIMITS, RunConfig(**ok))
-    public.check_config(LIMITS, RunConfig(**ok).to_dict())  # a stored config (what a retry resubmits)
+    stored = RunConfig.from_dict(RunConfig(**ok).to_dict())  # a stored config (what a retry resubmits)
+    public.check_config(LIMITS, stored)
     for change, message in cases:
         with pytest.raises(LimitError, match=message.replace("(", r"\(").replace(")", r"\)")):
             public.check_config(LIMITS, RunConfig(**{**ok, **change}))
@@ -204,13 +205,13 @@ def test_cancel_and_retry_only_on_a_visitors_own_runs(registry, public_mode):
         match=f"run {mine} was queued by another visitor: in this public demo you can cancel only your own runs",
     ):
         cancel_run(registry, mine, "web-b")
-    assert registry.get(mine)["status"] == "queued"
+    assert registry.get(mine).status == "queued"
     assert cancel_run(registry, mine, "web-a") == "cancelled"
     with pytest.raises(LimitError, match="you can retry only your own runs"):
         retry_run(registry, mine, "web-b")
     assert registry.count() == 1
     again = retry_run(registry, mine, "web-a")
-    assert registry.get(again)["retry_of"] == mine and registry.get(again)["submitter"] == "web-a"
+    assert registry.get(again).retry_of == mine and registry.get(again).submitter == "web-a"
     submit_form(registry, form(), "web-a")  # two active now: a retry is one more submission
     cancel_run(registry, again, "web-a")
     submit_form(registry, form(seeds="1"), "web-a")

@@ -24,12 +24,12 @@ def test_report_of_a_small_real_study_in_every_format(env, workers, tmp_path):  
     workers.start("--workers", "1")
     reg = Registry()
     wait_for(
-        lambda: all(reg.get(i)["status"] in ("succeeded", "failed") for i in sweep["ids"]),
+        lambda: all(reg.get(i).status in ("succeeded", "failed") for i in sweep["ids"]),
         600,
         "the study's 12 runs",
         pool=workers,
     )
-    assert {reg.get(i)["status"] for i in sweep["ids"]} == {"succeeded"}
+    assert {reg.get(i).status for i in sweep["ids"]} == {"succeeded"}
 
     out = {fmt: tmp_path / f"study.{fmt}" for fmt in ("md", "tex", "csv", "html")}
     for fmt, path in out.items():

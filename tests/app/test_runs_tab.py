@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,7 @@ from moduletune.app.runs import state as runs_state
 from moduletune.app.runs import views
 from moduletune.app.runs.state import RunsTabState
 from moduletune.tasks import submission
+from moduletune.tasks.entities import Run
 from moduletune.tuning.config import RunConfig
 from tests.app.test_views import record
 
@@ -231,7 +233,7 @@ def artifact(tmp_path):
     save_file({"weight": torch.randn(6_000_000)}, str(folder / "trained.safetensors"))
     (folder / "run_config.json").write_text('{"task": "rte"}')
     (folder / "result.json").write_text('{"primary_metric": 0.6}')
-    return {"id": 41, "artifact_dir": str(folder), "status": "succeeded"}
+    return Run(id=41, artifact_dir=str(folder), status="succeeded")
 
 
 def crcs(path: str) -> dict:
@@ -261,14 +263,14 @@ def test_simultaneous_requests_for_one_download_share_one_complete_build(artifac
     assert path.name == "moduletune-run-41.zip" and str(path).startswith(str(downloads.downloads_dir()))
     contents = crcs(str(path))
     assert set(contents) == {"trained.safetensors", "run_config.json", "result.json"}
-    assert contents["trained.safetensors"][1] == os.path.getsize(Path(artifact["artifact_dir"]) / "trained.safetensors")
+    assert contents["trained.safetensors"][1] == os.path.getsize(Path(artifact.artifact_dir) / "trained.safetensors")
     assert not list(path.parent.glob("*.part"))  # no temporary file left behind
     assert downloads.artifact_download(artifact) == str(path) and downloads.build_count() == before + 1  # cached
 
 
 def test_a_changed_artifact_is_a_new_download(artifact):
     first = downloads.artifact_download(artifact)
-    (Path(artifact["artifact_dir"]) / "result.json").write_text('{"primary_metric": 0.7, "again": true}')
+    (Path(artifact.artifact_dir) / "result.json").write_text('{"primary_metric": 0.7, "again": true}')
     second = downloads.artifact_download(artifact)
     assert second != first and Path(first).is_file()  # a file being served is never overwritten
     with zipfile.ZipFile(second) as z:
@@ -277,8 +279,8 @@ def test_a_changed_artifact_is_a_new_download(artifact):
 
 def test_no_artifact_no_download(artifact, tmp_path):
     assert downloads.artifact_download(None) is None
-    assert downloads.artifact_download({**artifact, "artifact_dir": None}) is None
-    assert downloads.artifact_download({**artifact, "artifact_dir": str(tmp_path / "gone")}) is None
+    assert downloads.artifact_download(replace(artifact, artifact_dir=None)) is None
+    assert downloads.artifact_download(replace(artifact, artifact_dir=str(tmp_path / "gone"))) is None
 
 
 def test_reading_the_runs_tab_builds_no_archive(registry, artifact):

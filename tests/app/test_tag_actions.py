@@ -30,7 +30,7 @@ def test_tag_run_and_set_run_labels(registry):
     assert actions.set_run_labels(registry, run_id, "", None, "me")["tags"] == []
     with pytest.raises(TagError, match="tag 'no/slash' has '/'"):
         actions.tag_run(registry, run_id, "ok no/slash", "kept?", "me")
-    assert registry.get(run_id)["notes"] is None  # the refused edit changed nothing
+    assert registry.get(run_id).note is None  # the refused edit changed nothing
     with pytest.raises(FormError, match="a run id is a whole number"):
         actions.tag_run(registry, "twelve", "x", None, "me")
 
@@ -50,5 +50,5 @@ def test_in_public_mode_a_visitor_tags_and_annotates_only_their_own_runs(registr
                 call()
     finally:
         set_public(None)
-    assert (registry.get(theirs)["tags"], registry.get(theirs)["notes"]) == (["theirs"], "theirs")
+    assert (registry.get(theirs).tags, registry.get(theirs).note) == (["theirs"], "theirs")
     assert actions.tag_run(registry, theirs, "anyone", None, "visitor-a")["tags"] == ["anyone", "theirs"]  # open lab

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -248,7 +249,7 @@ def test_artifact_download_zips_the_trained_tensors(registry, tuned):
     with zipfile.ZipFile(path) as z:
         assert {"trained.safetensors", "run_config.json"} <= set(z.namelist())
     assert downloads.artifact_download(run) == path  # made once
-    assert downloads.artifact_download({**run, "artifact_dir": None}) is None
+    assert downloads.artifact_download(replace(run, artifact_dir=None)) is None
 
 
 def test_deltas_are_computed_once_per_run(registry, tuned, study, monkeypatch):

@@ -90,7 +90,7 @@ def clear(lab) -> None:
     """Cancel whatever is queued, so each test starts with every visitor's quota free."""
     registry = registry_of(lab)
     for run in registry.list_runs(status="queued"):
-        registry.request_cancel(run["id"])
+        registry.request_cancel(run.id)
 
 
 def refusal(client: Client, *args, api_name: str, **kwargs) -> str:
@@ -256,7 +256,7 @@ def test_fourteen_clients_from_one_address_share_one_visitors_quota(lab):
     assert all(f"at most {MAX_ACTIVE} runs queued or running per visitor" in m for m in refused), refused[0]
     assert registry.count() - before == MAX_ACTIVE
     # The owner check keys on the same identity: another connection from this address may cancel them.
-    mine = [r["id"] for r in registry.list_runs(status="queued")]
+    mine = [r.id for r in registry.list_runs(status="queued")]
     assert clients[-1].predict(mine[0], api_name="/cancel") == "cancelled"
     clear(lab)
 

@@ -261,10 +261,10 @@ def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     shoot(page, "experiment-paper-offer")
     page.locator("#paper-confirm").click()
     wait_text(page, "submit-msg", "Queued 8 lr searches")
-    queued = [r for r in registry.list_runs() if r["sweep_id"] and r["sweep_id"].startswith("paper-")]
-    assert len(queued) == 8 and {r["kind"] for r in queued} == {"search"}
-    assert {tuple(registry.get(r["id"])["config"]["extra"]["final_seeds"]) for r in queued} == {(0, 1)}
-    (study_id,) = {r["study_id"] for r in queued}
+    queued = [r for r in registry.list_runs() if r.sweep_id and r.sweep_id.startswith("paper-")]
+    assert len(queued) == 8 and {r.kind for r in queued} == {"search"}
+    assert {tuple(registry.get(r.id).config_data["extra"]["final_seeds"]) for r in queued} == {(0, 1)}
+    (study_id,) = {r.study_id for r in queued}
     assert f"study #{study_id}" in text_of(page, "submit-msg")
     assert not page.locator("#paper-confirm").is_visible()
 
@@ -281,7 +281,7 @@ def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     page.locator("#study-cancel-confirm").click()
     wait_text(page, "study-action-msg", f"Study #{study_id} cancelled")
     page.wait_for_function("() => !document.body.innerText.includes('queued runs never start')")
-    assert not [r for r in registry.list_runs(study_id=study_id) if r["status"] == "queued"]
+    assert not [r for r in registry.list_runs(study_id=study_id) if r.status == "queued"]
     polling.wait_for(
         lambda: registry.study(study_id).status == "cancelled", RUN_T / 1000, "the study's running search to stop"
     )
@@ -319,10 +319,10 @@ def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     wait_text(page, "submit-msg", "Queued run")
     assert registry.count() == before + 1
     run = registry.list_runs(limit=1)[0]
-    assert (run["layers"], run["family"], run["config"] if "config" in run else None) == ("5", "LN", None)
-    assert registry.get(run["id"])["config"]["max_train"] == 32
-    assert registry.get(run["id"])["config"]["prefix_cache"] == "on"
-    run_id = run["id"]
+    assert (run.layers, run.family, run.config_data or None) == ("5", "LN", None)
+    assert registry.get(run.id).config_data["max_train"] == 32
+    assert registry.get(run.id).config_data["prefix_cache"] == "on"
+    run_id = run.id
 
     # Runs: the table and the newest run's live summary follow it to the end (the 2 s timer).
     page.get_by_role("tab", name="Runs").click()
@@ -340,8 +340,8 @@ def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     fill(page, "run-note", "the walk-through's run")
     page.locator("#save-labels").click()
     wait_text(page, "run-action-msg", "tags baseline, ln-only; note saved")
-    assert registry.get(run_id)["tags"] == ["baseline", "ln-only"]
-    assert registry.get(run_id)["notes"] == "the walk-through's run"
+    assert registry.get(run_id).tags == ["baseline", "ln-only"]
+    assert registry.get(run_id).note == "the walk-through's run"
     fill(page, "runs-search", "tag:ln-only")
     wait_rows(page, "runs-table", 1)
     wait_text(page, "runs-table", str(run_id))
@@ -353,8 +353,8 @@ def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     wait_text(page, "runs-table", f"S{study_id}")
     # One row per run of its own and one per study (the cleared search box refills the table; other test files
     # share this app, so their runs are rows too); the study is the second newest.
-    top = [r for r in runs if r["parent_id"] is None and r["study_id"] is None]
-    studies = {r["study_id"] for r in runs if r["study_id"] is not None}
+    top = [r for r in runs if r.parent_id is None and r.study_id is None]
+    studies = {r.study_id for r in runs if r.study_id is not None}
     wait_rows(page, "runs-table", len(top) + len(studies))
     study_row = page.locator('#runs-table [role=gridcell][data-testid="cell-1-0"]')
     assert study_row.inner_text().strip() == f"S{study_id}"
@@ -450,8 +450,8 @@ def test_a_lora_run_from_the_form_sits_on_the_frontier_against_params_or_time(pa
     page.locator("#submit").click()
     wait_text(page, "submit-msg", "Queued run")
     run = registry.list_runs(limit=1)[0]
-    assert registry.count() == before + 1 and registry.get(run["id"])["config"]["modules"] == ["lora:query"]
-    polling.wait_for(lambda: registry.get(run["id"])["status"] == "succeeded", RUN_T / 1000, "the LoRA run")
+    assert registry.count() == before + 1 and registry.get(run.id).config_data["modules"] == ["lora:query"]
+    polling.wait_for(lambda: registry.get(run.id).status == "succeeded", RUN_T / 1000, "the LoRA run")
 
     page.get_by_role("tab", name="Compare").click()
     page.wait_for_selector("#chart-frontier .js-plotly-plot")

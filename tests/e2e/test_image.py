@@ -131,7 +131,7 @@ STORED = """
 import json, sys
 from moduletune.tasks.registry import Registry
 from moduletune.tasks.run_folders import run_dir
-run = Registry().get(int(sys.argv[1]))
+run = Registry().get(int(sys.argv[1])).to_dict()
 folder = run_dir(int(sys.argv[1])) / "checkpoint"
 print(json.dumps([{k: run[k] for k in ("status", "step", "total_steps")}, sorted(p.name for p in folder.glob("*"))]))
 """

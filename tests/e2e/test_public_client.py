@@ -147,7 +147,7 @@ def test_public_space_runs_a_tiny_run_and_every_limit_refuses_with_its_message(s
     with pytest.raises(AppError, match="you can retry only your own runs"):
         b.predict(run_id, api_name="/retry")
     first = registry.get(run_id)
-    assert first["status"] in ("queued", "running") and not first["cancel_requested"]
+    assert first.status in ("queued", "running") and not first.cancel_requested
 
     # One's own run: cancelled (it waits behind the first on the one worker).
     _, (second,), *_ = a.predict(**{**TINY, "seeds": "1"}, api_name="/submit")
@@ -159,27 +159,27 @@ def test_public_space_runs_a_tiny_run_and_every_limit_refuses_with_its_message(s
     assert {r["id"]: r["mine"] for r in seen_by_b} == {run_id: False, second: False}
     assert all("submitter" not in r for r in seen_by_b) and "submitter" not in b.predict(run_id, api_name="/run")
     assert {r["id"]: r["mine"] for r in a.predict(api_name="/runs")} == {run_id: True, second: True}
-    assert registry.get(run_id)["submitter"].startswith("web-")  # stored, never shown
+    assert registry.get(run_id).submitter.startswith("web-")  # stored, never shown
 
     def finished():
         run = registry.get(run_id)
-        return run if run["status"] in ("succeeded", "failed", "cancelled", "interrupted") else None
+        return run if run.status in ("succeeded", "failed", "cancelled", "interrupted") else None
 
     run = wait_for(finished, RUN_TIMEOUT, f"run {run_id} to finish", space, interval=1)
-    assert run["status"] == "succeeded", run["error"]
-    assert run["step"] == run["total_steps"] == 2 and run["device"] == "cpu"
+    assert run.status == "succeeded", run.error
+    assert run.progress.step == run.progress.total_steps == 2 and run.placement.device == "cpu"
     print(f"run {run_id} succeeded {time.monotonic() - t0:.1f}s into the test")
 
     # A visitor's copy of the run names no file path, host or process of the server's (the operator's does).
     seen = b.predict(run_id, api_name="/run")
     assert seen["status"] == "succeeded" and not {"artifact_dir", "worker", "submitter"} & set(seen), sorted(seen)
     assert "artifact_dir" not in (seen.get("result") or {}) and str(space.home) not in json.dumps(seen)
-    assert run["artifact_dir"] and run["worker"]
+    assert run.artifact_dir and run.placement.worker
 
     # The app kept serving everyone: the finished run is in the shared Compare data, without its submitter.
     points = b.predict("rte", api_name="/compare_data")
     assert [p["id"] for p in points] == [run_id] and "submitter" not in points[0]
     preview, *_ = b.predict(**TINY, api_name="/preview")
     assert "1 run will be queued" in preview
-    wait_for(lambda: registry.get(second)["status"] == "cancelled", 60, "the cancel", space)
+    wait_for(lambda: registry.get(second).status == "cancelled", 60, "the cancel", space)
     assert registry.count() == 2

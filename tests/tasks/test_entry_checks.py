@@ -80,4 +80,4 @@ def test_a_submitter_longer_than_its_column_is_refused_on_every_registry(env, re
     assert said.endswith("the submitter is a name of at most 200 characters (no NUL), got 120,000 characters")
     assert Registry().count() == 0
     assert cli("submit", *TINY, "--submitter", "y" * 200).returncode == 0
-    assert Registry().list_runs()[0]["submitter"] == "y" * 200
+    assert Registry().list_runs()[0].submitter == "y" * 200

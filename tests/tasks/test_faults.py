@@ -34,14 +34,14 @@ LOST_BOUND = 120  # seconds from the loss to the run's success, a worker's start
 def succeeded_once(run_id: int):
     def check():
         run = Registry().get(run_id)
-        return run if run["status"] == "succeeded" else None
+        return run if run.status == "succeeded" else None
 
     return check
 
 
 def assert_ran_once(run_id: int) -> None:
     run = Registry().get(run_id)
-    assert run["status"] == "succeeded" and run["claims"] == 1 and run["completions"] == 1, run
+    assert run.status == "succeeded" and run.attempts.claims == 1 and run.attempts.completions == 1, run
 
 
 def test_a_queued_run_survives_its_queue_file_being_deleted(env, workers, home):
@@ -123,7 +123,9 @@ def test_a_checkpoint_from_another_registry_is_refused_and_the_new_run_starts_at
     workers.start()
     wait_for(succeeded_once(second), LOST_BOUND, f"registry B's run {second}", pool=workers)
     run = Registry().get(second)
-    assert run["resumed_from_step"] is None and run["task"] == "mrpc" and run["step"] == run["total_steps"]
+    assert (
+        run.attempts.resumed_from_step is None and run.task == "mrpc" and run.progress.step == run.progress.total_steps
+    )
     assert [p.name for p in home.joinpath("runs").glob(f"{first}.stale-*")], "the old folder was not moved aside"
     assert "belongs to another run" in workers.logs()
 
@@ -131,7 +133,7 @@ def test_a_checkpoint_from_another_registry_is_refused_and_the_new_run_starts_at
 def test_a_truncated_checkpoint_fails_naming_it_and_a_retry_succeeds(env, workers):
     run_id = cli_json("submit", *TINY)["id"]
     registry = Registry()
-    config = registry.get(run_id)["config"]
+    config = registry.get(run_id).config_data
     owner = {"registry": registry.identity(), "run": run_id}
     folder = run_dir(run_id)
     (folder / "checkpoint").mkdir(parents=True)
@@ -146,17 +148,17 @@ def test_a_truncated_checkpoint_fails_naming_it_and_a_retry_succeeds(env, worker
 
     def ended():
         run = registry.get(run_id)
-        return run if run["status"] in ("succeeded", "failed") else None
+        return run if run.status in ("succeeded", "failed") else None
 
     run = wait_for(ended, LOST_BOUND, f"run {run_id}", pool=workers)
-    assert run["status"] == "failed", run
-    assert f"checkpoint {checkpoint} is unreadable (truncated or corrupt" in run["error"], run["error"]
-    aside = re.search(r"moved aside to (\S+); retry the run to start from step 0", run["error"])
-    assert aside and Path(aside[1]).is_file(), run["error"]  # kept where the message says, for a person to see
+    assert run.status == "failed", run
+    assert f"checkpoint {checkpoint} is unreadable (truncated or corrupt" in run.error, run.error
+    aside = re.search(r"moved aside to (\S+); retry the run to start from step 0", run.error)
+    assert aside and Path(aside[1]).is_file(), run.error  # kept where the message says, for a person to see
     assert not checkpoint.exists()  # nothing left that a run could resume
     new_id = int(cli("retry", str(run_id)).stdout)
     retried = wait_for(succeeded_once(new_id), LOST_BOUND, f"the retry {new_id}", pool=workers)
-    assert retried["resumed_from_step"] is None and retried["claims"] == 1
+    assert retried.attempts.resumed_from_step is None and retried.attempts.claims == 1
 
 
 def test_the_engine_resumes_only_its_own_checkpoint(tmp_path, glue_dir):

@@ -231,12 +231,12 @@ def test_a_release_2026_12_registry_is_upgraded_in_place_with_every_run_and_even
     assert registry.identity() == "0123456789abcdef"  # the registry keeps its id, so its run folders stay its own
     assert differences(registry.engine, database.metadata) == []
     # Read and written through today's API: the old runs have no tags or note, and take them.
-    assert [r["id"] for r in registry.list_runs()] == list(range(8, 0, -1))
+    assert [r.id for r in registry.list_runs()] == list(range(8, 0, -1))
     old = registry.get(4)
-    assert (old["tags"], old["notes"], old["total_params"], old["config"]["seed"]) == ([], None, 3_022_713_986, 3)
+    assert (old.tags, old.note, old.result.total_params, old.config_data["seed"]) == ([], None, 3_022_713_986, 3)
     assert registry.events_frame([4])["value"].tolist() == [e["value"] for e in events_before if e["run_id"] == 4]
     assert registry.tag(4, ["before-alembic"]) == ["before-alembic"]
-    assert [r["id"] for r in registry.list_runs(tag="before-alembic")] == [4]
+    assert [r.id for r in registry.list_runs(tag="before-alembic")] == [4]
     new_id = registry.insert_queued(CONFIG, submitter="after", tags=["new"], note="queued after the upgrade")
     assert new_id == 9  # the id sequence goes on after the old runs
     frame = registry.runs_frame().set_index("id")
@@ -260,7 +260,7 @@ def test_a_registry_from_before_alembic_with_no_version_row_is_taken_for_version
     registry = Registry(url)
     assert registry.schema_version() == database.SCHEMA_VERSION
     run = registry.get(1)
-    assert (run["kind"], run["learned"], run["seed"], run["tags"]) == ("run", None, 2, [])
+    assert (run.kind, run.result.learned, run.seed, run.tags) == ("run", None, 2, [])
     assert differences(registry.engine, database.metadata) == []
 
 
@@ -302,7 +302,7 @@ def test_the_baseline_revision_is_the_release_2026_12_schema_and_the_next_goes_d
             assert conn.execute(select(OLD_RUNS.c.seed, OLD_RUNS.c.lr)).all() == [(0, 1e-2)]
     finally:
         engine.dispose()
-    assert Registry(url).schema_version() == database.SCHEMA_VERSION and Registry(url).get(1)["notes"] is None
+    assert Registry(url).schema_version() == database.SCHEMA_VERSION and Registry(url).get(1).note is None
 
 
 OPEN = """

@@ -85,15 +85,15 @@ def test_schema_is_created_on_first_use_with_a_version(registry):
 def test_submit_records_and_enqueues(registry):
     run_id = submission.submit(registry, RunConfig(**TINY), submitter="session-abc")
     run = registry.get(run_id)
-    assert run["status"] == "queued" and run["submitter"] == "session-abc"
-    assert (run["task"], run["modules"], run["family"], run["layers"]) == ("rte", "layernorm", "LN", "5")
-    assert run["lr"] == RunConfig(**TINY).learning_rate
+    assert run.status == "queued" and run.submitter == "session-abc"
+    assert (run.task, run.modules, run.family, run.layers) == ("rte", "layernorm", "LN", "5")
+    assert run.lr == RunConfig(**TINY).learning_rate
     # The family default is stored as the lr used, so a config diff shows it.
-    assert run["config"]["lr"] == RunConfig(**TINY).learning_rate
-    assert RunConfig.from_dict(run["config"]) == RunConfig(**TINY).replace(lr=RunConfig(**TINY).learning_rate)
-    assert run["queued_at"].endswith("+00:00") and run["started_at"] is None
+    assert run.config_data["lr"] == RunConfig(**TINY).learning_rate
+    assert RunConfig.from_dict(run.config_data) == RunConfig(**TINY).replace(lr=RunConfig(**TINY).learning_rate)
+    assert run.to_dict()["queued_at"].endswith("+00:00") and run.times.started_at is None
     assert queue.pending_run_ids() == [run_id]
-    assert registry.list_runs() == [{k: run[k] for k in RUN_COLUMNS}]
+    assert [r.to_dict() for r in registry.list_runs()] == [{k: run.to_dict()[k] for k in RUN_COLUMNS}]
     with pytest.raises(RunNotFound):
         registry.get(run_id + 100)
 
@@ -115,7 +115,7 @@ def test_a_run_is_claimed_exactly_once(registry):
         t.join()
     assert sorted(tokens, key=lambda t: t is None) == [1] + [None] * 7
     run = registry.get(run_id)
-    assert run["status"] == "running" and run["claims"] == 1 and run["started_at"]
+    assert run.status == "running" and run.attempts.claims == 1 and run.times.started_at
 
 
 def test_worker_side_lifecycle_and_stale_tokens(registry):
@@ -127,14 +127,19 @@ def test_worker_side_lifecycle_and_stale_tokens(registry):
     ] + [{"step": 3, "epoch": 0.75, "split": "train", "name": "loss", "value": float("nan"), "t": time.time()}]
     assert registry.record_progress(run_id, token, rows, step=3, total_steps=4, eta_seconds=2.5)
     run = registry.get(run_id)
-    assert (run["step"], run["total_steps"], run["progress"], run["eta_seconds"]) == (3, 4, 0.75, 2.5)
+    assert (run.progress.step, run.progress.total_steps, run.progress.fraction, run.progress.eta_seconds) == (
+        3,
+        4,
+        0.75,
+        2.5,
+    )
     assert registry.heartbeat(run_id, token) == (True, False)
     # A wrong claim number (a worker that lost the run) can write nothing.
     assert not registry.record_progress(run_id, token + 1, rows)
     assert not registry.mark_succeeded(run_id, token + 1, {"primary_metric": 1.0})
     assert registry.record_resume(run_id, token + 1, step=2) == 0  # not ours: nothing happens
     assert registry.record_resume(run_id, token, step=2) == 2
-    assert registry.get(run_id)["resumed"] and registry.get(run_id)["resumed_from_step"] == 2
+    assert registry.get(run_id).attempts.resumed and registry.get(run_id).attempts.resumed_from_step == 2
     result = {
         "primary_metric_name": "accuracy",
         "primary_metric": 0.75,
@@ -156,9 +161,9 @@ def test_worker_side_lifecycle_and_stale_tokens(registry):
     assert registry.mark_succeeded(run_id, token, result)
     assert not registry.mark_failed(run_id, token, "late")  # finished runs stay finished
     run = registry.get(run_id)
-    assert run["status"] == "succeeded" and run["completions"] == 1 and run["finished_at"]
-    assert run["primary_metric"] == 0.75 and run["trainable_params"] == 2306 and run["step"] == 4
-    assert run["examples_per_second"] is None and run["result"]["examples_per_second"] is None
+    assert run.status == "succeeded" and run.attempts.completions == 1 and run.times.finished_at
+    assert run.result.primary_metric == 0.75 and run.result.trainable_params == 2306 and run.progress.step == 4
+    assert run.result.examples_per_second is None and run.result.details["examples_per_second"] is None
     ev = registry.events_frame([run_id])
     assert list(ev.columns) == EVENT_COLUMNS
     assert ev["step"].tolist() == [1, 2] and ev["value"].tolist() == [1.0, 0.5]
@@ -177,8 +182,8 @@ def test_cancel_retry_and_their_refusals(registry):
         registry.request_cancel(running)
     retried = submission.retry(registry, running, submitter="me")
     new = registry.get(retried)
-    assert new["retry_of"] == running and new["status"] == "queued" and new["submitter"] == "me"
-    assert new["config"] == registry.get(running)["config"]
+    assert new.retry_of == running and new.status == "queued" and new.submitter == "me"
+    assert new.config_data == registry.get(running).config_data
     with pytest.raises(RegistryError, match="only failed, cancelled, interrupted"):
         submission.retry(registry, retried)
     assert registry.count() == 3 and registry.count("cancelled") == 2
@@ -194,7 +199,7 @@ def test_stale_running_runs_are_interrupted_and_requeued_once(registry):
     registry.heartbeat(fresh, fresh_token)
     assert worker.sweep_stale(registry, timeout=1) == {"interrupted": [run_id], "requeued": [run_id]}
     run = registry.get(run_id)
-    assert run["status"] == "queued" and run["resume_count"] == 1 and "heartbeat" in run["error"]
+    assert run.status == "queued" and run.attempts.resume_count == 1 and "heartbeat" in run.error
     assert queue.pending_run_ids() == [run_id]
     assert not registry.heartbeat(run_id, token)[0]  # the old claim is void
     # The second time it dies it stays interrupted: a person retries it.
@@ -202,8 +207,8 @@ def test_stale_running_runs_are_interrupted_and_requeued_once(registry):
     time.sleep(1.2)
     registry.heartbeat(fresh, fresh_token)
     assert worker.sweep_stale(registry, timeout=1) == {"interrupted": [run_id], "requeued": []}
-    assert registry.get(run_id)["status"] == "interrupted"
-    assert registry.get(fresh)["status"] == "running"
+    assert registry.get(run_id).status == "interrupted"
+    assert registry.get(fresh).status == "running"
     assert registry.request_cancel(run_id) == "cancelled"
 
 
@@ -263,7 +268,7 @@ def test_a_cancelled_run_whose_worker_died_ends_cancelled(registry):
     time.sleep(1.2)
     assert worker.sweep_stale(registry, timeout=1) == {"interrupted": [run_id], "requeued": []}
     run = registry.get(run_id)
-    assert run["status"] == "cancelled" and run["finished_at"] and "cancelled as asked" in run["error"]
+    assert run.status == "cancelled" and run.times.finished_at and "cancelled as asked" in run.error
 
 
 def test_a_version_1_registry_is_upgraded_in_place(tmp_path):
@@ -320,7 +325,7 @@ def test_a_version_1_registry_is_upgraded_in_place(tmp_path):
     assert upgraded.schema_version() == reg.SCHEMA_VERSION
     assert new_columns <= {c["name"] for c in inspect(upgraded.engine).get_columns("runs")}
     run = upgraded.get(1)
-    assert (run["status"], run["primary_metric"], run["kind"], run["learned"]) == ("succeeded", 0.6, "run", None)
+    assert (run.status, run.result.primary_metric, run.kind, run.result.learned) == ("succeeded", 0.6, "run", None)
     assert upgraded.events_frame([1])["value"].tolist() == [0.7]
     assert upgraded.runs_frame()["settings"].iloc[0]["lr"] == 0.01  # an old null lr reads as the lr it used
     reg.dispose_engines()

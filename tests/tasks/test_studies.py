@@ -21,7 +21,7 @@ SWEEP = ["--modules", "LN,Q", "--layers", "each", *TINY[TINY.index("--max-train"
 
 
 def statuses(study_id: int) -> list[str]:
-    return sorted(r["status"] for r in Registry().list_runs(study_id=study_id))
+    return sorted(r.status for r in Registry().list_runs(study_id=study_id))
 
 
 def test_a_sweep_is_a_study_shown_and_cancelled_in_one_call(env, workers):
@@ -77,8 +77,8 @@ def test_a_single_run_goes_before_a_studys_queued_runs(env, workers):
     single = submission.submit(registry, config.replace(seed=99))
     assert registry.priority_of(single) == SINGLE_PRIORITY and registry.priority_of(ids[0]) == STUDY_PRIORITY
     workers.start("--workers", "1")
-    wait_for(lambda: registry.get(single)["status"] == "succeeded", 300, "the single run", pool=workers)
-    started = {r["id"]: r["started_at"] for r in registry.list_runs() if r["started_at"]}
+    wait_for(lambda: registry.get(single).status == "succeeded", 300, "the single run", pool=workers)
+    started = {r.id: r.times.started_at for r in registry.list_runs() if r.times.started_at}
     assert min(started, key=started.get) == single  # queued last, started first
     cli("study", "cancel", str(study_id))
 
@@ -90,8 +90,8 @@ def test_retry_queues_a_studys_failed_runs_again_in_the_study(env):
     token = registry.claim(ids[0], "w", "cpu")
     registry.mark_failed(ids[0], token, "RuntimeError: boom")
     assert "1 runs queued again" in cli("study", "retry", str(study_id)).stdout
-    again = [r for r in registry.list_runs(study_id=study_id) if r["retry_of"] == ids[0]]
-    assert len(again) == 1 and again[0]["status"] == "queued"
+    again = [r for r in registry.list_runs(study_id=study_id) if r.retry_of == ids[0]]
+    assert len(again) == 1 and again[0].status == "queued"
     progress = registry.study(study_id).progress
     assert (progress.total, progress.failed, progress.queued) == (2, 0, 2)  # the failure counts through its retry
     assert "no failed or interrupted run" in cli("study", "retry", str(study_id), check=False).stderr
@@ -123,8 +123,8 @@ def test_a_search_that_chose_after_its_study_was_cancelled_queues_nothing(env):
     outcome = {"chosen_lr": 1e-2, "primary_metric_name": "accuracy", "primary_metric": 0.6}
     assert registry.complete_search(search_id, token, outcome, [], finals) == []
     children = registry.children(search_id, kind="run")
-    assert [r["status"] for r in children] == ["cancelled", "cancelled"] and registry.queued_ids() == []
-    assert {r["study_id"] for r in children} == {study_id}
+    assert [r.status for r in children] == ["cancelled", "cancelled"] and registry.queued_ids() == []
+    assert {r.study_id for r in children} == {study_id}
 
 
 def test_a_paused_study_cannot_be_claimed(env):
@@ -132,7 +132,7 @@ def test_a_paused_study_cannot_be_claimed(env):
     config = RunConfig(task="rte", modules=("layernorm",), layers="5", max_train=16, max_eval=16, device="cpu")
     study_id, (run_id,) = submission.submit_study(registry, [config], "one", {"source": "test"})
     submission.pause_study(registry, study_id)
-    assert registry.claim(run_id, "w", "cpu") is None and registry.get(run_id)["status"] == "queued"
+    assert registry.claim(run_id, "w", "cpu") is None and registry.get(run_id).status == "queued"
     submission.resume_study(registry, study_id)
     assert registry.claim(run_id, "w", "cpu") is not None
     with pytest.raises(ValueError, match="only a paused study resumes"):
@@ -193,7 +193,7 @@ def test_a_run_enters_a_study_only_through_submit_study(env):
     run_id = submission.submit(
         registry, RunConfig(task="rte", modules=("layernorm",), layers="5", max_train=16, device="cpu")
     )
-    assert registry.get(run_id)["study_id"] is None
+    assert registry.get(run_id).study_id is None
     with registry.engine.begin() as conn:  # a study row that is gone leaves its runs readable
         conn.execute(update(runs).where(runs.c.id == run_id).values(study_id=999))
     assert registry.study_of(run_id) == 999 and registry.priority_of(run_id) == SINGLE_PRIORITY

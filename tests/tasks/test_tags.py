@@ -29,12 +29,13 @@ def test_tags_and_a_note_given_at_submission_are_in_every_read(registry):
     run_id = submission.submit(registry, CONFIG, tags=["Baseline", "ln:last", "baseline"], note="  first try \n")
     other = submission.submit(registry, CONFIG.replace(seed=1))
     run = registry.get(run_id)
-    assert (run["tags"], run["notes"]) == (["baseline", "ln:last"], "first try")
+    assert (run.tags, run.note) == (["baseline", "ln:last"], "first try")
     assert (
-        RUN_COLUMNS[-2:] == ["tags", "notes"] and list(run)[len(RUN_COLUMNS) - 2 : len(RUN_COLUMNS)] == RUN_COLUMNS[-2:]
+        RUN_COLUMNS[-2:] == ["tags", "notes"]
+        and list(run.to_dict())[len(RUN_COLUMNS) - 2 : len(RUN_COLUMNS)] == RUN_COLUMNS[-2:]
     )
-    assert registry.list_runs() == [
-        {k: registry.get(i)[k] for k in RUN_COLUMNS} for i in (other, run_id)
+    assert [r.to_dict() for r in registry.list_runs()] == [
+        {k: registry.get(i).to_dict()[k] for k in RUN_COLUMNS} for i in (other, run_id)
     ]  # newest first, tags and note included
     frame = registry.runs_frame()
     assert list(frame.columns) == FRAME_COLUMNS and FRAME_COLUMNS[-5:] == [
@@ -60,8 +61,8 @@ def test_tag_untag_set_tags_and_set_note(registry):
         "tags": ["y", "z"],
         "notes": "diverged after epoch 2\n\tlr too high",
     }  # note=None leaves the note
-    assert registry.set_note(run_id, None) is None and registry.get(run_id)["notes"] is None
-    assert registry.set_tags(run_id, []) == [] and registry.get(run_id)["tags"] == []
+    assert registry.set_note(run_id, None) is None and registry.get(run_id).note is None
+    assert registry.set_tags(run_id, []) == [] and registry.get(run_id).tags == []
     with pytest.raises(RunNotFound, match="no run with id 999"):
         registry.tag(999, "x")
 
@@ -70,13 +71,13 @@ def test_filter_by_tag_in_list_runs_and_runs_frame(registry):
     a, b, c = (
         registry.insert_queued(CONFIG.replace(seed=s), tags=t) for s, t in ((0, ["q1", "ln"]), (1, ["q1"]), (2, []))
     )
-    assert [r["id"] for r in registry.list_runs(tag="q1")] == [b, a]
-    assert [r["id"] for r in registry.list_runs(tag=["q1", "LN"])] == [a]  # every tag given, as stored (lower-case)
+    assert [r.id for r in registry.list_runs(tag="q1")] == [b, a]
+    assert [r.id for r in registry.list_runs(tag=["q1", "LN"])] == [a]  # every tag given, as stored (lower-case)
     assert registry.list_runs(tag="nobody") == []
     assert registry.runs_frame(tag="ln")["id"].tolist() == [a]
     assert list(registry.runs_frame(tag="nobody").columns) == FRAME_COLUMNS
-    assert [r["id"] for r in registry.list_runs(tag="q1", limit=1)] == [b]
-    assert registry.list_runs(limit=1)[0]["id"] == c
+    assert [r.id for r in registry.list_runs(tag="q1", limit=1)] == [b]
+    assert registry.list_runs(limit=1)[0].id == c
     with pytest.raises(TagError, match="has ' '"):
         registry.list_runs(tag="two words")
 
@@ -100,7 +101,7 @@ def test_bad_tags_are_refused_and_change_nothing(registry, tags, message):
     with pytest.raises(TagError, match=message):
         submission.submit(registry, CONFIG, tags=tags)
     assert registry.count() == 1
-    assert (registry.get(run_id)["tags"], registry.get(run_id)["notes"]) == (["keep"], "kept")
+    assert (registry.get(run_id).tags, registry.get(run_id).note) == (["keep"], "kept")
 
 
 def test_bad_notes_are_refused_and_change_nothing(registry):
@@ -114,7 +115,7 @@ def test_bad_notes_are_refused_and_change_nothing(registry):
         with pytest.raises(TagError, match=message):
             submission.submit_many(registry, [CONFIG, CONFIG.replace(seed=1)], note=note)
     assert registry.count() == 1
-    assert (registry.get(run_id)["tags"], registry.get(run_id)["notes"]) == (["keep"], "kept")
+    assert (registry.get(run_id).tags, registry.get(run_id).note) == (["keep"], "kept")
     assert registry.set_note(run_id, "n" * 2000) == "n" * 2000
 
 
@@ -136,14 +137,14 @@ def test_a_run_holds_at_most_20_tags_even_when_edited_at_once(registry):
         t.start()
     for t in threads:
         t.join()
-    assert len(registry.get(run_id)["tags"]) == MAX_TAGS and len(errors) == 4
+    assert len(registry.get(run_id).tags) == MAX_TAGS and len(errors) == 4
 
 
 def test_retry_keeps_the_tags_and_a_searchs_runs_inherit_them(registry):
     run_id = submission.submit(registry, CONFIG, tags=["exp-7"], note="flaky")
     registry.request_cancel(run_id)
     again = submission.retry(registry, run_id)
-    assert (registry.get(again)["tags"], registry.get(again)["notes"]) == (["exp-7"], None)
+    assert (registry.get(again).tags, registry.get(again).note) == (["exp-7"], None)
     # A search is scored on at least 100 held-out rows (tuning.verdict): half of 200 training examples.
     searchable = CONFIG.replace(lr_search=True, max_train=200, holdout_fraction=0.5)
     search = submission.submit(registry, searchable, tags=["search-me"])
@@ -154,8 +155,8 @@ def test_retry_keeps_the_tags_and_a_searchs_runs_inherit_them(registry):
     finals = [CONFIG.replace(lr=1e-2, seed=s) for s in (0, 1)]
     outcome = {"chosen_lr": 1e-2, "primary_metric_name": "accuracy", "primary_metric": 0.6}
     ids = registry.complete_search(search, token, outcome, candidates, finals)
-    assert [r["tags"] for r in registry.children(search)] == [["search-me"]] * 3
-    assert sorted(r["id"] for r in registry.list_runs(tag="search-me", status="queued")) == ids
+    assert [r.tags for r in registry.children(search)] == [["search-me"]] * 3
+    assert sorted(r.id for r in registry.list_runs(tag="search-me", status="queued")) == ids
 
 
 def test_tag_text_helpers():

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from moduletune.tasks import queue
+from moduletune.tasks.entities import Run
 from moduletune.tasks.registry import Registry
 from moduletune.tasks.run_folders import run_dir
 
@@ -44,14 +45,14 @@ LONG = [
 STEPS = 60
 
 
-def run_of(run_id: int) -> dict:
+def run_of(run_id: int) -> Run:
     return Registry().get(run_id)
 
 
 def status_is(run_id: int, *statuses: str):
     def check():
         run = run_of(run_id)
-        return run if run["status"] in statuses else None
+        return run if run.status in statuses else None
 
     return check
 
@@ -74,7 +75,7 @@ def test_cli_runs_finish_with_results_and_curves_on_sqlite(env, workers):
 
     worker = workers.start("--workers", "1")
     wait_for(
-        lambda: all(run_of(i)["status"] in ("succeeded", "failed") for i in (first["id"], second)),
+        lambda: all(run_of(i).status in ("succeeded", "failed") for i in (first["id"], second)),
         240,
         "both runs to finish",
         pool=workers,
@@ -192,29 +193,29 @@ def test_cancel_queued_and_running_runs_and_retry_a_failed_one(env, redis_url, w
     failing = int(cli("submit", *TINY, "--glue-dir", str(bad_glue)).stdout)
 
     workers.start()
-    wait_for(lambda: run_of(long_run)["step"] >= 3, 240, "the long run to make progress", pool=workers)
+    wait_for(lambda: run_of(long_run).progress.step >= 3, 240, "the long run to make progress", pool=workers)
     assert cli_json("cancel", str(long_run)) == {"id": long_run, "status": "cancelling"}
     cancelled = wait_for(status_is(long_run, "cancelled", "succeeded", "failed"), 120, "the cancel", pool=workers)
-    assert cancelled["status"] == "cancelled" and cancelled["completions"] == 0
-    assert 3 <= cancelled["step"] < cancelled["total_steps"] == 500
-    assert cancelled["result"]["stopped"] is True and cancelled["finished_at"]
-    assert loss_steps(long_run) == list(range(1, cancelled["step"] + 1))  # the curve is kept, each step once
+    assert cancelled.status == "cancelled" and cancelled.attempts.completions == 0
+    assert 3 <= cancelled.progress.step < cancelled.progress.total_steps == 500
+    assert cancelled.result.details["stopped"] is True and cancelled.times.finished_at
+    assert loss_steps(long_run) == list(range(1, cancelled.progress.step + 1))  # the curve is kept, each step once
 
     failed = wait_for(status_is(failing, "failed", "succeeded"), 120, "the bad-data run to fail", pool=workers)
-    assert failed["status"] == "failed" and failed["completions"] == 0
-    assert failed["error"].startswith("GlueError: ") and "\n" not in failed["error"]
-    assert "label 'maybe' for rte is not one of" in failed["error"]
+    assert failed.status == "failed" and failed.attempts.completions == 0
+    assert failed.error.startswith("GlueError: ") and "\n" not in failed.error
+    assert "label 'maybe' for rte is not one of" in failed.error
     never = run_of(queued)
-    assert never["status"] == "cancelled" and never["claims"] == 0 and never["started_at"] is None
+    assert never.status == "cancelled" and never.attempts.claims == 0 and never.times.started_at is None
 
     shutil.rmtree(bad_glue / "RTE")
     (bad_glue / "RTE").symlink_to(real)  # the data is mended; retry
     retried = cli_json("retry", str(failing))
     assert retried["retry_of"] == failing
     done = wait_for(status_is(retried["id"], "succeeded", "failed"), 120, "the retry to finish", pool=workers)
-    assert done["status"] == "succeeded" and done["retry_of"] == failing and done["config"] == failed["config"]
-    assert run_of(failing)["status"] == "failed"  # the old run stays as it was
-    assert cli("retry", str(done["id"]), check=False).returncode == 2
+    assert done.status == "succeeded" and done.retry_of == failing and done.config_data == failed.config_data
+    assert run_of(failing).status == "failed"  # the old run stays as it was
+    assert cli("retry", str(done.id), check=False).returncode == 2
 
 
 def test_kill_9_mid_epoch_resumes_from_the_checkpoint_on_a_new_worker(env, workers):
@@ -223,7 +224,7 @@ def test_kill_9_mid_epoch_resumes_from_the_checkpoint_on_a_new_worker(env, worke
     first = workers.start()
     checkpoint = run_dir(run_id) / "checkpoint" / "checkpoint.pt"
     wait_for(
-        lambda: run_of(run_id)["step"] >= 6 and checkpoint.is_file(),
+        lambda: run_of(run_id).progress.step >= 6 and checkpoint.is_file(),
         240,
         "a checkpoint in the middle of the epoch",
         interval=0.05,
@@ -231,15 +232,16 @@ def test_kill_9_mid_epoch_resumes_from_the_checkpoint_on_a_new_worker(env, worke
     )
     workers.kill(first)
     at_kill = run_of(run_id)
-    assert at_kill["status"] == "running" and 6 <= at_kill["step"] < STEPS
+    assert at_kill.status == "running" and 6 <= at_kill.progress.step < STEPS
 
     workers.start("--heartbeat-timeout", "3")
     done = wait_for(status_is(run_id, "succeeded", "failed"), 300, "the resumed run to finish", pool=workers)
-    assert done["status"] == "succeeded", done["error"]
-    assert done["resumed"] and done["resume_count"] == 1 and done["claims"] == 2 and done["completions"] == 1
-    resumed_at = done["resumed_from_step"]
-    assert resumed_at % 5 == 0 and 5 <= resumed_at <= at_kill["step"] + 5
-    assert done["result"]["resumed_from_step"] == resumed_at and done["result"]["steps"] == STEPS
+    assert done.status == "succeeded", done.error
+    tries = done.attempts
+    assert tries.resumed and tries.resume_count == 1 and tries.claims == 2 and tries.completions == 1
+    resumed_at = done.attempts.resumed_from_step
+    assert resumed_at % 5 == 0 and 5 <= resumed_at <= at_kill.progress.step + 5
+    assert done.result.details["resumed_from_step"] == resumed_at and done.result.details["steps"] == STEPS
     assert loss_steps(run_id) == list(range(1, STEPS + 1))  # every step recorded exactly once
     ev = Registry().events_frame([run_id])
     assert ev[ev.split == "eval"]["step"].tolist() == [STEPS]
@@ -249,7 +251,7 @@ def test_kill_9_mid_epoch_resumes_from_the_checkpoint_on_a_new_worker(env, worke
         and f"run {run_id} interrupted" not in logs.split("--- worker1.log")[0]
     )
     assert "re-queued to resume" in logs.split("--- worker1.log")[1]
-    assert os.path.isfile(os.path.join(done["artifact_dir"], "trained.safetensors"))
+    assert os.path.isfile(os.path.join(done.artifact_dir, "trained.safetensors"))
 
 
 def test_sigterm_checkpoints_and_requeues_the_running_run_redis_postgres(env, redis_url, pg_url, workers, monkeypatch):
@@ -258,18 +260,18 @@ def test_sigterm_checkpoints_and_requeues_the_running_run_redis_postgres(env, re
     monkeypatch.setenv("MODULETUNE_DB_URL", pg_url)
     run_id = int(cli("submit", *LONG).stdout)
     first = workers.start()
-    wait_for(lambda: run_of(run_id)["step"] >= 3, 240, "the run to make progress", interval=0.1, pool=workers)
+    wait_for(lambda: run_of(run_id).progress.step >= 3, 240, "the run to make progress", interval=0.1, pool=workers)
     assert workers.stop(first, signal.SIGTERM) == 0
     stopped = run_of(run_id)
-    assert stopped["status"] == "queued" and "re-queued" in stopped["error"] and stopped["claims"] == 1
+    assert stopped.status == "queued" and "re-queued" in (stopped.error or "") and stopped.attempts.claims == 1
     assert (run_dir(run_id) / "checkpoint" / "checkpoint.pt").is_file()
     assert queue.pending_run_ids() == [run_id]
 
     workers.start()
     done = wait_for(status_is(run_id, "succeeded", "failed"), 300, "the resumed run to finish", pool=workers)
-    assert done["status"] == "succeeded", done["error"]
-    assert done["resumed_from_step"] == stopped["step"] and done["resume_count"] == 0
-    assert done["claims"] == 2 and done["completions"] == 1 and done["error"] is None
+    assert done.status == "succeeded", done.error
+    assert done.attempts.resumed_from_step == stopped.progress.step and done.attempts.resume_count == 0
+    assert done.attempts.claims == 2 and done.attempts.completions == 1 and done.error is None
     assert loss_steps(run_id) == list(range(1, STEPS + 1))
 
 
@@ -302,34 +304,34 @@ def test_an_lr_search_is_one_parent_with_candidates_then_a_run_per_seed(env, wor
     workers.start("--workers", "1")
     reg = Registry()
     wait_for(
-        lambda: len([r for r in reg.children(sweep["ids"][0], kind="run") if r["status"] == "succeeded"]) == 2,
+        lambda: len([r for r in reg.children(sweep["ids"][0], kind="run") if r.status == "succeeded"]) == 2,
         300,
         "the sweep's search and its two final runs",
         pool=workers,
     )
     search = reg.get(search_id)
-    assert (search["kind"], search["status"]) == ("search", "succeeded"), search["error"]
-    chosen = search["result"]["chosen_lr"]
-    assert chosen in (1e-4, 1e-2) and search["lr"] == chosen and search["result"]["selection"] == "holdout"
+    assert (search.kind, search.status) == ("search", "succeeded"), search.error
+    chosen = search.result.details["chosen_lr"]
+    assert chosen in (1e-4, 1e-2) and search.lr == chosen and search.result.details["selection"] == "holdout"
     candidates = reg.children(search_id, kind="candidate")
-    assert sorted(c["lr"] for c in candidates) == [1e-4, 1e-2]
-    assert all(c["status"] == "succeeded" and reg.get(c["id"])["config"]["eval_on"] == "holdout" for c in candidates)
+    assert sorted(c.lr for c in candidates) == [1e-4, 1e-2]
+    assert all(c.status == "succeeded" and reg.get(c.id).config_data["eval_on"] == "holdout" for c in candidates)
     scores = reg.events_frame([search_id])
     assert set(scores[scores["split"] == "search"]["name"]) == {"0.0001", "0.01"}  # the metric-vs-lr curve
     wait_for(
-        lambda: all(r["status"] == "succeeded" for r in reg.children(search_id, kind="run")),
+        lambda: all(r.status == "succeeded" for r in reg.children(search_id, kind="run")),
         120,
         "the search's final run",
         pool=workers,
     )
     (final,) = reg.children(search_id, kind="run")
-    config = reg.get(final["id"])["config"]
-    assert final["lr"] == chosen and config["eval_on"] == "validation" and not config["lr_search"]
+    config = reg.get(final.id).config_data
+    assert final.lr == chosen and config["eval_on"] == "validation" and not config["lr_search"]
     assert config["extra"]["lr_search"]["chosen_lr"] == chosen
     finals = reg.children(sweep["ids"][0], kind="run")
-    assert sorted(r["seed"] for r in finals) == [0, 1] and len({r["lr"] for r in finals}) == 1
+    assert sorted(r.seed for r in finals) == [0, 1] and len({r.lr for r in finals}) == 1
     # Only the final runs are reported: searches and candidates never reach a score table.
     from moduletune.app.figures import pooling
 
     reported = pooling.finished_runs(reg.runs_frame())
-    assert set(reported["kind"]) == {"run"} and set(reported["id"]) == {final["id"], *(r["id"] for r in finals)}
+    assert set(reported["kind"]) == {"run"} and set(reported["id"]) == {final.id, *(r.id for r in finals)}

@@ -335,7 +335,7 @@ def test_cli_exports_a_registry_run_by_id(tmp_path, home, glue_dir):
     assert run_job(run_id, registry) == "succeeded"
     proc = cli("export", str(run_id), "--format", "peft", "--output", str(tmp_path / "adapter"))
     assert proc.returncode == 0, proc.stderr
-    expected = logits(load_tuned(registry.get(run_id)["artifact_dir"])[0])
+    expected = logits(load_tuned(registry.get(run_id).artifact_dir)[0])
     assert torch.allclose(peft_logits(tmp_path / "adapter"), expected, atol=1e-5, rtol=0)
     merged = export_run(registry, run_id, "transformers", tmp_path / "merged")
     assert torch.allclose(logits(AutoModelForSequenceClassification.from_pretrained(merged)), expected, atol=1e-5)

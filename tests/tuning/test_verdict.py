@@ -147,7 +147,7 @@ def shown(result, config: RunConfig) -> str:
     token = registry.claim(search_id, "test-worker", "cpu")
     outcome = {**result.to_dict(), "primary_metric_name": result.metric}
     registry.complete_search(search_id, token, outcome, [], final_configs(config, result))
-    final = registry.children(search_id, kind="run")[0]["id"]
+    final = registry.children(search_id, kind="run")[0].id
     return views.run_detail(registry, search_id).summary + "\n" + views.run_detail(registry, final).summary
 
 
