@@ -1,7 +1,7 @@
 """The API-only endpoints (runs, run, compare_data, cancel, retry, predict) that gradio_client calls.
 
 Each answers a refusal with its own one-line message and any other error with one line naming no
-internals (app.errors); the form endpoints (preview, submit) live with the Experiment tab."""
+internals (app.public.errors); the form endpoints (preview, submit) live with the Experiment tab."""
 
 import functools
 
@@ -22,7 +22,7 @@ def register(ctx) -> None:
 
     def answered(action: str):
         """An API endpoint's errors as one line a caller can act on: a refusal's own message, anything else
-        logged on the server and named without internals (app.errors)."""
+        logged on the server and named without internals (app.public.errors)."""
 
         def wrap(fn):
             @functools.wraps(fn)

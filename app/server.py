@@ -196,7 +196,7 @@ def launch_kwargs(host: str, port: int, share: bool, public: bool = False) -> di
     """Gradio 6 launch settings (theme and CSS live here since Gradio 6).
 
     In public mode an unexpected error reaches a visitor as Gradio's bare "Error", never its text (which can
-    quote SQL or paths); the handlers themselves turn every refusal into a one-line message (app.errors)."""
+    quote SQL or paths); the handlers themselves turn every refusal into a one-line message (app.public.errors)."""
 
     return dict(
         server_name=host,
@@ -277,7 +277,7 @@ def serve(
 ):
     """Launch the app (and, with worker=True, an embedded worker child); blocks until Ctrl-C or SIGTERM.
 
-    public=PublicLimits(...) serves the public demo (app.public). With block=False returns
+    public=PublicLimits(...) serves the public demo (app.public.limits). With block=False returns
     (blocks, embedded_worker) with the server running in the background. exit_when_stopped (`moduletune serve`
     itself): once stopped, the process ends at once, without the interpreter's seconds-long teardown."""
 
@@ -306,7 +306,7 @@ def start_app(host: str, port: int, worker: bool, registry, worker_args: tuple[s
     )
     if public is not None:
         print(f"moduletune serve: public mode: {public}", file=sys.stderr, flush=True)
-    visitors.trust_no_proxy_by_default()  # a visitor is their address, not a header they typed (app.visitors)
+    visitors.trust_no_proxy_by_default()  # a visitor is their address, not a header they typed (app.public.visitors)
     demo = build_app(registry, worker_status=status, public=public)
     # After the build, which reads the default model's config: two threads importing transformers' lazy module
     # at once can see it half made ("cannot import name 'AutoConfig'").

@@ -3,7 +3,7 @@
 build_app(registry) builds the Blocks; importing this module builds nothing and imports no Gradio.
 Stable elem_ids (see ELEM_IDS) are what the browser tests touch; named API endpoints (submit,
 preview, runs, run, cancel, retry, compare_data, classify) are what gradio_client calls.
-build_app(registry, public=PublicLimits(...)) is the public demo (app.public): models from an allow-list,
+build_app(registry, public=PublicLimits(...)) is the public demo (app.public.limits): models from an allow-list,
 the limits shown on the page, cancel/retry on a visitor's own runs, no submitter shown to anyone.
 """
 
@@ -176,7 +176,7 @@ def theme():
 
 
 def submitter_of(request, profile=None, oauth: bool = False) -> str:
-    """Who submits (app.visitors): the Hugging Face username when logged in, else a digest of the client's
+    """Who submits (app.public.visitors): the Hugging Face username when logged in, else a digest of the client's
     address; never the session hash, which a client chooses. LoginRequired where OAuth is required."""
     return visitors.visitor(request, profile, oauth=oauth)
 

@@ -1,6 +1,6 @@
 """Time the Compare tab's charts on a synthetic 1,000-run registry: `python -m bench.charts_compare`.
 
-A benchmark, not a test: it prints the median seconds of `app.comparison.compare_view` and whether it
+A benchmark, not a test: it prints the median seconds of `app.compare.figures.compare_view` and whether it
 stays under the one-second budget an interactive tab can afford.
 """
 

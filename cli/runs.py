@@ -90,7 +90,7 @@ def cmd_runs(args) -> int:
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
-    """--format and --output: a command's table written as a file (app.data_export)."""
+    """--format and --output: a command's table written as a file (app.files.data_export)."""
 
     p.add_argument("--format", default=None, choices=FORMATS, help="write a file (default: from --output's suffix)")
     p.add_argument("--output", default=None, metavar="FILE", help="the file to write (csv, parquet or json)")

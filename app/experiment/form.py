@@ -37,7 +37,7 @@ SWEEP_DEFAULTS = {
     "layer_spec": "",  # a typed spec (0-3,5 / last:2 / each); overrides the toggles when set
     "each_layer": False,  # one run per chosen layer instead of one run over all of them
     "seeds": "0",
-    "lr_search_scope": "setting",  # one search per setting, or per task and family on all layers (app.plan)
+    "lr_search_scope": "setting",  # one search per setting, or per task and family on all layers (app.experiment.plan)
     "baselines": False,  # the preset also queues LoRA r=8 on Q+V and (IA)³ on K+V+FO, on all layers
 }
 SWEEP = tuple(SWEEP_DEFAULTS)

@@ -1,6 +1,6 @@
 """The command line equal to the Experiment form: `moduletune submit ...` for one run, `moduletune sweep ...` else.
 
-Made from the same plan (app.plan.shape) and the same run flags (app.run_flags, from the Knobs) that
+Made from the same plan (app.experiment.plan.shape) and the same run flags (tuning.flags, from the Knobs) that
 Submit and the CLI use, so pasting it into a shell queues exactly the runs the form would.
 """
 

@@ -1,5 +1,5 @@
 """The Experiment tab's paper-study offer: the preset's button, its confirmation (the full study and a quick size,
-each with its time) and what confirming queues, as one study (app.preset, app.actions)."""
+each with its time) and what confirming queues, as one study (app.experiment.preset, app.public.actions)."""
 
 from types import SimpleNamespace
 

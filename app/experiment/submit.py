@@ -47,7 +47,7 @@ class Outcome:
     """What the form shows after Submit: a message beside the button, one beside the control at fault, the ids."""
 
     message: str = ""
-    control: str | None = None  # the control (app.form.FIELDS) the error is about, if any
+    control: str | None = None  # the control (app.experiment.fields.FIELDS) the error is about, if any
     field_message: str = ""
     ids: list = field(default_factory=list)
     study_id: int | None = None  # the study a sweep or the preset queued
@@ -58,7 +58,7 @@ class Outcome:
 
     @property
     def field_messages(self) -> list[str]:
-        """One message per app.form.FIELDS entry, blank but beside the control at fault."""
+        """One message per app.experiment.fields.FIELDS entry, blank but beside the control at fault."""
         return field_messages(self.control, self.field_message)
 
     @property
@@ -72,7 +72,7 @@ class Outcome:
 
 def error_outcome(err: Exception, action: str = "queue these runs") -> Outcome:
     """Put an error beside the control it is about; one about no control (a quota, the queue) stands beside the
-    button, and one that is not a refusal is logged and shown as one line without internals (app.errors)."""
+    button, and one that is not a refusal is logged and shown as one line without internals (app.public.errors)."""
     fld = error_field(err)
     text = f"⚠️ {visitor_message(err, action)}"
     if fld is None:

@@ -10,7 +10,7 @@ from moduletune.tuning.config import KNOBS, form_default
 
 
 def field_message(fld: str):
-    """The empty line beside one form control where a message about it appears (app.form.FIELDS)."""
+    """The empty line beside one form control where a message about it appears (app.experiment.fields.FIELDS)."""
 
     return gr.Markdown("", elem_id=fld.replace("_", "-") + "-msg", elem_classes="field-msg")
 

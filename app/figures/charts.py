@@ -1,10 +1,10 @@
 """Pure chart functions of the Compare and Runs tabs: registry DataFrames in, Plotly figures out.
 
 Nothing here reads files, a database or a model, so every chart is unit tested on hand-built
-frames. Colours are fixed per module family (app.figure_style), labels use the paper's short names
+frames. Colours are fixed per module family (app.figures.style), labels use the paper's short names
 (Q, K, V, AO, FI, FO, LN), and an empty or unfinished frame gives a figure that says so instead of an
-error. Tables live in app.tables, the Weights tab's figures in app.weight_charts, the training curves in
-app.curves (re-exported here).
+error. Tables live in app.figures.tables, the Weights tab's figures in app.weights.charts, the training curves in
+app.figures.curves.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def score_by_family(runs, task: str, model: str | None = None) -> go.Figure:
 
 
 # What the frontier can be drawn against (peft's method comparison draws accuracy against memory and time too):
-# the column of app.pooling.pool, the title's words, the axis title and the hover's text.
+# the column of app.figures.pooling.pool, the title's words, the axis title and the hover's text.
 FRONTIER_COSTS = {
     "trainable_pct": ("trainable parameters", "trainable parameters (% of model, log)", "trainable %{x:.3g}%"),
     "train_seconds": ("training time", "training time per run (s, log; median of the seeds)", "training %{x:.3g} s"),

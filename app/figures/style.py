@@ -1,7 +1,7 @@
 """What every figure shares, so a family looks the same in each chart: colours, markers, layout, references.
 
 Fixed family colours and markers, one layout, explanatory empty figures, and the chance and full fine-tuning
-references drawn on a score axis; used by app.charts, app.weight_charts and app.study_analysis.
+references drawn on a score axis; used by app.figures.charts, app.weights.charts and app.study.analysis.
 """
 
 from __future__ import annotations

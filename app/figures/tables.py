@@ -1,4 +1,4 @@
-"""The display tables (runs, results, config diff) and the results CSV, apart from the figures in app.charts.
+"""The display tables (runs, results, config diff) and the results CSV, apart from the figures in app.figures.charts.
 
 Registry DataFrames in, pandas tables out, with no Plotly: what the Runs and Compare tabs list and the
 Download button serves.

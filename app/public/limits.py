@@ -5,7 +5,7 @@ Every limit is an environment variable with a default that suits a free CPU Spac
 | variable                                   | default          | what it bounds                                   |
 | ------------------------------------------ | ---------------- | ------------------------------------------------ |
 | MODULETUNE_PUBLIC                          | off              | 1/true/yes/on turns public mode on (as --public) |
-| MODULETUNE_PUBLIC_MAX_ACTIVE_PER_VISITOR   | 2                | queued + running runs of one visitor (app.visitors) |
+| MODULETUNE_PUBLIC_MAX_ACTIVE_PER_VISITOR   | 2                | queued + running runs of one visitor (visitors.py) |
 | MODULETUNE_PUBLIC_MAX_QUEUED               | 20               | queued runs of everyone together                 |
 | MODULETUNE_PUBLIC_MAX_EPOCHS               | 3                | epochs per run                                   |
 | MODULETUNE_PUBLIC_MAX_TRAIN                | 2000             | training examples per run (0 = all is refused)   |
@@ -44,8 +44,8 @@ TRUE = ("1", "true", "yes", "on")
 
 
 class LimitError(ValueError):
-    """A request public mode refuses; `field` names the form control it is about (app.form.FIELDS), None when it
-    is about no control (a quota, another visitor's run)."""
+    """A request public mode refuses; `field` names the form control it is about (app.experiment.fields.FIELDS),
+    None when it is about no control (a quota, another visitor's run)."""
 
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)

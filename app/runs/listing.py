@@ -1,7 +1,7 @@
 """The Runs tab's list read from the registry: its rows (filters, search box), the sweeps to filter by, the
 trainable share of runs that have not finished yet, and the run the detail panel shows when nobody picked one.
 
-Filters arrive already normalised (None means no filter); app.views turns the dropdowns' 'all' into None.
+Filters arrive already normalised (None means no filter); app.runs.views turns the dropdowns' 'all' into None.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def runs_frame(registry, status=None, task=None, sweep=None, search: str | None 
 
 def with_trainable_estimates(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs without a trainable share yet (queued, running) get the one their config selects, counted on the
-    model built on the meta device (app.model_info, cached per selection); a run whose model cannot be read
+    model built on the meta device (app.experiment.model_info, cached per selection); a run whose model cannot be read
     keeps a blank."""
     if runs.empty or "trainable_pct" not in runs.columns:
         return runs

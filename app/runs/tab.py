@@ -3,7 +3,7 @@ summary, curves, config and result, Cancel, Retry and the artifact download (bui
 
 The panel shows the run the person picked (the dropdown, a table row, a link's ?run=), kept in a per-session
 RunsTabState that no refresh overwrites; with nothing picked, the running run, else the last finished one. Each
-detail answer is computed from that one run id, and one computed before a newer pick is dropped (app.runs_state).
+detail answer is computed from that one run id, and one computed before a newer pick is dropped (app.runs.state).
 
 layout(ctx) returns the components by name (RunsTab); the wire_* functions connect them, and every handler takes
 its inputs by keyword and answers a dict keyed by component, so no list has to line up with another.
@@ -372,7 +372,7 @@ def on_load(state, request: gr.Request = None):
 
 
 def prepare_handler(ctx):
-    """Prepare download's handler: build the shown run's archive (once per run: app.downloads); the panel then
+    """Prepare download's handler: build the shown run's archive (once per run: app.files.downloads); the panel then
     offers the file."""
     registry = ctx.registry
 

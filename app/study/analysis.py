@@ -1,7 +1,7 @@
 """The study's per-task analysis: the layer-wise and efficiency figures and the |w| vs score rank correlation.
 
 Pure functions of DataFrames (the registry's runs frame, tuning.magnitudes rows without 'hist'), drawn with
-app.figure_style like app.charts; app.study assembles them into the report and its exports.
+app.figures.style like app.figures.charts; app.study.report assembles them into the report and its exports.
 """
 
 from __future__ import annotations

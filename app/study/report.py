@@ -2,8 +2,8 @@
 and the weight-magnitude vs score correlation, exported as CSV, Markdown, LaTeX or one self-contained HTML file.
 
 Pure functions of DataFrames (the registry's runs frame, tuning.magnitudes rows without 'hist') built on
-app.pooling, app.tables and app.study_analysis (the per-task figures and statistics), so the study is unit
-tested on hand-built frames; only report_from_registry reads a registry and loads models.
+app.figures.pooling, app.figures.tables and app.study.analysis (the per-task figures and statistics), so the
+study is unit tested on hand-built frames; only report_from_registry reads a registry and loads models.
 Akbar-Tajari, Rajaee & Pilehvar, EMNLP 2022, arXiv 2302.00378.
 """
 

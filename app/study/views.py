@@ -1,6 +1,6 @@
 """What the Study tab and `moduletune study` show of studies: the list with progress and ETA, one study's summary,
 its record as JSON, its runs, and the report (one study's or every finished run's) with its files. Plain functions
-of a Registry (tasks.studies, app.study), no Gradio."""
+of a Registry (tasks.studies, app.study.report), no Gradio."""
 
 from __future__ import annotations
 
@@ -136,8 +136,8 @@ def study_runs_table(registry, study_id: int) -> pd.DataFrame:
 
 
 def report_files(registry, tasks=None, study_id: int | None = None):
-    """The Study tab's report (app.study: one study's, with its pending cells, or every finished run's, each layer
-    choice its own row) and its four exports, written under names no other request shares."""
+    """The Study tab's report (app.study.report: one study's, with its pending cells, or every finished run's, each
+    layer choice its own row) and its four exports, written under names no other request shares."""
     if study_id is not None:
         report = st.report_from_registry(registry, tasks=tasks, study_id=study_id, layers=None)
     else:

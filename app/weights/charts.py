@@ -1,6 +1,6 @@
 """The Weights tab's figures: weight magnitudes of a pre-trained model and how far tuning moved each module.
 
-Pure functions of tuning.magnitudes' rows (as app.model_views returns them), like app.charts.
+Pure functions of tuning.magnitudes' rows (as app.weights.models returns them), like app.figures.charts.
 """
 
 from __future__ import annotations

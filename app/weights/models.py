@@ -1,7 +1,7 @@
 """The model-side views of the Weights and Playground tabs: weight magnitudes, run deltas and predictions.
 
 Each loads a model or an artifact, so each is computed once per model or run and kept in a small
-in-process cache (loaded models in an LRU of MODEL_CACHE_SIZE); app.views holds the registry-only views.
+in-process cache (loaded models in an LRU of MODEL_CACHE_SIZE); app.runs.views holds the registry-only views.
 The two tabs' run pickers (scored labels), input labels and example rows live here too: they load no model.
 """
 

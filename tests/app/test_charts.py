@@ -1,4 +1,4 @@
-"""Unit tests of app.charts on hand-built frames: grouping, statistics, ordering, axes and empty states."""
+"""Unit tests of app.figures.charts on hand-built frames: grouping, statistics, ordering, axes and empty states."""
 
 from __future__ import annotations
 

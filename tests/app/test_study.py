@@ -1,4 +1,4 @@
-"""app.study on hand-built frames (table, layer-wise figure, |w| vs score, the four exports) and once on a
+"""app.study.report on hand-built frames (table, layer-wise figure, |w| vs score, the four exports) and once on a
 real registry with the embedded model's magnitudes."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The UI's tag and note actions (app.actions) on a real SQLite registry: a box's text or a list, and in public
+"""The UI's tag and note actions (app.public.actions) on a real SQLite registry: a box's text or a list, and in public
 mode only on a visitor's own runs."""
 
 from __future__ import annotations

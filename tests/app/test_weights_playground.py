@@ -1,7 +1,7 @@
 """The Weights tab's deltas figure and the Playground's inputs: runs told apart by colour, titles spelled
 right, decade ticks on log axes, human input labels per task, real GLUE example rows and scored run pickers.
 
-Figures are built from frames shaped like app.model_views' output; the registry is a real SQLite one in a
+Figures are built from frames shaped like app.weights.models' output; the registry is a real SQLite one in a
 temporary MODULETUNE_HOME and the example rows are read from the real GLUE folder.
 """
 

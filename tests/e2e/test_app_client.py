@@ -24,7 +24,7 @@ def test_a_submitted_run_finishes_and_appears_in_the_compare_data(client, app_se
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/submit", "/preview", "/runs", "/run", "/compare_data", "/cancel", "/retry", "/classify"} <= set(api)
 
-    # /preview: (preview, one message beside each field in app.form.FIELDS order)
+    # /preview: (preview, one message beside each field in app.experiment.fields.FIELDS order)
     preview, *beside = client.predict(**TINY, api_name="/preview")
     assert "1 run will be queued" in preview and "1,536" in preview and not any(beside)
 

@@ -361,13 +361,13 @@ def test_every_tab_by_clicking(page, console, app_server, tmp_path):
     study_row.click()  # unfold it: its 8 searches come in under it
     wait_rows(page, "runs-table", len(top) + len(studies) + 8)
     page.locator('#runs-table [role=gridcell][data-testid="cell-2-0"]').click()  # its newest (cancelled) search
-    wait_text(page, "run-summary", f"lr search #{runs[1]['id']}")
+    wait_text(page, "run-summary", f"lr search #{runs[1].id}")
 
     # Reloading the page never affects a run, and keeps your place: the tab and the picked run are in the URL.
-    page.wait_for_function("(id) => location.search.includes('run=' + id)", arg=str(runs[1]["id"]))
+    page.wait_for_function("(id) => location.search.includes('run=' + id)", arg=str(runs[1].id))
     console.reload()
-    wait_text(page, "run-summary", f"lr search #{runs[1]['id']}")
-    assert "tab=runs" in page.url and f"run={runs[1]['id']}" in page.url
+    wait_text(page, "run-summary", f"lr search #{runs[1].id}")
+    assert "tab=runs" in page.url and f"run={runs[1].id}" in page.url
     page.locator("#run-select input").click()
     page.get_by_role("option", name=f"#{run_id} ").first.click()
     wait_text(page, "run-summary", f"Run #{run_id}")

@@ -91,7 +91,7 @@ def open_config(page) -> None:
 
 
 def archives(app_server) -> list[Path]:
-    """The run archives the server built (app.downloads: a per-process folder named by the server's pid)."""
+    """The run archives the server built (app.files.downloads: a per-process folder named by the server's pid)."""
     folders = Path(tempfile.gettempdir()).glob(f"moduletune-downloads-{app_server.proc.pid}-*")
     return sorted(p for f in folders for p in (f / "runs").rglob("*.zip"))
 
@@ -121,8 +121,8 @@ def test_the_picked_run_stays_while_another_trains(chromium, app_server, runs):
     for _ in range(3):  # three refresh cycles while A trains: B's panel throughout
         page.wait_for_timeout(CYCLE_S * 1000)
         shows(page, b, a)
-        steps.append(app_server.registry().get(a)["step"])
-    assert app_server.registry().get(a)["status"] == "running" and steps[-1] > steps[0]  # A did move meanwhile
+        steps.append(app_server.registry().get(a).progress.step)
+    assert app_server.registry().get(a).status == "running" and steps[-1] > steps[0]  # A did move meanwhile
     shoot(page, "runs-picked-while-another-trains")
     assert archives(app_server) == []  # all those refreshes built no archive
 
@@ -183,7 +183,7 @@ def test_two_downloads_at_once_get_one_complete_archive(chromium, app_server, ru
     first, second = entries(str(files[0])), entries(str(files[1]))
     assert first == second and files[0].read_bytes() == files[1].read_bytes()
     assert files[0].name.endswith(f"moduletune-run-{b}.zip")
-    artifact = Path(app_server.registry().get(b)["artifact_dir"])
+    artifact = Path(app_server.registry().get(b).artifact_dir)
     assert {name: size for name, (_, size) in first.items()} == {
         p.relative_to(artifact).as_posix(): p.stat().st_size for p in artifact.rglob("*") if p.is_file()
     }
