@@ -45,9 +45,9 @@ from moduletune.tasks.database import (  # noqa: F401
     runs,
 )
 from moduletune.tasks.entities import Run
-from moduletune.tasks.rows import EVENT_COLUMNS, FRAME_COLUMNS, RUN_COLUMNS  # noqa: F401  (the frames' columns)
+from moduletune.tasks.rows import EVENT_COLUMNS
 from moduletune.tasks.studies import StudyStore, runnable
-from moduletune.tasks.tags import RunTags, TagError, check_note, check_tags, tags_of, with_tags  # noqa: F401
+from moduletune.tasks.tags import RunTags, check_note, check_tags, tags_of, with_tags
 from moduletune.tuning.glue import get_task
 
 

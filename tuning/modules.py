@@ -10,13 +10,7 @@ import re
 from dataclasses import dataclass
 
 from moduletune.tuning import methods
-from moduletune.tuning.architectures import (  # noqa: F401  (their names, as modules has always offered them)
-    ARCHITECTURES,
-    LINEAR_FAMILIES,
-    Architecture,
-    ModuleSpecError,
-    architecture_for,
-)
+from moduletune.tuning.architectures import LINEAR_FAMILIES, Architecture, ModuleSpecError, architecture_for
 from moduletune.tuning.methods import AdapterSettings
 from moduletune.tuning.selection import Selection, random_masks
 from moduletune.tuning.text import clip

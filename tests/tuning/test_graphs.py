@@ -16,9 +16,9 @@ import transformers
 from safetensors.torch import load_file
 
 from moduletune.tuning import artifacts, graphs, prefix
+from moduletune.tuning.architectures import ARCHITECTURES
 from moduletune.tuning.config import ConfigError, RunConfig
 from moduletune.tuning.models import load_classifier, load_tokenizer
-from moduletune.tuning.modules import ARCHITECTURES
 from moduletune.tuning.train import fine_tune
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need an NVIDIA GPU")
