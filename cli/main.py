@@ -10,11 +10,15 @@ from moduletune.cli import export, queue, runs, serve, studies, train
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
 GROUPS = (train, queue, runs, serve, export, studies)  # the order of the commands in --help
+DESCRIPTION = (
+    "Fine-tune only the module families you choose (LayerNorm, query, FFN ..., LoRA, (IA)3) on GLUE, queue runs "
+    "and studies, read and export them, and serve the web app. `moduletune COMMAND --help` says more."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command: each group adds its own."""
-    parser = argparse.ArgumentParser(prog="moduletune", description=__doc__)
+    parser = argparse.ArgumentParser(prog="moduletune", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.add_parser(sub)
