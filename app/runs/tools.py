@@ -75,7 +75,9 @@ def build(ctx, run_select, message):
             return "", ""
         return ", ".join(run.tags), run.note or ""
 
-    run_select.change(labels_of, run_select, [tags, note], show_progress="hidden", **private)
+    run_select.change(
+        labels_of, None, [tags, note], inputs_kwargs=dict(run_id=run_select), show_progress="hidden", **private
+    )
 
     def on_save(run_id, tag_text, note_text, request: gr.Request, profile: gr.OAuthProfile | None = None):
         if run_id is None:
@@ -87,7 +89,13 @@ def build(ctx, run_select, message):
         shown = ", ".join(out["tags"]) or "none"
         return ", ".join(out["tags"]), out["notes"] or "", f"Run #{out['id']}: tags {shown}; note saved."
 
-    save.click(on_save, [run_select, tags, note], [tags, note, message], **private)
+    save.click(
+        on_save,
+        None,
+        [tags, note, message],
+        inputs_kwargs=dict(run_id=run_select, tag_text=tags, note_text=note),
+        **private,
+    )
 
     def on_export(run_id, chosen):
         if not export_allowed(public):
@@ -101,7 +109,14 @@ def build(ctx, run_select, message):
         label = f"Download run #{run_id} as {chosen} (.zip)"
         return gr.DownloadButton(label, value=str(path), visible=True), f"Run #{run_id} exported as {chosen}."
 
-    export.click(on_export, [run_select, fmt], [exported, message], show_progress="minimal", **private)
+    export.click(
+        on_export,
+        None,
+        [exported, message],
+        inputs_kwargs=dict(run_id=run_select, chosen=fmt),
+        show_progress="minimal",
+        **private,
+    )
 
     def on_data(what):
         def handler(run_id, chosen):
@@ -114,4 +129,6 @@ def build(ctx, run_select, message):
         return handler
 
     for button, what in ((runs_data, "runs"), (events_data, "events")):
-        button.click(on_data(what), [run_select, data_fmt], [data_out, message], **private)
+        button.click(
+            on_data(what), None, [data_out, message], inputs_kwargs=dict(run_id=run_select, chosen=data_fmt), **private
+        )
