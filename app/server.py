@@ -18,7 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from moduletune.app import experiment
+from moduletune.app.experiment.form import Form
+from moduletune.app.experiment.preview import preview
 from moduletune.app.public import visitors
 from moduletune.app.ui import CSS, build_app, theme
 from moduletune.tasks.parent_death import parent_death_signal
@@ -230,9 +231,8 @@ def check_port(host: str, port: int) -> None:
 
 def _warm_up() -> None:
     """Load the default model's config and count its parameters once, so the first page shows its preview fast."""
-
     try:
-        experiment.preview(experiment.Form())
+        preview(Form())
     except Exception as err:  # a warm-up never stops the server; the form will show the error
         log.warning("warm-up failed: %s", err)
 

@@ -4,6 +4,7 @@ transformers model, as a zip), and the registry's data as a file (the runs table
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -47,9 +48,24 @@ def data_file(registry, what: str, fmt: str, run_id=None, public: bool = False) 
     return data_export.write_table(frame, fmt, data_export.unique_path("runs", fmt, folder))
 
 
-def build(ctx, run_select, message):
-    """Lay out the tools (inside the Runs tab) for the run shown in run_select; messages go to `message`."""
-    registry, who, private, public = ctx.registry, ctx.who, ctx.private, ctx.public
+@dataclass
+class RunTools:
+    """The tools' components by name."""
+
+    tags: gr.Textbox
+    note: gr.Textbox
+    save: gr.Button
+    fmt: gr.Radio
+    export: gr.Button
+    exported: gr.DownloadButton
+    data_fmt: gr.Radio
+    runs_data: gr.Button
+    events_data: gr.Button
+    data_out: gr.DownloadButton
+
+
+def layout(public) -> RunTools:
+    """The accordion under a run: its tags and note, its export (where allowed), the data files."""
     with gr.Accordion("Tags, note, export and data", open=False, elem_id="run-tools"):
         with gr.Row():
             tags = gr.Textbox(label="Tags", placeholder="baseline, ln-only", elem_id="run-tags", scale=2)
@@ -64,6 +80,15 @@ def build(ctx, run_select, message):
             runs_data = gr.Button("All runs", size="sm", elem_id="data-runs", scale=0, min_width=110)
             events_data = gr.Button("This run's events", size="sm", elem_id="data-events", scale=0, min_width=150)
             data_out = gr.DownloadButton("Download data", visible=False, size="sm", elem_id="data-download")
+    return RunTools(tags, note, save, fmt, export, exported, data_fmt, runs_data, events_data, data_out)
+
+
+def build(ctx, run_select, message):
+    """Lay out the tools (inside the Runs tab) for the run shown in run_select; messages go to `message`."""
+    registry, who, private, public = ctx.registry, ctx.who, ctx.private, ctx.public
+    ui = layout(public)
+    tags, note, save, fmt, export, exported = ui.tags, ui.note, ui.save, ui.fmt, ui.export, ui.exported
+    data_fmt, data_out = ui.data_fmt, ui.data_out
 
     def labels_of(run_id):
         """The shown run's tags and note into the boxes (blank with no run)."""
@@ -128,7 +153,7 @@ def build(ctx, run_select, message):
 
         return handler
 
-    for button, what in ((runs_data, "runs"), (events_data, "events")):
+    for button, what in ((ui.runs_data, "runs"), (ui.events_data, "events")):
         button.click(
             on_data(what), None, [data_out, message], inputs_kwargs=dict(run_id=run_select, chosen=data_fmt), **private
         )
