@@ -229,7 +229,7 @@ def check_port(host: str, port: int) -> None:
             ) from None
 
 
-def _warm_up() -> None:
+def warm_up() -> None:
     """Load the default model's config and count its parameters once, so the first page shows its preview fast."""
     try:
         preview(Form())
@@ -310,7 +310,7 @@ def start_app(host: str, port: int, worker: bool, registry, worker_args: tuple[s
     demo = build_app(registry, worker_status=status, public=public)
     # After the build, which reads the default model's config: two threads importing transformers' lazy module
     # at once can see it half made ("cannot import name 'AutoConfig'").
-    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     demo.queue(default_concurrency_limit=4)
     return demo, embedded
 

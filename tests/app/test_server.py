@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -166,3 +167,10 @@ def test_the_stop_timeout_comes_from_the_environment_and_is_checked(monkeypatch)
         monkeypatch.setenv("MODULETUNE_STOP_TIMEOUT", bad)
         with pytest.raises(ValueError, match="MODULETUNE_STOP_TIMEOUT must be a number of seconds above 0"):
             server.stop_timeout_setting()
+
+
+def test_the_warm_up_counts_the_default_form(caplog):
+    """serve's warm-up thread counts the default form once; a failure there is only logged, so check it is not."""
+    with caplog.at_level(logging.WARNING, logger=server.log.name):
+        server.warm_up()
+    assert not [r for r in caplog.records if "warm-up failed" in r.getMessage()], caplog.text
