@@ -186,7 +186,10 @@ class Run:
     @classmethod
     def from_row(cls, row, tags=(), detailed: bool = False) -> Run:
         """A registry row (a mapping of the runs table's columns) and its tags as a Run; NaN read as None."""
-        get = lambda name: _finite(row[name])  # noqa: E731
+
+        def get(name):
+            return _finite(row[name])
+
         grouped = {
             "result": _part(Outcome, get),
             "progress": _part(Progress, get),

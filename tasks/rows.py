@@ -13,7 +13,7 @@ import os
 import time
 
 from moduletune.tasks.database import QUEUED, runs
-from moduletune.tasks.entities import NOTE_COLUMNS, RUN_COLUMNS, TIME_COLUMNS, Run  # noqa: F401  (re-exported)
+from moduletune.tasks.entities import NOTE_COLUMNS, RUN_COLUMNS, TIME_COLUMNS, Run
 from moduletune.tuning.modules import short_label
 from moduletune.tuning.replicates import comparison_key, replicate_key, replicate_settings
 from moduletune.tuning.text import json_safe

@@ -11,8 +11,9 @@ import pytest
 
 from moduletune.tasks import queue, submission, worker
 from moduletune.tasks.database import SCHEMA_VERSION
+from moduletune.tasks.entities import RUN_COLUMNS
 from moduletune.tasks.registry import EVENT_COLUMNS, Registry, RegistryError, RunNotFound, normalize_url
-from moduletune.tasks.rows import FRAME_COLUMNS, RUN_COLUMNS
+from moduletune.tasks.rows import FRAME_COLUMNS
 from moduletune.tuning.config import ConfigError, RunConfig
 
 from .conftest import REPO

@@ -8,8 +8,9 @@ import threading
 import pytest
 
 from moduletune.tasks import submission
+from moduletune.tasks.entities import RUN_COLUMNS
 from moduletune.tasks.registry import Registry, RunNotFound
-from moduletune.tasks.rows import FRAME_COLUMNS, RUN_COLUMNS
+from moduletune.tasks.rows import FRAME_COLUMNS
 from moduletune.tasks.tags import MAX_TAGS, TagError, check_note, check_tags, parse_tags
 from moduletune.tuning.config import RunConfig
 
